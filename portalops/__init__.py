@@ -1,0 +1,3 @@
+"""portal-ops: shared pieces of the operations toolkit (errors, YAML loading, config, output)."""
+
+__version__ = "0.1.0"
