@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from portalops.validate import Strict, parse_model
 from portalops.yamlsrc import load_yaml
@@ -64,6 +64,19 @@ class Backup(Strict):
     repositories: list[Repository] = []
     retention: Retention = Retention()
     sources: list[Source] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Backup:
+        for what, names in (
+            ("repositories", [r.name for r in self.repositories]),
+            ("sources", [s.name for s in self.sources]),
+        ):
+            seen = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"two {what} are named '{name}'; names must be unique")
+                seen.add(name)
+        return self
 
 
 class Metrics(Strict):

@@ -60,7 +60,7 @@ def _render(err: Any, model: type[BaseModel], source: YamlSource) -> str:
         message = _MESSAGES[kind].format(got=got)
     elif kind == "extra_forbidden":
         message = "unknown key" + _did_you_mean(model, loc)
-    elif kind == "literal_error":
+    elif kind in {"literal_error", "enum"}:
         message = f"expected {ctx['expected']}, got {got}"
     elif kind == "union_tag_invalid":
         message = f"expected {ctx['expected_tags']}, got {_show(ctx['tag'])}"
