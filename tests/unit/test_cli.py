@@ -45,9 +45,7 @@ def test_shipped_estates_check_clean() -> None:
     result = ops("inventory", "check")
     assert result.returncode == 0, result.stderr
     assert "9" in result.stdout  # nine district-level units
-    phutho = ops(
-        "--json", "--units", "inventory/examples/phutho-2025.yaml", "inventory", "check"
-    )
+    phutho = ops("--json", "--units", "inventory/examples/phutho-2025.yaml", "inventory", "check")
     assert phutho.returncode == 0, phutho.stderr
     summary = json.loads(phutho.stdout)
     assert summary["levels"] == 2
@@ -79,7 +77,7 @@ def test_ansible_inventory_is_accepted_by_ansible(tmp_path: Path) -> None:
     """ansible-inventory parses our --list output through a script inventory."""
     script = tmp_path / "estate.sh"
     script.write_text(
-        f'#!/bin/sh\nexec {sys.executable} {PROJECT_ROOT / "ops.py"} '
+        f"#!/bin/sh\nexec {sys.executable} {PROJECT_ROOT / 'ops.py'} "
         f'--units {PROJECT_ROOT / "inventory/units.yaml"} inventory ansible "$@"\n'
     )
     script.chmod(0o755)

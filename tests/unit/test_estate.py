@@ -178,8 +178,11 @@ def test_department_slug_colliding_with_a_district(tmp_path: Path) -> None:
               - name: Huyện {"Dài" * 30}
             """,
             [
-                "F:3: districts[0].name: label '" + "dai" * 30 + "' derived from 'Huyện "
-                + "Dài" * 30 + "' is 90 characters; a DNS label holds at most 63"
+                "F:3: districts[0].name: label '"
+                + "dai" * 30
+                + "' derived from 'Huyện "
+                + "Dài" * 30
+                + "' is 90 characters; a DNS label holds at most 63"
             ],
         ),
         (
@@ -240,10 +243,7 @@ def test_department_slug_colliding_with_a_district(tmp_path: Path) -> None:
             legacy:
               - {from: tamdao.vinhphuc.gov.vn, to: www.vinhphuc.gov.vn}
             """,
-            [
-                "F:5: legacy[0].from: 'tamdao.vinhphuc.gov.vn' is the live domain of "
-                "'Huyện Tam Đảo'"
-            ],
+            ["F:5: legacy[0].from: 'tamdao.vinhphuc.gov.vn' is the live domain of 'Huyện Tam Đảo'"],
         ),
         (
             """\

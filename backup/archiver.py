@@ -1,0 +1,236 @@
+"""Back up a ``files`` source: walk its paths, store file contents and trees, return the root.
+
+The root tree mirrors the absolute paths (``/etc/nginx`` is stored as ``etc/nginx``), like
+restic, so a restore into a target directory recreates the layout beneath it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import logging
+import os
+import pwd
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from backup.chunker import Chunker
+from backup.files_cache import FilesCache, FileState
+from backup.pack import BlobType
+from backup.tree import Node, NodeType, Tree
+from backup.writer import BlobWriter
+from portalops.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnreadable(OpsError):
+    """cannot read {}: {}; the source is not backed up (no partial snapshot was written)"""
+
+    exit_code = OpsError.exit_code
+
+
+@dataclass
+class WalkStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    files_read: int = 0  # not taken from the files cache
+    bytes_read: int = 0
+    vanished: list[str] = field(default_factory=list)  # deleted between listing and reading
+    skipped: list[str] = field(default_factory=list)  # sockets and devices: not restorable
+
+
+Progress = Callable[[int, int], None]  # (files done, bytes done)
+
+
+@dataclass
+class Archiver:
+    writer: BlobWriter
+    chunker: Chunker
+    cache: FilesCache | None
+    exclude: list[str] = field(default_factory=list)
+    progress: Progress | None = None
+    stats: WalkStats = field(default_factory=WalkStats)
+
+    def archive(self, paths: list[Path]) -> bytes:
+        """Store everything under ``paths``; return the root tree's id."""
+        root: dict[bytes, object] = {}
+        for path in paths:
+            parts = [os.fsencode(p) for p in path.parts[1:]]
+            if not parts:
+                raise SourceUnreadable("/", "backing up the whole filesystem root is not supported")
+            node = root
+            for part in parts[:-1]:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    break  # an ancestor is itself a listed path: it covers this one
+                node = child
+            else:
+                node.setdefault(parts[-1], None)  # None: archive the real path here
+        return self._virtual_dir(b"/", root)
+
+    def _virtual_dir(self, prefix: bytes, children: dict[bytes, object]) -> bytes:
+        nodes = []
+        for name, sub in sorted(children.items()):
+            path = os.path.join(prefix, name)
+            if sub is None:
+                node = self._entry(path, name, listed=True)
+                if node is not None:
+                    nodes.append(node)
+                continue
+            st = self._lstat(path, listed=True)
+            if st is None:  # listed paths raise instead; this keeps the type checker informed
+                continue
+            subtree = self._virtual_dir(path, sub)  # type: ignore[arg-type]
+            nodes.append(self._node(name, NodeType.DIR, st, subtree=subtree))
+        return self.writer.add(BlobType.TREE, Tree(nodes).encode())
+
+    def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            if listed:
+                raise SourceUnreadable(os.fsdecode(path), "no such file or directory") from None
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        except OSError as exc:
+            raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+
+    def _excluded(self, path: bytes, name: bytes, is_dir: bool) -> bool:
+        spath, sname = os.fsdecode(path), os.fsdecode(name)
+        for pattern in self.exclude:
+            if pattern.endswith("/"):
+                if is_dir and fnmatch.fnmatchcase(sname, pattern.rstrip("/")):
+                    return True
+            elif "/" in pattern:
+                if fnmatch.fnmatchcase(spath, pattern):
+                    return True
+            elif fnmatch.fnmatchcase(sname, pattern):
+                return True
+        return False
+
+    def _entry(self, path: bytes, name: bytes, *, listed: bool = False) -> Node | None:
+        st = self._lstat(path, listed=listed)
+        if st is None:
+            return None
+        mode = st.st_mode
+        if not listed and self._excluded(path, name, stat.S_ISDIR(mode)):
+            return None
+        if stat.S_ISREG(mode):
+            return self._file(path, name, st)
+        if stat.S_ISDIR(mode):
+            return self._dir(path, name, st)
+        if stat.S_ISLNK(mode):
+            return self._symlink(path, name, st)
+        if stat.S_ISFIFO(mode):
+            return self._node(name, NodeType.FIFO, st)
+        # Sockets and device nodes are recreated by the services that own them.
+        self.stats.skipped.append(os.fsdecode(path))
+        return None
+
+    def _symlink(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        try:
+            target = os.readlink(path)
+        except FileNotFoundError:
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        self.stats.symlinks += 1
+        return self._node(name, NodeType.SYMLINK, st, target=target)
+
+    def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except FileNotFoundError:
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        except OSError as exc:
+            raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+        nodes = []
+        for child in names:
+            node = self._entry(os.path.join(path, child), child)
+            if node is not None:
+                nodes.append(node)
+        self.stats.dirs += 1
+        subtree = self.writer.add(BlobType.TREE, Tree(nodes).encode())
+        return self._node(name, NodeType.DIR, st, subtree=subtree)
+
+    def _file(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        state = FileState.of(st)
+        content = self.cache.lookup(path, state) if self.cache else None
+        size = st.st_size
+        if content is None or not all(self.writer.known(blob) for blob in content):
+            try:
+                content, size = self._read(path, st)
+            except FileNotFoundError:
+                self.stats.vanished.append(os.fsdecode(path))
+                return None
+            except OSError as exc:
+                raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+            if self.cache:
+                self.cache.record(path, state, content)
+        elif self.cache:
+            self.cache.record(path, state, content)
+        self.stats.files += 1
+        self.stats.bytes += size
+        if self.progress:
+            self.progress(self.stats.files, self.stats.bytes)
+        link_group = f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else None
+        return self._node(
+            name, NodeType.FILE, st, size=size, content=tuple(content), link_group=link_group
+        )
+
+    def _read(self, path: bytes, st: os.stat_result) -> tuple[list[bytes], int]:
+        content: list[bytes] = []
+        size = 0
+        with open(path, "rb", buffering=0) as handle:
+            chunks: Iterable[bytes | memoryview]
+            if st.st_size < self.chunker.min_size:
+                # Small files are one blob. One that grew past a chunk while we looked is
+                # chunked from what we read.
+                data = handle.read()
+                small = len(data) < self.chunker.min_size
+                chunks = ([data] if data else []) if small else self.chunker.chunks(BytesIO(data))
+            else:
+                chunks = self.chunker.chunks(handle)
+            for chunk in chunks:
+                content.append(self.writer.add(BlobType.DATA, chunk))
+                size += len(chunk)
+        self.stats.files_read += 1
+        self.stats.bytes_read += size
+        return content, size
+
+    def _node(self, name: bytes, kind: NodeType, st: os.stat_result, **extra: object) -> Node:
+        return Node(
+            name=name,
+            type=kind,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime_ns=st.st_mtime_ns,
+            user=_user(st.st_uid),
+            group=_group(st.st_gid),
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+@cache
+def _user(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@cache
+def _group(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None

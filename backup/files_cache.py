@@ -1,0 +1,86 @@
+"""The writer's files cache: unchanged files (same size, mtime, ctime, inode) are not re-read.
+
+Kept per source in the state directory. Each run writes a fresh cache beside the old one and
+swaps it in only after its snapshot is written, so a crashed run leaves the last good cache.
+Losing the cache costs time, never correctness: a cached file whose blobs the repository no
+longer holds is read again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+ID_LEN = 32
+
+
+@dataclass(frozen=True)
+class FileState:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileState:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class FilesCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._new_path = path.with_name(path.name + ".new")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._old: sqlite3.Connection | None = None
+        if path.exists():
+            try:
+                self._old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                self._old.execute("select count(*) from files").fetchone()
+            except sqlite3.Error:
+                self._old = None  # damaged: start afresh, it is only a cache
+        with contextlib.suppress(FileNotFoundError):
+            self._new_path.unlink()
+        self._new = sqlite3.connect(self._new_path)
+        self._new.execute("pragma journal_mode=off")
+        self._new.execute("pragma synchronous=off")
+        self._new.execute(
+            "create table files (path blob primary key, size int, mtime_ns int, ctime_ns int,"
+            " inode int, blobs blob)"
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, path: bytes, state: FileState) -> list[bytes] | None:
+        if self._old is None:
+            return None
+        row = self._old.execute(
+            "select size, mtime_ns, ctime_ns, inode, blobs from files where path = ?", (path,)
+        ).fetchone()
+        if row is None or FileState(row[0], row[1], row[2], row[3]) != state:
+            return None
+        blobs: bytes = row[4]
+        return [blobs[i : i + ID_LEN] for i in range(0, len(blobs), ID_LEN)]
+
+    def record(self, path: bytes, state: FileState, blobs: list[bytes]) -> None:
+        self._new.execute(
+            "insert or replace into files values (?, ?, ?, ?, ?, ?)",
+            (path, state.size, state.mtime_ns, state.ctime_ns, state.inode, b"".join(blobs)),
+        )
+
+    def commit(self) -> None:
+        """Swap the new cache in; call only after the snapshot is safely written."""
+        self._new.commit()
+        self._new.close()
+        if self._old is not None:
+            self._old.close()
+        os.replace(self._new_path, self.path)
+
+    def discard(self) -> None:
+        self._new.close()
+        if self._old is not None:
+            self._old.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._new_path.unlink()

@@ -1,0 +1,11 @@
+"""Shared pytest configuration for portal-ops."""
+
+# Fixtures that start real servers on loopback (tests/fixtures/, DESIGN.md §5).
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.mariadb",
+    "tests.fixtures.nginx",
+    "tests.fixtures.sshd",
+    "tests.fixtures.s3",
+    "tests.fixtures.smtp",
+]
