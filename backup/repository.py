@@ -231,6 +231,13 @@ class Repository:
             raise DamagedObject(self.name, ref.key, "content does not match its name")
         return Snapshot.decode(self._decrypt(ref.key, stored))
 
+    def fetch_pack(self, key: str) -> bytes:
+        """A pack's stored (encrypted) bytes; thread-safe, for prefetching."""
+        return self.storage.get(key)
+
+    def decrypt_pack(self, key: str, stored: bytes) -> bytes:
+        return self._decrypt(key, stored)
+
     def read_pack(self, key: str) -> bytes:
         """A pack's plaintext; kept in a small cache since restores read packs in runs."""
         cached = self._packs.get(key)

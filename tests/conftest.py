@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.s3",
     "tests.fixtures.smtp",
+    "tests.fixtures.backup_env",
+    "tests.fixtures.faulty_proxy",
 ]

@@ -1,0 +1,208 @@
+"""``ops backup check``: is every snapshot restorable from what the repository holds?
+
+Structure: every index object authentic, every indexed pack present at its indexed size, and
+(with the identity) every snapshot's trees and data blobs indexed. ``--read-data``: packs are
+downloaded, decrypted and every blob checked against its id. Damage is reported by pack and
+by the snapshots and file paths it touches. Packs no index names are leftovers of interrupted
+runs: harmless, and ``forget --prune`` removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backup.repository import DamagedObject, Repository
+from backup.snapshot import SnapshotRef
+from backup.tree import NodeType
+from portalops.errors import OpsError
+
+PATHS_PER_PROBLEM = 20
+
+
+@dataclass
+class Problem:
+    obj: str  # the pack, index or snapshot object at fault
+    what: str
+    snapshots: list[str] = field(default_factory=list)  # "source@shortid"
+    paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "object": self.obj,
+            "problem": self.what,
+            "snapshots": self.snapshots,
+            "paths": self.paths,
+        }
+
+
+@dataclass
+class CheckResult:
+    repository: str
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    packs_read: int = 0
+    trees_checked: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    unreferenced_packs: list[str] = field(default_factory=list)  # harmless
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "repository": self.repository,
+            "ok": self.ok,
+            "snapshots": self.snapshots,
+            "packs": self.packs,
+            "blobs": self.blobs,
+            "packs_read": self.packs_read,
+            "trees_checked": self.trees_checked,
+            "problems": [p.to_json() for p in self.problems],
+            "unreferenced_packs": self.unreferenced_packs,
+            "notes": self.notes,
+        }
+
+
+def check(
+    repo: Repository,
+    read_data: float | None,
+    state_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckResult:
+    """``read_data``: None = structure only; a percentage in (0, 100] of packs to read."""
+    result = CheckResult(repo.name)
+    index = repo.load_index()
+    for problem in repo.index_problems:
+        key, _, what = problem.partition(": ")
+        result.problems.append(Problem(key, what))
+    stored = {info.key: info.size for info in repo.storage.list("packs/")}
+    damaged: dict[str, str] = {}
+    for key, record in index.packs.items():
+        size = stored.get(key)
+        if size is None:
+            damaged[key] = "pack is missing"
+        elif size != record.size:
+            damaged[key] = f"pack is {size} bytes, the index says {record.size}"
+    result.packs = len(index.packs)
+    result.blobs = len(index.blobs)
+    result.unreferenced_packs = sorted(set(stored) - set(index.packs))
+
+    if read_data is not None:
+        if repo.identity is None:
+            raise OpsError("check --read-data needs backup.identity (the repository's private key)")
+        for key in _select_packs(
+            repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir
+        ):
+            problems = repo.verify_pack(key, index.packs[key])
+            result.packs_read += 1
+            if problems:
+                damaged[key] = "; ".join(problems[:3]) + (
+                    f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+                )
+            if progress:
+                progress(result.packs_read, 0)
+
+    refs = repo.snapshots()
+    result.snapshots = len(refs)
+    if repo.identity is None:
+        result.notes.append(
+            "snapshots and trees were not walked: that needs backup.identity; "
+            "packs and index were checked"
+        )
+        result.problems += [Problem(key, what) for key, what in sorted(damaged.items())]
+        return result
+    result.trees_checked = True
+    _walk_snapshots(repo, refs, damaged, result)
+    return result
+
+
+def _walk_snapshots(
+    repo: Repository, refs: list[SnapshotRef], damaged: dict[str, str], result: CheckResult
+) -> None:
+    """Attribute damage to snapshots and paths; find blobs no index holds."""
+    touched: dict[str, Problem] = {key: Problem(key, what) for key, what in damaged.items()}
+    missing_blobs: dict[str, Problem] = {}
+
+    def note(problem: Problem, label: str, path: str | None) -> None:
+        if label not in problem.snapshots:
+            problem.snapshots.append(label)
+        if (
+            path is not None
+            and path not in problem.paths
+            and len(problem.paths) < PATHS_PER_PROBLEM
+        ):
+            problem.paths.append(path)
+
+    def blob_problem(blob: bytes) -> Problem | None:
+        location = repo.index.get(blob)
+        if location is None:
+            key = f"blob {blob.hex()[:16]}"
+            return missing_blobs.setdefault(key, Problem(key, "blob is in no index"))
+        return touched.get(location.pack)
+
+    for ref in refs:
+        label = f"{ref.source}@{ref.short_id}"
+        try:
+            snapshot = repo.read_snapshot(ref)
+        except (DamagedObject, ValueError, KeyError) as exc:
+            result.problems.append(Problem(ref.key, f"snapshot unreadable: {exc}", [label]))
+            continue
+        stack: list[tuple[bytes, str]] = [(snapshot.tree, "/")]
+        seen: set[bytes] = set()
+        while stack:
+            tree_id, where = stack.pop()
+            if tree_id in seen:
+                continue
+            seen.add(tree_id)
+            problem = blob_problem(tree_id)
+            if problem is not None:
+                note(problem, label, where)
+                continue
+            try:
+                tree = repo.read_tree(tree_id)
+            except (DamagedObject, ValueError, KeyError) as exc:
+                location = repo.index.get(tree_id)
+                key = location.pack if location else f"blob {tree_id.hex()[:16]}"
+                note(touched.setdefault(key, Problem(key, f"tree unreadable: {exc}")), label, where)
+                continue
+            for node in tree:
+                path = os.path.join(where, node.display_name)
+                if node.type is NodeType.DIR and node.subtree is not None:
+                    stack.append((node.subtree, path))
+                for blob in node.content:
+                    problem = blob_problem(blob)
+                    if problem is not None:
+                        note(problem, label, path)
+    result.problems += [p for p in touched.values()] + list(missing_blobs.values())
+
+
+def _select_packs(repo: Repository, packs: list[str], percent: float, state_dir: Path) -> list[str]:
+    """All packs, or a rotating window of ``percent`` of them: run k reads window k, so
+    repeated runs cover every pack."""
+    if percent >= 100 or not packs:
+        return packs
+    state_file = state_dir / "check" / f"{repo.config.id}.json"
+    try:
+        window = int(json.loads(state_file.read_text())["next_window"])
+    except (OSError, ValueError, KeyError, TypeError):
+        window = 0
+    windows = max(1, math.ceil(100 / percent))
+    # A keyed order spreads each window over old and new packs alike.
+    ordered = sorted(
+        packs, key=lambda k: hashlib.sha256(repo.config.id.encode() + k.encode()).digest()
+    )
+    chosen = [k for i, k in enumerate(ordered) if i % windows == window % windows]
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"next_window": (window + 1) % windows, "windows": windows}))
+    os.replace(tmp, state_file)
+    return chosen

@@ -1,0 +1,174 @@
+"""``ops backup run``: every selected source into every selected repository.
+
+Per repository, a source is read, chunked and stored under a shared lock; its snapshot is
+written last. A source that fails writes no snapshot and the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backup.access import Keys, open_repository
+from backup.archiver import Archiver
+from backup.chunker import Chunker
+from backup.files_cache import FilesCache
+from backup.locks import Lock
+from backup.repository import Repository
+from backup.snapshot import Snapshot
+from backup.writer import BlobWriter
+from portalops import __version__
+from portalops.errors import OpsError
+from portalops.settings import FilesSource, Source
+from portalops.settings import Repository as RepoSettings
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+
+
+@dataclass
+class SourceResult:
+    source: str
+    category: str
+    repository: str
+    ok: bool
+    snapshot: str | None = None  # full id
+    time: datetime | None = None
+    files: int = 0
+    dirs: int = 0
+    bytes: int = 0  # size of the source
+    bytes_added: int = 0  # stored (compressed, before encryption) bytes of new blobs
+    raw_bytes_added: int = 0
+    blobs_added: int = 0
+    packs_written: int = 0
+    duration: float = 0.0
+    vanished: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "category": self.category,
+            "repository": self.repository,
+            "status": "ok" if self.ok else "failed",
+            "snapshot": self.snapshot,
+            "time": self.time,
+            "files": self.files,
+            "dirs": self.dirs,
+            "bytes": self.bytes,
+            "bytes_added": self.bytes_added,
+            "raw_bytes_added": self.raw_bytes_added,
+            "blobs_added": self.blobs_added,
+            "packs_written": self.packs_written,
+            "duration_seconds": round(self.duration, 3),
+            "vanished": self.vanished,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+def run_backup(
+    sources: list[Source],
+    repositories: list[RepoSettings],
+    keys: Keys,
+    state_dir: Path,
+    progress: ProgressFactory | None = None,
+) -> list[SourceResult]:
+    """Back up each source into each repository; failures are results, not exceptions,
+    except for the problems that stop everything (no writer key)."""
+    results: list[SourceResult] = []
+    for repo_settings in repositories:
+        try:
+            repo = open_repository(repo_settings, keys)
+            repo.load_index()
+        except OpsError as exc:
+            results += [_failed(s, repo_settings.name, str(exc)) for s in sources]
+            continue
+        for source in sources:
+            started = time.monotonic()
+            try:
+                with Lock.acquire(repo.storage, exclusive=False, command="backup run", wait=600):
+                    result = _backup_files(repo, source, state_dir, progress)
+            except OpsError as exc:
+                result = _failed(source, repo.name, str(exc))
+            except OSError as exc:  # local trouble (state dir full...) : this source only
+                result = _failed(source, repo.name, f"{exc.strerror or exc}")
+            result.duration = time.monotonic() - started
+            results.append(result)
+    return results
+
+
+def _failed(source: Source, repository: str, error: str) -> SourceResult:
+    log.error("backup of %s into %s failed: %s", source.name, repository, error)
+    return SourceResult(source.name, source.category.value, repository, ok=False, error=error)
+
+
+def _backup_files(
+    repo: Repository, source: FilesSource, state_dir: Path, progress: ProgressFactory | None
+) -> SourceResult:
+    time_started = datetime.now(UTC)
+    cache = FilesCache(state_dir / "cache" / repo.config.id / f"{source.name}.sqlite")
+    writer = BlobWriter(repo)
+    archiver = Archiver(
+        writer,
+        Chunker(repo.writer.chunker_seed, repo.config.chunker),
+        cache,
+        exclude=list(source.exclude),
+        progress=progress(f"{source.name} → {repo.name}") if progress else None,
+    )
+    try:
+        root = archiver.archive(list(source.paths))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        cache.discard()
+        raise
+    stats = archiver.stats
+    snapshot = Snapshot(
+        source=source.name,
+        category=source.category.value,
+        host=socket.gethostname(),
+        time=time_started,
+        tree=root,
+        paths=[str(p) for p in source.paths],
+        tool=f"portal-ops {__version__}",
+        summary={
+            "files": stats.files,
+            "dirs": stats.dirs,
+            "symlinks": stats.symlinks,
+            "bytes": stats.bytes,
+            "files_read": stats.files_read,
+            "bytes_read": stats.bytes_read,
+            "bytes_added": writer.bytes_added,
+            "raw_bytes_added": writer.raw_bytes_added,
+            "blobs_added": writer.blobs_added,
+            "vanished": len(stats.vanished),
+            "skipped": len(stats.skipped),
+        },
+    )
+    ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
+    cache.commit()
+    return SourceResult(
+        source=source.name,
+        category=source.category.value,
+        repository=repo.name,
+        ok=True,
+        snapshot=ref.id,
+        time=ref.time,
+        files=stats.files,
+        dirs=stats.dirs,
+        bytes=stats.bytes,
+        bytes_added=writer.bytes_added,
+        raw_bytes_added=writer.raw_bytes_added,
+        blobs_added=writer.blobs_added,
+        packs_written=writer.packs_written,
+        vanished=stats.vanished[:20],
+        skipped=stats.skipped[:20],
+    )

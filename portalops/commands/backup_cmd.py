@@ -1,0 +1,417 @@
+"""``ops backup keygen | init | run | list | restore | check | unlock`` (Article 11)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from backup.access import Keys, load_keys, open_repository, select
+from backup.backends import open_storage
+from backup.check import check
+from backup.keys import IdentityMissing, keygen, load_writer_key
+from backup.locks import Lock, list_locks, remove_all, remove_stale
+from backup.prune import forget, prune
+from backup.repository import Repository
+from backup.restore import restore
+from backup.retention import Policy
+from backup.run import run_backup
+from backup.snapshot import SnapshotRef
+from portalops.context import Context
+from portalops.errors import BadInput, ExitCode
+from portalops.output import Outcome, table
+from portalops.progress import progress_bars
+from portalops.units import age, size
+
+
+def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("backup", help="Art. 11 backups: keys, repositories, snapshots")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = sub.add_parser("keygen", help="write a new identity and writer key (both 0600)")
+    p.add_argument("--identity", type=Path, required=True, metavar="FILE")
+    p.add_argument("--writer-key", type=Path, required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    p = sub.add_parser("init", help="create the configured repositories")
+    _repository_option(p)
+
+    p = sub.add_parser("run", help="back up every configured source into every repository")
+    p.add_argument("--source", action="append", metavar="S", help="only this source (repeat)")
+    _repository_option(p)
+
+    p = sub.add_parser("list", help="snapshots, newest last")
+    p.add_argument("--source", metavar="S")
+    _repository_option(p)
+
+    p = sub.add_parser("restore", help="restore a snapshot into a directory")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
+    p.add_argument("--source", metavar="S", help="with 'latest': which source")
+    p.add_argument("--target", type=Path, required=True, metavar="DIR")
+    p.add_argument("--path", action="append", metavar="P", help="only this path (repeat)")
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+
+    p = sub.add_parser("check", help="verify the repository (structure, or data with --read-data)")
+    p.add_argument(
+        "--read-data",
+        nargs="?",
+        const=100.0,
+        type=_percent,
+        metavar="PCT",
+        help="also download and verify packs: all, or a rotating PCT%% subset",
+    )
+    _repository_option(p)
+
+    p = sub.add_parser("forget", help="apply the retention policy; --prune frees the space")
+    p.add_argument("--prune", action="store_true", help="then remove data no snapshot uses")
+    p.add_argument("--dry-run", action="store_true", help="show what would go; change nothing")
+    _repository_option(p)
+
+    p = sub.add_parser("unlock", help="remove stale locks (of processes that are gone)")
+    p.add_argument("--all", action="store_true", help="remove every lock, even live ones")
+    _repository_option(p)
+
+    parser.set_defaults(run=run)
+
+
+def _repository_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repository", action="append", metavar="R", help="only this one (repeat)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}")
+    return value
+
+
+def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    handler = {
+        "keygen": _keygen,
+        "init": _init,
+        "run": _run,
+        "list": _list,
+        "restore": _restore,
+        "check": _check,
+        "forget": _forget,
+        "unlock": _unlock,
+    }[args.action]
+    return handler(ctx, args)
+
+
+def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
+    public, fingerprint = keygen(args.identity, args.writer_key, force=args.force)
+    data = {
+        "identity": str(args.identity),
+        "writer_key": str(args.writer_key),
+        "recipient": public,
+        "key_fingerprint": fingerprint,
+    }
+    text = (
+        f"identity   {args.identity}  (private: keep it on the drill host or offline)\n"
+        f"writer key {args.writer_key}  (for backup hosts: it cannot read backups)\n"
+        f"recipient  {public}\n"
+        "Next: set backup.writer_key (and, where restores run, backup.identity) in the config, "
+        "then 'ops backup init'."
+    )
+    return Outcome(data, [text])
+
+
+def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
+    backup = ctx.settings.backup
+    if backup.writer_key is None:
+        raise BadInput(
+            f"{ctx.config_path or 'the config'}: backup.writer_key is not set; "
+            "'ops backup keygen' writes one"
+        )
+    writer = load_writer_key(backup.writer_key)
+    rows, docs = [], []
+    for settings in select(backup, args.repository, ctx.config_path):
+        storage = open_storage(settings)
+        repo, created = Repository.init(storage, writer)
+        state = "created" if created else "already initialised"
+        rows.append((settings.name, storage.describe(), repo.config.id, state))
+        docs.append(
+            {
+                "repository": settings.name,
+                "location": storage.describe(),
+                "id": repo.config.id,
+                "created": created,
+            }
+        )
+    return Outcome(docs, [table(None, ["repository", "location", "id", "state"], rows)])
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    settings = ctx.settings
+    backup = settings.backup
+    where = ctx.config_path or "the config"
+    if not backup.sources:
+        raise BadInput(f"{where}: backup.sources is empty: nothing to back up")
+    sources = list(backup.sources)
+    if args.source:
+        known = {s.name for s in sources}
+        unknown = [s for s in args.source if s not in known]
+        if unknown:
+            raise BadInput(
+                f"unknown source {', '.join(map(repr, unknown))}; {where} defines "
+                f"{', '.join(sorted(known))}"
+            )
+        sources = [s for s in sources if s.name in args.source]
+    repositories = select(backup, args.repository, ctx.config_path)
+    keys = load_keys(backup)
+    with progress_bars() as bars:
+        results = run_backup(sources, repositories, keys, settings.state_dir, bars)
+    rows = [
+        (
+            r.source,
+            r.category,
+            r.repository,
+            "ok" if r.ok else "FAILED",
+            r.snapshot[:8] if r.snapshot else "",
+            r.files,
+            size(r.bytes),
+            size(r.bytes_added),
+            f"{r.duration:.1f}s",
+            r.error or (f"{len(r.vanished)} vanished while reading" if r.vanished else ""),
+        )
+        for r in results
+    ]
+    failed = [r for r in results if not r.ok]
+    columns = ["source", "category", "repository", "result", "snapshot", "files", "size", "added"]
+    return Outcome(
+        {"ok": not failed, "results": [r.to_json() for r in results]},
+        [table(None, [*columns, "time", "note"], rows)],
+        ExitCode.PROBLEM_FOUND if failed else ExitCode.OK,
+    )
+
+
+def _open_all(ctx: Context, names: list[str] | None) -> tuple[list[Repository], Keys]:
+    backup = ctx.settings.backup
+    keys = load_keys(backup)
+    return [open_repository(s, keys) for s in select(backup, names, ctx.config_path)], keys
+
+
+def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, keys = _open_all(ctx, args.repository)
+    docs: list[dict[str, Any]] = []
+    for repo in repos:
+        for ref in repo.snapshots(args.source):
+            doc: dict[str, Any] = {
+                "id": ref.id,
+                "short_id": ref.short_id,
+                "source": ref.source,
+                "time": ref.time,
+                "repository": repo.name,
+                "category": None,
+                "host": None,
+                "files": None,
+                "bytes": None,
+            }
+            if keys.identity is not None:
+                snapshot = repo.read_snapshot(ref)
+                doc.update(
+                    category=snapshot.category,
+                    host=snapshot.host,
+                    files=snapshot.summary.get("files"),
+                    bytes=snapshot.summary.get("bytes"),
+                )
+            docs.append(doc)
+    rows = [
+        (
+            d["short_id"],
+            d["repository"],
+            d["source"],
+            d["category"] or "",
+            d["time"].strftime("%Y-%m-%d %H:%M:%SZ"),
+            age(d["time"]),
+            "" if d["files"] is None else d["files"],
+            "" if d["bytes"] is None else size(d["bytes"]),
+        )
+        for d in docs
+    ]
+    human: list[Any] = [
+        table(
+            None, ["id", "repository", "source", "category", "time", "age", "files", "size"], rows
+        )
+    ]
+    if keys.identity is None and docs:
+        human.append("(category, files and size need backup.identity; names alone shown)")
+    return Outcome(docs, human)
+
+
+def _resolve(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:
+    refs = repo.snapshots(source)
+    if wanted == "latest":
+        if not refs:
+            raise BadInput(
+                f"repository {repo.name} has no snapshot"
+                + (f" of source '{source}'" if source else "")
+            )
+        sources = {r.source for r in refs}
+        if source is None and len(sources) > 1:
+            raise BadInput(
+                f"'latest' of which source? repository {repo.name} has "
+                f"{', '.join(sorted(sources))}; add --source"
+            )
+        return refs[-1]
+    matches = [r for r in refs if r.id.startswith(wanted.lower())]
+    if len(wanted) < 4 or not matches:
+        raise BadInput(
+            f"no snapshot {wanted!r} in repository {repo.name}; 'ops backup list' shows them"
+        )
+    if len(matches) > 1:
+        raise BadInput(f"snapshot id {wanted!r} is ambiguous in {repo.name}; give more characters")
+    return matches[0]
+
+
+def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
+    names = [args.repository] if args.repository else None
+    repos, keys = _open_all(ctx, names)
+    repo = repos[0]
+    if keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    ref = _resolve(repo, args.snapshot, args.source)
+    snapshot = repo.read_snapshot(ref)
+    repo.load_index()
+    with progress_bars() as bars:
+        result = restore(repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"))
+    data = {
+        "repository": repo.name,
+        "snapshot": ref.id,
+        "source": ref.source,
+        "time": ref.time,
+        "target": str(args.target),
+        "files": result.files,
+        "dirs": result.dirs,
+        "symlinks": result.symlinks,
+        "bytes": result.bytes,
+        "verified_blobs": result.verified_blobs,
+        "seconds": round(result.seconds, 3),
+        "warnings": result.warnings,
+    }
+    text = (
+        f"restored {ref.source}@{ref.short_id} ({ref.time:%Y-%m-%d %H:%M:%SZ}) from {repo.name} "
+        f"into {args.target}: {result.files} files, {result.dirs} directories, "
+        f"{size(result.bytes)}, every byte verified, in {result.seconds:.1f}s"
+    )
+    return Outcome(data, [text, *result.warnings])
+
+
+def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, _ = _open_all(ctx, args.repository)
+    results = []
+    with progress_bars() as bars:
+        for repo in repos:
+            with Lock.acquire(repo.storage, exclusive=False, command="backup check", wait=60):
+                results.append(
+                    check(repo, args.read_data, ctx.settings.state_dir, bars(f"check {repo.name}"))
+                )
+    human: list[Any] = []
+    for r in results:
+        state = "OK" if r.ok else f"{len(r.problems)} PROBLEM(S)"
+        human.append(
+            f"{r.repository}: {state} — {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs"
+            + (f", {r.packs_read} packs read and verified" if args.read_data else "")
+        )
+        for p in r.problems:
+            human.append(f"  {p.obj}: {p.what}")
+            if p.snapshots:
+                human.append(f"    snapshots: {', '.join(p.snapshots)}")
+            for path in p.paths:
+                human.append(f"    {path}")
+        if r.unreferenced_packs:
+            human.append(
+                f"  {len(r.unreferenced_packs)} unreferenced pack(s), left by interrupted runs: "
+                "harmless; 'ops backup forget --prune' removes them"
+            )
+        human += [f"  note: {n}" for n in r.notes]
+    failed = any(not r.ok for r in results)
+    return Outcome(
+        {"ok": not failed, "repositories": [r.to_json() for r in results]},
+        human,
+        ExitCode.PROBLEM_FOUND if failed else ExitCode.OK,
+    )
+
+
+def _unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
+    backup = ctx.settings.backup
+    docs, rows = [], []
+    for settings in select(backup, args.repository, ctx.config_path):
+        storage = open_storage(settings)
+        removed = remove_all(storage) if args.all else remove_stale(storage)
+        remaining = list_locks(storage)
+        for info in removed:
+            rows.append((settings.name, "removed", info.host, info.pid, info.command))
+        for info in remaining:
+            rows.append((settings.name, "held", info.host, info.pid, info.command))
+        docs.append(
+            {
+                "repository": settings.name,
+                "removed": [i.key for i in removed],
+                "remaining": [i.key for i in remaining],
+            }
+        )
+    return Outcome(docs, [table(None, ["repository", "lock", "host", "pid", "command"], rows)])
+
+
+def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
+    settings = ctx.settings
+    retention = settings.backup.retention
+    policy = Policy(
+        last=retention.last,
+        daily=retention.daily,
+        weekly=retention.weekly,
+        monthly=retention.monthly,
+        yearly=retention.yearly,
+    )
+    repos, keys = _open_all(ctx, args.repository)
+    if args.prune and keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    docs: list[dict[str, Any]] = []
+    human: list[Any] = []
+    for repo in repos:
+        forgotten = forget(repo, policy, dry_run=args.dry_run)
+        rows = [
+            (
+                d.snapshot.short_id,
+                d.snapshot.source,
+                d.snapshot.time.strftime("%Y-%m-%d %H:%M:%SZ"),
+                "keep" if d.keep else ("would remove" if args.dry_run else "remove"),
+                ", ".join(d.reasons),
+            )
+            for d in forgotten.decisions
+        ]
+        human.append(table(repo.name, ["id", "source", "time", "action", "kept by"], rows))
+        human += [f"  under Object Lock, kept for now: {item}" for item in forgotten.locked]
+        doc: dict[str, Any] = {
+            "repository": repo.name,
+            "dry_run": args.dry_run,
+            "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
+            "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
+            "locked": forgotten.locked,
+            "prune": None,
+        }
+        if args.prune:
+            pruned = prune(repo, dry_run=args.dry_run)
+            doc["prune"] = {
+                "packs_before": pruned.packs_before,
+                "packs_deleted": pruned.packs_deleted,
+                "packs_repacked": pruned.packs_repacked,
+                "packs_written": pruned.packs_written,
+                "unreferenced_deleted": pruned.unreferenced_deleted,
+                "bytes_freed": pruned.bytes_freed,
+                "locked": pruned.locked,
+            }
+            verb = "would free" if args.dry_run else "freed"
+            human.append(
+                f"  prune: {pruned.packs_deleted} of {pruned.packs_before} packs removed "
+                f"({pruned.packs_repacked} repacked into {pruned.packs_written}), "
+                f"{verb} {size(pruned.bytes_freed)}"
+            )
+            human += [f"  under Object Lock, kept for now: {item}" for item in pruned.locked]
+        docs.append(doc)
+    return Outcome(docs, human)

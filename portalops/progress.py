@@ -1,0 +1,55 @@
+"""Progress bars on stderr for long work, shown only when stderr is a terminal (cron mail and
+pipes get nothing but errors)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+Callback = Callable[[int, int], None]  # (items done, bytes done)
+
+
+@contextmanager
+def progress_bars(enabled: bool | None = None) -> Iterator[Callable[[str], Callback | None]]:
+    """Yields a factory: ``factory(label)`` gives a callback for one task, or None when off."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield lambda _label: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=None),
+        TextColumn("{task.fields[items]} files"),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+
+        def factory(label: str) -> Callback:
+            task: TaskID = bars.add_task(label, total=None, items=0)
+            last = [0.0]
+
+            def update(items: int, done: int) -> None:
+                now = time.monotonic()
+                if now - last[0] >= 0.1:  # redrawing per small file would cost more than it
+                    last[0] = now
+                    bars.update(task, completed=done, items=items)
+
+            return update
+
+        yield factory

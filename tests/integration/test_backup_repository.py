@@ -1,0 +1,393 @@
+"""The backup repository end to end through the ops CLI, on a local directory and on S3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.backup_env import BackupEnv
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+KEEP_LAST_ONLY = {"last": 1, "daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}
+
+
+def make_tree(root: Path, big_mib: int = 200) -> Path:
+    """A portal-like tree with the awkward cases: NFC and NFD names side by side, empty files,
+    a big file, symlinks (one dangling), hard links, odd modes and exact mtimes."""
+    src = root / "src"
+    (src / "www" / "tin-tức").mkdir(parents=True)
+    nfc = unicodedata.normalize("NFC", "Thông báo.html")
+    nfd = unicodedata.normalize("NFD", "Thông báo.html")
+    assert nfc.encode() != nfd.encode()
+    (src / "www" / nfc).write_text("<p>Xin chào — bản NFC</p>\n", encoding="utf-8")
+    (src / "www" / nfd).write_text("<p>Xin chào — bản NFD</p>\n", encoding="utf-8")
+    (src / "www" / "tin-tức" / "bài-1.txt").write_text("Đạo Trù\n" * 5000, encoding="utf-8")
+    (src / "empty").touch()
+    (src / "www" / "empty-dir").mkdir()
+    big = src / "media" / "video.bin"
+    big.parent.mkdir()
+    with big.open("wb") as handle:
+        for _ in range(big_mib):
+            handle.write(os.urandom(MiB))
+    (src / "www" / "latest.bin").symlink_to("../media/video.bin")
+    (src / "www" / "dangling").symlink_to("/nonexistent/target")
+    os.link(src / "www" / "tin-tức" / "bài-1.txt", src / "hardlink.txt")
+    script = src / "deploy.sh"
+    script.write_text("#!/bin/sh\necho deploy\n")
+    script.chmod(0o750)
+    secret = src / "config.php"
+    secret.write_text("<?php $db_password = 'not-a-real-secret';\n")
+    secret.chmod(0o600)
+    os.chown(secret, 33, 33)  # www-data, as on a portal server
+    when = 1_700_000_000_123_456_789
+    for path in (script, secret, src / "empty"):
+        os.utime(path, ns=(when, when))
+    os.utime(src / "www" / "dangling", ns=(when, when), follow_symlinks=False)
+    return src
+
+
+def describe(root: Path) -> dict[bytes, tuple[object, ...]]:
+    """Everything a restore must reproduce, keyed by relative path bytes."""
+    out: dict[bytes, tuple[object, ...]] = {}
+    inodes: dict[int, bytes] = {}
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, base)
+            st = os.lstat(full)
+            kind = stat.S_IFMT(st.st_mode)
+            extra: object = None
+            if stat.S_ISREG(st.st_mode):
+                extra = hashlib.sha256(Path(os.fsdecode(full)).read_bytes()).hexdigest()
+                if st.st_nlink > 1:
+                    extra = (extra, inodes.setdefault(st.st_ino, rel))
+            elif stat.S_ISLNK(st.st_mode):
+                extra = os.readlink(full)
+            mtime = None if stat.S_ISDIR(st.st_mode) else st.st_mtime_ns
+            out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size
+                        if not stat.S_ISDIR(st.st_mode) else None, mtime, extra)  # fmt: skip
+    return out
+
+
+def restored_root(target: Path, src: Path) -> Path:
+    return target / src.relative_to("/")
+
+
+def test_round_trip_is_identical(backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    backup_env.add_source("portal", src)
+    run = backup_env.ops_json("backup", "run")
+    assert run["ok"] is True
+    [result] = run["results"]
+    assert result["files"] == 8
+    assert result["bytes"] > 200 * MiB
+    listed = backup_env.ops_json("backup", "list")
+    assert [s["source"] for s in listed] == ["portal"]
+    assert listed[0]["files"] == 8
+    target = tmp_path / "restore"
+    restored = backup_env.ops_json("backup", "restore", "latest", "--target", str(target))
+    assert restored["files"] == 8
+    assert describe(restored_root(target, src)) == describe(src)
+    # Directory mtimes too, once every entry is in place.
+    for rel in (Path("www"), Path("www/tin-tức"), Path("media")):
+        assert (restored_root(target, src) / rel).stat().st_mtime_ns == (
+            src / rel
+        ).stat().st_mtime_ns
+
+
+def test_restore_one_path(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = make_tree(tmp_path, big_mib=1)
+    local_backup_env.add_source("portal", src)
+    local_backup_env.ops("backup", "run", check=True)
+    target = tmp_path / "one"
+    wanted = src / "www" / "tin-tức"
+    local_backup_env.ops(
+        "backup", "restore", "latest", "--target", str(target), "--path", str(wanted), check=True
+    )
+    got = restored_root(target, src)
+    assert (got / "www" / "tin-tức" / "bài-1.txt").read_text(encoding="utf-8").startswith("Đạo")
+    assert not (got / "media").exists()
+    missing = local_backup_env.ops(
+        "backup", "restore", "latest", "--target", str(target), "--path", "/no/such/path"
+    )
+    assert missing.returncode == 2
+    assert "not in snapshot" in missing.stderr
+
+
+def test_deduplication(backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = tmp_path / "data"
+    src.mkdir()
+    big = src / "dump.sql"
+    with big.open("wb") as handle:
+        for _ in range(100):
+            handle.write(os.urandom(MiB))
+    for i in range(200):
+        (src / f"page-{i}.html").write_text(f"<p>trang {i}</p>\n" * 50, encoding="utf-8")
+    backup_env.add_source("data", src)
+    first = backup_env.ops_json("backup", "run")["results"][0]
+    size = first["bytes"]
+    assert first["raw_bytes_added"] >= size  # trees come on top
+
+    again = backup_env.ops_json("backup", "run")["results"][0]
+    assert again["raw_bytes_added"] < 0.01 * size, again
+
+    # Without the files cache every file is read again; deduplication alone must still hold.
+    for cache in (backup_env.state_dir / "cache").rglob("*.sqlite"):
+        cache.unlink()
+    with big.open("ab") as handle:
+        handle.write(os.urandom(MiB))
+    appended = backup_env.ops_json("backup", "run")["results"][0]
+    assert appended["raw_bytes_added"] < 5 * MiB, appended
+
+
+def test_write_only_backup_host(backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = make_tree(tmp_path, big_mib=2)
+    backup_env.add_source("portal", src)
+    backup_env.write_config(identity=False)
+    run = backup_env.ops("backup", "run")
+    assert run.returncode == 0, run.stderr
+
+    restore = backup_env.ops("backup", "restore", "latest", "--target", str(tmp_path / "r"))
+    assert restore.returncode == 3
+    assert "backup.identity" in restore.stderr
+    assert "Traceback" not in restore.stderr
+    read = backup_env.ops("backup", "check", "--read-data")
+    assert read.returncode == 3
+    assert "backup.identity" in read.stderr
+    # Names alone are listed without the identity.
+    listed = backup_env.ops_json("backup", "list")
+    assert listed[0]["source"] == "portal"
+    assert listed[0]["files"] is None
+
+    backup_env.write_config(identity=True)
+    assert backup_env.ops("backup", "check", "--read-data").returncode == 0
+    restore = backup_env.ops("backup", "restore", "latest", "--target", str(tmp_path / "r"))
+    assert restore.returncode == 0, restore.stderr
+
+
+def test_objects_open_with_the_standard_age_tool(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    src = make_tree(tmp_path, big_mib=1)
+    env.add_source("portal", src)
+    env.ops("backup", "run", check=True)
+    repo = Path(env.repo_url)
+    pack = next((repo / "packs").rglob("*"))
+    while pack.is_dir():
+        pack = next(pack.iterdir())
+    snapshot = next((repo / "snapshots").rglob("*-*"))
+    for obj in (pack, snapshot):
+        plain = subprocess.run(
+            ["age", "-d", "-i", str(env.identity), str(obj)], capture_output=True, check=True
+        ).stdout
+        assert plain
+    assert b'"source":"portal"' in subprocess.run(
+        ["age", "-d", "-i", str(env.identity), str(snapshot)], capture_output=True, check=True
+    ).stdout.replace(b" ", b"")
+
+
+def test_emergency_restore_with_age_and_zstd_only(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """FORMAT.md is enough: the standalone script restores through the real binaries."""
+    env = local_backup_env
+    src = make_tree(tmp_path, big_mib=3)
+    env.add_source("portal", src)
+    env.ops("backup", "run", check=True)
+    repo = Path(env.repo_url)
+    [snapshot] = list((repo / "snapshots").rglob("*-*"))
+    target = tmp_path / "emergency"
+    script = Path(__file__).resolve().parents[2] / "backup" / "emergency_restore.py"
+    subprocess.run(
+        ["/usr/bin/python3", str(script), str(repo), str(env.identity),
+         str(snapshot.relative_to(repo)), str(target)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    got = restored_root(target, src)
+    for rel in ("media/video.bin", "www/tin-tức/bài-1.txt", "config.php", "empty"):
+        assert (got / rel).read_bytes() == (src / rel).read_bytes(), rel
+    assert os.readlink(got / "www" / "latest.bin") == "../media/video.bin"
+
+
+def test_check_passes_on_a_healthy_repository(backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = make_tree(tmp_path, big_mib=20)
+    backup_env.add_source("portal", src)
+    backup_env.ops("backup", "run", check=True)
+    plain = backup_env.ops_json("backup", "check")
+    assert plain["ok"] is True
+    assert plain["repositories"][0]["trees_checked"] is True
+    full = backup_env.ops_json("backup", "check", "--read-data")
+    repo = full["repositories"][0]
+    assert repo["ok"]
+    assert repo["packs_read"] == repo["packs"] >= 2
+
+
+def test_damage_is_named_by_pack_snapshot_and_path(backup_env: BackupEnv, tmp_path: Path) -> None:
+    src = tmp_path / "site"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    for i in range(3):
+        (src / "a" / f"photo-{i}.jpg").write_bytes(os.urandom(12 * MiB))
+    (src / "b" / "index.html").write_text("<h1>Cổng thông tin</h1>\n", encoding="utf-8")
+    backup_env.add_source("site", src)
+    backup_env.ops("backup", "run", check=True)
+    packs = backup_env.object_keys("packs/")
+    assert len(packs) >= 2
+    # The biggest pack holds photo data, not the trees.
+    victim = max(packs, key=lambda k: len(backup_env.read_object(k)))
+    data = bytearray(backup_env.read_object(victim))
+    data[len(data) // 2] ^= 0x01
+    backup_env.write_object(victim, bytes(data))
+
+    assert backup_env.ops("backup", "check").returncode == 0  # sizes still match
+    result = backup_env.ops("--json", "backup", "check", "--read-data")
+    assert result.returncode == 1, result.stderr
+    import json
+
+    [repo] = json.loads(result.stdout)["repositories"]
+    [problem] = repo["problems"]
+    assert problem["object"] == victim
+    assert problem["snapshots"]
+    assert problem["snapshots"][0].startswith("site@")
+    assert any("photo-" in p for p in problem["paths"])
+    assert not any("index.html" in p for p in problem["paths"])
+    human = backup_env.ops("backup", "check", "--read-data")
+    assert victim in human.stdout
+    assert "photo-" in human.stdout
+
+    backup_env.delete_object(victim)
+    missing = backup_env.ops("--json", "backup", "check")
+    assert missing.returncode == 1
+    [repo] = json.loads(missing.stdout)["repositories"]
+    [problem] = repo["problems"]
+    assert problem["object"] == victim
+    assert problem["problem"] == "pack is missing"
+    assert any("photo-" in p for p in problem["paths"])
+
+
+def _crash_corpus(src: Path, seed: int) -> None:
+    """Fresh content each round so every run has new packs to write when it is killed."""
+    import random
+
+    rng = random.Random(seed)
+    (src / "logs").mkdir(parents=True, exist_ok=True)
+    (src / "media").mkdir(exist_ok=True)
+    for i in range(40):
+        (src / "logs" / f"access-{i}.log").write_text(
+            "".join(f"10.0.{rng.randrange(256)}.{rng.randrange(256)} GET /tin/{rng.random()}\n"
+                    for _ in range(2000))
+        )  # fmt: skip
+    for i in range(3):
+        (src / "media" / f"clip-{i}.bin").write_bytes(rng.randbytes(15 * MiB))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rounds", [20])
+def test_sigkill_at_random_moments_leaves_a_sound_repository(
+    backup_env: BackupEnv, tmp_path: Path, rounds: int
+) -> None:
+    import random
+    import signal
+    import time
+
+    rng = random.Random(20261128)
+    src = tmp_path / "src"
+    backup_env.add_source("crash", src)
+    if backup_env.s3 is not None:
+        rounds = 6  # moto is slower; the local rounds cover the same code paths
+    # How long an uninterrupted run of one round's new data takes, start-up included.
+    _crash_corpus(src, seed=1000)
+    started = time.monotonic()
+    backup_env.ops("backup", "run", check=True)
+    duration = time.monotonic() - started
+    killed_mid_run = 0
+    for round_ in range(rounds):
+        _crash_corpus(src, seed=round_)
+        proc = backup_env.popen("backup", "run")
+        time.sleep(rng.uniform(0.05, 0.95) * duration)
+        if proc.poll() is None:
+            killed_mid_run += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        check = backup_env.ops("--json", "backup", "check")
+        assert check.returncode == 0, (round_, check.stdout, check.stderr)
+        after = backup_env.ops("backup", "run")
+        assert after.returncode == 0, (round_, after.stderr)
+        target = tmp_path / f"restore-{round_}"
+        backup_env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+        assert describe(restored_root(target, src)) == describe(src), round_
+    final = backup_env.ops_json("backup", "check", "--read-data")
+    assert final["ok"] is True
+    # The kills must land while the backup is working, not after it finished.
+    assert killed_mid_run >= rounds * 0.8, (killed_mid_run, rounds, duration)
+
+
+def test_two_backups_at_once_and_a_prune_beside_them(backup_env: BackupEnv, tmp_path: Path) -> None:
+    import json
+    import time
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for src, seed in ((one, 1), (two, 2)):
+        _crash_corpus(src, seed)
+    backup_env.add_source("one", one)
+    backup_env.add_source("two", two)
+    # An old snapshot for the prune to forget, so it has work to do.
+    backup_env.ops("backup", "run", "--source", "one", check=True)
+    _crash_corpus(one, 3)
+    backup_env.retention = KEEP_LAST_ONLY
+    backup_env.write_config()
+
+    first = backup_env.popen("backup", "run", "--source", "one")
+    second = backup_env.popen("backup", "run", "--source", "two")
+    time.sleep(0.5)
+    pruner = backup_env.popen("--json", "backup", "forget", "--prune")
+    outputs = [p.communicate(timeout=600) for p in (first, second, pruner)]
+    codes = [p.returncode for p in (first, second, pruner)]
+    assert codes == [0, 0, 0], outputs
+
+    listed = backup_env.ops_json("backup", "list")
+    assert sorted(s["source"] for s in listed) == ["one", "two"]
+    prune_doc = json.loads(outputs[2][0])[0]
+    assert prune_doc["remove"] or prune_doc["prune"]["packs_before"] > 0
+    assert backup_env.ops_json("backup", "check", "--read-data")["ok"] is True
+    for name, src in (("one", one), ("two", two)):
+        target = tmp_path / f"restore-{name}"
+        backup_env.ops(
+            "backup", "restore", "latest", "--source", name, "--target", str(target), check=True
+        )
+        assert describe(restored_root(target, src)) == describe(src)
+
+
+def test_forget_dry_run_then_prune_frees_space(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    env = local_backup_env
+    src = tmp_path / "src"
+    env.add_source("logs", src, category="logs")
+    for seed in range(3):
+        _crash_corpus(src, seed)
+        env.ops("backup", "run", check=True)
+    env.retention = KEEP_LAST_ONLY
+    env.write_config()
+    dry = env.ops_json("backup", "forget", "--prune", "--dry-run")[0]
+    assert len(dry["keep"]) == 1
+    assert len(dry["remove"]) == 2
+    assert len(env.ops_json("backup", "list")) == 3  # nothing changed
+    before = sum(f.stat().st_size for f in Path(env.repo_url).rglob("*") if f.is_file())
+    done = env.ops_json("backup", "forget", "--prune")[0]
+    assert done["prune"]["packs_deleted"] > 0
+    after = sum(f.stat().st_size for f in Path(env.repo_url).rglob("*") if f.is_file())
+    assert after < before * 0.6
+    assert len(env.ops_json("backup", "list")) == 1
+    assert env.ops_json("backup", "check", "--read-data")["ok"] is True
+    target = tmp_path / "r"
+    env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+    assert describe(restored_root(target, src)) == describe(src)
