@@ -23,7 +23,7 @@ from backup.files_cache import FilesCache, FileState
 from backup.pack import BlobType
 from backup.tree import Node, NodeType, Tree
 from backup.writer import BlobWriter
-from portalops.errors import OpsError
+from portalops.errors import ExitCode, OpsError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class SourceUnreadable(OpsError):
     """cannot read {}: {}; the source is not backed up (no partial snapshot was written)"""
 
-    exit_code = OpsError.exit_code
+    exit_code = ExitCode.PROBLEM_FOUND  # the source's trouble, not the repository's
 
 
 @dataclass

@@ -23,13 +23,14 @@ from backup.repository import Repository
 from backup.snapshot import Snapshot
 from backup.writer import BlobWriter
 from portalops import __version__
-from portalops.errors import OpsError
+from portalops.errors import ExitCode, OpsError
 from portalops.settings import FilesSource, Source
 from portalops.settings import Repository as RepoSettings
 
 log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+LOCK_WAIT = 600.0  # a prune in progress gets this long to finish before the backup gives up
 
 
 @dataclass
@@ -51,6 +52,7 @@ class SourceResult:
     vanished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
+    exit_code: ExitCode = ExitCode.OK  # why it failed: 1 the source, 3 the repository
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -89,33 +91,48 @@ def run_backup(
             repo = open_repository(repo_settings, keys)
             repo.load_index()
         except OpsError as exc:
-            results += [_failed(s, repo_settings.name, str(exc)) for s in sources]
+            results += [_failed(s, repo_settings.name, exc) for s in sources]
             continue
         for source in sources:
             started = time.monotonic()
             try:
-                with Lock.acquire(repo.storage, exclusive=False, command="backup run", wait=600):
-                    result = _backup_files(repo, source, state_dir, progress)
+                with Lock.acquire(
+                    repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
+                ) as lock:
+                    result = _backup_files(repo, source, state_dir, progress, lock)
             except OpsError as exc:
-                result = _failed(source, repo.name, str(exc))
-            except OSError as exc:  # local trouble (state dir full...) : this source only
-                result = _failed(source, repo.name, f"{exc.strerror or exc}")
+                result = _failed(source, repo.name, exc)
+            except OSError as exc:  # local trouble (state dir full...): this source only
+                result = _failed(source, repo.name, OpsError(exc.strerror or str(exc)))
             result.duration = time.monotonic() - started
             results.append(result)
     return results
 
 
-def _failed(source: Source, repository: str, error: str) -> SourceResult:
+def _failed(source: Source, repository: str, error: OpsError) -> SourceResult:
     log.error("backup of %s into %s failed: %s", source.name, repository, error)
-    return SourceResult(source.name, source.category.value, repository, ok=False, error=error)
+    return SourceResult(
+        source.name,
+        source.category.value,
+        repository,
+        ok=False,
+        error=str(error),
+        exit_code=error.exit_code,
+    )
 
 
 def _backup_files(
-    repo: Repository, source: FilesSource, state_dir: Path, progress: ProgressFactory | None
+    repo: Repository,
+    source: FilesSource,
+    state_dir: Path,
+    progress: ProgressFactory | None,
+    lock: Lock,
 ) -> SourceResult:
     time_started = datetime.now(UTC)
     cache = FilesCache(state_dir / "cache" / repo.config.id / f"{source.name}.sqlite")
-    writer = BlobWriter(repo)
+    # Each sealed pack checks the lock is still ours: a backup must not run on while a
+    # prune may think it is gone.
+    writer = BlobWriter(repo, on_seal=lock.check)
     archiver = Archiver(
         writer,
         Chunker(repo.writer.chunker_seed, repo.config.chunker),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
@@ -24,8 +25,9 @@ MAX_IN_FLIGHT = 2
 
 
 class BlobWriter:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, on_seal: Callable[[], None] | None = None) -> None:
         self.repo = repo
+        self._on_seal = on_seal
         self._compressor = zstandard.ZstdCompressor(level=3)
         self._builder = PackBuilder()
         self._pending: set[bytes] = set()  # ids written this run, not yet in an index object
@@ -61,6 +63,8 @@ class BlobWriter:
     def _seal(self) -> None:
         if not len(self._builder):
             return
+        if self._on_seal is not None:
+            self._on_seal()
         builder, self._builder = self._builder, PackBuilder()
         self._wait(MAX_IN_FLIGHT - 1)
         self._in_flight.append(self._pool.submit(self._seal_now, builder))

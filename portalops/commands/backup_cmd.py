@@ -182,10 +182,12 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
     ]
     failed = [r for r in results if not r.ok]
     columns = ["source", "category", "repository", "result", "snapshot", "files", "size", "added"]
+    # A repository that could not be reached (3) outranks a source that failed (1).
+    code = max((r.exit_code for r in failed), default=ExitCode.OK)
     return Outcome(
         {"ok": not failed, "results": [r.to_json() for r in results]},
         [table(None, [*columns, "time", "note"], rows)],
-        ExitCode.PROBLEM_FOUND if failed else ExitCode.OK,
+        ExitCode(code),
     )
 
 

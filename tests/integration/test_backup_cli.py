@@ -1,0 +1,144 @@
+"""Mistakes a sysadmin makes with ``ops backup``: each ends with a clear message and the right
+exit code, never a traceback, and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.backup_env import BackupEnv
+
+pytestmark = pytest.mark.integration
+
+
+def assert_clean_failure(result: object, code: int, *needles: str) -> None:
+    returncode = result.returncode  # type: ignore[attr-defined]
+    stderr = result.stderr  # type: ignore[attr-defined]
+    assert returncode == code, (returncode, stderr)
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in stderr, (needle, stderr)
+
+
+def test_keygen_writes_private_files_and_never_overwrites(local_backup_env: BackupEnv) -> None:
+    env = local_backup_env
+    for path in (env.identity, env.writer_key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = env.identity.read_bytes()
+    again = env.ops(
+        "backup", "keygen", "--identity", str(env.identity), "--writer-key", str(env.writer_key)
+    )
+    assert_clean_failure(again, 2, "already exists")
+    assert env.identity.read_bytes() == before
+
+
+def test_key_file_problems(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    env = local_backup_env
+    env.add_source("etc", tmp_path)
+    env.writer_key.chmod(0o644)
+    assert_clean_failure(env.ops("backup", "run"), 2, "chmod 600", str(env.writer_key))
+    env.writer_key.chmod(0o600)
+    os.rename(env.writer_key, tmp_path / "moved.key")
+    assert_clean_failure(env.ops("backup", "run"), 2, "file not found", "backup.writer_key")
+    (tmp_path / "other").mkdir()
+    other = BackupEnv(tmp_path / "other", env.repo_url)
+    other.ops(
+        "backup", "keygen", "--identity", str(other.identity), "--writer-key", str(other.writer_key),
+        check=True,
+    )  # fmt: skip
+    os.rename(other.writer_key, env.writer_key)
+    env.write_config(identity=False)
+    result = env.ops("--json", "backup", "run")
+    assert result.returncode == 3
+    assert "does not belong to this repository" in result.stdout
+
+
+def test_unknown_names(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    env = local_backup_env
+    assert_clean_failure(env.ops("backup", "run"), 2, "backup.sources is empty")
+    env.add_source("webroot", tmp_path)
+    assert_clean_failure(env.ops("backup", "run", "--source", "webrot"), 2, "'webrot'", "webroot")
+    assert_clean_failure(
+        env.ops("backup", "run", "--repository", "offsite"), 2, "'offsite'", "main"
+    )
+    assert_clean_failure(
+        env.ops("backup", "restore", "latest", "--target", str(tmp_path / "r")), 2, "no snapshot"
+    )
+    env.ops("backup", "run", check=True)
+    assert_clean_failure(
+        env.ops("backup", "restore", "beefbeef", "--target", str(tmp_path / "r")),
+        2,
+        "no snapshot 'beefbeef'",
+    )
+    assert_clean_failure(env.ops("backup", "check", "--read-data", "150"), 2, "percentage")
+
+
+def test_latest_needs_a_source_when_there_are_several(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env.add_source("a", tmp_path / "a")
+    env.add_source("b", tmp_path / "b")
+    env.ops("backup", "run", check=True)
+    assert_clean_failure(
+        env.ops("backup", "restore", "latest", "--target", str(tmp_path / "r")), 2, "--source"
+    )
+
+
+def test_missing_source_path_fails_that_source_only(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "index.html").write_text("xin chào")
+    env.add_source("good", tmp_path / "ok")
+    env.add_source("gone", tmp_path / "not-there")
+    result = env.ops("--json", "backup", "run")
+    assert result.returncode == 1
+    import json
+
+    by_source = {r["source"]: r for r in json.loads(result.stdout)["results"]}
+    assert by_source["good"]["status"] == "ok"
+    assert by_source["gone"]["status"] == "failed"
+    assert "no such file or directory" in by_source["gone"]["error"]
+    assert [s["source"] for s in env.ops_json("backup", "list")] == ["good"]
+
+
+def test_repository_not_initialised(tmp_path: Path) -> None:
+    env = BackupEnv(tmp_path, str(tmp_path / "nowhere"))
+    env.write_config()
+    env.ops(
+        "backup", "keygen", "--identity", str(env.identity), "--writer-key", str(env.writer_key),
+        check=True,
+    )  # fmt: skip
+    assert_clean_failure(env.ops("backup", "list"), 3, "ops backup init")
+    assert_clean_failure(env.ops("backup", "check"), 3, "ops backup init")
+
+
+def test_init_is_idempotent_and_needs_a_writer_key(local_backup_env: BackupEnv) -> None:
+    env = local_backup_env
+    again = env.ops_json("backup", "init")
+    assert again[0]["created"] is False
+    env.config.write_text(
+        f"backup:\n  repositories: [{{name: main, url: {env.repo_url}}}]\n", encoding="utf-8"
+    )
+    assert_clean_failure(env.ops("backup", "init"), 2, "backup.writer_key is not set")
+
+
+def test_unlock_removes_only_stale_locks(local_backup_env: BackupEnv) -> None:
+    env = local_backup_env
+    locks = Path(env.repo_url) / "locks"
+    locks.mkdir(exist_ok=True)
+    (locks / ("ab" * 16)).write_text(
+        '{"version": 1, "exclusive": true, "host": "gone-host", "pid": 1, "user": "root",'
+        ' "command": "backup prune", "created": "2020-01-01T00:00:00Z",'
+        ' "refreshed": "2020-01-01T00:00:00Z"}'
+    )
+    done = env.ops_json("backup", "unlock")
+    assert done[0]["removed"] == ["locks/" + "ab" * 16]
+    assert not list(locks.iterdir())
