@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from backup.s3 import S3Storage
 from backup.storage import LocalStorage, Storage, StorageError
 
 
@@ -32,6 +31,8 @@ def open_storage(repo: RepositoryLike) -> Storage:
     """The backend for ``repo.url``: an absolute path (``file://`` accepted) or ``s3://``."""
     url = repo.url
     if url.startswith("s3://"):
+        from backup.s3 import S3Storage  # noqa: PLC0415 - boto3 loads only where S3 is used
+
         return S3Storage(
             repo.name,
             url,

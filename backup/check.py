@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backup.keys import IdentityMissing
+from backup.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import SnapshotRef
 from backup.tree import NodeType
-from portalops.errors import OpsError
 
 PATHS_PER_PROBLEM = 20
 
@@ -97,19 +98,7 @@ def check(
     result.unreferenced_packs = sorted(set(stored) - set(index.packs))
 
     if read_data is not None:
-        if repo.identity is None:
-            raise OpsError("check --read-data needs backup.identity (the repository's private key)")
-        for key in _select_packs(
-            repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir
-        ):
-            problems = repo.verify_pack(key, index.packs[key])
-            result.packs_read += 1
-            if problems:
-                damaged[key] = "; ".join(problems[:3]) + (
-                    f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-                )
-            if progress:
-                progress(result.packs_read, 0)
+        _read_packs(repo, read_data, state_dir, damaged, result, progress)
 
     refs = repo.snapshots()
     result.snapshots = len(refs)
@@ -121,8 +110,65 @@ def check(
         result.problems += [Problem(key, what) for key, what in sorted(damaged.items())]
         return result
     result.trees_checked = True
-    _walk_snapshots(repo, refs, damaged, result)
+    # A first pass reads each distinct tree once. Only when something is wrong does a second
+    # pass walk every snapshot in full, to name all the snapshots and paths it touches.
+    if damaged or _any_blob_missing(repo, refs, result):
+        _walk_snapshots(repo, refs, damaged, result)
     return result
+
+
+def _read_packs(
+    repo: Repository,
+    read_data: float,
+    state_dir: Path,
+    damaged: dict[str, str],
+    result: CheckResult,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Download, decrypt and verify (a rotating share of) the packs, on every core."""
+    if repo.identity is None:
+        raise IdentityMissing("the config")
+    index = repo.index
+    keys = _select_packs(repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir)
+    records = [index.packs[key] for key in keys]
+    setup = setup_for(repo)
+    if setup is not None and len(records) >= MIN_PACKS:
+        verified = run_parallel(setup, verify_pack, records)
+    else:
+        verified = ((r.key, repo.verify_pack(r.key, r)) for r in records)
+    for key, problems in verified:
+        result.packs_read += 1
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            damaged[key] = "; ".join(problems[:3]) + more
+        if progress:
+            progress(result.packs_read, 0)
+
+
+def _any_blob_missing(repo: Repository, refs: list[SnapshotRef], result: CheckResult) -> bool:
+    seen: set[bytes] = set()
+    for ref in refs:
+        try:
+            stack = [repo.read_snapshot(ref).tree]
+        except (DamagedObject, ValueError, KeyError):
+            return True
+        while stack:
+            tree_id = stack.pop()
+            if tree_id in seen:
+                continue
+            seen.add(tree_id)
+            if tree_id not in repo.index:
+                return True
+            try:
+                tree = repo.read_tree(tree_id)
+            except (DamagedObject, ValueError, KeyError):
+                return True
+            for node in tree:
+                if any(blob not in repo.index for blob in node.content):
+                    return True
+                if node.type is NodeType.DIR and node.subtree is not None:
+                    stack.append(node.subtree)
+    return False
 
 
 def _walk_snapshots(

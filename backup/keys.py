@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import blake3
-import pyrage
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from backup import age
 from portalops.errors import BadInput, OpsError
 
 WRITER_KEY_KIND = "portal-ops writer key"
@@ -57,8 +58,7 @@ class WriterKey:
         return blake3.blake3(self.id_key, derive_key_context=KEY_CHECK_CONTEXT).hexdigest()[:32]
 
     def encrypt(self, data: bytes) -> bytes:
-        recipients = [pyrage.x25519.Recipient.from_str(r) for r in self.recipients]
-        return pyrage.encrypt(data, recipients)
+        return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -80,8 +80,8 @@ class WriterKey:
             if len(id_key) != 32 or not isinstance(seed, int) or not isinstance(recipients, list):
                 raise ValueError("malformed id_key, chunker_seed or recipients")
             for recipient in recipients:
-                pyrage.x25519.Recipient.from_str(str(recipient))
-        except (KeyError, ValueError, pyrage.RecipientError) as exc:
+                age.parse_recipient(str(recipient))
+        except (KeyError, ValueError) as exc:
             raise KeyFileError(where, exc) from None
         return cls(id_key, seed, tuple(str(r) for r in recipients))
 
@@ -90,14 +90,22 @@ class WriterKey:
 class Identity:
     """The age private key: decrypts packs, trees, snapshots and the keys object."""
 
-    secret: pyrage.x25519.Identity
+    secret: X25519PrivateKey
 
     @property
     def public(self) -> str:
-        return str(self.secret.to_public())
+        return age.public_key_string(self.secret.public_key())
+
+    def to_string(self) -> str:
+        return age.identity_string(self.secret)
+
+    @classmethod
+    def from_string(cls, text: str) -> Identity:
+        return cls(age.parse_identity(text))
 
     def decrypt(self, data: bytes) -> bytes:
-        return pyrage.decrypt(data, [self.secret])
+        """Raises age.AgeError when the object is not for this identity or is damaged."""
+        return age.decrypt(data, self.secret)
 
 
 def new_writer_key(recipients: list[str]) -> WriterKey:
@@ -114,14 +122,14 @@ def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -
                 f"{path} already exists; a new key cannot read backups made with the old one. "
                 "Move it away first (or pass --force if you are sure)"
             )
-    secret = pyrage.x25519.Identity.generate()
-    public = str(secret.to_public())
+    identity = Identity(X25519PrivateKey.generate())
+    public = identity.public
     writer = new_writer_key([public])
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     identity_text = (
         f"# portal-ops repository identity, created {created}\n"
         "# Keep this offline or on the drill host only. Anyone holding it can read every backup.\n"
-        f"# public key: {public}\n{secret}\n"
+        f"# public key: {public}\n{identity.to_string()}\n"
     )
     write_secret_file(identity_path, identity_text.encode())
     write_secret_file(writer_key_path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
@@ -175,6 +183,6 @@ def load_identity(path: Path) -> Identity:
     if not secrets_:
         raise KeyFileError(path, "no AGE-SECRET-KEY line: not an age identity file")
     try:
-        return Identity(pyrage.x25519.Identity.from_str(secrets_[0]))
-    except pyrage.IdentityError:
+        return Identity.from_string(secrets_[0])
+    except ValueError:
         raise KeyFileError(path, "the AGE-SECRET-KEY line is malformed") from None

@@ -91,12 +91,15 @@ def used_blobs(repo: Repository) -> set[bytes]:
     return used
 
 
+def exclusive_lock(repo: Repository) -> Lock:
+    """Forget-and-prune runs under this: running backups finish first, new ones wait."""
+    return Lock.acquire(
+        repo.storage, exclusive=True, command="backup forget --prune", wait=PRUNE_LOCK_WAIT
+    )
+
+
 def prune(repo: Repository, *, dry_run: bool) -> PruneResult:
-    with Lock.acquire(repo.storage, exclusive=True, command="backup prune", wait=PRUNE_LOCK_WAIT):
-        return _prune_locked(repo, dry_run=dry_run)
-
-
-def _prune_locked(repo: Repository, *, dry_run: bool) -> PruneResult:
+    """Remove what no snapshot uses; the caller holds ``exclusive_lock``."""
     result = PruneResult(repo.name, dry_run=dry_run)
     index = repo.load_index()
     if repo.index_problems:

@@ -14,10 +14,10 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import pyrage
+from typing import Any
 
 from backup import index as index_codec
+from backup.age import AgeError
 from backup.index import Index, IndexFormatError, PackRecord
 from backup.keys import Identity, IdentityMissing, WriterKey
 from backup.pack import decompress, pack_key, read_header
@@ -96,6 +96,7 @@ class Repository:
     identity: Identity | None = None
     index: Index = field(default_factory=Index)
     index_problems: list[str] = field(default_factory=list)
+    settings: Any = None  # the config entry it was opened from (lets worker processes reopen it)
     _packs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
 
     @property
@@ -131,7 +132,7 @@ class Repository:
     def open(
         cls, storage: Storage, writer: WriterKey | None, identity: Identity | None
     ) -> Repository:
-        config = cls._read_config(storage)
+        config = cls.read_config(storage)
         if writer is None:
             if identity is None:
                 raise RepositoryError(
@@ -147,7 +148,7 @@ class Repository:
         return cls(storage, config, writer, identity)
 
     @staticmethod
-    def _read_config(storage: Storage) -> RepoConfig:
+    def read_config(storage: Storage) -> RepoConfig:
         try:
             raw = storage.get("config")
         except ObjectMissing:
@@ -165,7 +166,7 @@ class Repository:
                 return WriterKey(
                     bytes.fromhex(doc["id_key"]), int(doc["chunker_seed"]), config.recipients
                 )
-            except (pyrage.DecryptError, ValueError, KeyError):
+            except (AgeError, ValueError, KeyError):
                 continue
         raise RepositoryError(storage.name, "the identity opens none of the objects under keys/")
 
@@ -294,5 +295,5 @@ class Repository:
             raise IdentityMissing("the config")
         try:
             return identity.decrypt(stored)
-        except pyrage.DecryptError as exc:
+        except AgeError as exc:
             raise DamagedObject(self.name, key, f"decryption failed ({exc})") from None

@@ -1,8 +1,9 @@
 """Restore a snapshot into a directory, verifying every byte against its blob id.
 
-Files are created first (at their full size), then packs are read one at a time and each
-needed blob is decompressed, checked against its id and written at every offset that uses it:
-a pack is downloaded and decrypted once however many files share it.
+The main process walks the trees and makes the directories; worker processes then take one
+pack each, decrypt it once, check every needed blob against its id and write it at every
+offset that uses it, creating files as they go. Sizes, links and metadata come last. Paths
+stay bytes throughout: names are restored exactly as they were stored (NFC, NFD or neither).
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backup.pack import decompress
+from backup.pack import BlobEntry
+from backup.parallel import (
+    MIN_PACKS,
+    RestoreJob,
+    restore_pack,
+    run_parallel,
+    setup_for,
+    write_blobs,
+)
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import Snapshot
 from backup.tree import Node, NodeType
 from portalops.errors import BadInput, OpsError
-
-PREFETCH = 2  # packs downloaded ahead while the current one is written out
 
 
 class RestoreError(OpsError):
@@ -44,28 +50,31 @@ class RestoreResult:
 
 @dataclass
 class _Plan:
-    dirs: list[tuple[Path, Node]] = field(default_factory=list)
-    files: list[tuple[Path, Node]] = field(default_factory=list)
-    others: list[tuple[Path, Node]] = field(default_factory=list)
+    dirs: list[tuple[bytes, Node]] = field(default_factory=list)
+    files: list[tuple[bytes, Node]] = field(default_factory=list)
+    others: list[tuple[bytes, Node]] = field(default_factory=list)
     # blob id -> every (file, offset) it fills
-    uses: dict[bytes, list[tuple[Path, int]]] = field(default_factory=lambda: defaultdict(list))
-    links: list[tuple[Path, Path]] = field(default_factory=list)  # (existing, new hard link)
+    uses: dict[bytes, list[tuple[bytes, int]]] = field(default_factory=lambda: defaultdict(list))
+    links: list[tuple[bytes, bytes]] = field(default_factory=list)  # (first path, new link)
 
 
-def walk(repo: Repository, tree_id: bytes, prefix: Path = Path()) -> Iterator[tuple[Path, Node]]:
+def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Node]]:
     """Every node below ``tree_id`` with its path relative to the snapshot root, parents first."""
     for node in repo.read_tree(tree_id):
-        path = prefix / os.fsdecode(node.name)
+        path = prefix + b"/" + node.name if prefix else node.name
         yield path, node
         if node.type is NodeType.DIR and node.subtree is not None:
             yield from walk(repo, node.subtree, path)
 
 
-def _selected(path: Path, includes: list[Path]) -> bool:
+def _selected(path: bytes, includes: list[bytes]) -> bool:
     """Inside an included path, or an ancestor directory leading to one."""
     if not includes:
         return True
-    return any(path == inc or inc in path.parents or path in inc.parents for inc in includes)
+    return any(
+        path == inc or path.startswith(inc + b"/") or inc.startswith(path + b"/")
+        for inc in includes
+    )
 
 
 def restore(
@@ -76,93 +85,73 @@ def restore(
     progress: Callable[[int, int], None] | None = None,
 ) -> RestoreResult:
     started = time.monotonic()
-    wanted = [Path(p.lstrip("/")) for p in includes or []]
+    wanted = [os.fsencode(p.strip("/")) for p in includes or []]
     result = RestoreResult(target)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RestoreError(target, exc.strerror) from None
-    plan = _plan(repo, snapshot, target, wanted, result)
+    plan = _plan(repo, snapshot, os.fsencode(target), wanted, result)
     if wanted and not (plan.files or plan.dirs or plan.others):
         raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
     try:
-        _create(plan, result)
+        _make_dirs(plan, result)
         _fill(repo, plan, result, progress)
+        _finish_files(plan, result)
         _finish_metadata(plan, result)
-    except DamagedObject:
-        raise
     except OSError as exc:
-        raise RestoreError(target, f"{exc.filename}: {exc.strerror}") from None
+        where = os.fsdecode(exc.filename) if exc.filename else str(target)
+        raise RestoreError(target, f"{where}: {exc.strerror}") from None
     result.seconds = time.monotonic() - started
     return result
 
 
 def _plan(
-    repo: Repository, snapshot: Snapshot, target: Path, wanted: list[Path], result: RestoreResult
+    repo: Repository, snapshot: Snapshot, target: bytes, wanted: list[bytes], result: RestoreResult
 ) -> _Plan:
     plan = _Plan()
-    first_link: dict[str, Path] = {}
+    first_link: dict[str, bytes] = {}
     for rel, node in walk(repo, snapshot.tree):
         if not _selected(rel, wanted):
             continue
-        path = target / rel
+        path = target + b"/" + rel
         if node.type is NodeType.DIR:
             plan.dirs.append((path, node))
         elif node.type is NodeType.FILE:
-            if node.link_group and node.link_group in first_link:
-                plan.links.append((first_link[node.link_group], path))
-                plan.files.append((path, node))
-                continue
-            if node.link_group:
-                first_link[node.link_group] = path
             plan.files.append((path, node))
+            if node.link_group:
+                if node.link_group in first_link:
+                    plan.links.append((first_link[node.link_group], path))
+                    continue
+                first_link[node.link_group] = path
             offset = 0
             for blob in node.content:
-                plan.uses[blob].append((path, offset))
                 location = repo.index.get(blob)
                 if location is None:
                     raise DamagedObject(
-                        repo.name, f"blob {blob.hex()[:16]}", f"needed by {rel}, not in the index"
+                        repo.name,
+                        f"blob {blob.hex()[:16]}",
+                        f"needed by {os.fsdecode(rel)}, not in the index",
                     )
+                plan.uses[blob].append((path, offset))
                 offset += location.entry.raw_length
             if offset != node.size:
                 result.warnings.append(
-                    f"{rel}: blobs add up to {offset} bytes, node says {node.size}"
+                    f"{os.fsdecode(rel)}: blobs add up to {offset} bytes, node says {node.size}"
                 )
         else:
             plan.others.append((path, node))
     return plan
 
 
-def _create(plan: _Plan, result: RestoreResult) -> None:
-    for path, _ in plan.dirs:
-        path.mkdir(parents=True, exist_ok=True)
-        result.dirs += 1
-    linked = {new for _, new in plan.links}
-    for path, node in plan.files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path in linked:
-            continue
-        if path.is_symlink() or path.is_dir():
-            raise RestoreError(path, "a symlink or directory is in the way")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+def _make_dirs(plan: _Plan, result: RestoreResult) -> None:
+    for path, _ in plan.dirs:  # parents come before their children
         try:
-            os.ftruncate(fd, node.size)
-        finally:
-            os.close(fd)
-    for existing, new in plan.links:
-        with contextlib.suppress(FileNotFoundError):
-            new.unlink()
-        os.link(existing, new)
-    for path, node in plan.others:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        if node.type is NodeType.SYMLINK and node.target is not None:
-            os.symlink(node.target, path)
-            result.symlinks += 1
-        elif node.type is NodeType.FIFO:
-            os.mkfifo(path, 0o600)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(path) or os.path.islink(path):
+                raise RestoreError(os.fsdecode(path), "something else is in the way") from None
+        result.dirs += 1
 
 
 def _fill(
@@ -171,53 +160,57 @@ def _fill(
     result: RestoreResult,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    by_pack: dict[str, list[bytes]] = defaultdict(list)
-    for blob in plan.uses:
-        location = repo.index.get(blob)
-        assert location is not None  # checked while planning  # noqa: S101
-        by_pack[location.pack].append(blob)
-    packs = sorted(by_pack)
-    written = 0
-    with ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="fetch") as pool:
-        pending: list[tuple[str, Future[bytes]]] = []
-        queue = iter(packs)
-        for key in queue:
-            pending.append((key, pool.submit(repo.fetch_pack, key)))
-            if len(pending) >= PREFETCH:
-                break
-        while pending:
-            key, future = pending.pop(0)
-            next_key = next(queue, None)
-            if next_key is not None:
-                pending.append((next_key, pool.submit(repo.fetch_pack, next_key)))
-            plaintext = repo.decrypt_pack(key, future.result())
-            result.packs += 1
-            for blob in by_pack[key]:
-                location = repo.index.blobs[blob]
-                entry = location.entry
-                data = decompress(plaintext[entry.offset : entry.offset + entry.length], entry)
-                if repo.writer.blob_id(data) != blob:
-                    raise DamagedObject(repo.name, key, f"blob {blob.hex()[:16]} fails its id")
-                result.verified_blobs += 1
-                for path, offset in plan.uses[blob]:
-                    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
-                    try:
-                        os.pwrite(fd, data, offset)
-                    finally:
-                        os.close(fd)
-                    written += len(data)
-                if progress:
-                    progress(result.packs, written)
-    result.bytes = written
+    by_pack: dict[str, list[tuple[bytes, BlobEntry, list[tuple[bytes, int]]]]] = defaultdict(list)
+    for blob, uses in plan.uses.items():
+        location = repo.index.blobs[blob]  # every blob was checked while planning
+        by_pack[location.pack].append((blob, location.entry, uses))
+    jobs: list[RestoreJob] = sorted(by_pack.items())
+    setup = setup_for(repo)
+    if setup is not None and len(jobs) >= MIN_PACKS:
+        outcomes = run_parallel(setup, restore_pack, jobs)
+    else:
+        outcomes = (write_blobs(repo, job) for job in jobs)
+    for blobs, written in outcomes:
+        result.packs += 1
+        result.verified_blobs += blobs
+        result.bytes += written
+        if progress:
+            progress(result.packs, result.bytes)
 
 
-def _apply(path: Path, node: Node, result: RestoreResult) -> None:
+def _finish_files(plan: _Plan, result: RestoreResult) -> None:
+    """Empty files, exact sizes (a file that existed in the target may have been longer),
+    hard links, symlinks and FIFOs."""
+    linked = {new for _, new in plan.links}
+    for path, node in plan.files:
+        if path in linked:
+            continue
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, node.size)
+        finally:
+            os.close(fd)
+    for first, new in plan.links:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(new)
+        os.link(first, new)
+    for path, node in plan.others:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if node.type is NodeType.SYMLINK and node.target is not None:
+            os.symlink(node.target, path)
+            result.symlinks += 1
+        elif node.type is NodeType.FIFO:
+            os.mkfifo(path, 0o600)
+
+
+def _apply(path: bytes, node: Node, result: RestoreResult) -> None:
     follow = node.type is not NodeType.SYMLINK
     if os.geteuid() == 0:
         try:
             os.chown(path, node.uid, node.gid, follow_symlinks=follow)
         except OSError as exc:
-            result.warnings.append(f"{path}: cannot set owner: {exc.strerror}")
+            result.warnings.append(f"{os.fsdecode(path)}: cannot set owner: {exc.strerror}")
     if follow:
         os.chmod(path, node.mode)
     os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=follow)
@@ -229,6 +222,6 @@ def _finish_metadata(plan: _Plan, result: RestoreResult) -> None:
         result.files += 1
     for path, node in plan.others:
         _apply(path, node, result)
-    # Directories last: creating their entries above changed their mtimes.
-    for path, node in sorted(plan.dirs, key=lambda item: len(item[0].parts), reverse=True):
+    # Directories last, deepest first: creating their entries changed their mtimes.
+    for path, node in reversed(plan.dirs):
         _apply(path, node, result)

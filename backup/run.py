@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backup.access import Keys, open_repository
-from backup.archiver import Archiver
+from backup.archiver import Archiver, Prefetcher
 from backup.chunker import Chunker
 from backup.files_cache import FilesCache
 from backup.locks import Lock
@@ -133,12 +133,14 @@ def _backup_files(
     # Each sealed pack checks the lock is still ours: a backup must not run on while a
     # prune may think it is gone.
     writer = BlobWriter(repo, on_seal=lock.check)
+    prefetch = Prefetcher()
     archiver = Archiver(
         writer,
         Chunker(repo.writer.chunker_seed, repo.config.chunker),
         cache,
         exclude=list(source.exclude),
         progress=progress(f"{source.name} → {repo.name}") if progress else None,
+        prefetch=prefetch,
     )
     try:
         root = archiver.archive(list(source.paths))
@@ -147,6 +149,8 @@ def _backup_files(
         writer.abort()
         cache.discard()
         raise
+    finally:
+        prefetch.close()
     stats = archiver.stats
     snapshot = Snapshot(
         source=source.name,

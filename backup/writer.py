@@ -1,7 +1,8 @@
 """Adding blobs to a repository: deduplicate, compress, fill packs, seal, index.
 
-Sealing a pack (encrypt + upload) runs on a background thread so reading and compressing the
-next data overlaps with it; at most two sealed packs wait at once, which bounds memory. The
+Compression runs on a small thread pool and sealing a pack (encrypt + upload) on another
+thread; zstd, ChaCha20 and file I/O release the GIL, so reading and chunking the next data
+overlaps with both. Queues are bounded (a few blobs, two packs), which bounds memory. The
 index is flushed every few packs, so a killed run's packs are found by the next run and not
 uploaded again.
 """
@@ -10,26 +11,46 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
 
 from backup.index import PackRecord
-from backup.pack import BlobType, PackBuilder, PendingBlob, compress
+from backup.pack import ZSTD_LEVEL, BlobType, Compression, PackBuilder, PendingBlob, compress
 from backup.repository import Repository
 
 FLUSH_EVERY_PACKS = 8
 FLUSH_EVERY_SECONDS = 120.0
-MAX_IN_FLIGHT = 2
+MAX_IN_FLIGHT = 2  # packs being sealed
+COMPRESS_THREADS = 2
+MAX_QUEUED = 8  # blobs waiting for or in compression (~1 MiB each)
+# Smaller blobs (most files of a webroot) are compressed on the calling thread: handing a
+# few KiB to another thread costs more in locking than the compression itself.
+OFFLOAD_MIN = 256 * 1024
+
+_local = threading.local()
+
+
+def _compress(raw: bytes) -> tuple[bytes, Compression]:
+    # A ZstdCompressor is not thread-safe: one per pool thread.
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compress(raw, compressor)
 
 
 class BlobWriter:
     def __init__(self, repo: Repository, on_seal: Callable[[], None] | None = None) -> None:
         self.repo = repo
         self._on_seal = on_seal
-        self._compressor = zstandard.ZstdCompressor(level=3)
-        self._builder = PackBuilder()
+        self._compressing: deque[tuple[BlobType, bytes, int, Future[tuple[bytes, Compression]]]]
+        self._compressing = deque()
+        self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
+        # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
+        # prune) then touches a few small packs instead of decrypting every data pack.
+        self._builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
         self._pending: set[bytes] = set()  # ids written this run, not yet in an index object
         self._records: list[PackRecord] = []  # sealed packs not yet named by an index
         self._lock = threading.Lock()
@@ -50,22 +71,45 @@ class BlobWriter:
             blob_id = self.repo.writer.blob_id(data)
         if self.known(blob_id):
             return blob_id
-        stored, compression = compress(data, self._compressor)
-        self._builder.add(PendingBlob(blob_id, kind, stored, len(data), compression))
+        raw = bytes(data)  # a copy: the chunker reuses its buffer for the next chunk
         self._pending.add(blob_id)
-        self.blobs_added += 1
-        self.bytes_added += len(stored)
-        self.raw_bytes_added += len(data)
-        if self._builder.full():
-            self._seal()
+        if len(raw) < OFFLOAD_MIN:
+            self._store(kind, blob_id, len(raw), *_compress(raw))
+            return blob_id
+        self._compressing.append(
+            (kind, blob_id, len(raw), self._compress_pool.submit(_compress, raw))
+        )
+        while len(self._compressing) > MAX_QUEUED:
+            self._take_compressed()
         return blob_id
 
-    def _seal(self) -> None:
-        if not len(self._builder):
+    def _take_compressed(self) -> None:
+        kind, blob_id, raw_length, future = self._compressing.popleft()
+        self._store(kind, blob_id, raw_length, *future.result())
+
+    def _store(
+        self,
+        kind: BlobType,
+        blob_id: bytes,
+        raw_length: int,
+        stored: bytes,
+        compression: Compression,
+    ) -> None:
+        builder = self._builders[kind]
+        builder.add(PendingBlob(blob_id, kind, stored, raw_length, compression))
+        self.blobs_added += 1
+        self.bytes_added += len(stored)
+        self.raw_bytes_added += raw_length
+        if builder.full():
+            self._seal(kind)
+
+    def _seal(self, kind: BlobType) -> None:
+        builder = self._builders[kind]
+        if not len(builder):
             return
         if self._on_seal is not None:
             self._on_seal()
-        builder, self._builder = self._builder, PackBuilder()
+        self._builders[kind] = PackBuilder()
         self._wait(MAX_IN_FLIGHT - 1)
         self._in_flight.append(self._pool.submit(self._seal_now, builder))
         if (
@@ -101,14 +145,22 @@ class BlobWriter:
     def finish(self) -> None:
         """Seal the last pack and index everything; after this every blob is durable."""
         try:
-            self._seal()
+            while self._compressing:
+                self._take_compressed()
+            for kind in self._builders:
+                self._seal(kind)
             self._wait(0)
             self._flush_index()
         finally:
+            self._compress_pool.shutdown(wait=True)
             self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
         """Stop without indexing what is in memory; sealed packs stay for the next run."""
+        for _, _, _, pending in self._compressing:
+            pending.cancel()
+        self._compressing.clear()
+        self._compress_pool.shutdown(wait=True)
         for future in self._in_flight:
             future.cancel()
         self._pool.shutdown(wait=True)

@@ -29,6 +29,7 @@ class Repository(Strict):
     endpoint: str | None = None  # S3-compatible stores
     region: str | None = None
     object_lock_days: Annotated[int, Field(ge=0)] = 0
+    attempts: Annotated[int, Field(ge=1, le=20)] = 8  # S3: tries per request before giving up
 
 
 class Retention(Strict):

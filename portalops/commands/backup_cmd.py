@@ -11,7 +11,7 @@ from backup.backends import open_storage
 from backup.check import check
 from backup.keys import IdentityMissing, keygen, load_writer_key
 from backup.locks import Lock, list_locks, remove_all, remove_stale
-from backup.prune import forget, prune
+from backup.prune import exclusive_lock, forget, prune
 from backup.repository import Repository
 from backup.restore import restore
 from backup.retention import Policy
@@ -376,44 +376,57 @@ def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
     docs: list[dict[str, Any]] = []
     human: list[Any] = []
     for repo in repos:
-        forgotten = forget(repo, policy, dry_run=args.dry_run)
-        rows = [
-            (
-                d.snapshot.short_id,
-                d.snapshot.source,
-                d.snapshot.time.strftime("%Y-%m-%d %H:%M:%SZ"),
-                "keep" if d.keep else ("would remove" if args.dry_run else "remove"),
-                ", ".join(d.reasons),
-            )
-            for d in forgotten.decisions
-        ]
-        human.append(table(repo.name, ["id", "source", "time", "action", "kept by"], rows))
-        human += [f"  under Object Lock, kept for now: {item}" for item in forgotten.locked]
-        doc: dict[str, Any] = {
-            "repository": repo.name,
-            "dry_run": args.dry_run,
-            "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
-            "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
-            "locked": forgotten.locked,
-            "prune": None,
-        }
         if args.prune:
-            pruned = prune(repo, dry_run=args.dry_run)
-            doc["prune"] = {
-                "packs_before": pruned.packs_before,
-                "packs_deleted": pruned.packs_deleted,
-                "packs_repacked": pruned.packs_repacked,
-                "packs_written": pruned.packs_written,
-                "unreferenced_deleted": pruned.unreferenced_deleted,
-                "bytes_freed": pruned.bytes_freed,
-                "locked": pruned.locked,
-            }
-            verb = "would free" if args.dry_run else "freed"
-            human.append(
-                f"  prune: {pruned.packs_deleted} of {pruned.packs_before} packs removed "
-                f"({pruned.packs_repacked} repacked into {pruned.packs_written}), "
-                f"{verb} {size(pruned.bytes_freed)}"
-            )
-            human += [f"  under Object Lock, kept for now: {item}" for item in pruned.locked]
+            # Forget under the same lock as the prune, so it sees the snapshots of the
+            # backups it waited for.
+            with exclusive_lock(repo):
+                doc = _forget_one(repo, policy, args, human)
+        else:
+            doc = _forget_one(repo, policy, args, human)
         docs.append(doc)
     return Outcome(docs, human)
+
+
+def _forget_one(
+    repo: Repository, policy: Policy, args: argparse.Namespace, human: list[Any]
+) -> dict[str, Any]:
+    forgotten = forget(repo, policy, dry_run=args.dry_run)
+    rows = [
+        (
+            d.snapshot.short_id,
+            d.snapshot.source,
+            d.snapshot.time.strftime("%Y-%m-%d %H:%M:%SZ"),
+            "keep" if d.keep else ("would remove" if args.dry_run else "remove"),
+            ", ".join(d.reasons),
+        )
+        for d in forgotten.decisions
+    ]
+    human.append(table(repo.name, ["id", "source", "time", "action", "kept by"], rows))
+    human += [f"  under Object Lock, kept for now: {item}" for item in forgotten.locked]
+    doc: dict[str, Any] = {
+        "repository": repo.name,
+        "dry_run": args.dry_run,
+        "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
+        "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
+        "locked": forgotten.locked,
+        "prune": None,
+    }
+    if args.prune:
+        pruned = prune(repo, dry_run=args.dry_run)
+        doc["prune"] = {
+            "packs_before": pruned.packs_before,
+            "packs_deleted": pruned.packs_deleted,
+            "packs_repacked": pruned.packs_repacked,
+            "packs_written": pruned.packs_written,
+            "unreferenced_deleted": pruned.unreferenced_deleted,
+            "bytes_freed": pruned.bytes_freed,
+            "locked": pruned.locked,
+        }
+        verb = "would free" if args.dry_run else "freed"
+        human.append(
+            f"  prune: {pruned.packs_deleted} of {pruned.packs_before} packs removed "
+            f"({pruned.packs_repacked} repacked into {pruned.packs_written}), "
+            f"{verb} {size(pruned.bytes_freed)}"
+        )
+        human += [f"  under Object Lock, kept for now: {item}" for item in pruned.locked]
+    return doc

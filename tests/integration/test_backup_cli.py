@@ -46,7 +46,8 @@ def test_key_file_problems(local_backup_env: BackupEnv, tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     other = BackupEnv(tmp_path / "other", env.repo_url)
     other.ops(
-        "backup", "keygen", "--identity", str(other.identity), "--writer-key", str(other.writer_key),
+        "backup", "keygen",
+        "--identity", str(other.identity), "--writer-key", str(other.writer_key),
         check=True,
     )  # fmt: skip
     os.rename(other.writer_key, env.writer_key)

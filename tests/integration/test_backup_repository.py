@@ -232,6 +232,20 @@ def test_check_passes_on_a_healthy_repository(backup_env: BackupEnv, tmp_path: P
     assert repo["packs_read"] == repo["packs"] >= 2
 
 
+def _photo_only_pack(env: BackupEnv, packs: list[str], other: bytes) -> str:
+    """A data pack without the blob of ``other`` (read with the test's own keys)."""
+    from backup.keys import load_identity, load_writer_key
+    from backup.pack import BlobType, read_header
+
+    identity, writer = load_identity(env.identity), load_writer_key(env.writer_key)
+    other_id = writer.blob_id(other)
+    for key in packs:
+        entries = read_header(identity.decrypt(env.read_object(key)))
+        if all(e.type is BlobType.DATA and e.id != other_id for e in entries):
+            return key
+    raise AssertionError("no pack holds photo data only")
+
+
 def test_damage_is_named_by_pack_snapshot_and_path(backup_env: BackupEnv, tmp_path: Path) -> None:
     src = tmp_path / "site"
     (src / "a").mkdir(parents=True)
@@ -243,8 +257,7 @@ def test_damage_is_named_by_pack_snapshot_and_path(backup_env: BackupEnv, tmp_pa
     backup_env.ops("backup", "run", check=True)
     packs = backup_env.object_keys("packs/")
     assert len(packs) >= 2
-    # The biggest pack holds photo data, not the trees.
-    victim = max(packs, key=lambda k: len(backup_env.read_object(k)))
+    victim = _photo_only_pack(backup_env, packs, (src / "b" / "index.html").read_bytes())
     data = bytearray(backup_env.read_object(victim))
     data[len(data) // 2] ^= 0x01
     backup_env.write_object(victim, bytes(data))
@@ -349,16 +362,22 @@ def test_two_backups_at_once_and_a_prune_beside_them(backup_env: BackupEnv, tmp_
 
     first = backup_env.popen("backup", "run", "--source", "one")
     second = backup_env.popen("backup", "run", "--source", "two")
-    time.sleep(0.5)
+    # Start the prune once both backups hold their locks: it must wait for them.
+    deadline = time.monotonic() + 60
+    while len(backup_env.object_keys("locks/")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, "backup one ended before the prune started"
+    assert second.poll() is None, "backup two ended before the prune started"
     pruner = backup_env.popen("--json", "backup", "forget", "--prune")
     outputs = [p.communicate(timeout=600) for p in (first, second, pruner)]
     codes = [p.returncode for p in (first, second, pruner)]
     assert codes == [0, 0, 0], outputs
 
     listed = backup_env.ops_json("backup", "list")
-    assert sorted(s["source"] for s in listed) == ["one", "two"]
+    assert sorted(s["source"] for s in listed) == ["one", "two"]  # the old "one" is gone
     prune_doc = json.loads(outputs[2][0])[0]
-    assert prune_doc["remove"] or prune_doc["prune"]["packs_before"] > 0
+    assert len(prune_doc["remove"]) == 1
+    assert prune_doc["prune"]["packs_deleted"] > 0
     assert backup_env.ops_json("backup", "check", "--read-data")["ok"] is True
     for name, src in (("one", one), ("two", two)):
         target = tmp_path / f"restore-{name}"

@@ -315,6 +315,38 @@ def test_puts_and_gets_survive_a_fifth_of_requests_failing(
     assert all(direct.get(key) == data for key, data in objects.items())
 
 
+def test_uploads_cut_off_mid_body_are_sent_again(
+    s3_server: S3Server, bucket: str, faulty_proxy: FaultyProxy, fault_report: Seen
+) -> None:
+    """Connection resets while a part is still being sent, and after the server acted on it."""
+    repo = storage(s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url)
+    repo.multipart_threshold = repo.part_size = 5 * MiB
+    big, small = payload(6, 11 * MiB), payload(7, 1 * MiB)
+    # create | part 1 cut off, again | part 2 done but unanswered, again | part 3 | complete
+    # cut off, again | then the single PUT: cut off, done but unanswered (412 on the retry)
+    faulty_proxy.script(
+        None,
+        "reset_mid_body",
+        None,
+        "reset_after_forward",
+        None,
+        None,
+        "reset_mid_body",
+        None,
+        "reset_mid_body",
+        "reset_after_forward",
+    )
+    repo.put("packs/ab/big", big)
+    repo.put("packs/ab/small", small)
+
+    assert repo.get("packs/ab/big") == big
+    assert repo.get("packs/ab/small") == small
+    fault_report.counts = counts = faulty_proxy.counts
+    assert counts["reset"] == 5
+    assert counts["reset_after_forward"] == 2
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_put_gives_up_quickly_when_every_request_fails(
     s3_server: S3Server, bucket: str, faulty_proxy: FaultyProxy, fault_report: Seen
 ) -> None:

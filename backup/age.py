@@ -1,0 +1,241 @@
+"""The age file format (age-encryption.org/v1), X25519 recipients, on ``cryptography``.
+
+Why not pyrage alone: measured on these machines, pyrage encrypts ~700 MB/s and holds the GIL
+throughout, while ChaCha20-Poly1305 from ``cryptography`` runs at ~4 GB/s and releases it, so
+sealing packs overlaps with reading and compressing. The format is the standard one: any
+object decrypts with ``age -d -i identity.txt`` (tested against the real ``age`` binary and
+pyrage in both directions).
+
+Spec: https://age-encryption.org/v1 (header with one X25519 stanza per recipient, an HMAC
+over the header, then a STREAM of 64 KiB ChaCha20-Poly1305 chunks).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+INTRO = b"age-encryption.org/v1\n"
+CHUNK = 64 * 1024
+TAG = 16
+X25519_INFO = b"age-encryption.org/v1/X25519"
+
+
+class AgeError(ValueError):
+    """Not an age file for these keys, or damaged."""
+
+
+# -- keys (bech32, BIP 173) -----------------------------------------------------------------
+
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _polymod(values: list[int]) -> int:
+    generator = [0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3]
+    chk = 1
+    for value in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ value
+        for i in range(5):
+            chk ^= generator[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert(data: bytes | list[int], from_bits: int, to_bits: int, pad: bool) -> list[int]:
+    acc = bits = 0
+    out: list[int] = []
+    maxv = (1 << to_bits) - 1
+    for value in data:
+        acc = (acc << from_bits) | value
+        bits += from_bits
+        while bits >= to_bits:
+            bits -= to_bits
+            out.append((acc >> bits) & maxv)
+    if pad and bits:
+        out.append((acc << (to_bits - bits)) & maxv)
+    elif not pad and (bits >= from_bits or (acc << (to_bits - bits)) & maxv):
+        raise AgeError("invalid bech32 padding")
+    return out
+
+
+def bech32_encode(hrp: str, data: bytes) -> str:
+    values = _convert(data, 8, 5, pad=True)
+    polymod = _polymod([*_hrp_expand(hrp), *values, 0, 0, 0, 0, 0, 0]) ^ 1
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_CHARSET[v] for v in values + checksum)
+
+
+def bech32_decode(text: str, hrp: str) -> bytes:
+    lowered = text.strip().lower()
+    sep = lowered.rfind("1")
+    if lowered[:sep] != hrp or sep < 1 or len(lowered) - sep < 7:
+        raise AgeError(f"not a '{hrp}' key")
+    try:
+        values = [_CHARSET.index(c) for c in lowered[sep + 1 :]]
+    except ValueError:
+        raise AgeError("invalid bech32 character") from None
+    if _polymod(_hrp_expand(hrp) + values) != 1:
+        raise AgeError("bech32 checksum mismatch: the key is mistyped or damaged")
+    return bytes(_convert(values[:-6], 5, 8, pad=False))
+
+
+def public_key_string(public: X25519PublicKey) -> str:
+    return bech32_encode("age", public.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def parse_recipient(text: str) -> X25519PublicKey:
+    raw = bech32_decode(text, "age")
+    if len(raw) != 32:
+        raise AgeError("an age X25519 recipient holds 32 bytes")
+    return X25519PublicKey.from_public_bytes(raw)
+
+
+def parse_identity(text: str) -> X25519PrivateKey:
+    raw = bech32_decode(text, "age-secret-key-")
+    if len(raw) != 32:
+        raise AgeError("an age X25519 identity holds 32 bytes")
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def identity_string(secret: X25519PrivateKey) -> str:
+    raw = secret.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return bech32_encode("age-secret-key-", raw).upper()
+
+
+# -- the format -----------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data).rstrip(b"=")
+
+
+def _unb64(text: bytes) -> bytes:
+    if text.endswith(b"=") or b"\n" in text:
+        raise AgeError("non-canonical base64 in the header")
+    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def encrypt(data: bytes, recipients: list[X25519PublicKey]) -> bytes:
+    """``data`` as an age file to ``recipients``."""
+    file_key = os.urandom(16)
+    header = [INTRO]
+    for recipient in recipients:
+        ephemeral = X25519PrivateKey.generate()
+        share = _raw(ephemeral.public_key())
+        shared = ephemeral.exchange(recipient)
+        wrap_key = _hkdf(shared, share + _raw(recipient), X25519_INFO)
+        body = ChaCha20Poly1305(wrap_key).encrypt(bytes(12), file_key, None)
+        header.append(b"-> X25519 " + _b64(share) + b"\n" + _b64(body) + b"\n")
+    header.append(b"---")
+    head = b"".join(header)
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
+    nonce = os.urandom(16)
+    payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+    out = [head, b" ", _b64(mac), b"\n", nonce]
+    view = memoryview(data)
+    count = max(1, -(-len(data) // CHUNK))
+    for i in range(count):
+        last = i == count - 1
+        chunk_nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        out.append(payload.encrypt(chunk_nonce, view[i * CHUNK : (i + 1) * CHUNK], None))
+    return b"".join(out)
+
+
+def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
+    """The plaintext of an age file encrypted to ``identity``; AgeError if it is not one,
+    or if any byte was changed."""
+    file_key, body_start = _unwrap(data, identity)
+    if len(data) < body_start + 16:
+        raise AgeError("truncated before the payload")
+    nonce = data[body_start : body_start + 16]
+    payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+    view = memoryview(data)[body_start + 16 :]
+    sealed = CHUNK + TAG
+    count = max(1, -(-len(view) // sealed))
+    out = []
+    for i in range(count):
+        last = i == count - 1
+        piece = view[i * sealed : (i + 1) * sealed]
+        try:
+            plain = payload.decrypt(
+                i.to_bytes(11, "big") + (b"\x01" if last else b"\x00"), piece, None
+            )
+        except InvalidTag:
+            raise AgeError(
+                f"payload chunk {i} fails authentication (damaged or truncated)"
+            ) from None
+        if last and not plain and count > 1:
+            raise AgeError("empty final chunk")
+        out.append(plain)
+    return b"".join(out)
+
+
+def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:
+    if not data.startswith(INTRO):
+        raise AgeError("not an age file")
+    end = data.find(b"\n---", len(INTRO) - 1)
+    line_end = data.find(b"\n", end + 4)
+    if end < 0 or line_end < 0:
+        raise AgeError("truncated header")
+    head = data[: end + 4]
+    mac_line = data[end + 4 : line_end]
+    if not mac_line.startswith(b" "):
+        raise AgeError("malformed header MAC line")
+    lines = data[len(INTRO) : end + 1].split(b"\n")
+    ours = _raw(identity.public_key())
+    file_key = None
+    i = 0
+    while i < len(lines) - 1:
+        args = lines[i].split(b" ")
+        if args[0] != b"->":
+            raise AgeError("malformed stanza")
+        i += 1
+        body = b""
+        while i < len(lines) - 1:  # body lines: full 64-column lines, then a short one
+            body += lines[i]
+            i += 1
+            if len(lines[i - 1]) < 64:
+                break
+        if file_key is None and len(args) == 3 and args[1] == b"X25519":
+            share = _unb64(args[2])
+            try:
+                wrap_key = _hkdf(
+                    identity.exchange(X25519PublicKey.from_public_bytes(share)),
+                    share + ours,
+                    X25519_INFO,
+                )
+                file_key = ChaCha20Poly1305(wrap_key).decrypt(bytes(12), _unb64(body), None)
+            except (InvalidTag, ValueError):
+                continue
+    if file_key is None:
+        raise AgeError("no recipient stanza matches this identity")
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, _unb64(mac_line[1:])):
+        raise AgeError("header MAC mismatch (damaged header)")
+    return file_key, line_end + 1
