@@ -39,6 +39,7 @@ def open_storage(repo: RepositoryLike) -> Storage:
             endpoint=repo.endpoint,
             region=repo.region,
             object_lock_days=repo.object_lock_days,
+            max_attempts=getattr(repo, "attempts", 8),
         )
     path = url.removeprefix("file://") if url.startswith("file://") else url
     if "://" in path or not path.startswith("/"):

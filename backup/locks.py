@@ -280,8 +280,18 @@ class Lock:
     def _refresh(self) -> bool:
         """Replace our lock object with a fresh one; False once the lock is lost for good."""
         with self._mutex:
-            old = self._key
+            old, refreshed = self._key, self._refreshed
         if old is None:
+            return False
+        gap = _now() - refreshed
+        if gap > self.stale_after:
+            # We were paused (SIGSTOP, a suspended VM) or cut off for longer than others wait
+            # before calling a lock stale: a prune may have run meanwhile. A fresh lock now
+            # would hide that; the holder must stop instead.
+            with self._mutex:
+                self._lost = (
+                    f"not refreshed for {gap.total_seconds():.0f} s; it may have been taken"
+                )
             return False
         try:
             if self.storage.size(old) is None:

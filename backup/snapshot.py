@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-_NAME = re.compile(r"^snapshots/(?P<source>[^/]+)/(?P<time>\d{8}T\d{6}Z)-(?P<id>[0-9a-f]{64})$")
+# Microseconds in the name: two runs within one second must still sort in the order they ran
+# ('latest' and retention depend on it).
+TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+_NAME = re.compile(
+    r"^snapshots/(?P<source>[^/]+)/(?P<time>\d{8}T\d{6}\.\d{6}Z)-(?P<id>[0-9a-f]{64})$"
+)
 
 
 @dataclass(frozen=True, order=True)
@@ -43,7 +47,7 @@ class SnapshotRef:
 
     @classmethod
     def for_object(cls, source: str, time: datetime, stored: bytes) -> SnapshotRef:
-        return cls(time.replace(microsecond=0), source, hashlib.sha256(stored).hexdigest())
+        return cls(time.astimezone(UTC), source, hashlib.sha256(stored).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Snapshot:
             "source": self.source,
             "category": self.category,
             "host": self.host,
-            "time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": self.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "tree": self.tree.hex(),
             "paths": self.paths,
             "tool": self.tool,
@@ -82,7 +86,7 @@ class Snapshot:
             source=doc["source"],
             category=doc["category"],
             host=doc["host"],
-            time=datetime.strptime(doc["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            time=datetime.strptime(doc["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
             tree=bytes.fromhex(doc["tree"]),
             paths=list(doc["paths"]),
             tool=doc["tool"],

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -410,3 +411,79 @@ def test_forget_dry_run_then_prune_frees_space(local_backup_env: BackupEnv, tmp_
     target = tmp_path / "r"
     env.ops("backup", "restore", "latest", "--target", str(target), check=True)
     assert describe(restored_root(target, src)) == describe(src)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_backups_through_a_faulty_s3_endpoint(
+    faulty_proxy: Any, s3_server: Any, tmp_path: Path, seed: int
+) -> None:
+    """A proxy in front of moto fails a share of requests (500, 503 SlowDown, resets, cut
+    bodies). Every run either completes, or fails with exit 3 and writes no snapshot; what
+    completed restores exactly."""
+    import json
+
+    from tests.fixtures.backup_env import s3_env
+
+    bucket = s3_server.new_bucket_name()
+    s3_server.client().create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": s3_server.region}
+    )
+    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", faulty_proxy.url, s3_env(s3_server))
+    env.s3 = s3_server.client()
+    env.write_config()
+    env.init()
+    src = tmp_path / "src"
+    env.add_source("portal", src)
+    config = env.config.read_text()
+    env.config.write_text(config.replace("name: main", "name: main\n    attempts: 3"))
+
+    faulty_proxy.configure(error_500=0.06, slowdown=0.06, reset=0.06, truncate=0.02, seed=seed)
+    last_good = None  # what the newest snapshot must restore to
+    for round_ in range(3):
+        _crash_corpus(src, seed=100 * seed + round_)
+        before = env.object_keys("snapshots/")
+        result = env.ops("--json", "backup", "run")
+        after = env.object_keys("snapshots/")
+        assert "Traceback" not in result.stderr
+        if result.returncode == 0:
+            last_good = describe(src)
+            assert len(after) == len(before) + 1
+        else:
+            assert result.returncode == 3, result.stderr
+            assert after == before, "a failed run must not write a snapshot"
+            assert json.loads(result.stdout)["results"][0]["status"] == "failed"
+    assert faulty_proxy.faults_injected > 0
+
+    faulty_proxy.configure(seed=seed)  # no more faults
+    assert env.ops_json("backup", "check", "--read-data")["ok"] is True
+    if last_good is not None:
+        target = tmp_path / "r"
+        env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+        assert describe(restored_root(target, src)) == last_good
+
+
+def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
+    faulty_proxy: Any, s3_server: Any, tmp_path: Path
+) -> None:
+    from tests.fixtures.backup_env import s3_env
+
+    bucket = s3_server.new_bucket_name()
+    s3_server.client().create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": s3_server.region}
+    )
+    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", faulty_proxy.url, s3_env(s3_server))
+    env.s3 = s3_server.client()
+    env.write_config()
+    env.init()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.html").write_text("<h1>Xã Đạo Trù</h1>")
+    env.add_source("portal", tmp_path / "src")
+    config = env.config.read_text()
+    env.config.write_text(config.replace("name: main", "name: main\n    attempts: 2"))
+    faulty_proxy.configure(slowdown=1.0)
+    result = env.ops("backup", "run", timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "SlowDown" in result.stdout + result.stderr
+    faulty_proxy.configure()
+    assert env.object_keys("snapshots/") == []

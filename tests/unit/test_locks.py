@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypedDict
 
 import pytest
@@ -398,3 +399,26 @@ def test_no_locks_directory(storage):
     assert list_locks(storage) == []
     assert remove_stale(storage) == []
     assert remove_all(storage) == []
+
+
+def test_a_paused_holder_loses_its_lock_instead_of_renewing_it(tmp_path: Path) -> None:
+    """A process frozen past the stale time (SIGSTOP, suspended VM) must not quietly take
+    its lock back on waking: a prune may have run while it slept."""
+    storage = LocalStorage("local", tmp_path)
+    lock = Lock.acquire(
+        storage,
+        exclusive=False,
+        command="backup run",
+        stale_after=timedelta(seconds=0.3),
+        refresh_every=timedelta(seconds=0.1),
+    )
+    try:
+        lock._stop.set()  # stop the refresher, as a pause would
+        assert lock._thread is not None
+        lock._thread.join(timeout=5)
+        time.sleep(0.4)
+        assert lock._refresh() is False
+        with pytest.raises(LockLost, match="not refreshed"):
+            lock.check()
+    finally:
+        lock.release()
