@@ -433,9 +433,8 @@ def test_backups_through_a_faulty_s3_endpoint(
     env.write_config()
     env.init()
     src = tmp_path / "src"
+    env.repo_options = {"attempts": 3}
     env.add_source("portal", src)
-    config = env.config.read_text()
-    env.config.write_text(config.replace("name: main", "name: main\n    attempts: 3"))
 
     faulty_proxy.configure(error_500=0.06, slowdown=0.06, reset=0.06, truncate=0.02, seed=seed)
     last_good = None  # what the newest snapshot must restore to
@@ -477,9 +476,8 @@ def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
     env.init()
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.html").write_text("<h1>Xã Đạo Trù</h1>")
+    env.repo_options = {"attempts": 2}
     env.add_source("portal", tmp_path / "src")
-    config = env.config.read_text()
-    env.config.write_text(config.replace("name: main", "name: main\n    attempts: 2"))
     faulty_proxy.configure(slowdown=1.0)
     result = env.ops("backup", "run", timeout=120)
     assert result.returncode == 3, result.stderr
@@ -487,3 +485,39 @@ def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
     assert "SlowDown" in result.stdout + result.stderr
     faulty_proxy.configure()
     assert env.object_keys("snapshots/") == []
+
+
+def test_object_lock_keeps_snapshots_and_reports_them(s3_server: Any, tmp_path: Path) -> None:
+    """With Object Lock retention, forget and prune leave locked objects and say so; they
+    are not errors. (moto enforces COMPLIANCE retention on single-PUT objects.)"""
+    from tests.fixtures.backup_env import s3_env
+
+    bucket = s3_server.new_bucket_name()
+    s3_server.client().create_bucket(
+        Bucket=bucket,
+        CreateBucketConfiguration={"LocationConstraint": s3_server.region},
+        ObjectLockEnabledForBucket=True,
+    )
+    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", s3_server.endpoint_url, s3_env(s3_server))
+    env.s3 = s3_server.client()
+    env.repo_options = {"object_lock_days": 1}
+    env.write_config()
+    env.init()
+    src = tmp_path / "src"
+    src.mkdir()
+    env.add_source("portal", src)
+    for i in range(2):
+        (src / "index.html").write_text(f"<p>phiên bản {i}</p>")
+        env.ops("backup", "run", check=True)
+    env.retention = KEEP_LAST_ONLY
+    env.write_config()
+    result = env.ops("--json", "backup", "forget", "--prune")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    [doc] = json.loads(result.stdout)
+    assert len(doc["remove"]) == 1
+    assert doc["locked"], doc  # the old snapshot is still under retention
+    assert "retention" in doc["locked"][0] or "Object Lock" in doc["locked"][0]
+    assert len(env.ops_json("backup", "list")) == 2
+    assert env.ops_json("backup", "check", "--read-data")["ok"] is True
