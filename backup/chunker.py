@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 import pyfastcdc
 
@@ -24,7 +24,7 @@ class Chunker:
             seed=seed,
         )
 
-    def chunks(self, stream: BinaryIO) -> Iterator[memoryview]:
+    def chunks(self, stream: IO[bytes]) -> Iterator[memoryview]:
         """Chunks of ``stream`` until EOF. Reads through the file object, never mmap: a log
         truncated while we read it must not crash the process with SIGBUS."""
         for chunk in self._cdc.cut_stream(stream):

@@ -21,6 +21,8 @@ from backup.files_cache import FilesCache
 from backup.locks import Lock
 from backup.repository import Repository
 from backup.snapshot import Snapshot
+from backup.sources import describe_source, producer_for
+from backup.streams import Sink
 from backup.writer import BlobWriter
 from portalops import __version__
 from portalops.errors import ExitCode, OpsError
@@ -99,7 +101,7 @@ def run_backup(
                 with Lock.acquire(
                     repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
                 ) as lock:
-                    result = _backup_files(repo, source, state_dir, progress, lock)
+                    result = _backup_one(repo, source, state_dir, progress, lock)
             except OpsError as exc:
                 result = _failed(source, repo.name, exc)
             except OSError as exc:  # local trouble (state dir full...): this source only
@@ -121,61 +123,77 @@ def _failed(source: Source, repository: str, error: OpsError) -> SourceResult:
     )
 
 
-def _backup_files(
+def _backup_one(
     repo: Repository,
-    source: FilesSource,
+    source: Source,
     state_dir: Path,
     progress: ProgressFactory | None,
     lock: Lock,
 ) -> SourceResult:
     time_started = datetime.now(UTC)
-    cache = FilesCache(state_dir / "cache" / repo.config.id / f"{source.name}.sqlite")
     # Each sealed pack checks the lock is still ours: a backup must not run on while a
     # prune may think it is gone.
     writer = BlobWriter(repo, on_seal=lock.check)
-    prefetch = Prefetcher()
-    archiver = Archiver(
-        writer,
-        Chunker(repo.writer.chunker_seed, repo.config.chunker),
-        cache,
-        exclude=list(source.exclude),
-        progress=progress(f"{source.name} → {repo.name}") if progress else None,
-        prefetch=prefetch,
-    )
-    try:
-        root = archiver.archive(list(source.paths))
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        cache.discard()
-        raise
-    finally:
-        prefetch.close()
-    stats = archiver.stats
-    snapshot = Snapshot(
-        source=source.name,
-        category=source.category.value,
-        host=socket.gethostname(),
-        time=time_started,
-        tree=root,
-        paths=[str(p) for p in source.paths],
-        tool=f"portal-ops {__version__}",
-        summary={
+    chunker = Chunker(repo.writer.chunker_seed, repo.config.chunker)
+    report = progress(f"{source.name} → {repo.name}") if progress else None
+    if isinstance(source, FilesSource):
+        cache = FilesCache(state_dir / "cache" / repo.config.id / f"{source.name}.sqlite")
+        prefetch = Prefetcher()
+        archiver = Archiver(
+            writer, chunker, cache, list(source.exclude), progress=report, prefetch=prefetch
+        )
+        try:
+            root = archiver.archive(list(source.paths))
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            cache.discard()
+            raise
+        finally:
+            prefetch.close()
+        stats = archiver.stats
+        counts = {
             "files": stats.files,
             "dirs": stats.dirs,
             "symlinks": stats.symlinks,
             "bytes": stats.bytes,
             "files_read": stats.files_read,
             "bytes_read": stats.bytes_read,
+            "vanished": len(stats.vanished),
+            "skipped": len(stats.skipped),
+        }
+        paths, extra, on_success = [str(p) for p in source.paths], {}, cache.commit
+        vanished, skipped = stats.vanished[:20], stats.skipped[:20]
+    else:
+        sink = Sink(source.name, writer, chunker, progress=report)
+        try:
+            extra = producer_for(source.kind)(source, sink)
+            root = sink.root()
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        counts = {"files": len(sink.nodes), "dirs": 0, "bytes": sink.size}
+        paths, on_success, vanished, skipped = [describe_source(source)], None, [], []
+    snapshot = Snapshot(
+        source=source.name,
+        category=source.category.value,
+        host=socket.gethostname(),
+        time=time_started,
+        tree=root,
+        paths=paths,
+        tool=f"portal-ops {__version__}",
+        summary={
+            **counts,
             "bytes_added": writer.bytes_added,
             "raw_bytes_added": writer.raw_bytes_added,
             "blobs_added": writer.blobs_added,
-            "vanished": len(stats.vanished),
-            "skipped": len(stats.skipped),
         },
+        stats=extra,
     )
     ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
-    cache.commit()
+    if on_success is not None:
+        on_success()
     return SourceResult(
         source=source.name,
         category=source.category.value,
@@ -183,13 +201,13 @@ def _backup_files(
         ok=True,
         snapshot=ref.id,
         time=ref.time,
-        files=stats.files,
-        dirs=stats.dirs,
-        bytes=stats.bytes,
+        files=int(counts["files"]),
+        dirs=int(counts["dirs"]),
+        bytes=int(counts["bytes"]),
         bytes_added=writer.bytes_added,
         raw_bytes_added=writer.raw_bytes_added,
         blobs_added=writer.blobs_added,
         packs_written=writer.packs_written,
-        vanished=stats.vanished[:20],
-        skipped=stats.skipped[:20],
+        vanished=vanished,
+        skipped=skipped,
     )

@@ -56,7 +56,78 @@ class FilesSource(Strict):
         return paths
 
 
-Source = FilesSource  # the daily-backup issue adds postgres, mariadb, command and ssh
+class PostgresSource(Strict):
+    """pg_dump -Fc -Z0 of each database, streamed, plus pg_dumpall --globals-only.
+    Passwords come from PGPASSFILE / ~/.pgpass or the environment, never from here."""
+
+    name: Name
+    kind: Literal["postgres"]
+    category: Category = Category.DATABASE
+    dsn: str = ""  # libpq keywords, e.g. "host=127.0.0.1 port=5432 user=backup"
+    databases: list[str] | Literal["all"] = "all"
+    bin_dir: Path | None = None  # where pg_dump and pg_dumpall live (default: PATH)
+    timeout: Annotated[float, Field(gt=0)] = 6 * 3600
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, dsn: str) -> str:
+        if "password" in dsn.lower():
+            raise ValueError(
+                "passwords do not belong in ops.yaml; use a 0600 PGPASSFILE (~/.pgpass) "
+                "or the PGPASSWORD environment variable of the cron job"
+            )
+        return dsn
+
+
+class MariadbSource(Strict):
+    """mariadb-dump --single-transaction of each database, streamed, with table statistics.
+    Credentials come from a 0600 option file (defaults_file), never from here."""
+
+    name: Name
+    kind: Literal["mariadb"]
+    category: Category = Category.DATABASE
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 3306
+    socket: Path | None = None
+    user: str | None = None
+    defaults_file: Path | None = None  # [client] user=..., password=...
+    databases: list[str] | Literal["all"] = "all"
+    timeout: Annotated[float, Field(gt=0)] = 6 * 3600
+
+
+class CommandSource(Strict):
+    """A local command's standard output, stored as one file (e.g. nft list ruleset)."""
+
+    name: Name
+    kind: Literal["command"]
+    category: Category = Category.CONFIG
+    command: Annotated[list[str], Field(min_length=1)]
+    filename: str | None = None  # default: <name>.txt
+    timeout: Annotated[float, Field(gt=0)] = 600
+    allow_empty: bool = False
+
+
+class SshSource(Strict):
+    """A command's output on a remote host or network device, over SSH with a pinned key."""
+
+    name: Name
+    kind: Literal["ssh"]
+    category: Category = Category.CONFIG
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: str
+    key: Path
+    known_hosts: Path  # the host key must be listed here: unknown or changed keys fail
+    command: str
+    filename: str | None = None  # default: <name>.txt
+    timeout: Annotated[float, Field(gt=0)] = 600
+    allow_empty: bool = False
+
+
+Source = Annotated[
+    FilesSource | PostgresSource | MariadbSource | CommandSource | SshSource,
+    Field(discriminator="kind"),
+]
 
 
 class Backup(Strict):
