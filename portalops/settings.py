@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -130,12 +132,73 @@ Source = Annotated[
 ]
 
 
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_FULL_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_DAY_NAMES = {n.lower(): d for d, full in zip(WEEKDAYS, _FULL_DAYS, strict=True) for n in (d, full)}
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def _schedule_time(value: object) -> str:
+    """'HH:MM' (every day) or 'Day HH:MM' (every week), normalised: '02:30', 'Sun 06:00'."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
+        # YAML 1.1 reads an unquoted 12:30 as a number in base 60 (750).
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f"got the number {value}: YAML reads an unquoted {hours}:{minutes:02d} as a number "
+            f'in base 60; quote the time: "{hours:02d}:{minutes:02d}"'
+        )
+    wanted = "expected 'HH:MM' (24-hour, e.g. \"02:30\") or 'Day HH:MM' (e.g. \"Sun 06:00\")"
+    if not isinstance(value, str):
+        raise ValueError(f"{wanted}, got {value!r}")
+    parts = value.split()
+    day = None
+    if len(parts) == 2:
+        day = _DAY_NAMES.get(parts[0].lower())
+        if day is None:
+            raise ValueError(f"{wanted}; {parts[0]!r} is not a day (Mon, Tue, ... Sun)")
+    elif len(parts) != 1:
+        raise ValueError(f"{wanted}, got {value!r}")
+    match = _CLOCK.fullmatch(parts[-1])
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f"{wanted}, got {value!r}")
+    clock = f"{int(match[1]):02d}:{match[2]}"
+    return f"{day} {clock}" if day else clock
+
+
+class Schedule(Strict):
+    """When the scheduled jobs run ('ops cron', 'ops schedule'), in local time of ``timezone``."""
+
+    timezone: str = "Asia/Ho_Chi_Minh"
+    backup: str = "02:30"  # writer hosts: ops backup run (Art. 11.2: daily)
+    check: str = "05:00"  # admin host: ops backup check (Art. 11.3: checked regularly)
+    read_data: str = "Sun 06:00"  # admin host: ops backup check --read-data 10
+    prune: str = "04:00"  # admin host: ops backup forget --prune
+    drill: str = "06:30"  # admin host: ops drill (restore verification)
+
+    @field_validator("backup", "check", "read_data", "prune", "drill", mode="before")
+    @classmethod
+    def _time(cls, value: object) -> str:
+        return _schedule_time(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r}; use an IANA name such as Asia/Ho_Chi_Minh"
+            ) from None
+        return name
+
+
 class Backup(Strict):
     writer_key: Path | None = None
     identity: Path | None = None
     repositories: list[Repository] = []
     retention: Retention = Retention()
     sources: list[Source] = []
+    schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
     def _unique_names(self) -> Backup:
@@ -161,7 +224,8 @@ class Monitor(Strict):
 
 
 class Drill(Strict):
-    rto_seconds: Annotated[float, Field(gt=0)] = 4 * 3600
+    rto_seconds: Annotated[float, Field(gt=0)] = 4 * 3600  # restore-time objective (Art. 19.3)
+    scratch_dir: Path | None = None  # where restores go (default: the system temp dir)
 
 
 class Oncall(Strict):

@@ -1,0 +1,278 @@
+"""Restore drills (Art. 11.3): prove the latest snapshot of each source really restores.
+
+Every peer stops at checksums; a drill restores for real into scratch space, checks every
+byte and the snapshot's own record (file count, total bytes), tests what it restored (an
+nginx configuration must pass ``nginx -t``; database dumps load into a throwaway server and
+match the row counts recorded at backup time), and measures how long the restore took
+against the restore-time objective behind the Art. 19.3 contingency plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backup.repository import DamagedObject, Repository
+from backup.restore import restore, walk
+from backup.snapshot import Snapshot, SnapshotRef
+from backup.tree import NodeType
+from portalops.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+NGINX_TIMEOUT = 60.0
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class DrillResult:
+    source: str
+    category: str
+    repository: str
+    snapshot: str
+    snapshot_time: datetime
+    files: int = 0
+    bytes: int = 0
+    restore_seconds: float = 0.0  # everything it takes to get the data back, tests excluded
+    total_seconds: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "category": self.category,
+            "repository": self.repository,
+            "snapshot": self.snapshot,
+            "snapshot_time": self.snapshot_time,
+            "ok": self.ok,
+            "files": self.files,
+            "bytes": self.bytes,
+            "restore_seconds": round(self.restore_seconds, 3),
+            "total_seconds": round(self.total_seconds, 3),
+            "steps": [
+                {"name": s.name, "seconds": round(s.seconds, 3), "ok": s.ok, "detail": s.detail}
+                for s in self.steps
+            ],
+            "reasons": self.reasons,
+        }
+
+
+class _Timer:
+    def __init__(self, result: DrillResult, name: str) -> None:
+        self.result, self.name = result, name
+
+    def __enter__(self) -> Step:
+        self.started = time.monotonic()
+        self.step = Step(self.name, 0.0, True)
+        return self.step
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        self.step.seconds = time.monotonic() - self.started
+        if isinstance(exc, (OpsError, OSError, ValueError, KeyError)):
+            self.step.ok = False
+            self.step.detail = str(exc)
+        if not self.step.ok:
+            self.result.reasons.append(f"{self.name}: {self.step.detail}")
+        self.result.steps.append(self.step)
+        return isinstance(exc, (OpsError, OSError, ValueError, KeyError))
+
+
+# A test of restored data: given the restored directory and the snapshot, it returns a list
+# of problems (empty: passed). Database sources plug theirs in here.
+Check = Callable[[Path, Snapshot], list[str]]
+
+
+def drill_one(
+    repo: Repository,
+    ref: SnapshotRef,
+    *,
+    rto_seconds: float,
+    scratch: Path | None = None,
+    checks: dict[str, Check] | None = None,
+    restore_checks: dict[str, Check] | None = None,
+) -> DrillResult:
+    """Drill the snapshot ``ref``; scratch space is removed afterwards on every path."""
+    started = time.monotonic()
+    result = DrillResult(ref.source, "", repo.name, ref.id, ref.time)
+    snapshot: Snapshot | None = None
+    with _Timer(result, "read snapshot") as step:
+        snapshot = repo.read_snapshot(ref)
+        result.category = snapshot.category
+        step.detail = f"{snapshot.summary.get('files', 0)} files recorded"
+    if snapshot is None or not result.ok:
+        result.total_seconds = time.monotonic() - started
+        return result
+    with _Timer(result, "structure") as step:
+        step.detail = _structure(repo, snapshot)
+        step.ok = step.detail.startswith("all ")
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portal-ops-drill-", dir=scratch) as tmp:
+        target = Path(tmp) / "restore"
+        with _Timer(result, "restore") as step:
+            restored = restore(repo, snapshot, target)
+            files, total = _measure(target)
+            result.files, result.bytes = files, total
+            want_files = int(snapshot.summary.get("files", 0))
+            want_bytes = int(snapshot.summary.get("bytes", 0))
+            step.detail = f"{files} files, {total} bytes, {restored.verified_blobs} blobs verified"
+            if (files, total) != (want_files, want_bytes):
+                step.ok = False
+                step.detail = (
+                    f"restored {files} files / {total} bytes; the snapshot recorded "
+                    f"{want_files} files / {want_bytes} bytes"
+                )
+        for name, check in (restore_checks or {}).items():
+            # Part of getting the service back (e.g. loading a dump): counts toward the RTO.
+            with _Timer(result, name) as step:
+                problems = check(target, snapshot)
+                step.ok, step.detail = not problems, "; ".join(problems) or "passed"
+        # Everything so far is what getting the data back costs; the tests below are not.
+        result.restore_seconds = sum(s.seconds for s in result.steps)
+        if _has_nginx(target):
+            with _Timer(result, "nginx -t") as step:
+                problems = nginx_test(target, Path(tmp))
+                step.ok, step.detail = not problems, "; ".join(problems) or "configuration OK"
+        for name, check in (checks or {}).items():
+            with _Timer(result, name) as step:
+                problems = check(target, snapshot)
+                step.ok, step.detail = not problems, "; ".join(problems) or "passed"
+    if result.restore_seconds > rto_seconds:
+        result.reasons.append(
+            f"restore took {result.restore_seconds:.1f} s, over the objective of "
+            f"{rto_seconds:g} s (drill.rto_seconds)"
+        )
+    result.total_seconds = time.monotonic() - started
+    return result
+
+
+def _structure(repo: Repository, snapshot: Snapshot) -> str:
+    """Every pack the snapshot needs is present at its indexed size."""
+    needed: set[str] = set()
+    missing_blobs = 0
+    location = repo.index.get(snapshot.tree)
+    if location is not None:
+        needed.add(location.pack)
+    for _, node in walk(repo, snapshot.tree):
+        blobs = list(node.content)
+        if node.type is NodeType.DIR and node.subtree is not None:
+            blobs.append(node.subtree)
+        for blob in blobs:
+            found = repo.index.get(blob)
+            if found is None:
+                missing_blobs += 1
+            else:
+                needed.add(found.pack)
+    problems = []
+    for key in sorted(needed):
+        size = repo.storage.size(key)
+        indexed = repo.index.packs[key].size
+        if size is None:
+            problems.append(f"{key} is missing")
+        elif size != indexed:
+            problems.append(f"{key} is {size} bytes, the index says {indexed}")
+    if missing_blobs:
+        problems.append(f"{missing_blobs} blobs are in no index")
+    if problems:
+        raise DamagedObject(repo.name, f"snapshot {snapshot.source}", "; ".join(problems[:5]))
+    return f"all {len(needed)} packs present"
+
+
+def _measure(root: Path) -> tuple[int, int]:
+    files = total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (
+                not os.path.islink(os.path.join(dirpath, name))
+                and st.st_mode & 0o170000 == 0o100000
+            ):
+                files += 1
+                total += st.st_size
+    return files, total
+
+
+def _has_nginx(root: Path) -> bool:
+    return any(root.glob("**/nginx/nginx.conf"))
+
+
+_PATH_TOKEN = re.compile(r"(?<![\w/.$-])(/[^\s;\"'{}]+)")
+_LOG_DIRECTIVE = re.compile(r"^(\s*(?:error_log|access_log|pid)\s+)(/[^\s;]+)", re.MULTILINE)
+
+
+def nginx_test(restored: Path, scratch: Path) -> list[str]:
+    """``nginx -t`` on a restored configuration, with absolute paths pointed into scratch.
+
+    Paths that exist in the restored tree (includes, certificates) are read from there; logs
+    and the pid file go to scratch, so the drill never touches the host's own nginx.
+    """
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        return ["nginx is not installed on the drill host (Debian package nginx-light)"]
+    problems = []
+    for conf in sorted(restored.glob("**/nginx/nginx.conf")):
+        conf_dir = conf.parent
+        original = "/" + str(conf_dir.relative_to(restored))
+        logs = scratch / "nginx-logs"
+        logs.mkdir(exist_ok=True)
+        for path in conf_dir.rglob("*"):
+            if path.is_file() and not path.is_symlink() and _is_text(path):
+                _rewrite(path, restored, logs)
+        argv = [nginx, "-t", "-q", "-p", f"{conf_dir}/", "-c", str(conf), "-e", str(logs / "e.log")]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=NGINX_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            problems.append(f"{original}: nginx -t did not finish in {NGINX_TIMEOUT:.0f} s")
+            continue
+        if done.returncode != 0:
+            tail = " | ".join(line for line in done.stderr.strip().splitlines()[-3:] if line)
+            problems.append(
+                f"{original}/nginx.conf fails nginx -t: {tail.replace(str(restored), '')}"
+            )
+    return problems
+
+
+def _is_text(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return b"\0" not in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _rewrite(path: Path, restored: Path, logs: Path) -> None:
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    text = _LOG_DIRECTIVE.sub(lambda m: f"{m.group(1)}{logs / Path(m.group(2)).name}", text)
+
+    def inside(match: re.Match[str]) -> str:
+        token = match.group(1)
+        candidate = restored / token.lstrip("/")
+        probe = candidate.parent if any(c in token for c in "*?[") else candidate
+        return str(candidate) if probe.exists() else token
+
+    text = _PATH_TOKEN.sub(inside, text)
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
