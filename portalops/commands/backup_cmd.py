@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ from backup.restore import restore
 from backup.retention import Policy
 from backup.run import run_backup
 from backup.snapshot import SnapshotRef
+from backup.status import record_run
 from portalops.context import Context
 from portalops.errors import BadInput, ExitCode
 from portalops.output import Outcome, table
 from portalops.progress import progress_bars
+from portalops.runlock import LOCK_NAME as RUN_LOCK_NAME
+from portalops.runlock import run_lock
 from portalops.units import age, size
 
 
@@ -163,8 +167,20 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
         sources = [s for s in sources if s.name in args.source]
     repositories = select(backup, args.repository, ctx.config_path)
     keys = load_keys(backup)
-    with progress_bars() as bars:
-        results = run_backup(sources, repositories, keys, settings.state_dir, bars)
+    # One run per host at a time (cron and a hand-started run, or a run still going at the
+    # next night's start); the status file below is read, merged and rewritten under it too.
+    with run_lock(settings.state_dir / RUN_LOCK_NAME, "ops backup run"):
+        with progress_bars() as bars:
+            results = run_backup(sources, repositories, keys, settings.state_dir, bars)
+        recorded = record_run(
+            settings.state_dir,
+            settings.metrics.textfile_dir,
+            results,
+            datetime.now(UTC),
+            [s.name for s in backup.sources],
+            [r.name for r in backup.repositories],
+            str(where),
+        )
     rows = [
         (
             r.source,
@@ -175,17 +191,24 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
             r.files,
             size(r.bytes),
             size(r.bytes_added),
-            f"{r.duration:.1f}s",
+            f"{r.duration:.2f}s" if r.duration < 10 else f"{r.duration:.0f}s",
             r.error or (f"{len(r.vanished)} vanished while reading" if r.vanished else ""),
         )
         for r in results
     ]
     failed = [r for r in results if not r.ok]
     columns = ["source", "category", "repository", "result", "snapshot", "files", "size", "added"]
-    # A repository that could not be reached (3) outranks a source that failed (1).
+    # A repository that could not be reached (3) outranks a source that failed (1). Status or
+    # metrics that could not be written are operational too: alerts would go stale (logged).
     code = max((r.exit_code for r in failed), default=ExitCode.OK)
+    if recorded.problems:
+        code = max(code, ExitCode.OPERATIONAL)
     return Outcome(
-        {"ok": not failed, "results": [r.to_json() for r in results]},
+        {
+            "ok": not failed,
+            "results": [r.to_json() for r in results],
+            "recorded": recorded.to_json(),
+        },
         [table(None, [*columns, "time", "note"], rows)],
         ExitCode(code),
     )

@@ -74,7 +74,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
             r.snapshot[:8],
             age(r.snapshot_time, now) if r.snapshot else "",
             size(r.bytes),
-            f"{r.restore_seconds:.1f}",
+            f"{r.restore_seconds:.2f}",
             "ok" if r.ok else "FAILED",
             "; ".join(r.reasons),
         )

@@ -1,0 +1,52 @@
+"""``ops demo``, the README's first command, end to end on a fresh directory."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_backs_up_twice_and_drills(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "ops.py"), "--json", "demo", "--dir", str(demo)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["ok"] is True
+    titles = [s["title"] for s in doc["steps"]]
+    assert titles[0].startswith("Generate")
+    assert titles[-1].startswith("Restore drill")
+    assert all(s["exit_code"] == 0 for s in doc["steps"])
+    drill = doc["steps"][-1]["output"]
+    assert "webroot" in drill
+    assert "ok" in drill
+    assert (demo / "repository" / "config").is_file()
+    assert list((demo / "scratch").iterdir()) == []
+    # Run again: the directory is recreated, not refused.
+    again = subprocess.run(
+        [sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(demo)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "Demo finished" in again.stdout
+
+
+def test_demo_refuses_a_directory_that_is_not_a_demo(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.txt").write_text("do not delete")
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(precious)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not a portal-ops demo directory" in done.stderr
+    assert (precious / "data.txt").read_text() == "do not delete"
