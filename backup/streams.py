@@ -10,8 +10,10 @@ the tail of its stderr: no snapshot is written for it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -107,6 +109,9 @@ def stream_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
+            # Its own process group: a timeout must stop grandchildren too (sh -c 'a | b'),
+            # or they keep the output pipe open and the backup waits for them.
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise SourceFailed(sink.source, f"{argv[0]} not found; is it installed?") from None
@@ -119,7 +124,7 @@ def stream_command(
 
     def kill() -> None:
         timed_out.set()
-        proc.kill()
+        _kill_group(proc)
 
     timer = threading.Timer(timeout, kill)
     timer.daemon = True
@@ -127,7 +132,7 @@ def stream_command(
     try:
         size = sink.add_stream(name, proc.stdout)
     except BaseException:
-        proc.kill()
+        _kill_group(proc)
         raise
     finally:
         timer.cancel()
@@ -144,6 +149,11 @@ def stream_command(
     if size == 0 and not allow_empty:
         raise SourceFailed(sink.source, f"{label} printed nothing: {stderr}")
     return size
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class _Tail(threading.Thread):
