@@ -63,6 +63,7 @@ def _render(err: Any, model: type[BaseModel], source: YamlSource) -> str:
     elif kind in {"literal_error", "enum"}:
         message = f"expected {ctx['expected']}, got {got}"
     elif kind == "union_tag_invalid":
+        loc = (*loc, str(ctx["discriminator"]).strip("'"))
         message = f"expected {ctx['expected_tags']}, got {_show(ctx['tag'])}"
     elif kind == "union_tag_not_found":
         message = f"required key '{ctx['discriminator'].strip(chr(39))}' is missing"
@@ -82,12 +83,21 @@ def _did_you_mean(model: type[BaseModel], loc: Loc) -> str:
 
 
 def _clean_loc(loc: tuple[Any, ...], source: YamlSource) -> Loc:
-    """Drop parts pydantic adds that are not keys in the file (union tags, function names)."""
+    """Drop parts pydantic adds that are not keys in the file: a discriminated union's tag
+    (``sources[0].files.paths``: 'files' is the value of ``kind``, not a key) and validator
+    names (``function-after[...]``)."""
     out: list[str | int] = []
-    for part in loc:
+    for i, part in enumerate(loc):
         candidate = (*out, part)
-        if isinstance(part, int) or candidate in source.lines or not _is_internal(part):
+        if isinstance(part, int) or candidate in source.lines:
             out.append(part)
+            continue
+        if _is_internal(part):
+            continue
+        following = loc[i + 1] if i + 1 < len(loc) else None
+        if following is not None and (*out, following) in source.lines:
+            continue  # a union tag: the next part sits directly under our parent
+        out.append(part)
     return tuple(out)
 
 

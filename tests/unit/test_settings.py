@@ -114,7 +114,8 @@ def test_shipped_example_is_valid() -> None:
               sources:
                 - {name: web, kind: tape, category: code, paths: [/srv]}
             """,
-            "F:3: backup.sources[0].kind: expected 'files', got 'tape'",
+            "F:3: backup.sources[0].kind: expected 'files', 'postgres', 'mariadb', 'command', "
+            "'ssh', got 'tape'",
         ),
         (
             """\
