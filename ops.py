@@ -15,12 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from portalops import __version__
-from portalops.commands import backup_cmd, config_cmd, demo_cmd, drill_cmd, inventory_cmd
+from portalops.commands import (
+    backup_cmd,
+    config_cmd,
+    cron_cmd,
+    demo_cmd,
+    drill_cmd,
+    inventory_cmd,
+)
 from portalops.context import Context
 from portalops.errors import ExitCode, OpsError
 from portalops.output import emit
 
-COMMANDS = (inventory_cmd, config_cmd, backup_cmd, drill_cmd, demo_cmd)
+COMMANDS = (inventory_cmd, config_cmd, backup_cmd, drill_cmd, cron_cmd, demo_cmd)
 
 log = logging.getLogger("portalops")
 

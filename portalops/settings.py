@@ -95,6 +95,10 @@ class MariadbSource(Strict):
     defaults_file: Path | None = None  # [client] user=..., password=...
     databases: list[str] | Literal["all"] = "all"
     timeout: Annotated[float, Field(gt=0)] = 6 * 3600
+    # row counts from the dump's own snapshot: commits wait while mariadb-dump starts
+    # (BACKUP STAGE BLOCK_COMMIT, needs RELOAD; at most a few seconds, usually milliseconds)
+    consistent_counts: bool = True
+    users: bool = True  # users.sql: accounts, roles and grants (mariadb-dump --system=users)
 
 
 class CommandSource(Strict):
@@ -152,7 +156,7 @@ def _schedule_time(value: object) -> str:
         raise ValueError(f"{wanted}, got {value!r}")
     parts = value.split()
     day = None
-    if len(parts) == 2:
+    if len(parts) == 2 and _CLOCK.fullmatch(parts[1]):
         day = _DAY_NAMES.get(parts[0].lower())
         if day is None:
             raise ValueError(f"{wanted}; {parts[0]!r} is not a day (Mon, Tue, ... Sun)")

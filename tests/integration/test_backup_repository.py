@@ -361,8 +361,14 @@ def test_two_backups_at_once_and_a_prune_beside_them(backup_env: BackupEnv, tmp_
     backup_env.retention = KEEP_LAST_ONLY
     backup_env.write_config()
 
+    # Two writer hosts (each with its own state directory: one host runs one backup at a
+    # time) back up into the same repository at once.
+    host2 = tmp_path / "host2.yaml"
+    host2.write_text(
+        backup_env.config.read_text().replace(str(backup_env.state_dir), str(tmp_path / "state2"))
+    )
     first = backup_env.popen("backup", "run", "--source", "one")
-    second = backup_env.popen("backup", "run", "--source", "two")
+    second = backup_env.popen("--config", str(host2), "backup", "run", "--source", "two")
     # Start the prune once both backups hold their locks: it must wait for them.
     deadline = time.monotonic() + 60
     while len(backup_env.object_keys("locks/")) < 2 and time.monotonic() < deadline:
