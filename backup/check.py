@@ -22,6 +22,7 @@ from backup.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import SnapshotRef
 from backup.tree import NodeType
+from portalops.atomic import write_atomic
 
 PATHS_PER_PROBLEM = 20
 
@@ -248,7 +249,6 @@ def _select_packs(repo: Repository, packs: list[str], percent: float, state_dir:
     )
     chosen = [k for i, k in enumerate(ordered) if i % windows == window % windows]
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"next_window": (window + 1) % windows, "windows": windows}))
-    os.replace(tmp, state_file)
+    doc = {"next_window": (window + 1) % windows, "windows": windows}
+    write_atomic(state_file, json.dumps(doc).encode())
     return chosen

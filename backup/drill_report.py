@@ -4,8 +4,6 @@ for node_exporter's textfile collector (``portalops_drill_*``)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from backup.drill import DrillResult
+from portalops.atomic import write_atomic
 
 HISTORY_KEEP = 400  # about a year of daily drills
 
@@ -48,7 +47,7 @@ def write_report(state_dir: Path, results: list[DrillResult], now: datetime) -> 
             "result": doc,
         }
     state = {"updated": stamp, "sources": {k.replace("\0", "@"): v for k, v in entries.items()}}
-    _atomic_write(latest_path, json.dumps(state, indent=2, ensure_ascii=False).encode())
+    write_atomic(latest_path, json.dumps(state, indent=2, ensure_ascii=False).encode())
     with (directory / "history.jsonl").open("a", encoding="utf-8") as history:
         for result in results:
             record = {"time": stamp, **result.to_json()}
@@ -96,21 +95,7 @@ def _iso(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _trim(path: Path) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     if len(lines) > HISTORY_KEEP * 4:
-        _atomic_write(path, "".join(lines[-HISTORY_KEEP * 2 :]).encode())
+        write_atomic(path, "".join(lines[-HISTORY_KEEP * 2 :]).encode())

@@ -8,7 +8,6 @@ identity, which lives on the drill host or offline.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import stat
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import blake3
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from backup import age
+from portalops.atomic import write_atomic
 from portalops.errors import BadInput, OpsError
 
 WRITER_KEY_KIND = "portal-ops writer key"
@@ -137,16 +137,9 @@ def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on (never briefly world-readable)."""
+    """Create ``path`` with mode 0600 (the temp file is 0600 from its first byte)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, 0o600)
 
 
 def _read_secret_file(path: Path, key: str) -> bytes:

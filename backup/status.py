@@ -14,12 +14,9 @@ Both files are replaced atomically: Prometheus and the on-call sysadmin never re
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import socket
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
 from backup.run import SourceResult
+from portalops.atomic import write_atomic
 from portalops.errors import OpsError
 
 log = logging.getLogger(__name__)
@@ -301,29 +299,6 @@ def record_run(
                 len(results),
             )
     return recorded
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory.
-    Readers see the old file or the new one, never a mix, even after a power cut."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # durability of the rename; some filesystems refuse
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _iso(value: datetime | None) -> str | None:

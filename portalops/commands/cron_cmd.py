@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import schedule
 
-from backup.status import write_atomic
+from portalops.atomic import write_atomic
 from portalops.context import PROJECT_ROOT, Context
 from portalops.errors import BadInput, ExitCode, OpsError
 from portalops.output import Outcome

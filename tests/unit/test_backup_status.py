@@ -15,8 +15,8 @@ from backup.status import (
     registry_for,
     save_status,
     update_status,
-    write_atomic,
 )
+from portalops.atomic import write_atomic
 from portalops.errors import ExitCode
 
 T0 = datetime(2026, 11, 27, 19, 30, tzinfo=UTC)
