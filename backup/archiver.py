@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import glob
 import grp
 import logging
 import os
@@ -47,6 +48,7 @@ class WalkStats:
     bytes_read: int = 0
     vanished: list[str] = field(default_factory=list)  # deleted between listing and reading
     skipped: list[str] = field(default_factory=list)  # sockets and devices: not restorable
+    unmatched: list[str] = field(default_factory=list)  # glob patterns that matched nothing
 
 
 Progress = Callable[[int, int], None]  # (files done, bytes done)
@@ -63,9 +65,25 @@ class Archiver:
     stats: WalkStats = field(default_factory=WalkStats)
 
     def archive(self, paths: list[Path]) -> bytes:
-        """Store everything under ``paths``; return the root tree's id."""
+        """Store everything under ``paths``; return the root tree's id.
+
+        A path with glob characters (``/etc/php*``) stands for whatever matches it now; one
+        that matches nothing is noted, not an error (a host without PHP has no /etc/php).
+        A plain path that does not exist fails the source.
+        """
         root: dict[bytes, object] = {}
+        expanded: list[Path] = []
         for path in paths:
+            if glob.has_magic(str(path)):
+                matches = sorted(glob.glob(str(path)))
+                if not matches:
+                    self.stats.unmatched.append(str(path))
+                expanded += [Path(match) for match in matches]
+            else:
+                expanded.append(path)
+        if not expanded:
+            raise SourceUnreadable(", ".join(map(str, paths)), "no path matches")
+        for path in expanded:
             parts = [os.fsencode(p) for p in path.parts[1:]]
             if not parts:
                 raise SourceUnreadable("/", "backing up the whole filesystem root is not supported")

@@ -143,3 +143,20 @@ def test_unlock_removes_only_stale_locks(local_backup_env: BackupEnv) -> None:
     done = env.ops_json("backup", "unlock")
     assert done[0]["removed"] == ["locks/" + "ab" * 16]
     assert not list(locks.iterdir())
+
+
+def test_glob_paths_match_what_exists(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    """/etc/php* on a host without PHP matches nothing: noted, not an error; a plain path
+    that is missing still fails its source."""
+    etc = tmp_path / "etc"
+    (etc / "php8.2" / "fpm").mkdir(parents=True)
+    (etc / "php8.2" / "fpm" / "php.ini").write_text("memory_limit = 256M\n")
+    (etc / "nginx").mkdir()
+    (etc / "nginx" / "nginx.conf").write_text("events {}\n")
+    env = local_backup_env
+    env.add_source("config", etc / "nginx", etc / "php*", etc / "ruby*")
+    run = env.ops_json("backup", "run")
+    assert run["results"][0]["files"] == 2
+    target = tmp_path / "r"
+    env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+    assert (target / str(etc).lstrip("/") / "php8.2" / "fpm" / "php.ini").is_file()

@@ -48,7 +48,14 @@ def test_empty_file_and_single_section(tmp_path: Path) -> None:
 def test_shipped_example_is_valid() -> None:
     settings = load_settings(PROJECT_ROOT / "config" / "ops.example.yaml")
     categories = {s.category for s in settings.backup.sources}
-    assert categories == {Category.CONFIG, Category.LOGS, Category.CODE}
+    assert categories == {Category.CONFIG, Category.LOGS, Category.CODE, Category.DATABASE}
+    assert {s.kind for s in settings.backup.sources} == {
+        "files",
+        "command",
+        "postgres",
+        "mariadb",
+        "ssh",
+    }
     assert settings.backup.repositories[1].object_lock_days == 35
 
 
