@@ -428,16 +428,9 @@ def test_backups_through_a_faulty_s3_endpoint(
     completed restores exactly."""
     import json
 
-    from tests.fixtures.backup_env import s3_env
+    from tests.fixtures.backup_env import s3_backup_env
 
-    bucket = s3_server.new_bucket_name()
-    s3_server.client().create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": s3_server.region}
-    )
-    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", faulty_proxy.url, s3_env(s3_server))
-    env.s3 = s3_server.client()
-    env.write_config()
-    env.init()
+    env = s3_backup_env(s3_server, tmp_path, endpoint=faulty_proxy.url)
     src = tmp_path / "src"
     env.repo_options = {"attempts": 3}
     env.add_source("portal", src)
@@ -470,16 +463,9 @@ def test_backups_through_a_faulty_s3_endpoint(
 def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
     faulty_proxy: Any, s3_server: Any, tmp_path: Path
 ) -> None:
-    from tests.fixtures.backup_env import s3_env
+    from tests.fixtures.backup_env import s3_backup_env
 
-    bucket = s3_server.new_bucket_name()
-    s3_server.client().create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": s3_server.region}
-    )
-    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", faulty_proxy.url, s3_env(s3_server))
-    env.s3 = s3_server.client()
-    env.write_config()
-    env.init()
+    env = s3_backup_env(s3_server, tmp_path, endpoint=faulty_proxy.url)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.html").write_text("<h1>Xã Đạo Trù</h1>")
     env.repo_options = {"attempts": 2}
@@ -496,19 +482,9 @@ def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
 def test_object_lock_keeps_snapshots_and_reports_them(s3_server: Any, tmp_path: Path) -> None:
     """With Object Lock retention, forget and prune leave locked objects and say so; they
     are not errors. (moto enforces COMPLIANCE retention on single-PUT objects.)"""
-    from tests.fixtures.backup_env import s3_env
+    from tests.fixtures.backup_env import s3_backup_env
 
-    bucket = s3_server.new_bucket_name()
-    s3_server.client().create_bucket(
-        Bucket=bucket,
-        CreateBucketConfiguration={"LocationConstraint": s3_server.region},
-        ObjectLockEnabledForBucket=True,
-    )
-    env = BackupEnv(tmp_path, f"s3://{bucket}/portal", s3_server.endpoint_url, s3_env(s3_server))
-    env.s3 = s3_server.client()
-    env.repo_options = {"object_lock_days": 1}
-    env.write_config()
-    env.init()
+    env = s3_backup_env(s3_server, tmp_path, object_lock=True, object_lock_days=1)
     src = tmp_path / "src"
     src.mkdir()
     env.add_source("portal", src)
