@@ -24,9 +24,7 @@ import pymysql
 import pytest
 from psycopg import sql
 
-from backup.access import load_keys, open_repository
-from portalops.settings import load_settings
-from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.backup_env import BackupEnv, latest_stats, restore, snapshot_sources
 from tests.fixtures.mariadb import MariaDBServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.procs import free_port, run
@@ -55,22 +53,6 @@ def run_backup(env: BackupEnv, *args: str) -> tuple[int, dict[str, dict[str, Any
         {r["source"]: r for r in doc["results"]},
         result.stdout + result.stderr,
     )
-
-
-def snapshot_sources(env: BackupEnv) -> set[str]:
-    return {s["source"] for s in env.ops_json("backup", "list")}
-
-
-def restore(env: BackupEnv, source: str, target: Path) -> Path:
-    env.ops("backup", "restore", "latest", "--source", source, "--target", str(target), check=True)
-    return target
-
-
-def latest_stats(env: BackupEnv, source: str) -> dict[str, Any]:
-    """The ``stats`` the producer returned, read back from the stored snapshot."""
-    backup = load_settings(env.config).backup
-    repo = open_repository(backup.repositories[0], load_keys(backup))
-    return repo.read_snapshot(repo.snapshots(source)[-1]).stats
 
 
 def add_sources(env: BackupEnv, *sources: dict[str, Any]) -> None:
