@@ -16,12 +16,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backup.drill_db import DB_ERRORS, DatabaseDrill
 from backup.repository import DamagedObject, Repository
 from backup.restore import restore, walk
 from backup.snapshot import Snapshot, SnapshotRef
@@ -79,6 +80,10 @@ class DrillResult:
         }
 
 
+# what a step can meet in damaged data or a failing tool; anything else is a bug and surfaces
+_EXPECTED = (OpsError, OSError, ValueError, KeyError, *DB_ERRORS)
+
+
 class _Timer:
     def __init__(self, result: DrillResult, name: str) -> None:
         self.result, self.name = result, name
@@ -90,18 +95,13 @@ class _Timer:
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
         self.step.seconds = time.monotonic() - self.started
-        if isinstance(exc, (OpsError, OSError, ValueError, KeyError)):
+        if isinstance(exc, _EXPECTED):
             self.step.ok = False
             self.step.detail = str(exc)
         if not self.step.ok:
             self.result.reasons.append(f"{self.name}: {self.step.detail}")
         self.result.steps.append(self.step)
-        return isinstance(exc, (OpsError, OSError, ValueError, KeyError))
-
-
-# A test of restored data: given the restored directory and the snapshot, it returns a list
-# of problems (empty: passed). Database sources plug theirs in here.
-Check = Callable[[Path, Snapshot], list[str]]
+        return isinstance(exc, _EXPECTED)
 
 
 def drill_one(
@@ -110,10 +110,10 @@ def drill_one(
     *,
     rto_seconds: float,
     scratch: Path | None = None,
-    checks: dict[str, Check] | None = None,
-    restore_checks: dict[str, Check] | None = None,
+    database: DatabaseDrill | None = None,
 ) -> DrillResult:
-    """Drill the snapshot ``ref``; scratch space is removed afterwards on every path."""
+    """Drill the snapshot ``ref``; scratch space and throwaway servers are removed afterwards
+    on every path. ``database`` loads a database source's dumps and checks them."""
     started = time.monotonic()
     result = DrillResult(ref.source, "", repo.name, ref.id, ref.time)
     snapshot: Snapshot | None = None
@@ -129,7 +129,11 @@ def drill_one(
         step.ok = step.detail.startswith("all ")
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="portal-ops-drill-", dir=scratch) as tmp:
+    # the stack stops throwaway servers before the temp dir goes
+    with (
+        tempfile.TemporaryDirectory(prefix="portal-ops-drill-", dir=scratch) as tmp,
+        ExitStack() as stack,
+    ):
         target = Path(tmp) / "restore"
         with _Timer(result, "restore") as step:
             restored = restore(repo, snapshot, target)
@@ -144,20 +148,24 @@ def drill_one(
                     f"restored {files} files / {total} bytes; the snapshot recorded "
                     f"{want_files} files / {want_bytes} bytes"
                 )
-        for name, check in (restore_checks or {}).items():
-            # Part of getting the service back (e.g. loading a dump): counts toward the RTO.
-            with _Timer(result, name) as step:
-                problems = check(target, snapshot)
-                step.ok, step.detail = not problems, "; ".join(problems) or "passed"
+        loaded = False
+        if database is not None and step.ok:
+            # loading the dump is part of getting the service back: it counts toward the RTO
+            with _Timer(result, f"load into {database.engine}") as step:
+                step.detail = database.load(target, snapshot, stack)
+            loaded = step.ok
         # Everything so far is what getting the data back costs; the tests below are not.
         result.restore_seconds = sum(s.seconds for s in result.steps)
         if _has_nginx(target):
             with _Timer(result, "nginx -t") as step:
                 problems = nginx_test(target, Path(tmp))
                 step.ok, step.detail = not problems, "; ".join(problems) or "configuration OK"
-        for name, check in (checks or {}).items():
-            with _Timer(result, name) as step:
-                problems = check(target, snapshot)
+        if database is not None and loaded:
+            with _Timer(result, "row counts") as step:
+                problems = database.verify(snapshot)
+                step.ok, step.detail = not problems, "; ".join(problems) or "as recorded"
+            with _Timer(result, "smoke queries") as step:
+                problems = database.smoke()
                 step.ok, step.detail = not problems, "; ".join(problems) or "passed"
     if result.restore_seconds > rto_seconds:
         result.reasons.append(

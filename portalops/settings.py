@@ -227,9 +227,38 @@ class Monitor(Strict):
     ca_file: Path | None = None
 
 
+class SmokeQuery(Strict):
+    """A query run on a database the drill restored; its first column must be >= min."""
+
+    source: Name
+    sql: Annotated[str, Field(min_length=1)]
+    min: int = 1
+    database: str | None = None  # default: the source's only database
+
+
+class DrillPostgres(Strict):
+    # initdb, postgres, pg_restore, psql; default: the newest /usr/lib/postgresql/*/bin
+    bin_dir: Path | None = None
+    # a scratch server to restore into instead of a throwaway cluster (libpq keywords, no
+    # password: PGPASSFILE); each drill creates its databases there and drops them afterwards
+    dsn: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, dsn: str | None) -> str | None:
+        if dsn is not None and "password" in dsn.lower():
+            raise ValueError("passwords do not belong in ops.yaml; use a 0600 PGPASSFILE")
+        return dsn
+
+
 class Drill(Strict):
     rto_seconds: Annotated[float, Field(gt=0)] = 4 * 3600  # restore-time objective (Art. 19.3)
     scratch_dir: Path | None = None  # where restores go (default: the system temp dir)
+    # the unprivileged system user throwaway database servers run as when ops runs as root
+    # (PostgreSQL refuses root); created on first use if missing
+    run_as: Name = "portal-ops-drill"
+    postgres: DrillPostgres = DrillPostgres()
+    smoke: list[SmokeQuery] = []
 
 
 class Oncall(Strict):
@@ -245,6 +274,23 @@ class Settings(Strict):
     monitor: Monitor = Monitor()
     drill: Drill = Drill()
     oncall: Oncall = Oncall()
+
+    @model_validator(mode="after")
+    def _smoke_sources(self) -> Settings:
+        kinds = {s.name: s.kind for s in self.backup.sources}
+        for query in self.drill.smoke:
+            kind = kinds.get(query.source)
+            if kind is None:
+                raise ValueError(
+                    f"drill.smoke names source '{query.source}', which backup.sources does "
+                    f"not define ({', '.join(kinds) or 'none'})"
+                )
+            if kind not in ("postgres", "mariadb"):
+                raise ValueError(
+                    f"drill.smoke: source '{query.source}' is a {kind} source; smoke queries "
+                    "run on postgres and mariadb sources only"
+                )
+        return self
 
 
 def load_settings(path: Path | None) -> Settings:

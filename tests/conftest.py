@@ -9,5 +9,6 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.smtp",
     "tests.fixtures.backup_env",
+    "tests.fixtures.databases",
     "tests.fixtures.faulty_proxy",
 ]

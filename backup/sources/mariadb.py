@@ -247,7 +247,7 @@ def _start_dump(
     blocked = source.consistent_counts and _block_commits(conn)
     try:
         _execute(snap, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        tables = _tables(snap, db)
+        tables = list_tables(snap, db)
         proc = _DumpProcess(source.name, [*dump, *DUMP_OPTIONS, "--verbose", "--", db], db)
         consistent = blocked and proc.snapshot_taken.wait(COMMIT_BLOCK_LIMIT)
     finally:
@@ -298,7 +298,7 @@ def _server_said_no(exc: pymysql.MySQLError) -> bool:
     return 0 < code <= _SERVER_ERROR_MAX
 
 
-def _tables(snap: Connection[Any], db: str) -> list[str]:
+def list_tables(snap: Connection[Any], db: str) -> list[str]:
     with snap.cursor() as cur:
         cur.execute(
             "SELECT TABLE_NAME FROM information_schema.TABLES"

@@ -45,7 +45,7 @@ MAINTENANCE_DB = "postgres"  # where the database list and the globals come from
 # Tables that hold rows pg_dump writes: ordinary tables and leaf partitions (a partitioned
 # parent would count its partitions twice), no system or temporary schemas, no tables that
 # belong to an extension (CREATE EXTENSION recreates those, not the dump).
-_TABLES = """
+TABLES_QUERY = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
@@ -208,7 +208,7 @@ def _dump_database(
             )
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()"))
-            tables = _count_tables(conn)
+            tables = count_tables(conn)
             large_objects = int(_scalar(conn, "SELECT count(*) FROM pg_largeobject_metadata"))
         except psycopg.Error as exc:
             raise SourceFailed(
@@ -236,9 +236,9 @@ def _dump_database(
     return {"tables": tables, "large_objects": large_objects}
 
 
-def _count_tables(conn: psycopg.Connection[Any]) -> dict[str, int]:
+def count_tables(conn: psycopg.Connection[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for schema, table in conn.execute(_TABLES).fetchall():
+    for schema, table in conn.execute(TABLES_QUERY).fetchall():
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
         counts[f"{schema}.{table}"] = int(_scalar(conn, query))
     return counts

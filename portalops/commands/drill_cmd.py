@@ -8,11 +8,13 @@ from typing import Any
 
 from backup.access import load_keys, open_repository, select
 from backup.drill import DrillResult, drill_one
+from backup.drill_db import database_drill
 from backup.drill_report import write_metrics, write_report
 from backup.keys import IdentityMissing
 from portalops.context import Context
 from portalops.errors import BadInput, ExitCode
 from portalops.output import Outcome, table
+from portalops.settings import MariadbSource, PostgresSource
 from portalops.units import age, size
 
 
@@ -61,6 +63,11 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
                     refs[-1],
                     rto_seconds=settings.drill.rto_seconds,
                     scratch=settings.drill.scratch_dir,
+                    database=(
+                        database_drill(source, settings.drill)
+                        if isinstance(source, (PostgresSource, MariadbSource))
+                        else None
+                    ),
                 )
             )
     now = datetime.now(UTC)

@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pymysql
 import pytest
 from psycopg import sql
 
 from tests.fixtures.backup_env import BackupEnv, latest_stats, restore, snapshot_sources
+from tests.fixtures.databases import (
+    my_connect,
+    my_query,
+    my_source,
+    option_file,
+    pg_connect,
+    pg_source,
+)
 from tests.fixtures.mariadb import MariaDBServer
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.procs import free_port, run
@@ -70,33 +77,6 @@ def files_source(env: BackupEnv) -> None:
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 
-def pg_connect(server: PostgresServer, db: str = "postgres") -> psycopg.Connection[Any]:
-    return psycopg.connect(server.dsn_for(server.superuser, dbname=db), autocommit=True)
-
-
-@pytest.fixture
-def pg_database(postgres_server: PostgresServer) -> Iterator[Callable[..., str]]:
-    """Makes uniquely named databases (``owner`` optional); drops them all afterwards."""
-    made: list[str] = []
-
-    def make(owner: str | None = None) -> str:
-        name = f"dbsrc_{secrets.token_hex(4)}"
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if owner:
-            query += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
-        with pg_connect(postgres_server) as conn:
-            conn.execute(query)
-        made.append(name)
-        return name
-
-    yield make
-    with pg_connect(postgres_server) as conn:
-        for name in made:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 def pgbench_init(server: PostgresServer, db: str, scale: int) -> None:
     run(
         [server.bin("pgbench"), "-i", "-q", "-s", str(scale), "-h", server.host,
@@ -104,19 +84,6 @@ def pgbench_init(server: PostgresServer, db: str, scale: int) -> None:
         what=f"pgbench -i -s {scale} {db}",
         timeout=120,
     )  # fmt: skip
-
-
-def pg_source(
-    server: PostgresServer, name: str, databases: list[str], **extra: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "postgres",
-        "dsn": f"host={server.host} port={server.port} user={server.superuser}",
-        "databases": databases,
-        "bin_dir": str(server.bin_dir),
-        **extra,
-    }
 
 
 def pg_restore(server: PostgresServer, dump: Path, db: str) -> None:
@@ -422,58 +389,6 @@ def test_postgres_dump_cut_off_mid_stream_fails_the_source(
 
 
 # -- MariaDB ----------------------------------------------------------------------------------
-
-
-def option_file(path: Path, user: str, password: str) -> Path:
-    path.write_text(f"[client]\nuser={user}\npassword={password}\n", encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-def my_connect(server: MariaDBServer, **extra: Any) -> pymysql.Connection[Any]:
-    return pymysql.connect(**server.connect_args(autocommit=True, **extra))
-
-
-def my_query(
-    server: MariaDBServer, query: str, args: Any = None, db: str | None = None
-) -> list[tuple[Any, ...]]:
-    conn = my_connect(server, database=db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def my_database(mariadb_server: MariaDBServer) -> Iterator[Callable[[], str]]:
-    """Makes uniquely named utf8mb4 databases; drops them all afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"dbsrc_{secrets.token_hex(4)}"
-        my_query(mariadb_server, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        my_query(mariadb_server, f"DROP DATABASE IF EXISTS `{name}`")
-
-
-def my_source(
-    server: MariaDBServer, name: str, databases: list[str], options: Path, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": "mariadb",
-        "host": server.host,
-        "port": server.port,
-        "defaults_file": str(options),
-        "databases": databases,
-        **extra,
-    }
 
 
 def my_load(server: MariaDBServer, options: Path, dump: Path, db: str) -> None:
