@@ -90,7 +90,31 @@ def compare(db: str, restored: dict[str, int], recorded: dict[str, int]) -> list
     return [f"database {db}: {p}" for p in problems]
 
 
-def _recorded(snapshot: Snapshot) -> dict[str, Any]:
+def verify_postgres(conn: psycopg.Connection[Any], db: str, record: dict[str, Any]) -> list[str]:
+    """Tables, row counts and large objects of the database on ``conn`` against ``record``
+    (one database's entry in a postgres snapshot's stats)."""
+    problems = compare(db, count_tables(conn), dict(record.get("tables", {})))
+    row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
+    large, want = int(row[0]) if row else 0, int(record.get("large_objects", 0))
+    if large != want:
+        problems.append(f"database {db}: {large} large objects restored, {want} recorded at backup")
+    return problems
+
+
+def verify_mariadb(
+    conn: pymysql.connections.Connection[Any], db: str, record: dict[str, Any]
+) -> list[str]:
+    """Tables and row counts of database ``db`` against ``record`` (its stats entry)."""
+    counts = {}
+    for table in list_tables(conn, db):
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {_quote(db)}.{_quote(table)}")  # noqa: S608
+            row = cur.fetchone()
+        counts[table] = int(row[0]) if row else 0
+    return compare(db, counts, dict(record.get("tables", {})))
+
+
+def recorded_databases(snapshot: Snapshot) -> dict[str, Any]:
     databases = snapshot.stats.get("databases")
     if not isinstance(databases, dict):
         raise ScratchServerError(
@@ -100,7 +124,7 @@ def _recorded(snapshot: Snapshot) -> dict[str, Any]:
     return databases
 
 
-def _db_name(file: Path, suffix: str) -> str:
+def db_name(file: Path, suffix: str) -> str:
     """The database a dump file belongs to (the sources escape '/' and '%' in file names)."""
     return file.name.removesuffix(suffix).replace("%2F", "/").replace("%25", "%")
 
@@ -173,7 +197,7 @@ class PostgresDrill:
         tag = secrets.token_hex(4)
         maintenance = str(self._params.get("dbname") or "postgres")
         for dump in dumps:
-            db = _db_name(dump, ".dump")
+            db = db_name(dump, ".dump")
             name = db if configured is None else f"drill_{tag}_{db}"[:63]
             with self._connect(maintenance) as conn:
                 conn.execute(
@@ -219,7 +243,7 @@ class PostgresDrill:
             )
 
     def verify(self, snapshot: Snapshot) -> list[str]:
-        recorded = _recorded(snapshot)
+        recorded = recorded_databases(snapshot)
         problems = [
             f"database {db}: recorded at backup but no dump of it was restored"
             for db in sorted(set(recorded) - set(self.loaded))
@@ -230,14 +254,7 @@ class PostgresDrill:
                 problems.append(f"database {db}: restored but not recorded at backup")
                 continue
             with self._connect(name) as conn:
-                tables = count_tables(conn)
-                row = conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()
-            problems += compare(db, tables, dict(record.get("tables", {})))
-            large, want = int(row[0]) if row else 0, int(record.get("large_objects", 0))
-            if large != want:
-                problems.append(
-                    f"database {db}: {large} large objects restored, {want} recorded at backup"
-                )
+                problems += verify_postgres(conn, db, record)
         return problems
 
     def smoke(self) -> list[str]:
@@ -280,7 +297,7 @@ class MariadbDrill:
         self._server = server
         client = ["mariadb", f"--defaults-file={server.options}", "--batch"]
         for dump in dumps:
-            db = _db_name(dump, ".sql")
+            db = db_name(dump, ".sql")
             with self._connect() as conn, conn.cursor() as cur:
                 cur.execute(
                     f"CREATE DATABASE {_quote(db)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
@@ -317,7 +334,7 @@ class MariadbDrill:
         return pymysql.connect(**args)
 
     def verify(self, snapshot: Snapshot) -> list[str]:
-        recorded = _recorded(snapshot)
+        recorded = recorded_databases(snapshot)
         problems = [
             f"database {db}: recorded at backup but no dump of it was restored"
             for db in sorted(set(recorded) - set(self.loaded))
@@ -328,13 +345,7 @@ class MariadbDrill:
                 problems.append(f"database {db}: restored but not recorded at backup")
                 continue
             with self._connect() as conn:
-                counts = {}
-                for table in list_tables(conn, db):
-                    with conn.cursor() as cur:
-                        cur.execute(f"SELECT COUNT(*) FROM {_quote(db)}.{_quote(table)}")  # noqa: S608
-                        row = cur.fetchone()
-                    counts[table] = int(row[0]) if row else 0
-            problems += compare(db, counts, dict(record.get("tables", {})))
+                problems += verify_mariadb(conn, db, record)
         return problems
 
     def smoke(self) -> list[str]:

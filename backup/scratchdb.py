@@ -156,8 +156,10 @@ def run_tool(
     env: dict[str, str] | None = None,
     stdin: IO[bytes] | None = None,
     cwd: Path | None = None,
+    check: bool = True,
 ) -> str:
-    """Run a command to completion; its stderr, if it fails, goes into the error."""
+    """Run a command to completion and return its stderr; if it fails (and ``check``), the
+    stderr goes into the error."""
     try:
         done = subprocess.run(
             list(argv),
@@ -173,7 +175,7 @@ def run_tool(
     except subprocess.TimeoutExpired:
         raise ScratchServerError(f"{what}: did not finish within {timeout:.0f} s") from None
     stderr = done.stderr.decode("utf-8", "replace")
-    if done.returncode != 0:
+    if check and done.returncode != 0:
         raise ScratchServerError(
             f"{what} failed (exit code {done.returncode}): {_tail(stderr) or 'no message'}"
         )

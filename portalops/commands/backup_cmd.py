@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from backup.access import Keys, load_keys, open_repository, select
 from backup.backends import open_storage
 from backup.check import check
+from backup.db_restore import restore_to_database
 from backup.keys import IdentityMissing, keygen, load_writer_key
 from backup.locks import Lock, list_locks, remove_all, remove_stale
 from backup.prune import exclusive_lock, forget, prune
@@ -17,7 +19,7 @@ from backup.repository import Repository
 from backup.restore import restore
 from backup.retention import Policy
 from backup.run import run_backup
-from backup.snapshot import SnapshotRef
+from backup.snapshot import Snapshot, SnapshotRef
 from backup.status import record_run
 from portalops.context import Context
 from portalops.errors import BadInput, ExitCode
@@ -48,12 +50,25 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--source", metavar="S")
     _repository_option(p)
 
-    p = sub.add_parser("restore", help="restore a snapshot into a directory")
+    p = sub.add_parser(
+        "restore", help="restore a snapshot into a directory, or a database snapshot into a server"
+    )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
     p.add_argument("--source", metavar="S", help="with 'latest': which source")
-    p.add_argument("--target", type=Path, required=True, metavar="DIR")
+    p.add_argument("--target", type=Path, metavar="DIR", help="restore the files here")
     p.add_argument("--path", action="append", metavar="P", help="only this path (repeat)")
     p.add_argument("--repository", metavar="R", help="read from this repository")
+    db = p.add_argument_group("into a database server (postgres and mariadb snapshots)")
+    db.add_argument(
+        "--to-database",
+        metavar="DSN",
+        help="load the dumps into this server: a libpq DSN, or mariadb://[user@]host[:port]",
+    )
+    db.add_argument("--database", action="append", metavar="DB", help="only this database")
+    db.add_argument("--as", dest="rename", metavar="NAME", help="restore one database as NAME")
+    db.add_argument(
+        "--defaults-file", type=Path, metavar="FILE", help="MariaDB: 0600 option file (password)"
+    )
 
     p = sub.add_parser("check", help="verify the repository (structure, or data with --read-data)")
     p.add_argument(
@@ -299,9 +314,16 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     repo = repos[0]
     if keys.identity is None:
         raise IdentityMissing(ctx.config_path or "the config")
+    if (args.target is None) == (args.to_database is None):
+        raise BadInput("say where to restore: --target DIR or --to-database DSN (one of them)")
+    database_only = ("database", "rename", "defaults_file")
+    if args.to_database is None and any(getattr(args, a) for a in database_only):
+        raise BadInput("--database, --as and --defaults-file go with --to-database")
     ref = _resolve(repo, args.snapshot, args.source)
     snapshot = repo.read_snapshot(ref)
     repo.load_index()
+    if args.to_database is not None:
+        return _restore_database(ctx, args, repo, ref, snapshot)
     with progress_bars() as bars:
         result = restore(repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"))
     data = {
@@ -324,6 +346,56 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
         f"{size(result.bytes)}, every byte verified, in {result.seconds:.1f}s"
     )
     return Outcome(data, [text, *result.warnings])
+
+
+def _restore_database(
+    ctx: Context,
+    args: argparse.Namespace,
+    repo: Repository,
+    ref: SnapshotRef,
+    snapshot: Snapshot,
+) -> Outcome:
+    scratch = ctx.settings.drill.scratch_dir
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
+        with progress_bars() as bars:
+            files = restore(repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"))
+        report = restore_to_database(
+            Path(tmp),
+            snapshot,
+            args.to_database,
+            only=args.database,
+            rename=args.rename,
+            defaults_file=args.defaults_file,
+            pg_bin_dir=ctx.settings.drill.postgres.bin_dir,
+        )
+    data = {
+        "repository": repo.name,
+        "snapshot": ref.id,
+        "source": ref.source,
+        "time": ref.time,
+        "engine": report.engine,
+        "server": report.server,
+        "databases": report.databases,
+        "bytes": files.bytes,
+        "ok": not report.problems,
+        "problems": report.problems,
+        "warnings": report.warnings,
+    }
+    restored = ", ".join(
+        db if db == name else f"{db} as {name}" for db, name in report.databases.items()
+    )
+    human: list[Any] = [
+        f"restored {ref.source}@{ref.short_id} ({ref.time:%Y-%m-%d %H:%M:%SZ}) from {repo.name} "
+        f"into {report.engine} at {report.server}: {restored}",
+        *(f"warning: {w}" for w in report.warnings),
+    ]
+    if report.problems:
+        human += ["ROW COUNTS DIFFER FROM THE BACKUP'S RECORD:", *report.problems]
+    else:
+        human.append("every table's rows as recorded at backup")
+    return Outcome(data, human, ExitCode.PROBLEM_FOUND if report.problems else ExitCode.OK)
 
 
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
