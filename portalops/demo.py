@@ -1,9 +1,11 @@
 """``ops demo``: a sample portal, backed up twice and drilled, with the real commands.
 
-Everything lives under one demo directory: a commune portal's webroot (Vietnamese pages, an
-SQLite database of articles, images), an nginx configuration, logs, keys, a local repository
-and the state directory. Each step runs the real ``ops`` command as a sysadmin would type it
-and shows its output.
+Everything lives under one demo directory: a commune portal's webroot (Vietnamese pages,
+images), an nginx configuration, logs, keys, a local repository and the state directory. The
+portal's database is a PostgreSQL database on a throwaway cluster the demo starts (socket only,
+stopped at the end) when the PostgreSQL server programs are installed, else an SQLite file in
+the webroot. Each step runs the real ``ops`` command as a sysadmin would type it and shows its
+output.
 """
 
 from __future__ import annotations
@@ -15,12 +17,25 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import yaml
 
+from backup.scratchdb import (
+    PG_PORT,
+    PostgresScratch,
+    ScratchServerError,
+    find_postgres_bin,
+    throwaway_postgres,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PG_DATABASE = "portal_daotru"
+DEMO_USER = "portal-ops-drill"  # the demo's PostgreSQL runs as the drill's user (when root)
 
 ARTICLES = [
     (
@@ -46,14 +61,15 @@ class Step:
 class DemoResult:
     directory: Path
     steps: list[Step] = field(default_factory=list)
+    database: str = ""
 
     @property
     def ok(self) -> bool:
         return all(step.returncode == 0 for step in self.steps)
 
 
-def build_portal(root: Path, seed: int = 2026) -> Path:
-    """A commune portal: webroot, SQLite database, nginx config and logs."""
+def build_portal(root: Path, seed: int = 2026, *, sqlite: bool = True) -> Path:
+    """A commune portal: webroot, nginx config and logs, and an SQLite database if asked."""
     rng = random.Random(seed)  # noqa: S311 - sample content, not secrets
     www = root / "srv" / "portals" / "daotru.tamdao.vinhphuc.gov.vn"
     (www / "tin-tuc").mkdir(parents=True, exist_ok=True)
@@ -71,11 +87,12 @@ def build_portal(root: Path, seed: int = 2026) -> Path:
         )
     for i in range(6):
         (www / "images" / f"anh-{i + 1}.jpg").write_bytes(rng.randbytes(400_000))
-    db = sqlite3.connect(www / "portal.sqlite")
-    with db:
-        db.execute("create table if not exists articles (id integer primary key, title, body)")
-        db.executemany("insert into articles (title, body) values (?, ?)", ARTICLES * 40)
-    db.close()
+    if sqlite:
+        db = sqlite3.connect(www / "portal.sqlite")
+        with db:
+            db.execute("create table if not exists articles (id integer primary key, title, body)")
+            db.executemany("insert into articles (title, body) values (?, ?)", ARTICLES * 40)
+        db.close()
     nginx = root / "etc" / "nginx"
     (nginx / "sites-enabled").mkdir(parents=True, exist_ok=True)
     (nginx / "nginx.conf").write_text(
@@ -100,16 +117,22 @@ def build_portal(root: Path, seed: int = 2026) -> Path:
     return www
 
 
-def next_day(root: Path, www: Path) -> None:
+def next_day(root: Path, www: Path, pg: PostgresScratch | None) -> None:
     """A day of a portal's life: a new article, a database insert, more log lines."""
     (www / "tin-tuc" / "bai-6.html").write_text(
         "<article><h2>Thông báo mới</h2><p>Nội dung ngày hôm sau.</p></article>\n",
         encoding="utf-8",
     )
-    db = sqlite3.connect(www / "portal.sqlite")
-    with db:
-        db.execute("insert into articles (title, body) values (?, ?)", ("Thông báo mới", "..."))
-    db.close()
+    if pg is None:
+        db = sqlite3.connect(www / "portal.sqlite")
+        with db:
+            db.execute("insert into articles (title, body) values (?, ?)", ("Thông báo mới", "..."))
+        db.close()
+    else:
+        with psycopg.connect(pg.conninfo(PG_DATABASE), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO articles (title, body) VALUES (%s, %s)", ("Thông báo mới", "...")
+            )
     with (root / "var" / "log" / "nginx" / "access.log").open("a") as log:
         for i in range(2000):
             log.write(
@@ -117,8 +140,26 @@ def next_day(root: Path, www: Path) -> None:
             )
 
 
-def write_config(root: Path) -> Path:
-    config = {
+def start_postgres(stack: ExitStack) -> PostgresScratch | None:
+    """The portal's PostgreSQL, seeded; None when the server programs are not installed."""
+    try:
+        bin_dir = find_postgres_bin(None)
+        pg = stack.enter_context(throwaway_postgres(bin_dir, None, DEMO_USER))
+    except ScratchServerError:
+        return None
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {PG_DATABASE}")
+    with psycopg.connect(pg.conninfo(PG_DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE TABLE articles (id serial PRIMARY KEY, title text, body text)")
+        conn.execute("CREATE TABLE units (code int PRIMARY KEY, name text NOT NULL)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO articles (title, body) VALUES (%s, %s)", ARTICLES * 40)
+        conn.execute("INSERT INTO units VALUES (9299, 'Xã Đạo Trù'), (9298, 'Thị trấn Tam Đảo')")
+    return pg
+
+
+def write_config(root: Path, pg: PostgresScratch | None = None) -> Path:
+    config: dict[str, Any] = {
         "state_dir": str(root / "state"),
         "metrics": {"textfile_dir": str(root / "metrics")},
         "backup": {
@@ -146,8 +187,23 @@ def write_config(root: Path) -> Path:
                 },
             ],
         },
-        "drill": {"rto_seconds": 600, "scratch_dir": str(root / "scratch")},
+        # scratch in the system temp dir: the drill's database server must be able to enter it
+        "drill": {"rto_seconds": 600},
     }
+    if pg is not None:
+        config["backup"]["sources"].append(
+            {
+                "name": "portal-db",
+                "kind": "postgres",
+                "category": "database",
+                "dsn": f"host={pg.socket_dir} port={PG_PORT} user=postgres",
+                "databases": [PG_DATABASE],
+                "bin_dir": str(pg.bin_dir),
+            }
+        )
+        config["drill"]["smoke"] = [
+            {"source": "portal-db", "sql": "select count(*) from articles", "min": 1}
+        ]
     path = root / "ops.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     (root / "metrics").mkdir(exist_ok=True)
@@ -163,9 +219,17 @@ def run_demo(root: Path, show: Callable[[Step], None]) -> DemoResult:
     if root.exists():
         _remove_demo(root)
     root.mkdir(parents=True)
-    www = build_portal(root)
-    config = write_config(root)
+    with ExitStack() as stack:
+        pg = start_postgres(stack)
+        www = build_portal(root, sqlite=pg is None)
+        return _run_steps(root, www, write_config(root, pg), pg, show)
+
+
+def _run_steps(
+    root: Path, www: Path, config: Path, pg: PostgresScratch | None, show: Callable[[Step], None]
+) -> DemoResult:
     result = DemoResult(root)
+    result.database = "PostgreSQL (throwaway cluster)" if pg is not None else "SQLite"
     ops = [sys.executable, str(PROJECT_ROOT / "ops.py"), "--config", str(config)]
     keys = root / "keys"
     keygen = ["backup", "keygen", "--identity", str(keys / "identity.txt")]
@@ -175,10 +239,11 @@ def run_demo(root: Path, show: Callable[[Step], None]) -> DemoResult:
         ("Create the local repository", ["backup", "init"], None),
         ("Day 1: the daily Article 11 backup", ["backup", "run"], None),
         ("Day 2: a new article, a database row, more logs; back up again",
-         ["backup", "run"], lambda: next_day(root, www)),
+         ["backup", "run"], lambda: next_day(root, www, pg)),
         ("The snapshots in the repository", ["backup", "list"], None),
         ("Verify every byte in the repository", ["backup", "check", "--read-data"], None),
-        ("Restore drill (Art. 11.3): restore, verify, nginx -t, time it", ["drill"], None),
+        ("Restore drill (Art. 11.3): restore, verify, nginx -t, load the database, time it",
+         ["drill"], None),
     ]  # fmt: skip
     for title, args, before in plan:
         if before is not None:

@@ -40,6 +40,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     data = {
         "ok": result.ok,
         "directory": str(root),
+        "database": result.database,
         "steps": [
             {"title": s.title, "command": s.argv, "exit_code": s.returncode, "output": s.output}
             for s in result.steps
@@ -49,4 +50,9 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         f"\nDemo {'finished' if result.ok else 'FAILED'}: everything is under {root} "
         f"(config {root / 'ops.yaml'}); run any command above yourself."
     )
+    if result.database.startswith("PostgreSQL"):
+        summary += (
+            "\nThe portal's database ran on a throwaway PostgreSQL cluster, stopped now: "
+            "a new 'backup run' reports portal-db failed, as for any database that is down."
+        )
     return Outcome(data, [summary], ExitCode.OK if result.ok else ExitCode.PROBLEM_FOUND)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,16 @@ def test_demo_backs_up_twice_and_drills(tmp_path: Path) -> None:
     assert titles[0].startswith("Generate")
     assert titles[-1].startswith("Restore drill")
     assert all(s["exit_code"] == 0 for s in doc["steps"])
+    # the test machine has PostgreSQL's server programs: the portal's database is a real one
+    assert doc["database"] == "PostgreSQL (throwaway cluster)"
     drill = doc["steps"][-1]["output"]
-    assert "webroot" in drill
-    assert "ok" in drill
+    rows = {line.split()[0]: line.split() for line in drill.splitlines()[2:] if line.strip()}
+    assert set(rows) == {"webroot", "nginx", "logs", "portal-db"}
+    assert all(row[-1] == "ok" for row in rows.values()), drill  # result, no reason
     assert (demo / "repository" / "config").is_file()
-    assert list((demo / "scratch").iterdir()) == []
+    # the demo's cluster and the drill's are stopped and gone
+    assert subprocess.run(["pgrep", "-u", "portal-ops-drill"], check=False).returncode == 1
+    assert not list(Path(tempfile.gettempdir()).glob("portal-ops-drill-*"))
     # Run again: the directory is recreated, not refused.
     again = subprocess.run(
         [sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(demo)],
