@@ -22,12 +22,15 @@ from portalops.commands import (
     demo_cmd,
     drill_cmd,
     inventory_cmd,
+    monitor_cmd,
 )
 from portalops.context import Context
 from portalops.errors import ExitCode, OpsError
 from portalops.output import emit
 
-COMMANDS = (inventory_cmd, config_cmd, backup_cmd, drill_cmd, cron_cmd, demo_cmd)
+COMMANDS = (
+    inventory_cmd, config_cmd, backup_cmd, drill_cmd, monitor_cmd, cron_cmd, demo_cmd,
+)  # fmt: skip
 
 log = logging.getLogger("portalops")
 

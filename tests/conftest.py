@@ -11,4 +11,7 @@ pytest_plugins = [
     "tests.fixtures.backup_env",
     "tests.fixtures.databases",
     "tests.fixtures.faulty_proxy",
+    "tests.fixtures.pki",
+    "tests.fixtures.portal_sites",
+    "tests.fixtures.hostile",
 ]

@@ -1,0 +1,563 @@
+"""Probe one portal: availability, TLS, DNS, headers, exposure, defacement, expectations.
+
+A probe starts where a visitor's browser would, at ``http://<domain>/``, follows redirects
+(at most ``MAX_REDIRECTS``, a loop is a finding), and judges the final response. Every module
+adds findings with stable codes (``http.down``, ``tls.expiring``, …); ``success`` is
+blackbox_exporter's: the final answer arrived in time with a 2xx status over a verified
+connection. Findings never make a probe unsuccessful by themselves: a portal can be up and
+badly configured, and the alerts treat the two differently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from monitors import defacement, exposure
+from monitors.fetch import (
+    FetchError,
+    Limits,
+    Resolver,
+    Response,
+    TlsInfo,
+    client_context,
+    fetch,
+    insecure_context,
+    now_utc,
+)
+from monitors.findings import Finding, Severity
+from monitors.headers import Observed
+from monitors.headers import grade as grade_headers
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 10
+EXPIRY_WARNING_DAYS = 21
+EXPIRY_CRITICAL_DAYS = 7
+GRADES = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F")
+
+# Mozilla's "intermediate" configuration (v5.7): the TLS 1.2 suites it allows, by OpenSSL name;
+# every TLS 1.3 suite is allowed.
+MOZILLA_INTERMEDIATE_TLS12 = frozenset(
+    {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    }
+)
+
+
+class Module(StrEnum):
+    HTTP = "http"
+    TLS = "tls"
+    DNS = "dns"
+    HEADERS = "headers"
+    EXPOSURE = "exposure"
+    DEFACEMENT = "defacement"
+    EXPECT = "expect"
+
+
+ALL_MODULES = tuple(Module)
+
+
+@dataclass(frozen=True)
+class Expect:
+    links: tuple[str, ...] = ()  # href prefixes that must appear
+    elements: tuple[str, ...] = ()  # "form", "input[name=q]": tag with optional [attr=value]
+    forbidden: tuple[str, ...] = ()  # text that must not appear (case-insensitive)
+
+
+@dataclass(frozen=True)
+class Target:
+    portal: str  # the unit's name, or the URL for an ad-hoc target
+    unit_kind: str  # province | department | district | commune | url
+    domain: str
+    url: str  # the HTTPS home page
+    http_url: str | None = None  # where a visitor typing the name lands; None: skip
+    redirect_to: str | None = None  # legacy names: the domain they must redirect to
+    expect: Expect = Expect()
+
+
+@dataclass
+class ProbeResult:
+    target: Target
+    started: datetime
+    success: bool = False
+    status_code: int = 0
+    duration: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    redirects: int = 0
+    chain: list[str] = field(default_factory=list)  # every URL from the first to the final
+    final_url: str = ""
+    http_version: str = ""
+    body_bytes: int = 0
+    tls: TlsInfo | None = None
+    cert_days_left: float | None = None
+    legacy_tls: bool | None = None
+    dns_seconds: float | None = None
+    addresses: dict[str, list[str]] = field(default_factory=dict)
+    ipv6_reachable: bool | None = None
+    score: int | None = None
+    grade: str | None = None
+    exposure_checked: bool = False
+    exposed: list[str] = field(default_factory=list)  # finding codes of exposed paths
+    defacement_suspected: bool | None = None
+    expect_failed: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    home_html: str = ""  # kept for baselines; not exported
+
+    def add(self, code: str, severity: Severity, message: str, evidence: str = "") -> None:
+        self.findings.append(Finding(code, severity, message, evidence))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": self.target.url,
+            "portal": self.target.portal,
+            "unit_kind": self.target.unit_kind,
+            "domain": self.target.domain,
+            "success": self.success,
+            "status_code": self.status_code,
+            "duration_seconds": round(self.duration, 4),
+            "phases": {k: round(v, 4) for k, v in self.phases.items()},
+            "redirects": self.redirects,
+            "final_url": self.final_url,
+            "cert_days_left": None
+            if self.cert_days_left is None
+            else round(self.cert_days_left, 2),
+            "tls_version": self.tls.version if self.tls else None,
+            "score": self.score,
+            "grade": self.grade,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    resolver: Resolver
+    ca_file: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    modules: tuple[Module, ...] = ALL_MODULES
+    min_grade: str = "B"
+    baselines: dict[str, defacement.Baseline] = field(default_factory=dict)  # by domain
+    drift_threshold: float = 0.5
+
+
+async def probe(target: Target, config: ProbeConfig) -> ProbeResult:
+    """Run the configured modules against ``target``; never raises for the target's faults.
+
+    A fault of the prober's own (a bug) is logged with its traceback and reported as the
+    finding ``probe.error``: one target never stops the sweep of the others."""
+    result = ProbeResult(target, now_utc())
+    started = time.monotonic()
+    try:
+        await _modules(target, config, result)
+    except Exception as exc:
+        log.exception("probe of %s failed", target.url)
+        result.success = False
+        result.add("probe.error", Severity.CRITICAL, f"the prober failed: {type(exc).__name__}")
+    result.duration = time.monotonic() - started
+    return result
+
+
+async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
+    context = client_context(config.ca_file)
+    response = await _http(target, config, context, result)
+    if Module.TLS in config.modules and urlsplit(target.url).scheme == "https":
+        await _tls_checks(target, config, result)
+    if Module.DNS in config.modules:
+        await _dns(target, config, result)
+    if response is not None:
+        html = response.body.decode(_charset(response) or "utf-8", "replace")
+        result.home_html = html
+        if Module.HEADERS in config.modules:
+            _headers(response, html, result, config.min_grade)
+        if Module.EXPECT in config.modules:
+            _expect(target.expect, html, result)
+        if Module.DEFACEMENT in config.modules:
+            baseline = config.baselines.get(target.domain)
+            if baseline is not None:
+                found = defacement.compare(baseline, html, config.drift_threshold)
+                result.findings += found
+                result.defacement_suspected = bool(found)
+        if Module.EXPOSURE in config.modules and response.status < 500:
+            await _exposure(response.url, target, config, context, result)
+
+
+# -- http ------------------------------------------------------------------------------------
+
+
+async def _http(
+    target: Target, config: ProbeConfig, context: ssl.SSLContext, result: ProbeResult
+) -> Response | None:
+    chain: list[str] = []
+    url = target.http_url or target.url
+    response: Response | None = None
+    while True:
+        try:
+            response = await fetch(url, config.resolver, context=context, limits=config.limits)
+        except FetchError as exc:
+            if url == target.http_url and exc.phase in ("resolve", "connect") and not chain:
+                # nothing listens on HTTP: Observatory's "redirection-not-needed-no-http"
+                url = target.url
+                continue
+            await _fetch_failed(url, exc, config, result)
+            return None
+        chain.append(url)
+        for phase, seconds in response.timings.items():
+            result.phases[phase] = result.phases.get(phase, 0.0) + seconds
+        location = response.header("location")
+        if response.status in (301, 302, 303, 307, 308) and location:
+            nxt = urljoin(url, location.strip())
+            if nxt in chain:
+                result.add(
+                    "http.redirect_loop",
+                    Severity.CRITICAL,
+                    f"redirect loop: {' → '.join([*chain, nxt])}"[:300],
+                )
+                result.status_code = response.status
+                return None
+            if len(chain) > MAX_REDIRECTS:
+                result.add(
+                    "http.redirect_loop",
+                    Severity.CRITICAL,
+                    f"more than {MAX_REDIRECTS} redirects from {chain[0]}",
+                )
+                return None
+            url = nxt
+            continue
+        break
+    result.redirects = len(chain) - 1
+    result.final_url = response.url
+    result.status_code = response.status
+    result.http_version = response.http_version
+    result.body_bytes = len(response.body)
+    result.tls = response.tls
+    if response.tls and response.tls.cert:
+        result.cert_days_left = response.tls.cert.days_left(now_utc())
+    result.success = 200 <= response.status < 300 and (
+        urlsplit(response.url).scheme == "http" or bool(response.tls and response.tls.verified)
+    )
+    if not 200 <= response.status < 300:
+        result.add(
+            "http.status",
+            Severity.CRITICAL,
+            f"{response.url} answered {response.status} {response.reason}",
+        )
+    _redirect_checks(target, chain, response, result)
+    if 200 <= response.status < 300 and not _is_utf8(response):
+        charset = _charset(response) or "none declared"
+        result.add(
+            "http.not_utf8",
+            Severity.WARNING,
+            f"the page is not declared UTF-8 (charset: {charset}); Art. 3.1 asks for Unicode",
+        )
+    result.chain = chain
+    return response
+
+
+async def _fetch_failed(
+    url: str, exc: FetchError, config: ProbeConfig, result: ProbeResult
+) -> None:
+    result.add(exc.code, Severity.CRITICAL, f"{url}: {exc.message}")
+    result.final_url = url
+    if exc.code.startswith("tls.") and exc.code != "tls.handshake":
+        # the certificate failed verification: read it anyway, for its expiry
+        try:
+            unverified = await fetch(
+                url, config.resolver, context=insecure_context(), limits=config.limits
+            )
+        except FetchError:
+            return
+        if unverified.tls is not None:
+            unverified.tls.verified = False
+            unverified.tls.verify_error = exc.message
+            result.tls = unverified.tls
+            if unverified.tls.cert:
+                result.cert_days_left = unverified.tls.cert.days_left(now_utc())
+        result.status_code = unverified.status
+
+
+def _redirect_checks(
+    target: Target, chain: list[str], final: Response, result: ProbeResult
+) -> None:
+    if target.redirect_to is not None:
+        host = urlsplit(final.url).hostname or ""
+        if host != target.redirect_to:
+            result.add(
+                "http.legacy_not_redirected",
+                Severity.WARNING,
+                f"legacy name {target.domain} ends at {final.url}, not at {target.redirect_to}",
+            )
+        return
+    if target.http_url and chain and chain[0] == target.http_url:
+        second = urlsplit(chain[1]) if len(chain) > 1 else None
+        if second is None or second.scheme != "https":
+            result.add(
+                "http.no_https_redirect",
+                Severity.WARNING,
+                f"{target.http_url} does not redirect to HTTPS"
+                + (f" (it answers {final.status})" if second is None else ""),
+            )
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_-]+)""", re.IGNORECASE)
+
+
+def _charset(response: Response) -> str | None:
+    content_type = response.header("content-type") or ""
+    match = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", content_type, re.IGNORECASE)
+    if match:
+        return match.group(1).lower()
+    meta = _META_CHARSET.search(response.body[:4096])
+    return meta.group(1).decode("ascii").lower() if meta else None
+
+
+def _is_utf8(response: Response) -> bool:
+    content_type = (response.header("content-type") or "").lower()
+    if content_type and "html" not in content_type:
+        return True  # only pages declare a charset
+    return (_charset(response) or "").replace("_", "-") in ("utf-8", "utf8")
+
+
+# -- tls -------------------------------------------------------------------------------------
+
+
+def legacy_context() -> ssl.SSLContext:
+    """A client that offers TLS 1.0 and 1.1 only, at OpenSSL's lowest security level."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+async def legacy_accepted(url: str, resolver: Resolver, timeout: float) -> bool | None:
+    """True if the server completes a TLS 1.0/1.1 handshake; None if it cannot be reached."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    try:
+        async with asyncio.timeout(timeout):
+            addresses = await resolver.resolve(host, port)
+            if not addresses:
+                return None
+            try:
+                _, writer = await asyncio.open_connection(addresses[0], port)
+            except OSError:
+                return None
+            try:
+                await writer.start_tls(legacy_context(), server_hostname=host)
+            except (ssl.SSLError, ConnectionError, OSError):
+                return False
+            finally:
+                writer.transport.abort()
+            return True
+    except (TimeoutError, FetchError):
+        return None
+
+
+async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
+    https_url = result.final_url if result.final_url.startswith("https://") else target.url
+    result.legacy_tls = await legacy_accepted(https_url, config.resolver, config.limits.timeout)
+    if result.legacy_tls:
+        result.add(
+            "tls.legacy_protocol",
+            Severity.WARNING,
+            f"{urlsplit(https_url).netloc} still accepts TLS 1.0/1.1 "
+            "(Mozilla intermediate: TLS 1.2+)",
+        )
+    tls = result.tls
+    if tls is None:
+        return
+    if tls.version == "TLSv1.2" and tls.cipher not in MOZILLA_INTERMEDIATE_TLS12:
+        result.add(
+            "tls.weak_cipher",
+            Severity.WARNING,
+            f"negotiated {tls.cipher}, not in Mozilla's intermediate profile",
+        )
+    cert = tls.cert
+    if cert is not None:
+        if (cert.key_type == "RSA" and cert.key_bits < 2048) or (
+            cert.key_type == "EC" and cert.key_bits < 256
+        ):
+            result.add(
+                "tls.weak_cipher",
+                Severity.WARNING,
+                f"{cert.key_type} key of {cert.key_bits} bits "
+                "(Mozilla intermediate: RSA 2048, EC 256)",
+            )
+        days = result.cert_days_left
+        if days is not None and 0 <= days < EXPIRY_WARNING_DAYS:
+            severity = Severity.CRITICAL if days < EXPIRY_CRITICAL_DAYS else Severity.WARNING
+            result.add(
+                "tls.expiring",
+                severity,
+                f"certificate expires in {days:.1f} days ({cert.not_after:%Y-%m-%d %H:%M}Z)",
+            )
+
+
+# -- dns -------------------------------------------------------------------------------------
+
+
+async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
+    parts = urlsplit(target.url)
+    host, port = parts.hostname or target.domain, parts.port or 443
+    started = time.monotonic()
+    for family, name in ((socket.AF_INET, "A"), (socket.AF_INET6, "AAAA")):
+        try:
+            result.addresses[name] = await config.resolver.resolve(host, port, family)
+        except FetchError:
+            result.addresses[name] = []
+    result.dns_seconds = time.monotonic() - started
+    if not result.addresses["AAAA"]:
+        result.add(
+            "dns.no_aaaa", Severity.INFO, f"{host} has no AAAA record: not reachable over IPv6"
+        )
+        return
+    address = result.addresses["AAAA"][0]
+    try:
+        async with asyncio.timeout(config.limits.timeout):
+            _, writer = await asyncio.open_connection(address, port)
+            writer.transport.abort()
+        result.ipv6_reachable = True
+    except (OSError, TimeoutError):
+        result.ipv6_reachable = False
+        result.add(
+            "dns.ipv6_unreachable",
+            Severity.WARNING,
+            f"{host} has AAAA {address} but port {port} does not answer over IPv6",
+        )
+
+
+# -- headers, expectations, exposure ---------------------------------------------------------
+
+
+_HEADER_FINDINGS = {
+    "hsts-not-implemented": ("headers.hsts_missing", "no Strict-Transport-Security header"),
+    "csp-not-implemented": ("headers.csp_missing", "no Content-Security-Policy"),
+    "csp-not-implemented-but-reporting-enabled": ("headers.csp_missing", "CSP is report-only"),
+    "csp-implemented-with-unsafe-inline": (
+        "headers.csp_unsafe_inline",
+        "CSP allows 'unsafe-inline' scripts",
+    ),
+    "x-frame-options-not-implemented": (
+        "headers.xfo_missing",
+        "no X-Frame-Options (or CSP frame-ancestors)",
+    ),
+    "x-content-type-options-not-implemented": (
+        "headers.xcto_missing",
+        "no X-Content-Type-Options: nosniff",
+    ),
+}
+
+
+def _headers(response: Response, html: str, result: ProbeResult, min_grade: str) -> None:
+    report = grade_headers(
+        Observed(headers=response.headers, url=response.url, redirects=result.chain, body=html)
+    )
+    result.score, result.grade = report.score, report.grade
+    for outcome in report.outcomes:
+        if outcome.result in _HEADER_FINDINGS:
+            code, message = _HEADER_FINDINGS[outcome.result]
+            result.add(code, Severity.WARNING, message, f"{outcome.result} ({outcome.modifier:+d})")
+    if GRADES.index(report.grade) > GRADES.index(min_grade):
+        result.add(
+            "headers.grade_low",
+            Severity.WARNING,
+            f"security headers grade {report.grade} ({report.score}/100, Observatory "
+            f"algorithm {report.algorithm_version}), below {min_grade}",
+        )
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.tags: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, values))
+        if tag == "a" and values.get("href"):
+            self.links.append(values["href"])
+
+
+_SELECTOR = re.compile(r"^([a-z0-9]+)(?:\[([a-z-]+)(?:=[\"']?([^\]\"']*)[\"']?)?\])?$")
+
+
+def _expect(expect: Expect, html: str, result: ProbeResult) -> None:
+    parser = _Elements()
+    parser.feed(html)
+    for prefix in expect.links:
+        if not any(link.startswith(prefix) for link in parser.links):
+            result.expect_failed += 1
+            result.add("expect.missing", Severity.WARNING, f"no link to {prefix} on the home page")
+    for selector in expect.elements:
+        match = _SELECTOR.match(selector.strip().lower())
+        if match is None:
+            continue
+        tag, attr, value = match.groups()
+        if not any(
+            t == tag and (attr is None or (attr in a and (value is None or a[attr] == value)))
+            for t, a in parser.tags
+        ):
+            result.expect_failed += 1
+            result.add(
+                "expect.missing", Severity.WARNING, f"no {selector} element on the home page"
+            )
+    lowered = html.lower()
+    for text in expect.forbidden:
+        at = lowered.find(text.lower())
+        if at >= 0:
+            result.expect_failed += 1
+            result.add(
+                "expect.forbidden",
+                Severity.CRITICAL,
+                f"forbidden text {text!r} on the home page",
+                html[max(0, at - 60) : at + len(text) + 60],
+            )
+
+
+async def _exposure(
+    base: str, target: Target, config: ProbeConfig, context: ssl.SSLContext, result: ProbeResult
+) -> None:
+    parts = urlsplit(base)
+    origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    limits = Limits(
+        timeout=config.limits.timeout,
+        max_header=config.limits.max_header,
+        max_body=exposure.READ_LIMIT,
+    )
+    paths = exposure.paths(target.domain)
+    probe_404 = f"/portalops-404-{secrets.token_hex(6)}"
+
+    async def get(path: str) -> exposure.Fetched | None:
+        try:
+            response = await fetch(origin + path, config.resolver, context=context, limits=limits)
+        except FetchError:
+            return None
+        return exposure.Fetched(path, response.status, response.headers, response.body)
+
+    fetched = await asyncio.gather(*(get(p) for p in [probe_404, *paths]))
+    not_found, rest = fetched[0], [f for f in fetched[1:] if f is not None]
+    found = exposure.judge(rest, not_found)
+    result.findings += found
+    result.exposure_checked = True
+    result.exposed = [f.code for f in found]

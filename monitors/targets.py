@@ -1,0 +1,100 @@
+"""What to probe: every portal domain of the estate (Art. 3), its English channel and legacy
+names (which must redirect), plus any URL the config or the command line adds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from inventory.model import Estate
+from monitors.probe import Expect, Target
+from portalops.errors import BadInput
+from portalops.settings import Monitor
+
+
+def _url(scheme: str, domain: str, port: int, default: int) -> str:
+    return f"{scheme}://{domain}/" if port == default else f"{scheme}://{domain}:{port}/"
+
+
+def expect_for(monitor: Monitor, zone: str) -> Expect:
+    rules = monitor.expect
+    return Expect(
+        links=tuple(link.replace("{zone}", zone) for link in rules.links),
+        elements=tuple(rules.elements),
+        forbidden=tuple(rules.forbidden),
+    )
+
+
+def estate_targets(estate: Estate, monitor: Monitor) -> list[Target]:
+    """Every domain of every portal: primary and English channel probed in full, legacy names
+    for their redirect."""
+    expect = expect_for(monitor, estate.zone)
+    targets = []
+    for portal in estate.portals:
+        for domain in portal.domains:
+            targets.append(
+                Target(
+                    portal=portal.unit,
+                    unit_kind=portal.kind.value,
+                    domain=domain,
+                    url=_url("https", domain, monitor.https_port, 443),
+                    http_url=_url("http", domain, monitor.http_port, 80),
+                    expect=expect,
+                )
+            )
+        for legacy in portal.legacy:
+            targets.append(
+                Target(
+                    portal=portal.unit,
+                    unit_kind=portal.kind.value,
+                    domain=legacy,
+                    url=_url("https", legacy, monitor.https_port, 443),
+                    http_url=_url("http", legacy, monitor.http_port, 80),
+                    redirect_to=portal.domain,
+                )
+            )
+    return targets
+
+
+def url_target(url: str, monitor: Monitor, estate: Estate | None = None) -> Target:
+    """An ad-hoc URL; if its host is an estate domain, it carries that portal's labels."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadInput(f"target {url!r} is not a portal domain of the estate or an http(s) URL")
+    domain = parts.hostname.lower()
+    portal = estate.by_domain(domain) if estate is not None else None
+    https = parts.scheme == "https"
+    return Target(
+        portal=portal.unit if portal else domain,
+        unit_kind=portal.kind.value if portal else "url",
+        domain=domain,
+        # an http:// URL is probed as given (and must redirect to HTTPS)
+        url=url,
+        http_url=_url("http", domain, monitor.http_port, 80) if https else url,
+        redirect_to=(
+            estate.redirects.get(domain) if estate is not None and portal is not None else None
+        ),
+        expect=expect_for(monitor, estate.zone) if portal is not None and estate else Expect(),
+    )
+
+
+def select(wanted: Sequence[str], monitor: Monitor, estate: Estate | None) -> list[Target]:
+    """The targets named on the command line (domains or URLs), or all of them."""
+    every = (estate_targets(estate, monitor) if estate is not None else []) + [
+        url_target(u, monitor, estate) for u in monitor.urls
+    ]
+    if not wanted:
+        return every
+    by_domain = {t.domain: t for t in every}
+    chosen = []
+    for item in wanted:
+        if "://" in item:
+            chosen.append(url_target(item, monitor, estate))
+        elif item.lower().rstrip(".") in by_domain:
+            chosen.append(by_domain[item.lower().rstrip(".")])
+        else:
+            raise BadInput(
+                f"{item!r} is not a portal domain of the estate; give a domain it lists "
+                "(ops inventory domains) or a full URL"
+            )
+    return chosen
