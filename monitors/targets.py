@@ -50,7 +50,7 @@ def estate_targets(estate: Estate, monitor: Monitor) -> list[Target]:
                     domain=legacy,
                     url=_url("https", legacy, monitor.https_port, 443),
                     http_url=_url("http", legacy, monitor.http_port, 80),
-                    redirect_to=portal.domain,
+                    redirect_to=estate.redirects.get(legacy, portal.domain),
                 )
             )
     return targets
