@@ -252,3 +252,25 @@ def test_exporter_serves_blackbox_metrics_and_probe(monitor: Monitor) -> None:
         proc.terminate()
         proc.wait(timeout=10)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_a_closed_port_is_down_promptly(portal_sites: PortalSites, tmp_path: Path) -> None:
+    """Nothing listens: http.down at once, for an http:// URL as for an https:// one whose
+    http:// port is closed too (the HTTPS URL is tried once, not in a loop)."""
+    closed = free_port()
+    monitor = Monitor(tmp_path, portal_sites, http_port=closed)
+    config = yaml.safe_load(monitor.config.read_text(encoding="utf-8"))
+    host = portal_sites.hostname("good")
+    config["monitor"]["resolve"].append(f"{host}:{closed}:127.0.0.1")
+    monitor.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+    started = time.monotonic()
+    done = monitor.run(
+        "--json", "monitor", "check", f"http://{host}:{closed}/", portal_sites.url("good")
+    )
+    assert time.monotonic() - started < 20
+    by_url = {r["target"]: r for r in json.loads(done.stdout)}
+    down = by_url[f"http://{host}:{closed}/"]
+    assert down["success"] is False
+    assert [f["code"] for f in down["findings"] if f["severity"] != "info"] == ["http.down"]
+    # no HTTP listener: the HTTPS page is judged on its own, and is fine
+    assert by_url[portal_sites.url("good")]["success"] is True
