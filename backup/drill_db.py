@@ -162,8 +162,6 @@ class PostgresDrill:
     def __init__(self, source: PostgresSource, drill: Drill, queries: list[SmokeQuery]) -> None:
         self.source, self.drill, self.queries = source, drill, queries
         self.loaded: dict[str, str] = {}  # database in the backup -> name on the server
-        self.conninfo = ""  # of the server's maintenance database; "{db}" for each database
-        self._server: PostgresScratch | None = None
         self._params: dict[str, Any] = {}
 
     def _connect(self, name: str) -> psycopg.Connection[Any]:
