@@ -212,7 +212,11 @@ async def _http(
         try:
             response = await fetch(url, config.resolver, context=context, limits=config.limits)
         except FetchError as exc:
-            if url == target.http_url != target.url and exc.phase == "connect" and not chain:
+            if (
+                url == target.http_url != target.url
+                and exc.phase in ("resolve", "connect")
+                and not chain
+            ):
                 # nothing listens on HTTP: Observatory's "redirection-not-needed-no-http";
                 # the HTTPS URL is tried once (it differs, so this cannot repeat)
                 url = target.url
