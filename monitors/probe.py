@@ -11,6 +11,7 @@ badly configured, and the alerts treat the two differently.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
@@ -343,6 +344,7 @@ def _is_utf8(response: Response) -> bool:
 # -- tls -------------------------------------------------------------------------------------
 
 
+@functools.cache
 def legacy_context() -> ssl.SSLContext:
     """A client that offers TLS 1.0 and 1.1 only, at OpenSSL's lowest security level."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -1,0 +1,126 @@
+"""The portal-ops side of ``bench/probe_vs_blackbox``: one sweep, in a process of its own.
+
+    python bench/probe_vs_blackbox_sweep.py --names FILE --port N --ca FILE --out OUT.json
+
+Reads one host name a line from ``--names`` and sweeps ``https://<name>:<port>/`` with the
+prober's Python API, exactly as ``ops monitor check --module http`` does (``monitors.exporter
+.sweep`` over ``monitors.probe.probe``, HTTP module only, no ``http://`` hop), every name
+pinned to 127.0.0.1 by the prober's own resolver override (``Resolver(["name:port:127.0.0.1",
+...])``). The first ``--warmup`` names are swept once, untimed, so the timed sweep measures a
+running prober (as ``ops monitor serve`` is), not Python's lazy imports.
+
+Writes OUT.json: the sweep's wall time and this process's CPU seconds (``getrusage(SELF)``,
+every thread) over the timed sweep only, the outcome counts and the peak RSS (VmHWM). The
+benchmark runs this script under ``bench/measure_child.py`` too, which adds the whole
+process's figures (start-up and imports included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # the monitors package, when run as a plain script
+    sys.path.insert(0, str(REPO_ROOT))
+
+from monitors.exporter import sweep  # noqa: E402
+from monitors.fetch import Limits, Resolver  # noqa: E402
+from monitors.probe import Module, ProbeConfig, ProbeResult, Target  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+def targets_for(names: Sequence[str], port: int) -> list[Target]:
+    return [
+        Target(
+            portal=name.split(".", 1)[0],
+            unit_kind="commune",
+            domain=name,
+            url=f"https://{name}:{port}/",
+            http_url=None,  # start at HTTPS: blackbox's http_2xx against an https:// URL
+        )
+        for name in names
+    ]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def vm_hwm_kib() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def summarise(results: Sequence[ProbeResult]) -> dict[str, Any]:
+    failures: Counter[str] = Counter()
+    for r in results:
+        if not r.success:
+            first = r.findings[0] if r.findings else None
+            if first is None:
+                failures[f"status {r.status_code}"] += 1
+            else:  # without the URL the message starts with, so that alike failures add up
+                failures[f"{first.code}: {first.message.removeprefix(r.target.url + ': ')}"] += 1
+    return {
+        "probes": len(results),
+        "successes": sum(r.success for r in results),
+        "tls_versions": dict(Counter(r.tls.version if r.tls else "-" for r in results)),
+        "tls_verified": sum(bool(r.tls and r.tls.verified) for r in results),
+        "http_versions": dict(Counter(r.http_version or "-" for r in results)),
+        "status_codes": dict(Counter(str(r.status_code) for r in results)),
+        "body_bytes": dict(Counter(str(r.body_bytes) for r in results)),
+        "failures": dict(failures.most_common(5)),
+    }
+
+
+async def run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    config = ProbeConfig(
+        resolver=Resolver([f"{name}:{args.port}:{LOOPBACK}" for name in names]),
+        ca_file=str(args.ca),
+        limits=Limits(timeout=args.probe_timeout),
+        modules=(Module.HTTP,),
+    )
+    targets = targets_for(names, args.port)
+    warm = await sweep(targets[: args.warmup], config, concurrency=args.concurrency)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    results = await sweep(targets, config, concurrency=args.concurrency)
+    seconds, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+    return {
+        "sweep_seconds": seconds,
+        "sweep_cpu_seconds": cpu,
+        "warmup": {"probes": len(warm), "successes": sum(r.success for r in warm)},
+        **summarise(results),
+        "vm_hwm_kib": vm_hwm_kib(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="probe_vs_blackbox_sweep", description=__doc__)
+    p.add_argument("--names", type=Path, required=True, help="host names, one a line")
+    p.add_argument("--port", type=int, required=True, help="the HTTPS port on 127.0.0.1")
+    p.add_argument("--ca", type=Path, required=True, help="the CA bundle to verify against")
+    p.add_argument("--out", type=Path, required=True, help="where the figures go (JSON)")
+    p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=50, help="names swept once, untimed")
+    p.add_argument("--probe-timeout", type=float, default=10.0)
+    args = p.parse_args(argv)
+    names = [n for n in args.names.read_text().split() if n]
+    figures = asyncio.run(run(args, names))
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if figures["successes"] == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
