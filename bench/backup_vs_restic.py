@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus
+from benchlib import git_revision, killpg, log, machine_info, tool_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OPS = REPO_ROOT / "ops.py"
@@ -60,10 +60,6 @@ STEP_LABEL = dict(STEPS)
 # A step runs only when the step it names succeeded (so a "next-day backup" is never
 # silently a first backup, and a restore always restores day 2).
 NEEDS = {"backup2": "backup1", "restore": "backup2", "check": "backup1"}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- running steps
@@ -167,10 +163,10 @@ class Runner:
                 code = proc.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _killpg(proc.pid)
+                killpg(proc.pid)
                 code = proc.wait()
             except BaseException:  # Ctrl-C: take the command down with us
-                _killpg(proc.pid)
+                killpg(proc.pid)
                 proc.wait()
                 raise
         result = StepResult(
@@ -195,11 +191,6 @@ class Runner:
             result.status = "timeout"
             result.note = f"killed after the {self.timeout:.0f} s timeout"
         return result
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- the two tools
@@ -788,48 +779,6 @@ def render_table(rows: list[Row]) -> str:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-    try:
-        for text_line in Path("/proc/cpuinfo").read_text().splitlines():
-            if text_line.startswith("model name"):
-                info["cpu"] = text_line.split(":", 1)[1].strip()
-                break
-        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()
-        info["ram_gib"] = round(int(mem[1]) / 1024 / 1024, 1)
-        info["debian"] = Path("/etc/debian_version").read_text().strip()
-    except (OSError, IndexError, ValueError):
-        pass
-    return info
-
-
-def tool_version(argv: Sequence[str]) -> str:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0] if text and proc.returncode == 0 else f"unknown (exit {proc.returncode})"
-
-
-def git_revision() -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return proc.stdout.strip() or "unknown"
 
 
 def failures_text(runs: list[dict[str, ToolRun]]) -> str:

@@ -72,7 +72,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -90,6 +89,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from benchlib import git_revision, killpg, log, machine_info, tool_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEASURE_CHILD = Path(__file__).resolve().parent / "measure_child.py"
@@ -178,10 +178,6 @@ modules:
 # Runs the rest of its argv with HOSTS bind-mounted over /etc/hosts, in the mount namespace
 # that unshare made for it; "$1" etc. are positional, nothing is interpolated into the script.
 BIND_HOSTS = 'mount --bind "$1" /etc/hosts && shift && exec "$@"'
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class CannotRun(Exception):
@@ -286,14 +282,9 @@ class Server:
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                _killpg(self.proc.pid)
+                killpg(self.proc.pid)
                 self.proc.wait(timeout=STOP_TIMEOUT)
-        _killpg(self.proc.pid)  # stragglers keep the leader's group id
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        killpg(self.proc.pid)  # stragglers keep the leader's group id
 
 
 class Nginx(Server):
@@ -522,10 +513,10 @@ class Bench:
                 code = proc.wait(timeout=self.args.timeout + 60)  # + start-up and warm-up
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _killpg(proc.pid)
+                killpg(proc.pid)
                 code = proc.wait()
             except BaseException:
-                _killpg(proc.pid)
+                killpg(proc.pid)
                 proc.wait()
                 raise
         nginx_cpu = self.nginx.cpu_seconds() - nginx0
@@ -892,51 +883,6 @@ def render_table(rows: list[Row]) -> str:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-    try:
-        for text_line in Path("/proc/cpuinfo").read_text().splitlines():
-            if text_line.startswith("model name"):
-                info["cpu"] = text_line.split(":", 1)[1].strip()
-                break
-        mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()
-        info["ram_gib"] = round(int(mem[1]) / 1024 / 1024, 1)
-        info["debian"] = Path("/etc/debian_version").read_text().strip()
-    except (OSError, IndexError, ValueError):
-        pass
-    return info
-
-
-def tool_version(argv: Sequence[str], pick: str = "") -> str:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        return f"unknown (exit {proc.returncode})"
-    picked = [" ".join(line.split()) for line in lines if pick and pick in line]
-    return lines[0].strip() + (f", {picked[0]}" if picked else "")
-
-
-def git_revision() -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return proc.stdout.strip() or "unknown"
 
 
 def sha256_file(path: Path) -> str:
