@@ -156,12 +156,58 @@ def _smoke_result(query: SmokeQuery, db: str, value: Any) -> list[str]:
     return []
 
 
-class PostgresDrill:
+class _DumpDrill:
+    """What both engines share once the dumps are loaded: the comparison with the record and
+    the smoke queries. Subclasses load, count one database and run one query."""
+
+    def __init__(self, queries: list[SmokeQuery]) -> None:
+        self.queries = queries
+        self.loaded: dict[str, str] = {}  # database in the backup -> name on the server
+
+    def _verify_one(self, db: str, name: str, record: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def _query(self, name: str, query: str) -> Any:
+        raise NotImplementedError
+
+    def verify(self, snapshot: Snapshot) -> list[str]:
+        recorded = recorded_databases(snapshot)
+        problems = [
+            f"database {db}: recorded at backup but no dump of it was restored"
+            for db in sorted(set(recorded) - set(self.loaded))
+        ]
+        for db, name in sorted(self.loaded.items()):
+            record = recorded.get(db)
+            if not isinstance(record, dict):
+                problems.append(f"database {db}: restored but not recorded at backup")
+                continue
+            problems += self._verify_one(db, name, record)
+        return problems
+
+    def smoke(self) -> list[str]:
+        problems: list[str] = []
+        for query in self.queries:
+            picked = _pick_database(query, self.loaded)
+            if isinstance(picked, str):
+                problems.append(picked)
+                continue
+            db, name = picked
+            try:
+                value = self._query(name, query.sql)
+            except DB_ERRORS as exc:
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                problems.append(f"smoke query {query.sql!r} on {db} failed: {message}")
+                continue
+            problems += _smoke_result(query, db, value)
+        return problems
+
+
+class PostgresDrill(_DumpDrill):
     engine = "PostgreSQL"
 
     def __init__(self, source: PostgresSource, drill: Drill, queries: list[SmokeQuery]) -> None:
-        self.source, self.drill, self.queries = source, drill, queries
-        self.loaded: dict[str, str] = {}  # database in the backup -> name on the server
+        super().__init__(queries)
+        self.source, self.drill = source, drill
         self._params: dict[str, Any] = {}
 
     def _connect(self, name: str) -> psycopg.Connection[Any]:
@@ -240,51 +286,24 @@ class PostgresDrill:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
-    def verify(self, snapshot: Snapshot) -> list[str]:
-        recorded = recorded_databases(snapshot)
-        problems = [
-            f"database {db}: recorded at backup but no dump of it was restored"
-            for db in sorted(set(recorded) - set(self.loaded))
-        ]
-        for db, name in sorted(self.loaded.items()):
-            record = recorded.get(db)
-            if not isinstance(record, dict):
-                problems.append(f"database {db}: restored but not recorded at backup")
-                continue
-            with self._connect(name) as conn:
-                problems += verify_postgres(conn, db, record)
-        return problems
+    def _verify_one(self, db: str, name: str, record: dict[str, Any]) -> list[str]:
+        with self._connect(name) as conn:
+            return verify_postgres(conn, db, record)
 
-    def smoke(self) -> list[str]:
-        problems: list[str] = []
-        for query in self.queries:
-            picked = _pick_database(query, self.loaded)
-            if isinstance(picked, str):
-                problems.append(picked)
-                continue
-            db, name = picked
-            try:
-                with self._connect(name) as conn:
-                    conn.execute(f"SET statement_timeout = {SMOKE_TIMEOUT_MS}")
-                    conn.execute("SET default_transaction_read_only = on")
-                    row = conn.execute(query.sql.encode()).fetchone()
-            except psycopg.Error as exc:
-                problems.append(f"smoke query {query.sql!r} on {db} failed: {_pg_message(exc)}")
-                continue
-            problems += _smoke_result(query, db, row[0] if row else None)
-        return problems
+    def _query(self, name: str, query: str) -> Any:
+        with self._connect(name) as conn:
+            conn.execute(f"SET statement_timeout = {SMOKE_TIMEOUT_MS}")
+            conn.execute("SET default_transaction_read_only = on")
+            row = conn.execute(query.encode()).fetchone()
+        return row[0] if row else None
 
 
-def _pg_message(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-class MariadbDrill:
+class MariadbDrill(_DumpDrill):
     engine = "MariaDB"
 
     def __init__(self, drill: Drill, queries: list[SmokeQuery]) -> None:
-        self.drill, self.queries = drill, queries
-        self.loaded: dict[str, str] = {}
+        super().__init__(queries)
+        self.drill = drill
         self._server: MariadbScratch | None = None
 
     def load(self, restored: Path, snapshot: Snapshot, stack: ExitStack) -> str:
@@ -331,40 +350,17 @@ class MariadbDrill:
             args["database"] = db
         return pymysql.connect(**args)
 
-    def verify(self, snapshot: Snapshot) -> list[str]:
-        recorded = recorded_databases(snapshot)
-        problems = [
-            f"database {db}: recorded at backup but no dump of it was restored"
-            for db in sorted(set(recorded) - set(self.loaded))
-        ]
-        for db in sorted(self.loaded):
-            record = recorded.get(db)
-            if not isinstance(record, dict):
-                problems.append(f"database {db}: restored but not recorded at backup")
-                continue
-            with self._connect() as conn:
-                problems += verify_mariadb(conn, db, record)
-        return problems
+    def _verify_one(self, db: str, name: str, record: dict[str, Any]) -> list[str]:
+        with self._connect() as conn:
+            return verify_mariadb(conn, name, record)
 
-    def smoke(self) -> list[str]:
-        problems: list[str] = []
-        for query in self.queries:
-            picked = _pick_database(query, self.loaded)
-            if isinstance(picked, str):
-                problems.append(picked)
-                continue
-            db, name = picked
-            try:
-                with self._connect(name) as conn, conn.cursor() as cur:
-                    cur.execute(f"SET SESSION max_statement_time = {SMOKE_TIMEOUT_MS / 1000:g}")
-                    cur.execute("SET SESSION TRANSACTION READ ONLY")
-                    cur.execute(query.sql)
-                    row = cur.fetchone()
-            except pymysql.MySQLError as exc:
-                problems.append(f"smoke query {query.sql!r} on {db} failed: {_pg_message(exc)}")
-                continue
-            problems += _smoke_result(query, db, row[0] if row else None)
-        return problems
+    def _query(self, name: str, query: str) -> Any:
+        with self._connect(name) as conn, conn.cursor() as cur:
+            cur.execute(f"SET SESSION max_statement_time = {SMOKE_TIMEOUT_MS / 1000:g}")
+            cur.execute("SET SESSION TRANSACTION READ ONLY")
+            cur.execute(query)
+            row = cur.fetchone()
+        return row[0] if row else None
 
 
 def _quote(name: str) -> str:
