@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from portalops.validate import Strict, parse_model
+from portalops.validate import LocatedError, Strict, parse_model
 from portalops.yamlsrc import load_yaml
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -327,17 +327,20 @@ class Settings(Strict):
     @model_validator(mode="after")
     def _smoke_sources(self) -> Settings:
         kinds = {s.name: s.kind for s in self.backup.sources}
-        for query in self.drill.smoke:
+        for i, query in enumerate(self.drill.smoke):
             kind = kinds.get(query.source)
+            where = ("drill", "smoke", i, "source")
             if kind is None:
-                raise ValueError(
-                    f"drill.smoke names source '{query.source}', which backup.sources does "
-                    f"not define ({', '.join(kinds) or 'none'})"
+                raise LocatedError(
+                    where,
+                    f"names source '{query.source}', which backup.sources does not define "
+                    f"({', '.join(kinds) or 'none'})",
                 )
             if kind not in ("postgres", "mariadb"):
-                raise ValueError(
-                    f"drill.smoke: source '{query.source}' is a {kind} source; smoke queries "
-                    "run on postgres and mariadb sources only"
+                raise LocatedError(
+                    where,
+                    f"source '{query.source}' is a {kind} source; smoke queries run on "
+                    "postgres and mariadb sources only",
                 )
         return self
 

@@ -22,6 +22,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LocatedError(ValueError):
+    """Raised by a model validator that checks across keys, to point at the key at fault:
+    ``loc`` is relative to the model that raised it (``("drill", "smoke", 0, "source")``)."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def parse_model(model: type[M], source: YamlSource) -> M:
     """Validate ``source.data`` as ``model``; every problem is reported at once, with its line."""
     data = {} if source.data is None else source.data
@@ -52,9 +61,11 @@ _MESSAGES = {
 
 
 def _render(err: Any, model: type[BaseModel], source: YamlSource) -> str:
-    loc = _clean_loc(err["loc"], source)
     kind = err["type"]
     ctx = err.get("ctx", {})
+    raised = ctx.get("error")
+    extra = raised.loc if isinstance(raised, LocatedError) else ()
+    loc = _clean_loc((*err["loc"], *extra), source)
     got = _show(err.get("input"))
     if kind in _MESSAGES:
         message = _MESSAGES[kind].format(got=got)

@@ -195,3 +195,20 @@ def test_every_problem_at_once(tmp_path: Path) -> None:
         """,
     )
     assert [p.split(": ")[0] for p in found] == ["F:1", "F:3", "F:3", "F:4"]
+
+
+def test_a_check_across_sections_points_at_the_key_at_fault(tmp_path: Path) -> None:
+    text = (
+        "backup:\n"
+        "  sources:\n"
+        "    - {name: www, kind: files, category: code, paths: [/srv]}\n"
+        "drill:\n"
+        "  smoke:\n"
+        "    - {source: www, sql: select 1}\n"
+        "    - source: nope\n"
+        "      sql: select 1\n"
+    )
+    assert problems(tmp_path, text) == [
+        "F:6: drill.smoke[0].source: source 'www' is a files source; "
+        "smoke queries run on postgres and mariadb sources only"
+    ]
