@@ -142,6 +142,8 @@ class ProbeResult:
             if self.cert_days_left is None
             else round(self.cert_days_left, 2),
             "tls_version": self.tls.version if self.tls else None,
+            "addresses": self.addresses,
+            "ipv6_reachable": self.ipv6_reachable,
             "score": self.score,
             "grade": self.grade,
             "findings": [f.to_json() for f in self.findings],
@@ -438,18 +440,27 @@ async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None
             "dns.no_aaaa", Severity.INFO, f"{host} has no AAAA record: not reachable over IPv6"
         )
         return
+    # "Answers over IPv6" means an HTTP answer, not an open port: any status will do, but
+    # the handshake is verified as it is over IPv4 (an IPv6 vhost with the wrong certificate
+    # is not a working site).
     address = result.addresses["AAAA"][0]
     try:
-        async with asyncio.timeout(config.limits.timeout):
-            _, writer = await asyncio.open_connection(address, port)
-            writer.transport.abort()
+        await fetch(
+            target.url,
+            config.resolver,
+            context=client_context(config.ca_file),
+            limits=config.limits,
+            family=socket.AF_INET6,
+            method="HEAD",
+        )
         result.ipv6_reachable = True
-    except (OSError, TimeoutError):
+    except FetchError as exc:
         result.ipv6_reachable = False
         result.add(
             "dns.ipv6_unreachable",
             Severity.WARNING,
-            f"{host} has AAAA {address} but port {port} does not answer over IPv6",
+            f"{host} has AAAA {address} but does not answer over IPv6 on port {port}",
+            evidence=exc.message,
         )
 
 

@@ -294,3 +294,34 @@ def test_a_closed_port_is_down_promptly(portal_sites: PortalSites, tmp_path: Pat
     assert [f["code"] for f in down["findings"] if f["severity"] != "info"] == ["http.down"]
     # no HTTP listener: the HTTPS page is judged on its own, and is fine
     assert by_url[portal_sites.url("good")]["success"] is True
+
+
+def test_ipv6_reachability_is_an_answer_over_ipv6(
+    portal_sites: PortalSites, tmp_path: Path
+) -> None:
+    """An AAAA (pinned to ::1) is reachable only if the site itself answers there: ``good``
+    listens on [::1]; ``nohsts`` pinned to ::1 reaches good's vhost and certificate, so
+    its IPv6 "site" is not a working one; a name without AAAA is only told so (info)."""
+    if not portal_sites.ipv6:
+        pytest.skip("this machine has no IPv6 loopback (::1) to listen on")
+    monitor = Monitor(tmp_path, portal_sites)
+    config = yaml.safe_load(monitor.config.read_text(encoding="utf-8"))
+    port = portal_sites.https_port
+    for name in ("good", "nohsts"):
+        config["monitor"]["resolve"].append(f"{portal_sites.hostname(name)}:{port}:[::1]")
+    monitor.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    _, results = monitor.check("good", "nohsts", "ecdsa")
+    good, nohsts = results.pop("good"), results.pop("nohsts")
+    (no_aaaa,) = results.values()
+
+    assert good["addresses"]["AAAA"] == ["::1"]
+    assert good["ipv6_reachable"] is True
+    assert "dns.ipv6_unreachable" not in {f["code"] for f in good["findings"]}
+    assert nohsts["ipv6_reachable"] is False
+    (finding,) = [f for f in nohsts["findings"] if f["code"] == "dns.ipv6_unreachable"]
+    assert finding["severity"] == "warning"
+    assert "::1" in finding["message"]
+    assert "hostname" in finding["evidence"].lower()
+    assert no_aaaa["ipv6_reachable"] is None
+    assert "dns.no_aaaa" in {f["code"] for f in no_aaaa["findings"]}
