@@ -349,53 +349,105 @@ def _is_utf8(response: Response) -> bool:
 @functools.cache
 def legacy_context() -> ssl.SSLContext:
     """A client that offers TLS 1.0 and 1.1 only, at OpenSSL's lowest security level."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = _unverified_client("DEFAULT:@SECLEVEL=0")
     ctx.minimum_version = ssl.TLSVersion.TLSv1
     ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx
 
 
-async def legacy_accepted(url: str, resolver: Resolver, timeout: float) -> bool | None:
-    """True if the server completes a TLS 1.0/1.1 handshake; None if it cannot be reached."""
+@functools.cache
+def outside_profile_context() -> ssl.SSLContext:
+    """A TLS 1.2 client offering every suite this OpenSSL has *except* Mozilla intermediate's.
+
+    sslyze enumerates suites one handshake at a time; one handshake offering all the others
+    answers the profile question ("does the server accept anything outside it?") and names
+    the suite the server prefers among them, at a fraction of the cost."""
+    everything = _unverified_client("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+    outside = [
+        c["name"]
+        for c in everything.get_ciphers()
+        # "protocol" is the version a suite first appeared in (AES128-SHA: SSLv3); all but
+        # TLS 1.3's are usable in TLS 1.2
+        if c["protocol"] != "TLSv1.3" and c["name"] not in MOZILLA_INTERMEDIATE_TLS12
+    ]
+    ctx = _unverified_client(":".join(outside) + ":@SECLEVEL=0")
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _unverified_client(ciphers: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers(ciphers)
+    return ctx
+
+
+@dataclass(frozen=True)
+class Offer:
+    """How a server answered a handshake that offered only what a context allows."""
+
+    reached: bool
+    cipher: str | None = None
+    """The suite the server chose; None if it refused the offer (or was not reached)."""
+
+
+async def offer(url: str, resolver: Resolver, timeout: float, context: ssl.SSLContext) -> Offer:
+    """Attempt one TLS handshake with ``context``; a refusal is an answer, not an error."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolver.resolve(host, port)
             if not addresses:
-                return None
+                return Offer(reached=False)
             try:
                 _, writer = await asyncio.open_connection(addresses[0], port)
             except OSError:
-                return None
+                return Offer(reached=False)
             try:
-                await writer.start_tls(legacy_context(), server_hostname=host)
+                await writer.start_tls(context, server_hostname=host)
             except (ssl.SSLError, ConnectionError, OSError):
-                return False
+                return Offer(reached=True)
+            try:
+                cipher = writer.get_extra_info("cipher")
+                return Offer(reached=True, cipher=cipher[0] if cipher else "?")
             finally:
                 writer.transport.abort()
-            return True
     except (TimeoutError, FetchError):
-        return None
+        return Offer(reached=False)
 
 
 async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
     https_url = result.final_url if result.final_url.startswith("https://") else target.url
-    result.legacy_tls = await legacy_accepted(https_url, config.resolver, config.limits.timeout)
+    timeout = config.limits.timeout
+    legacy, outside = await asyncio.gather(
+        offer(https_url, config.resolver, timeout, legacy_context()),
+        offer(https_url, config.resolver, timeout, outside_profile_context()),
+    )
+    result.legacy_tls = legacy.cipher is not None if legacy.reached else None
+    netloc = urlsplit(https_url).netloc
     if result.legacy_tls:
         result.add(
             "tls.legacy_protocol",
             Severity.WARNING,
-            f"{urlsplit(https_url).netloc} still accepts TLS 1.0/1.1 "
-            "(Mozilla intermediate: TLS 1.2+)",
+            f"{netloc} still accepts TLS 1.0/1.1 (Mozilla intermediate: TLS 1.2+)",
+        )
+    if outside.cipher is not None:
+        result.add(
+            "tls.weak_cipher",
+            Severity.WARNING,
+            f"{netloc} accepts TLS 1.2 suites outside Mozilla's intermediate profile",
+            evidence=f"offered only those, the server chose {outside.cipher}",
         )
     tls = result.tls
     if tls is None:
         return
-    if tls.version == "TLSv1.2" and tls.cipher not in MOZILLA_INTERMEDIATE_TLS12:
+    if (
+        tls.version == "TLSv1.2"
+        and tls.cipher not in MOZILLA_INTERMEDIATE_TLS12
+        and outside.cipher is None
+    ):
         result.add(
             "tls.weak_cipher",
             Severity.WARNING,

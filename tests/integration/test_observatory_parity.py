@@ -7,13 +7,14 @@ same score and grade, and the same result in every test both have.
 
 What is redirected, and why it cannot move the score: Observatory's ``scan(hostname)`` fetches
 ``http://<host>/`` and ``https://<host>/`` on ports 80 and 443 and asks DNS for the name; the
-sites are name-based virtual hosts of one nginx on 127.0.0.1 and two high ports, under names
-no DNS knows. ``scan.mjs`` therefore redirects the TCP connection, as curl's ``--connect-to``
-does, and nothing else: ``<host>:80`` goes to 127.0.0.1:``http_port``, ``<host>:443`` to
-127.0.0.1:``https_port``, and ``<host>:<http_port|https_port>`` to the same port on
-127.0.0.1; any other connection is refused, so nothing reaches the network. URLs, ``Host``,
-SNI and the certificate name check are Observatory's own, and nginx picks the virtual host by
-``Host`` and SNI, so every answer comes from the server block the prober reaches too.
+sites are name-based virtual hosts of one nginx on loopback (127.0.0.1; ``tls10`` 127.0.0.2)
+and two high ports, under names no DNS knows. ``scan.mjs`` therefore redirects the TCP
+connection, as curl's ``--connect-to`` does, and nothing else: ``<host>:80`` goes to the
+site's address and ``http_port``, ``<host>:443`` to its ``https_port``, and
+``<host>:<http_port|https_port>`` to the same port on that address; any other connection is
+refused, so nothing reaches the network. URLs, ``Host``, SNI and the certificate name check
+are Observatory's own, and nginx picks the virtual host by ``Host`` and SNI, so every answer
+comes from the server block the prober reaches too.
 Observatory's analyzers and grader see only URLs, status codes, headers and bodies; they run
 unchanged. The one input ``scan.mjs`` replaces is the HSTS preload list (the package's
 postinstall downloads it from outside the npm registry, and the install skips that script):
@@ -109,7 +110,7 @@ class Observatory:
             (sites.http_port, sites.http_port),
             (sites.https_port, sites.https_port),
         ):
-            argv += ["--connect-to", f"{host}:{port}:{sites.host}:{to}"]
+            argv += ["--connect-to", f"{host}:{port}:{sites.address(name)}:{to}"]
         env = {
             "PATH": os.environ.get("PATH", os.defpath),
             "LANG": "C.UTF-8",

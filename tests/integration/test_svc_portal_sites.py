@@ -47,7 +47,7 @@ from tests.fixtures.portal_sites import (
     home_html,
     running_portal_sites,
 )
-from tests.fixtures.procs import LOOPBACK, require_binary, tcp_accepts, wait_until
+from tests.fixtures.procs import require_binary, tcp_accepts, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -99,9 +99,9 @@ def _get(
     conn: http.client.HTTPConnection
     if scheme == "https":
         tls = context if context is not None else _verifying(sites.ca_file)
-        conn = _PinnedHTTPS(host, sites.https_port, sites.host, tls)
+        conn = _PinnedHTTPS(host, sites.https_port, sites.address(name), tls)
     else:
-        conn = _PinnedHTTP(host, sites.http_port, sites.host)
+        conn = _PinnedHTTP(host, sites.http_port, sites.address(name))
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -115,7 +115,7 @@ def _handshake(
 ) -> tuple[str | None, bytes | None]:
     """TLS version and DER certificate the site presents for ``name``."""
     with (
-        socket.create_connection((sites.host, sites.https_port), TIMEOUT) as sock,
+        socket.create_connection((sites.address(name), sites.https_port), TIMEOUT) as sock,
         context.wrap_socket(sock, server_hostname=sites.hostname(name)) as tls,
     ):
         return tls.version(), tls.getpeercert(binary_form=True)
@@ -128,18 +128,18 @@ def _openssl(*args: str, check: bool = True) -> str:
     return done.stdout + done.stderr
 
 
-def _s_client(port: int, servername: str, ca_file: Path, *args: str) -> tuple[int, str]:
+def _s_client(sites: PortalSites, name: str, *args: str) -> tuple[int, str]:
     openssl = require_binary("openssl", "openssl")
     done = subprocess.run(
         [
             openssl,
             "s_client",
             "-connect",
-            f"{LOOPBACK}:{port}",
+            f"{sites.address(name)}:{sites.https_port}",
             "-servername",
-            servername,
+            sites.hostname(name),
             "-CAfile",
-            str(ca_file),
+            str(sites.ca_file),
             "-brief",
             *args,
         ],
@@ -234,21 +234,33 @@ def test_good_redirects_http_to_https(portal_sites: PortalSites) -> None:
 
 
 def test_good_refuses_tls_1_0_and_tls10_accepts_it(portal_sites: PortalSites) -> None:
-    tls10 = portal_sites.hostname("tls10")
     weak = ("-tls1", "-cipher", "DEFAULT:@SECLEVEL=0")
-    code, out = _s_client(portal_sites.https_port, tls10, portal_sites.ca_file, *weak)
+    code, out = _s_client(portal_sites, "tls10", *weak)
     assert code == 0, out
     assert "Protocol version: TLSv1\n" in out
     assert "Verification: OK" in out
-    good = portal_sites.hostname("good")
-    code, out = _s_client(portal_sites.https_port, good, portal_sites.ca_file, *weak)
+    code, out = _s_client(portal_sites, "good", *weak)
     assert code != 0, out
     assert "CONNECTION ESTABLISHED" not in out
     # and the good site does TLS 1.3 with a verified chain
-    code, out = _s_client(portal_sites.https_port, good, portal_sites.ca_file, "-tls1_3")
+    code, out = _s_client(portal_sites, "good", "-tls1_3")
     assert code == 0, out
     assert "Protocol version: TLSv1.3\n" in out
     assert "Verification: OK" in out
+
+
+def test_only_weakcipher_accepts_a_suite_outside_mozilla_intermediate(
+    portal_sites: PortalSites,
+) -> None:
+    outside = ("-tls1_2", "-cipher", "AES128-SHA:ECDHE-RSA-ARIA256-GCM-SHA384:@SECLEVEL=0")
+    code, out = _s_client(portal_sites, "weakcipher", *outside)
+    assert code == 0, out
+    assert "Ciphersuite: AES128-SHA\n" in out
+    code, out = _s_client(portal_sites, "good", *outside)
+    assert code != 0, out
+    # weakcipher is TLS 1.2+ all the same
+    code, out = _s_client(portal_sites, "weakcipher", "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0")
+    assert code != 0, out
 
 
 @pytest.mark.parametrize(
@@ -363,7 +375,8 @@ def test_resolve_pins_cover_every_site_on_both_ports(portal_sites: PortalSites) 
     assert len(pins) == 2 * len(portal_sites.sites) == len(set(pins))
     for name in ("good", "tls10", "http-only", "latin1"):
         for port in (portal_sites.https_port, portal_sites.http_port):
-            assert f"{name}.test.vinhphuc.gov.vn:{port}:127.0.0.1" in pins
+            address = "127.0.0.2" if name == "tls10" else "127.0.0.1"
+            assert f"{name}.test.vinhphuc.gov.vn:{port}:{address}" in pins
     assert portal_sites.url("good") == (
         f"https://good.test.vinhphuc.gov.vn:{portal_sites.https_port}/"
     )
