@@ -56,7 +56,9 @@ def write_report(state_dir: Path, results: list[DrillResult], now: datetime) -> 
     return state
 
 
-def write_metrics(textfile_dir: Path, state: dict[str, Any]) -> Path:
+def write_metrics(textfile_dir: Path, state: dict[str, Any], rto_seconds: float) -> Path:
+    """``portalops_drill_*`` for node_exporter; the objective is a series of its own, so the
+    RestoreObjectiveExceeded rule compares two metrics instead of repeating drill.rto_seconds."""
     registry = CollectorRegistry()
     labels = ["source", "category", "repository"]
     last_success = Gauge(
@@ -77,6 +79,11 @@ def write_metrics(textfile_dir: Path, state: dict[str, Any]) -> Path:
         labels,
         registry=registry,
     )
+    Gauge(
+        "portalops_drill_restore_objective_seconds",
+        "The restore-time objective the drills are held to (drill.rto_seconds, Art. 19.3).",
+        registry=registry,
+    ).set(rto_seconds)
     for entry in state["sources"].values():
         values = (entry["source"], entry["category"], entry["repository"])
         last_ok.labels(*values).set(1 if entry["last_run_ok"] else 0)

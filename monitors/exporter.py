@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from aiohttp import web
@@ -83,14 +83,18 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "1 if the site answers over IPv6 (only where an AAAA record exists)", ()),
     ("expect", "portalops_expect_failed",
      "Number of expect rules (links, elements, forbidden text) that failed", ()),
+    ("below", "portalops_security_grade_below_minimum",
+     "1 if the security-header grade is below monitor.min_grade", ()),
     ("findings", "portalops_probe_findings", "Findings of the last probe by severity",
      ("severity",)),
     ("last", "portalops_probe_last_run_timestamp_seconds", "When the target was last probed", ()),
 )  # fmt: skip
 
 
-def families(results: Iterable[ProbeResult]) -> Iterator[Metric]:
-    """The metric families for ``results`` (one per target)."""
+def families(
+    results: Iterable[ProbeResult], uplink: Mapping[str, bool] | None = None
+) -> Iterator[Metric]:
+    """The metric families for ``results`` (one per target) and the uplink checks."""
     g = {
         key: GaugeMetricFamily(name, doc, labels=[*LABELS, *extra])
         for key, name, doc, extra in _FAMILIES
@@ -99,6 +103,15 @@ def families(results: Iterable[ProbeResult]) -> Iterator[Metric]:
         _availability(g, r)
         _posture(g, r)
     yield from g.values()
+    if uplink:
+        up = GaugeMetricFamily(
+            "portalops_uplink_up",
+            "1 if the monitoring host reaches this reference address (monitor.uplink)",
+            labels=["target"],
+        )
+        for target, ok in sorted(uplink.items()):
+            up.add_metric([target], float(ok))
+        yield up
 
 
 def _availability(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
@@ -127,6 +140,8 @@ def _posture(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
     if r.score is not None and r.grade is not None:
         g["score"].add_metric(labels, float(r.score))
         g["grade"].add_metric([*labels, r.grade, "6"], 1.0)
+        below = any(f.code == "headers.grade_low" for f in r.findings)
+        g["below"].add_metric(labels, float(below))
     if r.exposure_checked:
         for code in EXPOSURE_CODES:
             g["exposed"].add_metric([*labels, code], float(code in r.exposed))
@@ -143,28 +158,46 @@ def _posture(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
 
 
 class _Latest(Collector):
-    def __init__(self, results: Callable[[], Iterable[ProbeResult]]) -> None:
-        self.results = results
+    def __init__(self, results: list[ProbeResult], uplink: Mapping[str, bool] | None) -> None:
+        self.results, self.uplink = results, uplink
 
     def collect(self) -> Iterator[Metric]:
-        return families(self.results())
+        return families(self.results, self.uplink)
 
 
-def render(results: Iterable[ProbeResult]) -> bytes:
+def render(results: Iterable[ProbeResult], uplink: Mapping[str, bool] | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    snapshot = list(results)
-    registry.register(_Latest(lambda: snapshot))
+    registry.register(_Latest(list(results), dict(uplink) if uplink else None))
     return generate_latest(registry)
+
+
+async def reachable(address: str, timeout: float) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout``."""
+    host, _, port = address.rpartition(":")
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except (OSError, TimeoutError):
+        return False
+    writer.transport.abort()
+    return True
 
 
 class Sweeper:
     """Probes every target on its own jittered schedule; keeps the latest result of each."""
 
     def __init__(
-        self, targets: Sequence[Target], config: ProbeConfig, interval: float, concurrency: int
+        self,
+        targets: Sequence[Target],
+        config: ProbeConfig,
+        interval: float,
+        concurrency: int,
+        uplink: Sequence[str] = (),
     ) -> None:
         self.targets, self.config = list(targets), config
         self.interval, self.concurrency = interval, concurrency
+        self.uplink_targets = list(uplink)
+        self.uplink: dict[str, bool] = {}
         self.latest: dict[str, ProbeResult] = {}
         self.heartbeat = time.monotonic()
         self.sweeps = 0
@@ -176,15 +209,26 @@ class Sweeper:
             t.url: time.monotonic() + rng.uniform(0, min(self.interval, 10.0)) for t in self.targets
         }
         running: set[asyncio.Task[None]] = set()
+        uplink_due = time.monotonic()
 
         async def one(target: Target) -> None:
             async with gate:
                 result = await probe(target, self.config)
             self.latest[target.url] = result
 
+        async def check_uplink() -> None:
+            timeout = self.config.limits.timeout
+            found = await asyncio.gather(*(reachable(a, timeout) for a in self.uplink_targets))
+            self.uplink = dict(zip(self.uplink_targets, found, strict=True))
+
         while True:
             now = time.monotonic()
             self.heartbeat = now
+            if self.uplink_targets and uplink_due <= now:
+                uplink_due = now + self.interval
+                task = asyncio.create_task(check_uplink())
+                running.add(task)
+                task.add_done_callback(running.discard)
             for target in self.targets:
                 if due[target.url] <= now:
                     due[target.url] = now + self.interval * rng.uniform(0.9, 1.1)
@@ -197,7 +241,8 @@ class Sweeper:
 def make_app(sweeper: Sweeper, lookup: Callable[[str], Target]) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
-            body=render(sweeper.latest.values()), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=render(sweeper.latest.values(), sweeper.uplink),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
     async def probe_now(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from portalops.oncall_config import Oncall
 from portalops.validate import LocatedError, Strict, parse_model
 from portalops.yamlsrc import load_yaml
 
@@ -257,6 +258,19 @@ class Monitor(Strict):
     expect: MonitorExpect = MonitorExpect()
     estate: bool = True  # probe every domain of the units file (false: monitor.urls only)
     urls: list[str] = []  # extra targets beyond the estate's portals
+    # "host:port" addresses outside the province network (a resolver, the ISP's gateway) that
+    # the monitoring host should always reach: when none answers, the host is blind
+    # (portalops_uplink_up, alert MonitoringBlind) rather than every portal being down
+    uplink: list[str] = []
+
+    @field_validator("uplink")
+    @classmethod
+    def _uplink(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not (host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"uplink address {address!r} is not host:port")
+        return addresses
 
     @field_validator("resolve")
     @classmethod
@@ -308,10 +322,6 @@ class Drill(Strict):
     run_as: Name = "portal-ops-drill"
     postgres: DrillPostgres = DrillPostgres()
     smoke: list[SmokeQuery] = []
-
-
-class Oncall(Strict):
-    pass
 
 
 class Settings(Strict):

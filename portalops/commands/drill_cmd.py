@@ -73,7 +73,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     now = datetime.now(UTC)
     state = write_report(settings.state_dir, results, now)
     if settings.metrics.textfile_dir is not None:
-        write_metrics(settings.metrics.textfile_dir, state)
+        write_metrics(settings.metrics.textfile_dir, state, settings.drill.rto_seconds)
     rows = [
         (
             r.source,

@@ -191,7 +191,7 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
-    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency)
+    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
     estate = _estate(ctx)
 
     def lookup(item: str) -> Target:
