@@ -23,13 +23,14 @@ from portalops.commands import (
     drill_cmd,
     inventory_cmd,
     monitor_cmd,
+    oncall_cmd,
 )
 from portalops.context import Context
 from portalops.errors import ExitCode, OpsError
 from portalops.output import emit
 
 COMMANDS = (
-    inventory_cmd, config_cmd, backup_cmd, drill_cmd, monitor_cmd, cron_cmd, demo_cmd,
+    inventory_cmd, config_cmd, backup_cmd, drill_cmd, monitor_cmd, oncall_cmd, cron_cmd, demo_cmd,
 )  # fmt: skip
 
 log = logging.getLogger("portalops")

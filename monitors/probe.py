@@ -18,7 +18,7 @@ import secrets
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from html.parser import HTMLParser
@@ -298,7 +298,12 @@ async def _fetch_failed(
             result.tls = unverified.tls
             if unverified.tls.cert:
                 result.cert_days_left = unverified.tls.cert.days_left(now_utc())
-        result.status_code = unverified.status
+        # what a browser gets is the certificate error, not the page: status stays 0 (as in
+        # blackbox_exporter); the answer behind the certificate is evidence only
+        result.findings[-1] = replace(
+            result.findings[-1],
+            evidence=f"behind the certificate the server answers {unverified.status}",
+        )
 
 
 def _redirect_checks(

@@ -242,8 +242,8 @@ class Oncall(Strict):
                     f"({', '.join(self.rotations) or 'none'}), a person nor team_lead",
                 )
 
-    def person(self, person_id: str) -> Person:
-        return next(p for p in self.people if p.id == person_id)
+    def person(self, person_id: str) -> Person | None:
+        return next((p for p in self.people if p.id == person_id), None)
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.pki",
     "tests.fixtures.portal_sites",
     "tests.fixtures.hostile",
+    "tests.fixtures.monitoring_stack",
 ]

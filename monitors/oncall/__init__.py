@@ -1,0 +1,1 @@
+"""On-call: rotations, escalation and paging for the portals' alerts."""

@@ -1,0 +1,220 @@
+"""The Prometheus configuration, the alert rules and their promtool unit tests.
+
+promtool (Debian package ``prometheus``, 2.42) checks the example configuration and the rules
+and runs the unit tests in ``config/prometheus/tests/``. The Python tests hold the rules to the
+contract the rest of portal-ops relies on: the 18 alert names (Alertmanager inhibitions and the
+on-call service refer to them), severity and clause labels, annotations in Vietnamese (NFC)
+and English, a runbook for every alert, and, for every alert, a promtool case where it fires
+and one where it must stay silent.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.procs import require_binary
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+PROMETHEUS = PROJECT / "config" / "prometheus"
+CONFIG = PROMETHEUS / "prometheus.yml"
+RULES = PROMETHEUS / "rules" / "portal-ops.rules.yml"
+TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
+RUNBOOKS = PROJECT / "docs" / "runbooks"
+RUNBOOK_BASE = "https://git.vinhphuc.gov.vn/portal-ops/portal-ops/-/blob/main/docs/runbooks/"
+
+ALERTS = {
+    "PortalDown", "PortalSlow", "CertificateExpiringSoon", "CertificateExpired",
+    "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
+    "IPv6Unreachable", "BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
+    "RestoreObjectiveExceeded", "ExporterAbsent", "HostDown", "DiskFilling", "MonitoringBlind",
+}  # fmt: skip
+SEVERITIES = {"critical", "warning", "info"}
+CLAUSE = re.compile(r"^Art\. \d+(\.\d+)*$")  # "Art. 19.3": Decision 32/2023/QĐ-UBND
+VIETNAMESE = ("summary", "description")
+ENGLISH = ("summary_en", "description_en")
+
+# The labels that tell one object from another: a firing alert of these families must carry
+# them, so routing, inhibition and the on-call service see which portal or backup it is.
+PORTAL_LABELS = {"portal", "unit_kind", "domain"}
+BACKUP_LABELS = {"source", "category", "repository"}
+PER_PORTAL = {
+    "PortalDown", "PortalSlow", "CertificateExpiringSoon", "CertificateExpired",
+    "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
+    "IPv6Unreachable",
+}  # fmt: skip
+PER_BACKUP = {"BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
+              "RestoreObjectiveExceeded"}  # fmt: skip
+
+
+def promtool(*args: str) -> str:
+    """Run promtool; fail the test with its whole output if it exits non-zero."""
+    binary = require_binary("promtool", "prometheus")
+    argv = [binary, *args]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=300, cwd=PROJECT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(argv)} did not finish within 300 s", pytrace=False)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} exited {done.returncode}:\n{output}", pytrace=False)
+    return output
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def alert_rules() -> Iterator[dict[str, Any]]:
+    for group in load(RULES)["groups"]:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                yield rule
+
+
+def rule_id(rule: dict[str, Any]) -> str:
+    labels = rule.get("labels", {})
+    extra = "/".join(str(labels[k]) for k in ("severity", "cause") if k in labels)
+    return f"{rule['alert']}[{extra}]"
+
+
+def alert_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every ``alert_rule_test`` case of every promtool test file, with its file."""
+    for path in TEST_FILES:
+        for group in load(path)["tests"]:
+            for case in group.get("alert_rule_test") or []:
+                yield path, case
+
+
+# --- promtool ---------------------------------------------------------------------------
+
+
+def test_promtool_checks_the_config_and_the_rule_files_it_names() -> None:
+    output = promtool("check", "config", str(CONFIG))
+    assert "SUCCESS" in output, output
+    assert RULES.name in output, f"check config did not check {RULES.name}:\n{output}"
+
+
+def test_promtool_checks_the_rules() -> None:
+    output = promtool("check", "rules", str(RULES))
+    assert "SUCCESS" in output, output
+
+
+def test_there_are_promtool_unit_tests() -> None:
+    assert TEST_FILES, f"no *.test.yml in {PROMETHEUS / 'tests'}"
+
+
+@pytest.mark.parametrize("test_file", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(test_file: Path) -> None:
+    rule_files = [(test_file.parent / f).resolve() for f in load(test_file)["rule_files"]]
+    assert rule_files == [RULES], f"{test_file.name} must test {RULES}, not {rule_files}"
+    output = promtool("test", "rules", str(test_file))
+    assert "SUCCESS" in output, output
+
+
+# --- the example configuration ------------------------------------------------------------
+
+
+def test_config_scrapes_the_exporter_node_exporter_and_itself() -> None:
+    config = load(CONFIG)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"portal-ops", "node", "prometheus"}
+    targets = {name: job["static_configs"][0]["targets"] for name, job in jobs.items()}
+    assert targets["portal-ops"] == ["127.0.0.1:9433"]
+    assert targets["node"] == ["127.0.0.1:9100"]
+    assert jobs["portal-ops"].get("metrics_path", "/metrics") == "/metrics"
+    assert jobs["portal-ops"]["scrape_interval"] == "30s"
+    assert [(CONFIG.parent / f).resolve() for f in config["rule_files"]] == [RULES]
+    alertmanagers = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert alertmanagers == ["127.0.0.1:9093"]
+    # node_exporter's textfile directory, documented beside the job, is the one the example
+    # ops.yaml has the backup and drill jobs write to
+    example = yaml.safe_load((CONFIG.parents[1] / "ops.example.yaml").read_text("utf-8"))
+    assert str(example["metrics"]["textfile_dir"]) in CONFIG.read_text(encoding="utf-8")
+
+
+# --- the rules' contract --------------------------------------------------------------------
+
+
+def test_the_alert_names_are_the_contract() -> None:
+    assert {rule["alert"] for rule in alert_rules()} == ALERTS
+
+
+@pytest.mark.parametrize("rule", list(alert_rules()), ids=rule_id)
+def test_every_rule_has_severity_clause_and_bilingual_annotations(rule: dict[str, Any]) -> None:
+    labels, annotations = rule.get("labels", {}), rule.get("annotations", {})
+    assert labels.get("severity") in SEVERITIES, labels
+    assert CLAUSE.match(labels.get("clause", "")), f"clause {labels.get('clause')!r}"
+    for key in (*VIETNAMESE, *ENGLISH, "runbook_url"):
+        assert isinstance(annotations.get(key), str), f"annotation {key} missing"
+        assert annotations[key].strip(), f"annotation {key} empty"
+    for key in VIETNAMESE:
+        text = annotations[key]
+        assert unicodedata.is_normalized("NFC", text), f"{key} is not NFC: {text!r}"
+        assert not text.isascii(), f"{key} has no Vietnamese diacritics: {text!r}"
+
+
+@pytest.mark.parametrize("rule", list(alert_rules()), ids=rule_id)
+def test_every_runbook_url_names_a_runbook_section(rule: dict[str, Any]) -> None:
+    url = rule["annotations"]["runbook_url"]
+    assert url.startswith(RUNBOOK_BASE), url
+    page, _, anchor = url.removeprefix(RUNBOOK_BASE).partition("#")
+    runbook = RUNBOOKS / page
+    assert runbook.is_file(), f"{url}: no {runbook.relative_to(PROJECT)}"
+    # GitLab and GitHub make "## PortalDown" the anchor "#portaldown"
+    anchors = {
+        re.sub(r"[^\w-]", "", line.lstrip("#").strip().lower().replace(" ", "-"))
+        for line in runbook.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    assert anchor == rule["alert"].lower(), f"{url}: the anchor should be the alert's name"
+    assert anchor in anchors, f"{url}: {runbook.name} has no heading '## {rule['alert']}'"
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for _path, case in alert_tests():
+        (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    assert ALERTS - firing == set(), "no promtool case where these fire"
+    assert ALERTS - silent == set(), "no promtool case where these must stay silent"
+
+
+def test_firing_cases_keep_the_object_labels() -> None:
+    """Per-portal alerts name the portal, backup and drill alerts the source: the rules
+    must not aggregate these labels away (the no-metrics variants have none to keep)."""
+    checked = 0
+    for path, case in alert_tests():
+        name = case["alertname"]
+        for alert in case.get("exp_alerts") or []:
+            labels = alert.get("exp_labels", {})
+            if name in PER_PORTAL:
+                wanted = PORTAL_LABELS
+            elif name in PER_BACKUP and labels.get("cause") != "no_metrics":
+                wanted = BACKUP_LABELS
+            else:
+                continue
+            assert wanted <= set(labels), f"{path.name}: {name} {labels} lacks {wanted}"
+            checked += 1
+    assert checked
+
+
+def test_expected_texts_are_nfc() -> None:
+    """The Vietnamese texts the promtool tests expect are NFC too, so a test can only pass
+    if the rule renders the same code points."""
+    for path, case in alert_tests():
+        for alert in case.get("exp_alerts") or []:
+            for key in VIETNAMESE:
+                text = alert.get("exp_annotations", {}).get(key, "")
+                assert unicodedata.is_normalized("NFC", text), f"{path.name}: {text!r}"
