@@ -3,10 +3,13 @@
 A rotation hands over every day or week at ``handover`` local time. Its first turn is the one
 that contains ``Rotation.start`` (a naive local time; a date is midnight) and belongs to
 ``people[0]``; the next turn to ``people[1]``, and so on cyclically. A weekly rotation hands
-over on the weekday of ``start``'s date. Before the first turn nobody is on call. Overrides
-(leave, holidays) take precedence over the turns; where several overlap, the one listed last
-wins. Handover times are wall-clock times in ``oncall.timezone``: in a zone with daylight
-saving a turn can last 23 or 25 hours, and the handover stays at 08:00.
+over on the weekday of ``start``'s date, so ``start: 2026-01-05`` with the default 08:00
+handover gives people[0] the week from Monday 2025-12-29 08:00 (midnight comes before that
+Monday's handover); write ``2026-01-05T08:00`` to begin with that Monday's handover. Before
+the first turn nobody is on call. Overrides (leave, holidays) take precedence over the turns,
+before the first turn too; where several overlap, the one listed last wins. Handovers are
+wall-clock times in ``oncall.timezone``: where clocks change, a turn lasts an hour more or
+less and the handover stays at its local time.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ class Shift:
     rotation (cut where an override begins or ends), or one override window (merged with
     adjacent windows for the same person and reason, and across handovers it spans).
     ``person`` is None before the rotation's first turn; ``override`` is the reason of the
-    override in force ("" when it gives none), else None.
+    override in force ("" when it gives none), else None. Before the first turn ``start`` is
+    ``BEGINNING`` unless an override precedes it. In a zone with daylight saving, compare and
+    subtract ``start`` and ``end`` in UTC: Python does both by wall clock within one zone.
     """
 
     rotation: str
@@ -69,7 +74,8 @@ class Shift:
 @dataclass(frozen=True)
 class Gap:
     """From ``start`` to ``end`` an escalation step's target cannot be paged: nobody is on
-    call for ``rotation``, or ``person`` has no channel apprise can load."""
+    call for ``rotation``, or ``person`` has no channel apprise can load. ``rotation`` is
+    None when the step names the team lead or a person directly."""
 
     start: datetime
     end: datetime
