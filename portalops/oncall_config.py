@@ -8,9 +8,9 @@ Durations are written the way Prometheus and Alertmanager write them (``30s``, `
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import date, datetime, time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -85,12 +85,25 @@ class Person(Strict):
 
 class Rotation(Strict):
     """People taking turns: ``every`` day or week, handing over at ``handover`` local time;
-    the turn that contains ``start`` belongs to ``people[0]``."""
+    the turn that contains ``start`` belongs to ``people[0]``. A bare date means that day's
+    handover (``2026-11-30`` with ``handover: "08:00"`` is 2026-11-30 08:00)."""
 
     people: Annotated[list[PersonId], Field(min_length=1)]
     every: Literal["day", "week"] = "week"
     handover: Clock = time(8, 0)
-    start: datetime  # a local date (and time) in the first person's turn, e.g. 2026-01-05
+    start: datetime  # local, e.g. 2026-11-30 (a Monday: weekly turns change on Mondays)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _date_means_handover(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            start = data.get("start")
+            if isinstance(start, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", start.strip()):
+                start = date.fromisoformat(start.strip())
+            if isinstance(start, date) and not isinstance(start, datetime):
+                handover = _clock(data.get("handover", time(8, 0)))
+                data = {**data, "start": datetime.combine(start, handover)}
+        return data
 
 
 class Override(Strict):

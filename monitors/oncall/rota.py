@@ -1,16 +1,14 @@
 """Who is on call now, and where the coming weeks have nobody reachable.
 
-A rotation hands over every day or week at ``handover`` local time. Its first turn is the one
-that contains ``Rotation.start`` (a naive local time; a date is midnight) and belongs to
-``people[0]``; the next turn to ``people[1]``, and so on cyclically. A weekly rotation hands
-over on the weekday of ``start``'s date, so ``start: 2026-01-05`` with the default 08:00
-handover gives people[0] the week from Monday 2025-12-29 08:00 (midnight comes before that
-Monday's handover); write ``2026-01-05T08:00`` to begin with that Monday's handover. Before
-the first turn nobody is on call. Overrides (leave, holidays) take precedence over the turns,
-before the first turn too; where several overlap, the one listed last wins. Handovers are
-wall-clock times in ``oncall.timezone``: where clocks change, a turn lasts an hour more or
-less and the handover stays at its local time.
-"""
+A rotation hands over every day or week at ``handover`` local time. Its first turn is the
+one that contains ``Rotation.start`` (a naive local time; the config turns a bare date into
+that day's handover) and belongs to ``people[0]``; the next turn to ``people[1]``, and so on
+cyclically. A weekly rotation hands over on the weekday of ``start``'s date, so ``start:
+2026-01-05`` (a Monday) with the default 08:00 handover gives people[0] the week from Monday
+2026-01-05 08:00. Before the first turn nobody is on call. Overrides (leave, holidays) take
+precedence over the turns, before the first turn too; where several overlap, the one listed
+last wins. Handovers are wall-clock times in ``oncall.timezone``: where clocks change, a
+turn lasts an hour more or less and the handover stays at its local time."""
 
 from __future__ import annotations
 

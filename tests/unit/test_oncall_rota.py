@@ -134,14 +134,18 @@ def test_before_the_first_turn_nobody_is_on_call() -> None:
     assert shift.to_json()["start"] is None
 
 
-def test_a_start_date_is_midnight_inside_the_turn_that_began_at_the_previous_handover() -> None:
-    # 2026-01-05 00:00 precedes that Monday's 08:00 handover, so an's turn is the one that
-    # began on Monday 2025-12-29 08:00, and binh takes over on 2026-01-05 at 08:00.
+def test_a_start_date_means_that_days_handover() -> None:
+    # start: 2026-01-05 (a Monday) with the 08:00 handover: an from Monday 08:00 to the next
+    # Monday 08:00, then binh; nobody before the first handover
     oncall = config(rotations={"primary": {"people": ["an", "binh"], "start": "2026-01-05"}})
-    assert person_at(oncall, "primary", "2025-12-29T07:59") is None
-    assert person_at(oncall, "primary", "2025-12-29T08:00") == "an"
-    assert person_at(oncall, "primary", "2026-01-05T07:59") == "an"
-    assert person_at(oncall, "primary", "2026-01-05T08:00") == "binh"
+    assert person_at(oncall, "primary", "2026-01-05T07:59") is None
+    assert person_at(oncall, "primary", "2026-01-05T08:00") == "an"
+    assert person_at(oncall, "primary", "2026-01-12T07:59") == "an"
+    assert person_at(oncall, "primary", "2026-01-12T08:00") == "binh"
+    # the same with an explicit midnight: the turn that contains it began the week before
+    early = config(rotations={"primary": {"people": ["an", "binh"], "start": "2026-01-05T00:00"}})
+    assert person_at(early, "primary", "2025-12-29T08:00") == "an"
+    assert person_at(early, "primary", "2026-01-05T08:00") == "binh"
 
 
 def test_weekly_turns_hand_over_on_the_weekday_of_the_start_date() -> None:
