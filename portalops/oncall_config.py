@@ -161,6 +161,10 @@ class TimeRange(Strict):
     end: Clock
 
 
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_NAMES = {name: i for i, day in enumerate(WEEKDAYS) for name in (day, day[:3])}
+
+
 class Maintenance(Strict):
     """A recurring window in which alerts of the matching portals are muted (Alertmanager
     ``time_intervals``); empty ``portals`` and ``unit_kinds`` mean every portal."""
@@ -171,6 +175,18 @@ class Maintenance(Strict):
     portals: list[str] = []
     unit_kinds: list[Literal["province", "department", "district", "commune"]] = []
 
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            first, _, last = spec.strip().lower().partition(":")
+            if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+                raise ValueError(
+                    f"{spec!r} is not a day or a range of days such as 'saturday' or "
+                    "'monday:friday'"
+                )
+        return specs
+
 
 class AlertmanagerRouting(Strict):
     group_by: list[str] = ["alertname", "portal"]
@@ -180,6 +196,16 @@ class AlertmanagerRouting(Strict):
     critical_repeat_interval: Duration = 3600.0
     webhook_url: str | None = None  # default: http://<oncall.listen>/alertmanager
     maintenance: list[Maintenance] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> AlertmanagerRouting:
+        for i, window in enumerate(self.maintenance):
+            if window.name in (w.name for w in self.maintenance[:i]):
+                raise LocatedError(
+                    ("maintenance", i, "name"),
+                    f"'{window.name}' appears twice; Alertmanager needs a distinct name for each",
+                )
+        return self
 
 
 class Oncall(Strict):

@@ -17,15 +17,21 @@ Written for Alertmanager 0.25: ``matchers``/``source_matchers`` syntax, ``time_i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from portalops.errors import BadInput
-from portalops.oncall_config import AlertmanagerRouting, Maintenance, Oncall, format_duration
+from portalops.oncall_config import (
+    DAY_NAMES,
+    WEEKDAYS,
+    AlertmanagerRouting,
+    Maintenance,
+    Oncall,
+    format_duration,
+)
 from portalops.settings import Settings
 
 RECEIVER = "oncall"
@@ -79,8 +85,7 @@ INHIBIT: tuple[tuple[list[str], list[str], list[str]], ...] = (
     (['alertname="HostDown"'], ['alertname="DiskFilling"'], ["instance"]),
 )  # fmt: skip
 
-_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DAY_NAMES = {name: i for i, day in enumerate(_DAYS) for name in (day, day[:3])}
+_DAYS = WEEKDAYS
 _END_OF_DAY = "24:00"
 #: listen addresses that are no address to connect to, and what to connect to instead
 _LOOPBACK_FOR = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}  # noqa: S104
@@ -102,7 +107,6 @@ def build(settings: Settings) -> dict[str, Any]:
     """The alertmanager.yml document as a dict (what :func:`render` dumps)."""
     oncall = settings.oncall
     routing = oncall.alertmanager
-    _check_names(routing.maintenance)
     config: dict[str, Any] = {
         "route": {
             "receiver": RECEIVER,
@@ -267,15 +271,6 @@ def _unique(items: Iterable[str]) -> list[str]:
 # -- time intervals --------------------------------------------------------------------------
 
 
-def _check_names(windows: Sequence[Maintenance]) -> None:
-    for i, window in enumerate(windows):
-        if window.name in (w.name for w in windows[:i]):
-            raise BadInput(
-                f"oncall.alertmanager.maintenance[{i}].name: '{window.name}' appears twice; "
-                "Alertmanager needs a distinct name for each window"
-            )
-
-
 def _intervals(window: Maintenance, index: int, zone: str) -> list[dict[str, Any]]:
     """Alertmanager ``time_intervals`` entries for ``window``, in local time of ``zone``.
 
@@ -283,7 +278,7 @@ def _intervals(window: Maintenance, index: int, zone: str) -> list[dict[str, Any
     belongs to the day after each listed weekday. An end of 23:59 means the end of the day
     (``24:00``, which a time of day cannot spell); otherwise ends are exclusive.
     """
-    days = _weekdays(window.weekdays, index)
+    days = _weekdays(window.weekdays)
     same: list[dict[str, str]] = []
     after_midnight: list[dict[str, str]] = []
     for span in window.times:
@@ -306,18 +301,13 @@ def _intervals(window: Maintenance, index: int, zone: str) -> list[dict[str, Any
     return entries
 
 
-def _weekdays(specs: list[str], index: int) -> set[int] | None:
+def _weekdays(specs: list[str]) -> set[int] | None:
     """Days (0 = Monday) named by ``specs``: ``saturday``, ``sat``, ``saturday:sunday``
     (ranges run forward and may wrap past Sunday); ``None`` for every day."""
     days: set[int] = set()
     for spec in specs:
-        first, _, last = spec.strip().lower().partition(":")
-        if first not in _DAY_NAMES or (last and last not in _DAY_NAMES):
-            raise BadInput(
-                f"oncall.alertmanager.maintenance[{index}].weekdays: {spec!r} is not a day "
-                "or a range of days such as 'saturday' or 'monday:friday'"
-            )
-        begin, end = _DAY_NAMES[first], _DAY_NAMES[last or first]
+        first, _, last = spec.strip().lower().partition(":")  # checked by the config model
+        begin, end = DAY_NAMES[first], DAY_NAMES[last or first]
         days.update((begin + step) % 7 for step in range((end - begin) % 7 + 1))
     return days if days and len(days) < 7 else None
 

@@ -19,7 +19,7 @@ import yaml
 
 from monitors.oncall import amconfig
 from portalops.errors import BadInput
-from portalops.settings import Settings
+from portalops.settings import Settings, load_settings
 from tests.fixtures.monitoring_stack import Alertmanager, running_alertmanager
 from tests.fixtures.procs import LOOPBACK, require_binary, run, temp_dir, wait_until
 
@@ -270,11 +270,23 @@ def test_weekdays(weekdays: list[str], expected: list[str] | None) -> None:
     assert interval["time_intervals"][0].get("weekdays") == expected
 
 
-def test_bad_weekday_and_duplicate_window_are_bad_input() -> None:
-    with pytest.raises(BadInput, match=r"maintenance\[0\]\.weekdays: 'caturday'"):
-        amconfig.build(settings(maintenance=[{"name": "w", "weekdays": ["caturday"]}]))
-    with pytest.raises(BadInput, match=r"maintenance\[1\]\.name: 'w' appears twice"):
-        amconfig.build(settings(maintenance=[{"name": "w"}, {"name": "w"}]))
+def test_bad_weekday_and_duplicate_window_are_config_errors_with_their_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "ops.yaml"
+    config.write_text(
+        "oncall:\n  alertmanager:\n    maintenance:\n      - {name: w, weekdays: [caturday]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput, match=r"ops.yaml:4: oncall\.alertmanager\.maintenance\[0\]"
+                       r"\.weekdays: 'caturday' is not a day"):  # fmt: skip
+        load_settings(config)
+    config.write_text(
+        "oncall:\n  alertmanager:\n    maintenance:\n      - {name: w}\n      - {name: w}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(BadInput, match=r"ops.yaml:5: .*maintenance\[1\]\.name: 'w' appears twice"):
+        load_settings(config)
 
 
 def test_inhibit_rules() -> None:
