@@ -175,7 +175,7 @@ class Escalator:
 
     def _reminders(self, now: float) -> None:
         before = sorted(self.oncall.incident_reports.remind_before, reverse=True)
-        for clock in self.store.clocks():
+        for clock in self.store.clocks(reminded_below=len(before)):
             passed = sum(1 for lead in before if now >= clock.due_at - lead)
             if passed <= clock.reminded:
                 continue

@@ -362,8 +362,14 @@ class Store:
             [(incident_id, kind, due) for kind, due in deadlines],
         )
 
-    def clocks(self) -> list[Clock]:
-        rows = self.db.execute("SELECT * FROM clocks ORDER BY due_at").fetchall()
+    def clocks(self, *, reminded_below: int | None = None) -> list[Clock]:
+        """Every clock; with ``reminded_below``, only those with reminders still to send."""
+        if reminded_below is None:
+            rows = self.db.execute("SELECT * FROM clocks ORDER BY due_at").fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM clocks WHERE reminded < ? ORDER BY due_at", (reminded_below,)
+            ).fetchall()
         return [Clock(**dict(r)) for r in rows]
 
     def mark_reminded(self, conn: sqlite3.Connection, clock: Clock, reminded: int) -> None:
