@@ -24,6 +24,7 @@ from portalops.commands import (
     inventory_cmd,
     monitor_cmd,
     oncall_cmd,
+    provision_cmd,
 )
 from portalops.context import Context
 from portalops.errors import ExitCode, OpsError
@@ -31,6 +32,7 @@ from portalops.output import emit
 
 COMMANDS = (
     inventory_cmd, config_cmd, backup_cmd, drill_cmd, monitor_cmd, oncall_cmd, cron_cmd, demo_cmd,
+    provision_cmd,
 )  # fmt: skip
 
 log = logging.getLogger("portalops")

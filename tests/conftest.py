@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.fixtures.portal_sites",
     "tests.fixtures.hostile",
     "tests.fixtures.monitoring_stack",
+    "tests.fixtures.ansible_host",
 ]

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from rich.console import RenderableType
 
 from inventory.ansible import inventory_host, inventory_list
+from inventory.servers import Servers, default_servers_path, load_servers
 from portalops.context import Context
 from portalops.errors import BadInput
 from portalops.output import Outcome, table
+
+SERVERS_HELP = "the servers file (default: servers.yaml beside the units file)"
+
+
+def servers_for(ctx: Context, given: Path | None) -> Servers:
+    """The servers file given, else the one beside the units file, validated against the
+    estate."""
+    path = given if given is not None else default_servers_path(ctx.units_path)
+    return load_servers(path, ctx.estate)
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,12 +28,16 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "inventory", help="the estate model: units, portals, domains (Art. 3)"
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sub.add_parser("check", help="validate the units file and count units per kind")
+    check = sub.add_parser(
+        "check", help="validate the units file (and the servers file beside it) and count units"
+    )
+    check.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
     sub.add_parser("domains", help="every portal's domains, primary first")
     ansible = sub.add_parser("ansible", help="the estate as an Ansible dynamic inventory")
     mode = ansible.add_mutually_exclusive_group(required=True)
     mode.add_argument("--list", action="store_true", help="all groups and host variables")
-    mode.add_argument("--host", metavar="H", help="one portal's variables")
+    mode.add_argument("--host", metavar="H", help="one server's variables")
+    ansible.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
     parser.set_defaults(run=run)
 
 
@@ -43,7 +60,21 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
             f"{estate.path}: OK — {estate.province} ({estate.zone}), {estate.levels} levels, "
             f"{len(estate.portals)} portals, {data['domains']} domains"
         )
-        return Outcome(data, [summary, table(None, ["unit kind", "count"], counted)])
+        human: list[RenderableType] = [summary]
+        # The servers file is optional here (a host running the agent keeps only the units);
+        # when it is there, or named, it must agree with the estate.
+        servers_path = args.servers or default_servers_path(estate.path)
+        if args.servers is not None or servers_path.is_file():
+            servers = load_servers(servers_path, estate)
+            data["servers"] = {
+                "file": str(servers.path),
+                "count": len(servers.servers),
+                "unserved": [p.domain for p in estate.portals if not _served(servers, p.domain)],
+            }
+            human.append(f"{servers.path}: OK — {len(servers.servers)} servers")
+            counted.append(("servers", len(servers.servers)))
+        human.append(table(None, ["unit kind", "count"], counted))
+        return Outcome(data, human)
     if args.action == "domains":
         docs = [
             {
@@ -63,12 +94,15 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
             docs, [table(None, ["kind", "unit", "parent", "domains", "legacy (redirects)"], rows)]
         )
     # ansible: the script protocol prints JSON whatever --json says.
+    servers = servers_for(ctx, args.servers)
     if args.list:
-        return Outcome(inventory_list(estate), force_json=True)
-    found = inventory_host(estate, args.host)
+        return Outcome(inventory_list(servers), force_json=True)
+    found = inventory_host(servers, args.host)
     if found is None:
-        raise BadInput(
-            f"{estate.path}: no portal has the domain '{args.host}'; "
-            "'ops inventory domains' lists them"
-        )
+        names = ", ".join(s.name for s in servers.servers) or "none"
+        raise BadInput(f"{servers.path}: no server is named '{args.host}' (servers: {names})")
     return Outcome(found, force_json=True)
+
+
+def _served(servers: Servers, domain: str) -> bool:
+    return servers.web_host_of(domain) is not None

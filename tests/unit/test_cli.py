@@ -62,28 +62,42 @@ def test_shipped_estate_counts() -> None:
 
 
 def test_ansible_inventory_script_protocol() -> None:
+    """Hosts are the servers of inventory/servers.yaml, groups their roles."""
     listed = ops("inventory", "ansible", "--list")
     assert listed.returncode == 0, listed.stderr
     inv = json.loads(listed.stdout)
-    assert "daotru.tamdao.vinhphuc.gov.vn" in inv["commune"]["hosts"]
-    host = ops("inventory", "ansible", "--host", "sotttt.vinhphuc.gov.vn")
-    assert json.loads(host.stdout)["portal_kind"] == "department"
+    assert set(inv["all"]["children"]) == {"web", "database", "dns", "monitoring", "agent"}
+    web_hosts = inv["web"]["hosts"]
+    served = {
+        site["domain"]: host
+        for host in web_hosts
+        for site in inv["_meta"]["hostvars"][host]["portal_sites"]
+    }
+    assert "daotru.tamdao.vinhphuc.gov.vn" in served
+    host = ops("inventory", "ansible", "--host", served["sotttt.vinhphuc.gov.vn"])
+    assert host.returncode == 0, host.stderr
+    assert "sotttt.vinhphuc.gov.vn" in [
+        s["domain"] for s in json.loads(host.stdout)["portal_sites"]
+    ]
     unknown = ops("inventory", "ansible", "--host", "nope.example.org")
     assert unknown.returncode == 2
     assert "nope.example.org" in unknown.stderr
 
 
+def test_ansible_inventory_bad_servers_file_exits_2(tmp_path: Path) -> None:
+    servers = tmp_path / "servers.yaml"
+    servers.write_text("servers:\n  - name: web1\n    address: 10.0.0.1\n    roles: [webserver]\n")
+    result = ops("inventory", "ansible", "--list", "--servers", str(servers))
+    assert result.returncode == 2
+    assert f"{servers}:4: servers[0].roles[0]: expected 'web', 'database'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_ansible_inventory_is_accepted_by_ansible(tmp_path: Path) -> None:
-    """ansible-inventory parses our --list output through a script inventory."""
-    script = tmp_path / "estate.sh"
-    script.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {PROJECT_ROOT / 'ops.py'} "
-        f'--units {PROJECT_ROOT / "inventory/units.yaml"} inventory ansible "$@"\n'
-    )
-    script.chmod(0o755)
+    """ansible-inventory parses our --list output through the shipped script inventory."""
     ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
     result = subprocess.run(
-        [str(ansible_inventory), "-i", str(script), "--list"],
+        [str(ansible_inventory), "-i", str(PROJECT_ROOT / "inventory/estate"), "--list"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -92,9 +106,11 @@ def test_ansible_inventory_is_accepted_by_ansible(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     parsed = json.loads(result.stdout)
-    assert "daotru.tamdao.vinhphuc.gov.vn" in parsed["commune"]["hosts"]
-    hostvars = parsed["_meta"]["hostvars"]["daotru.tamdao.vinhphuc.gov.vn"]
-    assert hostvars["portal_parent"] == "Huyện Tam Đảo"
+    assert parsed["dns"]["hosts"] == ["ns1"]
+    records = parsed["_meta"]["hostvars"]["ns1"]["portal_dns_records"]
+    assert {"name": "daotru.tamdao", "ipv4": "203.0.113.12", "ipv6": "2001:db8::12"} in records
+    # inventory/group_vars/all.yml beside the script is read too
+    assert parsed["_meta"]["hostvars"]["web1"]["portal_security_level"] == 2
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from inventory.ansible import inventory_host, inventory_list
 from inventory.model import Estate, UnitKind, load_estate
 from portalops.errors import SourceError
 
@@ -316,18 +315,3 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"province:\n  name: T\xecnh\n")
     with pytest.raises(SourceError, match=r"units.yaml:2: not UTF-8"):
         load_estate(path)
-
-
-def test_ansible_inventory_groups_and_hostvars(tmp_path: Path) -> None:
-    estate = load(tmp_path, DECISION_EXAMPLE)
-    inv = inventory_list(estate)
-    assert inv["commune"]["hosts"] == [
-        "daotru.tamdao.vinhphuc.gov.vn",
-        "hopchau.tamdao.vinhphuc.gov.vn",
-    ]
-    assert inv["province"]["hosts"] == ["www.vinhphuc.gov.vn"]
-    hv = inv["_meta"]["hostvars"]["www.vinhphuc.gov.vn"]
-    assert hv["portal_domains"] == ["www.vinhphuc.gov.vn", "english.vinhphuc.gov.vn"]
-    assert hv["portal_kind"] == "province"
-    assert inventory_host(estate, "english.vinhphuc.gov.vn") == hv
-    assert inventory_host(estate, "nope.example") is None
