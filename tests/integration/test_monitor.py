@@ -233,7 +233,8 @@ def test_exporter_serves_blackbox_metrics_and_probe(monitor: Monitor) -> None:
     port = free_port()
     urls = [monitor.sites.url(n) for n in ("good", "expired", "gitexposed")]
     config = yaml.safe_load(monitor.config.read_text(encoding="utf-8"))
-    config["monitor"].update(urls=urls, interval=5)
+    reachable, closed = f"127.0.0.1:{monitor.sites.https_port}", f"127.0.0.1:{free_port()}"
+    config["monitor"].update(urls=urls, interval=5, uplink=[reachable, closed])
     monitor.config.write_text(yaml.safe_dump(config), encoding="utf-8")
     proc = subprocess.Popen(
         monitor.argv("monitor", "serve", "--listen", f"127.0.0.1:{port}"),
@@ -261,9 +262,19 @@ def test_exporter_serves_blackbox_metrics_and_probe(monitor: Monitor) -> None:
         assert got[("portalops_exposed_path", host("good"), "exposure.git")] == 0
         assert got[("probe_http_status_code", host("good"), "")] == 200
         assert got[("probe_ssl_earliest_cert_expiry", host("expired"), "")] < time.time()
+        assert got[("portalops_security_grade_below_minimum", host("good"), "")] == 0
+        uplink = {
+            s.labels["target"]: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "portalops_uplink_up"
+        }
+        assert uplink == {reachable: 1, closed: 0}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name.startswith(("probe_", "portalops_")):
+                if sample.name.startswith(("probe_", "portalops_")) and sample.name != (
+                    "portalops_uplink_up"  # the monitoring host's own, not a target's
+                ):
                     assert {"portal", "unit_kind", "domain"} <= set(sample.labels), sample
         # blackbox's multi-target endpoint: one probe, now, only the asked module
         status, body = http_get(f"{base}/probe?target={urls[0]}&module=http")
