@@ -11,11 +11,11 @@ import re
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from portalops.validate import LocatedError, Strict
+from portalops.validate import LocatedError, Strict, ZoneName
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -217,7 +217,7 @@ class Oncall(Strict):
     link_key_file: Path | None = None  # default: <state_dir>/oncall/link.key
     webhook_token_file: Path | None = None  # default: <state_dir>/oncall/webhook.token
     link_ttl: Duration = 24 * 3600.0
-    timezone: str = "Asia/Ho_Chi_Minh"
+    timezone: ZoneName = "Asia/Ho_Chi_Minh"
     lang: Literal["vi", "en"] = "vi"
     tick: Duration = 5.0  # how often the service looks for due escalation steps
     people: list[Person] = []
@@ -228,17 +228,6 @@ class Oncall(Strict):
     delivery: Delivery = Delivery()
     incident_reports: IncidentReports = IncidentReports()
     alertmanager: AlertmanagerRouting = AlertmanagerRouting()
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {name!r}; use an IANA name such as Asia/Ho_Chi_Minh"
-            ) from None
-        return name
 
     @model_validator(mode="after")
     def _references(self) -> Oncall:

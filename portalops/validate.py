@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from portalops.errors import SourceError
 from portalops.yamlsrc import Loc, YamlSource, dotted
@@ -20,6 +21,20 @@ class Strict(BaseModel):
     """Base of every model read from a user's file: unknown keys are errors (usually typos)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _zone_name(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name such as Asia/Ho_Chi_Minh"
+        ) from None
+    return name
+
+
+ZoneName = Annotated[str, AfterValidator(_zone_name)]
+"""An IANA time zone name (``Asia/Ho_Chi_Minh``), checked at load."""
 
 
 class LocatedError(ValueError):
