@@ -27,12 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from monitors.oncall import messages, rota
 from monitors.oncall.notify import deliver
 from monitors.oncall.secrets import LinkSigner
-from monitors.oncall.store import Clock, Incident, Page, Store
+from monitors.oncall.store import Incident, Page, Store
 from portalops.oncall_config import Oncall
 
 log = logging.getLogger(__name__)
@@ -243,17 +242,16 @@ class Escalator:
             until = int(now + self.oncall.link_ttl)
             link = self.signer.link(self.base_url, incident.id, person.id, until)
             # the step being paged, not the incident's next one
-            shown = _at_step(incident, page)
+            shown = replace(incident, step=page.step or 0, round=page.round or 0)
             return messages.page(shown, lang, zone, reason=page.detail, ack_link=link,
                                  until=until)  # fmt: skip
         if page.kind == "resolved":
             return messages.resolved(incident, lang, zone)
         if page.kind == "reminder":
-            clock = next(
-                (c for c in self.store.clocks()
-                 if c.incident == incident.id and c.kind == page.detail), None,
-            )  # fmt: skip
-            return _reminder(incident, clock, now, lang, zone) if clock else None
+            clock = self.store.clock(incident.id, page.detail)
+            if clock is None:
+                return None
+            return messages.reminder(incident, clock.kind, clock.due_at, now, lang, zone)
         return None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -279,16 +277,6 @@ class Escalator:
         due = self.store.next_due()
         tick = self.oncall.tick
         return tick if due is None else max(0.05, min(tick, due - time.time()))
-
-
-def _at_step(incident: Incident, page: Page) -> Incident:
-    return replace(incident, step=page.step or 0, round=page.round or 0)
-
-
-def _reminder(
-    incident: Incident, clock: Clock, now: float, lang: str, zone: ZoneInfo
-) -> messages.Message:
-    return messages.reminder(incident, clock.kind, clock.due_at, now, lang, zone)
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -372,6 +372,12 @@ class Store:
             ).fetchall()
         return [Clock(**dict(r)) for r in rows]
 
+    def clock(self, incident_id: int, kind: str) -> Clock | None:
+        row = self.db.execute(
+            "SELECT * FROM clocks WHERE incident = ? AND kind = ?", (incident_id, kind)
+        ).fetchone()
+        return Clock(**dict(row)) if row else None
+
     def mark_reminded(self, conn: sqlite3.Connection, clock: Clock, reminded: int) -> None:
         conn.execute(
             "UPDATE clocks SET reminded = ? WHERE incident = ? AND kind = ?",

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from portalops.oncall_config import parse_duration
 from tests.fixtures.monitoring_stack import running_alertmanager, running_prometheus
 from tests.fixtures.nginx import NginxServer
 from tests.fixtures.procs import free_port, run, start_process, stop_process, wait_until
@@ -56,14 +57,6 @@ PAGE_BOUND = 30.0
 RESOLVE_BOUND = 40.0
 
 
-def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for unit in ("ms", "s", "m", "h"):
-        if duration.endswith(unit) and duration[: -len(unit)].isdigit():
-            return int(duration[: -len(unit)]) * units[unit]
-    raise ValueError(f"unexpected duration {duration!r} in {RULES}")
-
-
 def compressed_rules(directory: Path, alerts: set[str]) -> Path:
     """A copy of the project's rules file with ``for`` and ``keep_firing_for`` of ``alerts``
     divided by :data:`COMPRESS`; expressions, labels and texts unchanged."""
@@ -75,7 +68,7 @@ def compressed_rules(directory: Path, alerts: set[str]) -> Path:
                 touched.add(rule["alert"])
                 for key in ("for", "keep_firing_for"):
                     if key in rule:
-                        millis = round(_seconds(rule[key]) * 1000 / COMPRESS)
+                        millis = round(parse_duration(rule[key]) * 1000 / COMPRESS)
                         rule[key] = f"{millis}ms"
     assert touched == alerts, f"{RULES} has no rule for {alerts - touched}"
     path = directory / "rules.yml"
