@@ -160,13 +160,20 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     )
 
 
-def _store(ctx: Context) -> Store:
+def _store(ctx: Context) -> Store | None:
+    """The service's database; None before ``ops oncall serve`` has ever created it (reading
+    commands must not leave an empty one behind in the wrong state directory)."""
     database, _, _ = _oncall(ctx).state_paths(ctx.settings.state_dir)
-    return Store(database)
+    return Store(database) if database.is_file() else None
 
 
 def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
     store = _store(ctx)
+    if store is None:
+        raise BadInput(
+            f"no incident #{args.incident}: no on-call database under "
+            f"{ctx.settings.state_dir} (state_dir) yet; ops oncall serve creates it"
+        )
     try:
         incident = store.incident(args.incident)
         if incident is None:
@@ -187,11 +194,13 @@ def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 def _incidents(ctx: Context, args: argparse.Namespace) -> Outcome:
     store = _store(ctx)
-    try:
-        incidents = store.incidents(open_only=args.open)
-        pages = {i.id: store.pages(i.id) for i in incidents}
-    finally:
-        store.close()
+    incidents, pages = [], {}
+    if store is not None:
+        try:
+            incidents = store.incidents(open_only=args.open)
+            pages = {i.id: store.pages(i.id) for i in incidents}
+        finally:
+            store.close()
     zone = _oncall(ctx).zone()
     rows = []
     for i in incidents:
