@@ -38,15 +38,36 @@ class PackRecord:
 class Index:
     """Every blob the repository holds, merged from all index objects."""
 
-    blobs: dict[bytes, Location] = field(default_factory=dict)
+    blobs: dict[bytes, Location] = field(default_factory=dict)  # the first location of each
     packs: dict[str, PackRecord] = field(default_factory=dict)
     objects: list[str] = field(default_factory=list)  # index object keys it was read from
+    # Further places a blob is said to be. Two writers racing store one blob twice, which is
+    # harmless; a forged index naming a known blob elsewhere is not, so no location is ever
+    # dropped: restore tries each, and prune stops until they are confirmed.
+    others: dict[bytes, list[Location]] = field(default_factory=dict)
+    conflicting_packs: set[str] = field(default_factory=set)  # described differently twice
 
     def add(self, record: PackRecord) -> None:
-        self.packs[record.key] = record
+        known = self.packs.get(record.key)
+        if known == record:
+            return  # the same pack in two index objects (a prune that crashed midway)
+        if known is not None:
+            # Two different blob lists for one pack: at most one can match its header.
+            self.conflicting_packs.add(record.key)
+        else:
+            self.packs[record.key] = record
         for entry in record.blobs:
-            # The first pack to hold a blob wins; duplicates (two writers racing) are harmless.
-            self.blobs.setdefault(entry.id, Location(record.key, entry))
+            location = Location(record.key, entry)
+            first = self.blobs.setdefault(entry.id, location)
+            if first != location and location not in self.others.get(entry.id, ()):
+                self.others.setdefault(entry.id, []).append(location)
+
+    def locations(self, blob_id: bytes) -> list[Location]:
+        """Every place the index says holds ``blob_id``, the first-read one first."""
+        first = self.blobs.get(blob_id)
+        if first is None:
+            return []
+        return [first, *self.others.get(blob_id, ())]
 
     def __contains__(self, blob_id: object) -> bool:
         return blob_id in self.blobs

@@ -1,0 +1,192 @@
+"""A hostile backup host: forges repository objects from ``backup/FORMAT.md`` and the writer key.
+
+This module deliberately imports nothing from portal-ops. It knows only what the format
+document says (object names, pack layout, index MAC, tree and snapshot JSON) and holds only
+what a compromised portal server holds: the writer key file. Every object it makes is one a
+real attacker with root on a backup host could write, so the tests that use it prove two
+things at once: that the admin host contains what a writer forges, and that FORMAT.md is
+complete enough to forge (and so to restore) without the project's code.
+
+Encryption to the repository's recipients uses pyrage, an independent age implementation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pyrage
+import zstandard
+
+INDEX_MAC_CONTEXT = "portal-ops 2026 index mac v1"  # FORMAT.md, "Keys"
+
+
+@dataclass
+class Blob:
+    """One blob as a pack stores it: ``stored`` bytes, decompressing to ``raw_length``."""
+
+    id: bytes
+    type: str  # "data" or "tree"
+    stored: bytes
+    raw_length: int
+    compression: str = "none"
+
+
+@dataclass
+class Forger:
+    """Writes forged objects with ``put(key, bytes)``: a backup host's write access."""
+
+    writer_key: Path
+    put: Callable[[str, bytes], None]
+    pending: list[Blob] = field(default_factory=list)
+    packs: list[dict[str, Any]] = field(default_factory=list)  # index records written so far
+
+    def __post_init__(self) -> None:
+        doc = json.loads(self.writer_key.read_text())
+        self.id_key = bytes.fromhex(doc["id_key"])
+        self.recipients = [pyrage.x25519.Recipient.from_str(r) for r in doc["recipients"]]
+        self.mac_key = blake3.blake3(self.id_key, derive_key_context=INDEX_MAC_CONTEXT).digest()
+
+    # -- primitives ---------------------------------------------------------------------
+
+    def blob_id(self, data: bytes) -> bytes:
+        return blake3.blake3(data, key=self.id_key).digest()
+
+    def encrypt(self, data: bytes) -> bytes:
+        return pyrage.encrypt(data, self.recipients)
+
+    def add_blob(self, data: bytes, kind: str = "data") -> bytes:
+        """Queue a blob (stored uncompressed) for the next pack; return its id."""
+        blob_id = self.blob_id(data)
+        self.pending.append(Blob(blob_id, kind, data, len(data)))
+        return blob_id
+
+    def add_raw_blob(self, blob: Blob) -> bytes:
+        """Queue a blob exactly as given (any id, any compression, any claimed length)."""
+        self.pending.append(blob)
+        return blob.id
+
+    # -- trees and snapshots ------------------------------------------------------------
+
+    def file_node(self, name: str | bytes, content: bytes, **extra: Any) -> dict[str, Any]:
+        node = self._node(name, "file", 0o644, **extra)
+        node["size"] = len(content)
+        node["content"] = [self.add_blob(content).hex()] if content else []
+        return node
+
+    def dir_node(self, name: str | bytes, nodes: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        node = self._node(name, "dir", 0o755, **extra)
+        node["subtree"] = self.tree(nodes).hex()
+        return node
+
+    def symlink_node(self, name: str | bytes, target: str, **extra: Any) -> dict[str, Any]:
+        node = self._node(name, "symlink", 0o777, **extra)
+        node["target"] = target
+        return node
+
+    def tree(self, nodes: list[dict[str, Any]]) -> bytes:
+        """Queue a tree blob holding ``nodes`` (kept in the given order); return its id."""
+        doc = {"version": 1, "nodes": nodes}
+        data = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return self.add_blob(data.encode(), "tree")
+
+    @staticmethod
+    def _node(name: str | bytes, kind: str, mode: int, **extra: Any) -> dict[str, Any]:
+        node: dict[str, Any] = {"type": kind, "mode": mode, "uid": 0, "gid": 0, "mtime_ns": 0}
+        if isinstance(name, bytes):
+            import base64
+
+            node["name_b64"] = base64.b64encode(name).decode()
+        else:
+            node["name"] = name
+        node.update(extra)
+        return node
+
+    # -- packs, index, snapshots --------------------------------------------------------
+
+    def seal_pack(self, *, shuffle: bool = True) -> dict[str, Any]:
+        """Write the queued blobs as one pack; return its index record (not yet indexed)."""
+        blobs = list(self.pending)
+        self.pending.clear()
+        if shuffle:
+            random.Random(0).shuffle(blobs)
+        rows, parts, offset = [], [], 0
+        for blob in blobs:
+            rows.append(
+                [blob.id.hex(), blob.type, offset, len(blob.stored), blob.raw_length,
+                 blob.compression]
+            )  # fmt: skip
+            parts.append(blob.stored)
+            offset += len(blob.stored)
+        header = json.dumps({"version": 1, "blobs": rows}, separators=(",", ":")).encode()
+        plaintext = b"".join([*parts, header, struct.pack("<I", len(header)), b"POPK"])
+        stored = self.encrypt(plaintext)
+        digest = hashlib.sha256(stored).hexdigest()
+        key = f"packs/{digest[:2]}/{digest}"
+        self.put(key, stored)
+        record = {"key": key, "size": len(stored), "blobs": rows}
+        self.packs.append(record)
+        return record
+
+    def index_bytes(self, records: list[dict[str, Any]]) -> bytes:
+        body = zstandard.ZstdCompressor().compress(
+            json.dumps({"version": 1, "packs": records}).encode()
+        )
+        return body + blake3.blake3(body, key=self.mac_key).digest()
+
+    def write_index(self, records: list[dict[str, Any]] | None = None) -> str:
+        """Index ``records`` (default: every pack sealed so far) in one authentic index."""
+        data = self.index_bytes(self.packs if records is None else records)
+        key = f"index/{hashlib.sha256(data).hexdigest()}"
+        self.put(key, data)
+        return key
+
+    def snapshot(
+        self,
+        source: str,
+        when: datetime,
+        tree: bytes,
+        *,
+        paths: list[str] | None = None,
+        category: str = "code",
+        body: dict[str, Any] | None = None,
+    ) -> str:
+        """Write a snapshot object for ``source`` stated at ``when``; return its key."""
+        doc: dict[str, Any] = {
+            "version": 1,
+            "source": source,
+            "category": category,
+            "host": "web1",
+            "time": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "tree": tree.hex(),
+            "paths": paths or ["/srv/www"],
+            "tool": "portal-ops 0.1.0",
+            "summary": {"files": 1, "dirs": 0, "bytes": 0},
+            "stats": {},
+        }
+        if body is not None:
+            doc.update(body)
+        stored = self.encrypt(json.dumps(doc).encode())
+        key = snapshot_key(source, when, stored)
+        self.put(key, stored)
+        return key
+
+    def commit(self, source: str, when: datetime, nodes: list[dict[str, Any]], **kw: Any) -> str:
+        """The whole write order a backup uses: root tree, pack, index, then the snapshot."""
+        root = self.tree(nodes)
+        self.seal_pack()
+        self.write_index([self.packs[-1]])
+        return self.snapshot(source, when, root, **kw)
+
+
+def snapshot_key(source: str, when: datetime, stored: bytes) -> str:
+    stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"snapshots/{source}/{stamp}-{hashlib.sha256(stored).hexdigest()}"
