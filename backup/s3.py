@@ -217,7 +217,9 @@ class S3Storage:
                 page = self._retrying("list", prefix, partial(self._list_page, full, token))
                 for obj in page.get("Contents", []):
                     if obj["Key"].startswith(self.prefix):
-                        yield ObjectInfo(obj["Key"][len(self.prefix) :], obj["Size"])
+                        yield ObjectInfo(
+                            obj["Key"][len(self.prefix) :], obj["Size"], obj.get("LastModified")
+                        )
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     return

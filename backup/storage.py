@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +37,9 @@ class ObjectLocked(StorageError):
 class ObjectInfo:
     key: str
     size: int
+    # When the storage says the object was written (S3 LastModified, a local file's mtime):
+    # the witness of time that a writer does not state itself. None where unknown.
+    modified: datetime | None = None
 
 
 class Storage(Protocol):
@@ -133,7 +137,9 @@ class LocalStorage:
                     key = os.path.relpath(full, self.root).replace(os.sep, "/")
                     if key.startswith(prefix):
                         with contextlib.suppress(FileNotFoundError):
-                            yield ObjectInfo(key, os.stat(full).st_size)
+                            st = os.stat(full)
+                            modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                            yield ObjectInfo(key, st.st_size, modified)
         except OSError as exc:
             raise StorageError(self.name, f"cannot list {prefix}: {_reason(exc)}") from exc
 
