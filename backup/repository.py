@@ -221,10 +221,15 @@ class Repository:
         return self.identity
 
     def snapshots(self, source: str | None = None) -> list[SnapshotRef]:
-        """Oldest first."""
+        """Every snapshot (of ``source``), oldest first by stated time, each with the storage's
+        time for it; future-dated ones included (``SnapshotRef.future_dated``)."""
         prefix = f"snapshots/{source}/" if source else "snapshots/"
-        refs = (SnapshotRef.parse(info.key) for info in self.storage.list(prefix))
-        return sorted(ref for ref in refs if ref is not None)
+        refs = []
+        for info in self.storage.list(prefix):
+            ref = SnapshotRef.parse(info.key)
+            if ref is not None:
+                refs.append(ref.with_stored(info.modified))
+        return sorted(refs)
 
     def read_snapshot(self, ref: SnapshotRef) -> Snapshot:
         stored = self.storage.get(ref.key)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Microseconds in the name: two runs within one second must still sort in the order they ran
@@ -21,13 +21,40 @@ _NAME = re.compile(
 )
 
 
+# How far a writer's clock may run ahead of the storage's before its snapshot's stated time is
+# not believed. A genuine snapshot states when its backup started, so it is normally *earlier*
+# than the storage's time for the object (written when the backup ended).
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=15)
+
+
 @dataclass(frozen=True, order=True)
 class SnapshotRef:
-    """What a snapshot's name tells without decrypting it."""
+    """What a snapshot's name tells without decrypting it, and what the storage says of it.
+
+    The name's time is stated by the writer, who may be hostile; ``stored`` is the storage's
+    own time for the object (S3 LastModified, a local file's mtime), the witness a writer does
+    not control (on S3; on a local directory the writer's user can set mtimes). A snapshot
+    stated later than its witness allows is ``future_dated``: never ``latest``, never counted
+    by retention, never drilled, and named by ``check``.
+    """
 
     time: datetime
     source: str
     id: str  # SHA-256 of the stored object, hex
+    stored: datetime | None = field(default=None, compare=False)
+
+    @property
+    def future_dated(self) -> bool:
+        return self.stored is not None and self.time > self.stored + CLOCK_SKEW_ALLOWANCE
+
+    @property
+    def retention_time(self) -> datetime:
+        """The time retention buckets go by: the witness's where there is one, so a writer
+        cannot place snapshots in past days' buckets (or future ones) by stating a time."""
+        return self.stored if self.stored is not None else self.time
+
+    def with_stored(self, stored: datetime | None) -> SnapshotRef:
+        return SnapshotRef(self.time, self.source, self.id, stored)
 
     @property
     def key(self) -> str:

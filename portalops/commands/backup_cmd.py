@@ -245,6 +245,8 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
                 "short_id": ref.short_id,
                 "source": ref.source,
                 "time": ref.time,
+                "stored": ref.stored,
+                "future_dated": ref.future_dated,
                 "repository": repo.name,
                 "category": None,
                 "host": None,
@@ -266,8 +268,8 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
             d["repository"],
             d["source"],
             d["category"] or "",
-            d["time"].strftime("%Y-%m-%d %H:%M:%SZ"),
-            age(d["time"]),
+            d["time"].strftime("%Y-%m-%d %H:%M:%SZ") + (" !" if d["future_dated"] else ""),
+            "future" if d["future_dated"] else age(d["time"]),
             "" if d["files"] is None else d["files"],
             "" if d["bytes"] is None else size(d["bytes"]),
         )
@@ -280,16 +282,30 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
     ]
     if keys.identity is None and docs:
         human.append("(category, files and size need backup.identity; names alone shown)")
+    if any(d["future_dated"] for d in docs):
+        human.append(
+            "! stated later than the storage's own time for the object allows (a forged "
+            "snapshot or a writer's clock far ahead): never 'latest', never drilled or counted "
+            "by retention; 'ops backup check' names it"
+        )
     return Outcome(docs, human)
 
 
 def _resolve(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:
     refs = repo.snapshots(source)
     if wanted == "latest":
+        every = refs
+        refs = [r for r in refs if not r.future_dated]
         if not refs:
             raise BadInput(
                 f"repository {repo.name} has no snapshot"
                 + (f" of source '{source}'" if source else "")
+                + (
+                    f" but {len(every)} future-dated one(s), which 'latest' never picks "
+                    "('ops backup check' names them; give an id to restore one anyway)"
+                    if every
+                    else ""
+                )
             )
         sources = {r.source for r in refs}
         if source is None and len(sources) > 1:

@@ -49,12 +49,19 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         repo = open_repository(repo_settings, keys)
         repo.load_index()
         for source in (s for s in backup.sources if s.name in wanted):
-            refs = repo.snapshots(source.name)
+            every = repo.snapshots(source.name)
+            refs = [r for r in every if not r.future_dated]
             if not refs:
                 missing = DrillResult(
                     source.name, source.category.value, repo.name, "", datetime.now(UTC)
                 )
-                missing.reasons.append(f"no snapshot of {source.name} in repository {repo.name}")
+                why = f"no snapshot of {source.name} in repository {repo.name}"
+                if every:
+                    why += (
+                        f" but {len(every)} future-dated one(s), which drills never pick "
+                        "('ops backup check' names them)"
+                    )
+                missing.reasons.append(why)
                 results.append(missing)
                 continue
             results.append(
