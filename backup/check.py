@@ -20,7 +20,7 @@ from pathlib import Path
 from backup.keys import IdentityMissing
 from backup.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
 from backup.repository import DamagedObject, Repository
-from backup.snapshot import SnapshotRef
+from backup.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
 from backup.tree import NodeType
 from portalops.atomic import write_atomic
 
@@ -101,8 +101,25 @@ def check(
     if read_data is not None:
         _read_packs(repo, read_data, state_dir, damaged, result, progress)
 
+    for key in sorted(index.conflicting_packs):
+        result.problems.append(
+            Problem(key, "described differently by two index objects ('ops backup repair-index')")
+        )
     refs = repo.snapshots()
     result.snapshots = len(refs)
+    for ref in refs:
+        if ref.future_dated and ref.stored is not None:
+            result.problems.append(
+                Problem(
+                    ref.key,
+                    f"stated time {ref.time:%Y-%m-%d %H:%M:%SZ} is later than the storage's time "
+                    f"for the object, {ref.stored:%Y-%m-%d %H:%M:%SZ}, allows (skew allowance "
+                    f"{CLOCK_SKEW_ALLOWANCE.total_seconds() / 60:.0f} min): forged, or written "
+                    "by a host whose clock runs ahead; never 'latest', drilled or counted by "
+                    "retention",
+                    [f"{ref.source}@{ref.short_id}"],
+                )
+            )
     if repo.identity is None:
         result.notes.append(
             "snapshots and trees were not walked: that needs backup.identity; "

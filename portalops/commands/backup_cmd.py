@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from backup.access import Keys, load_keys, open_repository, select
 from backup.backends import open_storage
@@ -481,6 +482,8 @@ def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
         monthly=retention.monthly,
         yearly=retention.yearly,
     )
+    # Days and weeks are the operator's, as the backups' schedule is.
+    tz = ZoneInfo(settings.backup.schedule.timezone)
     repos, keys = _open_all(ctx, args.repository)
     if args.prune and keys.identity is None:
         raise IdentityMissing(ctx.config_path or "the config")
@@ -490,18 +493,23 @@ def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
         if args.prune:
             # Forget under the same lock as the prune, so it sees the snapshots of the
             # backups it waited for.
-            with exclusive_lock(repo):
-                doc = _forget_one(repo, policy, args, human)
+            with exclusive_lock(repo) as lock:
+                doc = _forget_one(repo, policy, tz, args, human, lock)
         else:
-            doc = _forget_one(repo, policy, args, human)
+            doc = _forget_one(repo, policy, tz, args, human, None)
         docs.append(doc)
     return Outcome(docs, human)
 
 
 def _forget_one(
-    repo: Repository, policy: Policy, args: argparse.Namespace, human: list[Any]
+    repo: Repository,
+    policy: Policy,
+    tz: tzinfo,
+    args: argparse.Namespace,
+    human: list[Any],
+    lock: Lock | None,
 ) -> dict[str, Any]:
-    forgotten = forget(repo, policy, dry_run=args.dry_run)
+    forgotten = forget(repo, policy, dry_run=args.dry_run, tz=tz)
     rows = [
         (
             d.snapshot.short_id,
@@ -519,11 +527,12 @@ def _forget_one(
         "dry_run": args.dry_run,
         "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
         "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
+        "future_dated": [d.snapshot.id for d in forgotten.decisions if d.snapshot.future_dated],
         "locked": forgotten.locked,
         "prune": None,
     }
     if args.prune:
-        pruned = prune(repo, dry_run=args.dry_run)
+        pruned = prune(repo, dry_run=args.dry_run, lock=lock)
         doc["prune"] = {
             "packs_before": pruned.packs_before,
             "packs_deleted": pruned.packs_deleted,
