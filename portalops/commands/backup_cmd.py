@@ -16,6 +16,7 @@ from backup.db_restore import restore_to_database
 from backup.keys import IdentityMissing, keygen, load_writer_key
 from backup.locks import Lock, list_locks, remove_all, remove_stale
 from backup.prune import exclusive_lock, forget, prune
+from backup.repair import repair_index
 from backup.repository import Repository
 from backup.restore import restore
 from backup.retention import Policy
@@ -87,6 +88,13 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--dry-run", action="store_true", help="show what would go; change nothing")
     _repository_option(p)
 
+    p = sub.add_parser(
+        "repair-index",
+        help="rebuild the index from the packs themselves (when prune refuses an inconsistent one)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    _repository_option(p)
+
     p = sub.add_parser("unlock", help="remove stale locks (of processes that are gone)")
     p.add_argument("--all", action="store_true", help="remove every lock, even live ones")
     _repository_option(p)
@@ -118,6 +126,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         "check": _check,
         "forget": _forget,
         "unlock": _unlock,
+        "repair-index": _repair_index,
     }[args.action]
     return handler(ctx, args)
 
@@ -550,3 +559,32 @@ def _forget_one(
         )
         human += [f"  under Object Lock, kept for now: {item}" for item in pruned.locked]
     return doc
+
+
+def _repair_index(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, keys = _open_all(ctx, args.repository)
+    if keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    docs: list[dict[str, Any]] = []
+    human: list[Any] = []
+    for repo in repos:
+        with exclusive_lock(repo) as lock, progress_bars() as bars:
+            result = repair_index(
+                repo, dry_run=args.dry_run, lock=lock, progress=bars(f"read {repo.name}")
+            )
+        docs.append(result.to_json())
+        verb = "would index" if args.dry_run else "indexed"
+        human.append(
+            f"{repo.name}: {result.packs_read} packs read, {verb} {result.blobs_indexed} blobs"
+            + (
+                ""
+                if args.dry_run
+                else f"; {result.index_objects_written} index objects written, "
+                f"{result.index_objects_replaced} replaced"
+            )
+        )
+        human += [f"  blob fails its id, left out: {item}" for item in result.dropped[:20]]
+        human += [f"  pack unreadable, left out: {item}" for item in result.unreadable[:20]]
+        human += [f"  under Object Lock, kept for now: {item}" for item in result.locked]
+    bad = any(d["dropped"] or d["unreadable"] for d in docs)
+    return Outcome(docs, human, ExitCode.PROBLEM_FOUND if bad else ExitCode.OK)
