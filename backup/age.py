@@ -32,6 +32,9 @@ from cryptography.hazmat.primitives.serialization import (
 INTRO = b"age-encryption.org/v1\n"
 CHUNK = 64 * 1024
 TAG = 16
+FILE_KEY_SIZE = 16
+MAC_SIZE = 32  # HMAC-SHA-256
+COLUMNS = 64  # a stanza body line, in base64 characters
 X25519_INFO = b"age-encryption.org/v1/X25519"
 
 
@@ -127,10 +130,15 @@ def _b64(data: bytes) -> bytes:
     return base64.b64encode(data).rstrip(b"=")
 
 
-def _unb64(text: bytes) -> bytes:
-    if text.endswith(b"=") or b"\n" in text:
-        raise AgeError("non-canonical base64 in the header")
-    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+def _unb64(text: bytes, what: str) -> bytes:
+    """Unpadded, canonical base64 (age's header encoding) of ``what``; AgeError otherwise."""
+    try:
+        decoded = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except ValueError:  # binascii.Error
+        raise AgeError(f"invalid base64 in the {what}") from None
+    if _b64(decoded) != text:
+        raise AgeError(f"non-canonical base64 in the {what}")
+    return decoded
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
@@ -197,6 +205,8 @@ def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
 
 
 def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:
+    """The file key and where the payload starts. Every way a header can be malformed raises
+    AgeError naming it: objects come from backup hosts, which may be hostile."""
     if not data.startswith(INTRO):
         raise AgeError("not an age file")
     end = data.find(b"\n---", len(INTRO) - 1)
@@ -207,35 +217,68 @@ def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:
     mac_line = data[end + 4 : line_end]
     if not mac_line.startswith(b" "):
         raise AgeError("malformed header MAC line")
-    lines = data[len(INTRO) : end + 1].split(b"\n")
-    ours = _raw(identity.public_key())
+    header_mac = _unb64(mac_line[1:], "header MAC line")
+    if len(header_mac) != MAC_SIZE:
+        raise AgeError(f"the header MAC holds {len(header_mac)} bytes, not {MAC_SIZE}")
     file_key = None
-    i = 0
-    while i < len(lines) - 1:
-        args = lines[i].split(b" ")
-        if args[0] != b"->":
-            raise AgeError("malformed stanza")
-        i += 1
-        body = b""
-        while i < len(lines) - 1:  # body lines: full 64-column lines, then a short one
-            body += lines[i]
-            i += 1
-            if len(lines[i - 1]) < 64:
-                break
-        if file_key is None and len(args) == 3 and args[1] == b"X25519":
-            share = _unb64(args[2])
-            try:
-                wrap_key = _hkdf(
-                    identity.exchange(X25519PublicKey.from_public_bytes(share)),
-                    share + ours,
-                    X25519_INFO,
-                )
-                file_key = ChaCha20Poly1305(wrap_key).decrypt(bytes(12), _unb64(body), None)
-            except (InvalidTag, ValueError):
-                continue
+    for args, body in _stanzas(data[len(INTRO) : end + 1]):
+        if file_key is None and args[0] == b"X25519":
+            file_key = _x25519_unwrap(args, body, identity)
     if file_key is None:
         raise AgeError("no recipient stanza matches this identity")
     mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, _unb64(mac_line[1:])):
+    if not hmac.compare_digest(mac, header_mac):
         raise AgeError("header MAC mismatch (damaged header)")
     return file_key, line_end + 1
+
+
+def _stanzas(text: bytes) -> list[tuple[list[bytes], bytes]]:
+    """Each stanza's arguments (after ``->``) and body: full 64-column lines of base64 then
+    a shorter one. ``text`` ends with the newline before ``---``."""
+    lines = text.split(b"\n")[:-1]
+    if not lines:
+        raise AgeError("the header holds no recipient stanza")
+    stanzas = []
+    i = 0
+    while i < len(lines):
+        args = lines[i].split(b" ")
+        if args[0] != b"->" or len(args) < 2 or not all(args[1:]):
+            raise AgeError("malformed stanza line")
+        i += 1
+        body = b""
+        while True:
+            if i == len(lines):
+                raise AgeError("stanza body does not end with a short line")
+            line = lines[i]
+            i += 1
+            if len(line) > COLUMNS:
+                raise AgeError("stanza body line longer than 64 columns")
+            body += line
+            if len(line) < COLUMNS:
+                break
+        stanzas.append((args[1:], body))
+    return stanzas
+
+
+def _x25519_unwrap(args: list[bytes], body: bytes, identity: X25519PrivateKey) -> bytes | None:
+    """The file key if this X25519 stanza is for ``identity``, else None."""
+    if len(args) != 2:
+        raise AgeError("an X25519 stanza has one argument")
+    share = _unb64(args[1], "X25519 stanza's share")
+    sealed = _unb64(body, "X25519 stanza's body")
+    if len(share) != 32:
+        raise AgeError(f"an X25519 share holds 32 bytes, not {len(share)}")
+    if len(sealed) != FILE_KEY_SIZE + TAG:
+        raise AgeError(
+            f"an X25519 stanza wraps a {FILE_KEY_SIZE}-byte file key in {FILE_KEY_SIZE + TAG} "
+            f"bytes, not {len(sealed)}"
+        )
+    try:
+        shared = identity.exchange(X25519PublicKey.from_public_bytes(share))
+    except ValueError:  # a low-order point: the shared secret is all zeros
+        raise AgeError("an X25519 share is a low-order point") from None
+    wrap_key = _hkdf(shared, share + _raw(identity.public_key()), X25519_INFO)
+    try:
+        return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), sealed, None)
+    except InvalidTag:
+        return None  # a stanza for another recipient
