@@ -15,7 +15,7 @@ from backup.check import check
 from backup.db_restore import restore_to_database
 from backup.keys import IdentityMissing, keygen, load_writer_key
 from backup.locks import Lock, list_locks, remove_all, remove_stale
-from backup.prune import exclusive_lock, forget, prune
+from backup.prune import UNINDEXED_GRACE, exclusive_lock, forget, prune
 from backup.repair import repair_index
 from backup.repository import Repository
 from backup.restore import restore
@@ -448,8 +448,9 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
                 human.append(f"    {path}")
         if r.unreferenced_packs:
             human.append(
-                f"  {len(r.unreferenced_packs)} unreferenced pack(s), left by interrupted runs: "
-                "harmless; 'ops backup forget --prune' removes them"
+                f"  {len(r.unreferenced_packs)} unreferenced pack(s), left by interrupted runs "
+                "(or written by one still running): harmless; 'ops backup forget --prune' "
+                f"removes them once {UNINDEXED_GRACE.days} days old"
             )
         human += [f"  note: {n}" for n in r.notes]
     failed = any(not r.ok for r in results)

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backup.prune import decide
 from backup.retention import EMPTY_POLICY_REASON, Decision, Policy, apply_policy
+from backup.snapshot import SnapshotRef
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -325,3 +327,43 @@ def _bucket(rule: str, when: datetime) -> str:
         "monthly": f"{local.year}-{local.month:02d}",
         "yearly": str(local.year),
     }[rule]
+
+
+# --- one source's decisions in a repository a writer may have forged into (backup.prune) ---
+
+
+def _ref(stated: datetime, stored: datetime, name: str) -> SnapshotRef:
+    return SnapshotRef(stated, "webroot", name.ljust(64, "0"), stored)
+
+
+def test_past_dated_forgeries_cannot_push_a_genuine_day_out():
+    """Snapshots stated in past days but written today land in today's bucket (storage time),
+    so the genuine snapshot of two days ago keeps its own day."""
+    now = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
+    genuine = _ref(now - timedelta(days=2, minutes=5), now - timedelta(days=2), "a")
+    forged = [
+        _ref(now - timedelta(days=d, minutes=-30), now, f"f{d}") for d in (2, 3)
+    ]  # stated later in those days than the genuine one
+    kept = {d.snapshot.id for d in decide([genuine, *forged], Policy(daily=2), HCM) if d.keep}
+    assert genuine.id in kept
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=snapshot_sets, policy=policies, future=st.integers(min_value=0, max_value=12))
+def test_the_newest_genuine_snapshot_is_always_kept(items, policy, future):
+    refs = [_ref(item.time, item.time + timedelta(minutes=3), item.id) for item in items]
+    refs += [
+        _ref(
+            datetime(2098, 1, 1, tzinfo=UTC) + timedelta(days=i),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            f"x{i}",
+        )
+        for i in range(future)
+    ]
+    decisions = decide(refs, policy, HCM)
+    assert len(decisions) == len(refs)
+    assert all(d.keep for d in decisions if d.snapshot.future_dated)  # never counted or removed
+    genuine = [r for r in refs if not r.future_dated]
+    if genuine:
+        newest = max(genuine)
+        assert any(d.keep and d.snapshot == newest for d in decisions)
