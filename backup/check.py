@@ -105,21 +105,7 @@ def check(
         result.problems.append(
             Problem(key, "described differently by two index objects ('ops backup repair-index')")
         )
-    refs = repo.snapshots()
-    result.snapshots = len(refs)
-    for ref in refs:
-        if ref.future_dated and ref.stored is not None:
-            result.problems.append(
-                Problem(
-                    ref.key,
-                    f"stated time {ref.time:%Y-%m-%d %H:%M:%SZ} is later than the storage's time "
-                    f"for the object, {ref.stored:%Y-%m-%d %H:%M:%SZ}, allows (skew allowance "
-                    f"{CLOCK_SKEW_ALLOWANCE.total_seconds() / 60:.0f} min): forged, or written "
-                    "by a host whose clock runs ahead; never 'latest', drilled or counted by "
-                    "retention",
-                    [f"{ref.source}@{ref.short_id}"],
-                )
-            )
+    refs = _listed_snapshots(repo, result)
     if repo.identity is None:
         result.notes.append(
             "snapshots and trees were not walked: that needs backup.identity; "
@@ -133,6 +119,29 @@ def check(
     if damaged or _any_blob_missing(repo, refs, result):
         _walk_snapshots(repo, refs, damaged, result)
     return result
+
+
+def _listed_snapshots(repo: Repository, result: CheckResult) -> list[SnapshotRef]:
+    """The snapshots, after naming what the listing alone shows to be wrong: objects that
+    are no snapshot's name, and snapshots stated later than the storage's time allows."""
+    refs, strange = repo.snapshot_listing()
+    result.snapshots = len(refs)
+    for key in strange:
+        result.problems.append(Problem(key, "not a snapshot name (snapshots/<source>/<time>-<id>)"))
+    for ref in refs:
+        if ref.future_dated and ref.stored is not None:
+            result.problems.append(
+                Problem(
+                    ref.key,
+                    f"stated time {ref.time:%Y-%m-%d %H:%M:%SZ} is later than the storage's time "
+                    f"for the object, {ref.stored:%Y-%m-%d %H:%M:%SZ}, allows (skew allowance "
+                    f"{CLOCK_SKEW_ALLOWANCE.total_seconds() / 60:.0f} min): forged, or written "
+                    "by a host whose clock runs ahead; never 'latest', drilled or counted by "
+                    "retention",
+                    [f"{ref.source}@{ref.short_id}"],
+                )
+            )
+    return refs
 
 
 def _read_packs(

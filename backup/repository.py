@@ -223,13 +223,19 @@ class Repository:
     def snapshots(self, source: str | None = None) -> list[SnapshotRef]:
         """Every snapshot (of ``source``), oldest first by stated time, each with the storage's
         time for it; future-dated ones included (``SnapshotRef.future_dated``)."""
+        return self.snapshot_listing(source)[0]
+
+    def snapshot_listing(self, source: str | None = None) -> tuple[list[SnapshotRef], list[str]]:
+        """:meth:`snapshots`, and the keys under ``snapshots/`` that are no snapshot's name."""
         prefix = f"snapshots/{source}/" if source else "snapshots/"
-        refs = []
+        refs, strange = [], []
         for info in self.storage.list(prefix):
             ref = SnapshotRef.parse(info.key)
-            if ref is not None:
+            if ref is None:
+                strange.append(info.key)
+            else:
                 refs.append(ref.with_stored(info.modified))
-        return sorted(refs)
+        return sorted(refs), sorted(strange)
 
     def read_snapshot(self, ref: SnapshotRef) -> Snapshot:
         stored = self.storage.get(ref.key)

@@ -66,10 +66,14 @@ class SnapshotRef:
 
     @classmethod
     def parse(cls, key: str) -> SnapshotRef | None:
+        """None for a key that is not a snapshot's name (``check`` names those)."""
         match = _NAME.match(key)
         if not match:
             return None
-        time = datetime.strptime(match["time"], TIME_FORMAT).replace(tzinfo=UTC)
+        try:
+            time = datetime.strptime(match["time"], TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:  # digits in the right places, but no such date (month 13)
+            return None
         return cls(time, match["source"], match["id"])
 
     @classmethod
