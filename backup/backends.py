@@ -40,6 +40,7 @@ def open_storage(repo: RepositoryLike) -> Storage:
             region=repo.region,
             object_lock_days=repo.object_lock_days,
             max_attempts=getattr(repo, "attempts", 8),
+            allow_overwriting_writes=getattr(repo, "allow_overwriting_writes", False),
         )
     path = url.removeprefix("file://") if url.startswith("file://") else url
     if "://" in path or not path.startswith("/"):

@@ -11,7 +11,17 @@ Integrity: every upload carries ``Content-MD5`` (per part for multipart uploads)
 rejects bytes damaged in flight; every object records its MD5 in ``x-amz-meta-md5``, and ``get``
 checks length and MD5 before returning anything. Uploads are conditional (``If-None-Match: *``):
 an existing object is never replaced, only kept, which is the right answer for content-named
-objects and the one a bucket policy can enforce (docs/s3-bucket-policy.md).
+objects and the one a bucket policy can enforce (docs/s3-bucket-policy.md). A store that answers
+``NotImplemented`` to the condition is refused unless the repository's config accepts plain,
+overwriting writes (``allow_overwriting_writes``): silently falling back would drop the
+create-only protection the writer policy relies on.
+
+Retention: uploads carry no Object Lock headers. Sending them needs ``s3:PutObjectRetention``,
+the permission that can also shorten a GOVERNANCE retention or set a short COMPLIANCE one on a
+new version, so the writer policy denies it; the bucket's default retention applies to every new
+object version instead, whatever a client sends or omits. ``object_lock_days`` states the least
+retention the repository needs: before its first write, each process checks the bucket's default
+retention (GetObjectLockConfiguration) and refuses to write into a bucket that falls short.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from functools import partial
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,7 +64,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MiB = 1024 * 1024
-LOCKS = "locks/"  # lock objects must stay deletable: never under retention
+LOCKS = "locks/"  # lock objects must stay deletable, even when a default retention holds them
+DAYS_PER_YEAR = 365  # how S3 counts a default retention given in Years
 MAX_BACKOFF = 20.0  # seconds, as botocore's standard mode
 MAX_VERSIONS = 100  # versions of one key a delete will remove before giving up
 
@@ -64,6 +75,20 @@ _MISSING = {"NoSuchKey", "NotFound", "404"}
 
 
 _Parts = list["CompletedPartTypeDef"]
+
+
+class RetentionTooShort(StorageError):
+    """repository {}: object_lock_days is {}, but bucket {} {}; writers send no retention of
+    their own, so new objects would be less protected than configured. Set the bucket's default
+    retention to COMPLIANCE for at least {} days (docs/s3-bucket-policy.md, "Create the bucket"),
+    or lower object_lock_days"""
+
+
+class ConditionalWritesUnsupported(StorageError):
+    """repository {}: {} answered NotImplemented to an upload with If-None-Match: * ({}), so it
+    cannot do create-only writes: a writer could replace objects that already exist, and a bucket
+    policy cannot stop it. Refusing to write plainly; set allow_overwriting_writes: true on this
+    repository to accept that loss (docs/s3-bucket-policy.md, "S3-compatible stores")"""
 
 
 class _Damaged(Exception):
@@ -120,8 +145,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3Storage:
     """A repository under ``s3://bucket/prefix``, keys stored as ``prefix/<key>``.
 
-    With ``object_lock_days > 0`` every object except ``locks/`` is written with
-    ``COMPLIANCE`` retention until now + that many days (the bucket must have Object Lock).
+    With ``object_lock_days > 0`` the bucket's default retention must be COMPLIANCE for at least
+    that many days; the first write of this object checks it (``protection``) and refuses
+    otherwise. Objects are written without retention headers: the default covers them.
 
     Object Lock buckets are versioned, and there a plain DeleteObject only adds a delete marker:
     the object vanishes from listings while its bytes stay stored (and billed). So ``delete``
@@ -141,6 +167,7 @@ class S3Storage:
         endpoint: str | None,
         region: str | None,
         object_lock_days: int = 0,
+        allow_overwriting_writes: bool = False,
         access_key: str | None = None,
         secret_key: str | None = None,
         max_attempts: int = 8,
@@ -155,8 +182,10 @@ class S3Storage:
         self.endpoint = endpoint
         self.region = region
         self.object_lock_days = object_lock_days
+        self.allow_overwriting_writes = allow_overwriting_writes
         self.max_attempts = max(1, max_attempts)
-        self._conditional = True  # If-None-Match: *, until a store says it cannot
+        self._conditional = True  # If-None-Match: *, until a store says it cannot (if allowed)
+        self._retention: str | None = None  # the bucket's default retention, once checked
         self._rng = random.Random()  # noqa: S311 (backoff jitter, not security)
         config = Config(
             # total_max_attempts counts the first request; botocore's "max_attempts" does not
@@ -183,10 +212,27 @@ class S3Storage:
         where = self.endpoint or (f"AWS {self.region}" if self.region else "AWS")
         return f"s3://{self.bucket}/{self.prefix}".removesuffix("/") + f" ({where})"
 
+    def protection(self) -> str:
+        """What keeps written objects from being changed, checked against ``object_lock_days``.
+
+        Reads the bucket's Object Lock configuration once per instance (the writer policy grants
+        ``s3:GetBucketObjectLockConfiguration``); RetentionTooShort if the default retention is
+        missing, not COMPLIANCE, or shorter than ``object_lock_days``.
+        """
+        if self._retention is None:
+            with self._failures("read the Object Lock configuration of", f"bucket {self.bucket}"):
+                self._retention = self._check_retention()
+        writes = "create-only writes (If-None-Match)"
+        if not self._conditional:
+            writes = "plain writes (the store ignores If-None-Match; allow_overwriting_writes)"
+        return f"{self._retention}; {writes}"
+
     # -- the Storage interface
 
     def put(self, key: str, data: bytes) -> None:
         full = self._full(key)
+        if self._retention is None:
+            self.protection()  # before the first write: never write into a bucket that falls short
         with self._failures("write", key):
             if len(data) > self.multipart_threshold:
                 self._put_multipart(key, full, data)
@@ -339,7 +385,16 @@ class S3Storage:
             if status == 412 or _code(exc) == "PreconditionFailed":
                 return False
             if _code(exc) == "NotImplemented" and self._conditional:
-                log.info("%s: the store does not do conditional writes; writing plainly", self.name)
+                if not self.allow_overwriting_writes:
+                    raise ConditionalWritesUnsupported(
+                        self.name, self.describe(), self._client_reason(exc)
+                    ) from None
+                log.warning(
+                    "%s: %s does not do conditional writes; writing plainly, as "
+                    "allow_overwriting_writes permits: existing objects can be replaced",
+                    self.name,
+                    self.describe(),
+                )
                 self._conditional = False
                 self._retrying("write", key, send)
                 return True
@@ -347,13 +402,51 @@ class S3Storage:
         return True
 
     def _object_args(self, key: str, digest: bytes) -> dict[str, Any]:
-        args: dict[str, Any] = {"Metadata": {"md5": digest.hex()}}
-        if self.object_lock_days > 0 and not key.startswith(LOCKS):
-            args["ObjectLockMode"] = "COMPLIANCE"
-            args["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(
-                days=self.object_lock_days
+        # No ObjectLockMode/RetainUntilDate: they need s3:PutObjectRetention, which writers are
+        # denied; the bucket's default retention (checked by ``protection``) applies instead.
+        return {"Metadata": {"md5": digest.hex()}}
+
+    def _check_retention(self) -> str:
+        """The bucket's default retention as text; RetentionTooShort if it is not enough."""
+        if self.object_lock_days == 0:
+            return "no retention required (object_lock_days: 0)"
+        try:
+            answer = self._retrying(
+                "read",
+                "Object Lock configuration",
+                lambda: self._client.get_object_lock_configuration(Bucket=self.bucket),
             )
-        return args
+        except ClientError as exc:
+            if _code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise
+            raise RetentionTooShort(
+                self.name,
+                self.object_lock_days,
+                self.bucket,
+                "has no Object Lock configuration (Object Lock can only be turned on when a "
+                "bucket is created)",
+                self.object_lock_days,
+            ) from None
+        config = answer.get("ObjectLockConfiguration", {})
+        default = config.get("Rule", {}).get("DefaultRetention", {})
+        mode = default.get("Mode")
+        days = default.get("Days") or DAYS_PER_YEAR * default.get("Years", 0)
+        if config.get("ObjectLockEnabled") != "Enabled":
+            why = "does not have Object Lock enabled"
+        elif not mode:
+            why = "has Object Lock but no default retention"
+        elif mode != "COMPLIANCE":
+            why = (
+                f"has a {mode} default retention, which anyone allowed "
+                "s3:BypassGovernanceRetention can lift (COMPLIANCE cannot be lifted)"
+            )
+        elif days < self.object_lock_days:
+            why = f"retains new objects for only {days} day{'' if days == 1 else 's'}"
+        else:
+            return f"bucket default retention {mode} {days} days"
+        raise RetentionTooShort(
+            self.name, self.object_lock_days, self.bucket, why, self.object_lock_days
+        )
 
     def _holds(self, key: str, full: str, size: int, digest: bytes) -> bool:
         try:
@@ -480,11 +573,6 @@ class S3Storage:
             reason = f"bucket {self.bucket} does not exist"
         elif code == "AccessDenied":
             reason += "; the credentials' policy does not allow this (docs/s3-bucket-policy.md)"
-        elif "objectlock" in message.replace(" ", "").lower():
-            reason += (
-                f"; object_lock_days is {self.object_lock_days}, which needs a bucket created "
-                "with Object Lock (docs/s3-bucket-policy.md)"
-            )
         attempts = int(meta.get("RetryAttempts", 0)) + 1
         if attempts > 1:
             reason += f"; gave up after {attempts} attempts"

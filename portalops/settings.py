@@ -30,8 +30,12 @@ class Repository(Strict):
     url: str  # a local directory, or s3://bucket/prefix
     endpoint: str | None = None  # S3-compatible stores
     region: str | None = None
+    # S3: the least default retention (COMPLIANCE, days) the bucket must have; checked before
+    # the first write, never sent with uploads (docs/s3-bucket-policy.md)
     object_lock_days: Annotated[int, Field(ge=0)] = 0
     attempts: Annotated[int, Field(ge=1, le=20)] = 8  # S3: tries per request before giving up
+    # S3: accept a store that cannot refuse to overwrite (no If-None-Match): loses create-only
+    allow_overwriting_writes: bool = False
 
 
 class Retention(Strict):

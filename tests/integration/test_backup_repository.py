@@ -481,10 +481,13 @@ def test_all_requests_failing_ends_in_exit_3_without_a_snapshot(
 
 def test_object_lock_keeps_snapshots_and_reports_them(s3_server: Any, tmp_path: Path) -> None:
     """With Object Lock retention, forget and prune leave locked objects and say so; they
-    are not errors. (moto enforces COMPLIANCE retention on single-PUT objects.)"""
+    are not errors. The bucket's default retention holds what the backup wrote without any
+    retention header. (moto applies it to, and enforces it on, single-PUT objects.)"""
     from tests.fixtures.backup_env import s3_backup_env
 
-    env = s3_backup_env(s3_server, tmp_path, object_lock=True, object_lock_days=1)
+    env = s3_backup_env(
+        s3_server, tmp_path, object_lock=True, default_retention_days=1, object_lock_days=1
+    )
     src = tmp_path / "src"
     src.mkdir()
     env.add_source("portal", src)

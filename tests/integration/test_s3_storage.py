@@ -2,9 +2,8 @@
 
 Where moto differs from real S3, the test says so in its docstring and what it checks instead:
 
-- moto ignores the Object Lock headers of CreateMultipartUpload (and a bucket's default
-  retention for multipart objects); real S3 honours both. Retention is asserted on single-PUT
-  objects; for multipart uploads the test asserts that the headers were sent (proxy log).
+- moto ignores a bucket's default retention for multipart objects; real S3 (and Ceph's radosgw,
+  tests/integration/test_s3_policy.py) apply it. Retention is asserted on single-PUT objects.
 - moto does not verify Content-MD5, so "the server rejects bytes damaged in flight" is S3's
   promise, not something these tests can show; they check the header is sent.
 - moto answers AccessDenied for deleting a locked version, as S3 does.
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from backup.backends import open_storage
-from backup.s3 import S3Storage
+from backup.s3 import ConditionalWritesUnsupported, RetentionTooShort, S3Storage
 from backup.storage import LocalStorage, ObjectLocked, ObjectMissing, StorageError
 from portalops.errors import ExitCode
 from tests.fixtures.faulty_proxy import FAULTS, FaultyProxy
@@ -199,46 +198,36 @@ def test_delete_in_versioned_bucket_frees_the_versions(s3_server: S3Server) -> N
     assert versions.get("DeleteMarkers", []) == []
 
 
-# -- Object Lock
+# -- Object Lock: the bucket's default retention, never headers
 
 
-def test_object_lock_retention(s3_server: S3Server, faulty_proxy: FaultyProxy) -> None:
-    """Objects carry COMPLIANCE retention for object_lock_days; locks/ objects carry none.
-
-    moto ignores Object Lock headers on CreateMultipartUpload (real S3 applies them), so for
-    the multipart object the test checks that the request carried them (through the proxy,
-    which forwards faithfully here) rather than what moto stored.
-    """
-    bucket = make_bucket(s3_server, lock=True)
-    repo = storage(s3_server, f"s3://{bucket}/portal", object_lock_days=1)
-    via_proxy = storage(
-        s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url, object_lock_days=1
+def test_default_retention_protects_objects_the_writer_sent_plainly(
+    s3_server: S3Server, faulty_proxy: FaultyProxy
+) -> None:
+    """Uploads carry no Object Lock headers (they need s3:PutObjectRetention, which writers are
+    denied); the bucket's default retention, checked before the first write, holds them."""
+    bucket = make_bucket(s3_server, lock=True, default_days=2)
+    repo = storage(
+        s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url, object_lock_days=2
     )
-    via_proxy.multipart_threshold = 5 * MiB
     s3 = s3_server.client()
     before = datetime.now(UTC)
     repo.put("snapshots/web/2026-11-28T00:00:00Z-ab", b"snapshot")
     repo.put("locks/1f", b"lock")
-    via_proxy.put("packs/ef/big", payload(3, 6 * MiB))
+
+    assert all(not k.startswith("x-amz-object-lock") for r in faulty_proxy.seen for k in r.headers)
+    checks = [r for r in faulty_proxy.seen if r.path.endswith("?object-lock")]
+    assert len(checks) == 1  # once per process, before the first write
+    assert faulty_proxy.seen[0].path.endswith("?object-lock")
+    assert repo.protection() == (
+        "bucket default retention COMPLIANCE 2 days; create-only writes (If-None-Match)"
+    )
 
     head = s3.head_object(Bucket=bucket, Key="portal/snapshots/web/2026-11-28T00:00:00Z-ab")
     assert head["ObjectLockMode"] == "COMPLIANCE"
     until = head["ObjectLockRetainUntilDate"]
-    assert before + timedelta(days=1) - timedelta(seconds=2) <= until
-    assert until <= datetime.now(UTC) + timedelta(days=1, seconds=2)
-    assert "ObjectLockMode" not in s3.head_object(Bucket=bucket, Key="portal/locks/1f")
-
-    create = [r for r in faulty_proxy.seen if r.method == "POST" and r.path.endswith("?uploads")]
-    assert len(create) == 1
-    assert create[0].headers["x-amz-object-lock-mode"] == "COMPLIANCE"
-    assert (
-        create[0]
-        .headers["x-amz-object-lock-retain-until-date"]
-        .startswith((before + timedelta(days=1)).strftime("%Y-%m-%dT"))
-    )
-    parts = [r for r in faulty_proxy.seen if r.method == "PUT" and "partNumber=" in r.path]
-    assert parts
-    assert all("content-md5" in r.headers for r in parts)
+    assert before + timedelta(days=2) - timedelta(seconds=2) <= until
+    assert until <= datetime.now(UTC) + timedelta(days=2, seconds=2)
 
     with pytest.raises(ObjectLocked) as excinfo:
         repo.delete("snapshots/web/2026-11-28T00:00:00Z-ab")
@@ -247,30 +236,128 @@ def test_object_lock_retention(s3_server: S3Server, faulty_proxy: FaultyProxy) -
     assert "snapshots/web/2026-11-28T00:00:00Z-ab" in str(excinfo.value)
     assert repo.get("snapshots/web/2026-11-28T00:00:00Z-ab") == b"snapshot"
 
-    repo.delete("locks/1f")
-    assert repo.size("locks/1f") is None
-    versions = s3.list_object_versions(Bucket=bucket, Prefix="portal/locks/")
-    assert versions.get("Versions", []) == []
-
 
 def test_locks_under_a_default_retention_still_disappear(s3_server: S3Server) -> None:
     """A bucket default retention locks lock objects too; delete hides them with a marker."""
     bucket = make_bucket(s3_server, lock=True, default_days=1)
     repo = storage(s3_server, f"s3://{bucket}/portal", object_lock_days=1)
     repo.put("locks/2e", b"lock")
+    assert "ObjectLockMode" in s3_server.client().head_object(Bucket=bucket, Key="portal/locks/2e")
     repo.delete("locks/2e")
     assert repo.size("locks/2e") is None
     assert list(repo.list("locks/")) == []
 
 
-def test_object_lock_without_a_lock_bucket_says_so(s3_server: S3Server, bucket: str) -> None:
+@pytest.mark.parametrize(
+    ("lock", "mode", "days", "why"),
+    [
+        (False, None, 0, "has no Object Lock configuration"),
+        (True, None, 0, "has Object Lock but no default retention"),
+        (True, "GOVERNANCE", 30, "has a GOVERNANCE default retention"),
+        (True, "COMPLIANCE", 1, "retains new objects for only 1 day;"),
+    ],
+)
+def test_a_bucket_retaining_less_than_object_lock_days_is_refused(
+    s3_server: S3Server, lock: bool, mode: str | None, days: int, why: str
+) -> None:
+    bucket = make_bucket(s3_server, lock=lock)
+    if mode is not None:
+        s3_server.client().put_object_lock_configuration(
+            Bucket=bucket,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": mode, "Days": days}},
+            },
+        )
     repo = storage(s3_server, f"s3://{bucket}/portal", object_lock_days=7)
-    with pytest.raises(StorageError) as excinfo:
+
+    with pytest.raises(RetentionTooShort) as excinfo:
         repo.put("config", b"x")
+
     message = str(excinfo.value)
-    assert message.startswith(f"repository offsite: cannot write config at s3://{bucket}/portal")
-    assert "object_lock_days is 7" in message
-    assert "Object Lock" in message
+    assert message.startswith(f"repository offsite: object_lock_days is 7, but bucket {bucket} ")
+    assert why in message
+    assert "COMPLIANCE for at least 7 days" in message
+    assert "docs/s3-bucket-policy.md" in message
+    assert excinfo.value.exit_code == ExitCode.OPERATIONAL
+    assert list(repo.list("")) == []  # refused before anything was written
+
+
+def test_without_object_lock_days_the_bucket_is_not_asked(
+    s3_server: S3Server, bucket: str, faulty_proxy: FaultyProxy
+) -> None:
+    repo = storage(s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url)
+    repo.put("config", b"x")
+    assert [r.method for r in faulty_proxy.seen] == ["PUT"]
+    assert repo.protection().startswith("no retention required (object_lock_days: 0)")
+
+
+# -- stores that cannot refuse to overwrite
+
+
+def test_a_store_without_conditional_writes_is_refused(
+    s3_server: S3Server, bucket: str, faulty_proxy: FaultyProxy
+) -> None:
+    """NotImplemented for If-None-Match ends the write, naming the store and what is lost."""
+    repo = storage(s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url)
+    repo.multipart_threshold = repo.part_size = 5 * MiB
+    faulty_proxy.refuse_conditional_writes = True
+
+    for key, data in (("index/ab", b"small"), ("packs/ab/big", payload(8, 6 * MiB))):
+        with pytest.raises(ConditionalWritesUnsupported) as excinfo:
+            repo.put(key, data)
+        message = str(excinfo.value)
+        assert message.startswith(f"repository offsite: {repo.describe()} answered NotImplemented")
+        assert "cannot do create-only writes" in message
+        assert "allow_overwriting_writes: true" in message
+        assert excinfo.value.exit_code == ExitCode.OPERATIONAL
+
+    assert list(repo.list("")) == []
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_allow_overwriting_writes_accepts_such_a_store(
+    s3_server: S3Server, bucket: str, faulty_proxy: FaultyProxy
+) -> None:
+    repo = storage(
+        s3_server, f"s3://{bucket}/portal", endpoint=faulty_proxy.url, allow_overwriting_writes=True
+    )
+    faulty_proxy.refuse_conditional_writes = True
+    repo.put("index/ab", b"first")
+    repo.put("index/cd", b"second")
+
+    assert repo.get("index/ab") == b"first"
+    puts = [r for r in faulty_proxy.seen if r.method == "PUT"]
+    # one refused conditional PUT, then plain ones only
+    assert ["if-none-match" in r.headers for r in puts] == [True, False, False]
+    assert "plain writes" in repo.protection()
+
+
+def test_backup_run_refuses_a_store_without_conditional_writes(
+    s3_server: S3Server, faulty_proxy: FaultyProxy, tmp_path: Path
+) -> None:
+    """Through the CLI: exit 3 naming the store and the loss; the opt-in makes it run."""
+    from tests.fixtures.backup_env import s3_backup_env
+
+    env = s3_backup_env(s3_server, tmp_path, endpoint=faulty_proxy.url)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Sở Tư pháp</h1>")
+    env.add_source("portal", src)
+    faulty_proxy.refuse_conditional_writes = True
+
+    refused = env.ops("backup", "run")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    output = refused.stdout + refused.stderr
+    assert "Traceback" not in output
+    assert f"{env.repo_url} ({faulty_proxy.url}) answered NotImplemented" in output
+    assert "cannot do create-only writes" in output
+    assert env.object_keys("snapshots/") == []
+
+    env.repo_options = {"allow_overwriting_writes": True}
+    env.write_config()
+    env.ops("backup", "run", check=True)
+    assert len(env.object_keys("snapshots/")) == 1
 
 
 # -- faults
@@ -441,6 +528,7 @@ class RepoConfig:
     endpoint: str | None = None
     region: str | None = None
     object_lock_days: int = 0
+    allow_overwriting_writes: bool = False
 
 
 def test_open_storage_picks_the_backend(tmp_path: Path) -> None:
