@@ -95,7 +95,11 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
     _repository_option(p)
 
-    p = sub.add_parser("unlock", help="remove stale locks (of processes that are gone)")
+    p = sub.add_parser(
+        "unlock",
+        help="remove stale locks: not refreshed for 30 min by the storage's clock, "
+        "or of gone processes on this host",
+    )
     p.add_argument("--all", action="store_true", help="remove every lock, even live ones")
     _repository_option(p)
 

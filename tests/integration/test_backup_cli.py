@@ -140,6 +140,8 @@ def test_unlock_removes_only_stale_locks(local_backup_env: BackupEnv) -> None:
         ' "command": "backup prune", "created": "2020-01-01T00:00:00Z",'
         ' "refreshed": "2020-01-01T00:00:00Z"}'
     )
+    # Stale by the storage's clock (the file's mtime), not by the times written inside.
+    os.utime(locks / ("ab" * 16), (1_577_836_800, 1_577_836_800))
     done = env.ops_json("backup", "unlock")
     assert done[0]["removed"] == ["locks/" + "ab" * 16]
     assert not list(locks.iterdir())
