@@ -2,6 +2,11 @@
 
 Per repository, a source is read, chunked and stored under a shared lock; its snapshot is
 written last. A source that fails writes no snapshot and the others still run.
+
+The index a backup deduplicates against is read after the lock is taken, for each source: a
+prune that ran before (while no lock was held) may have deleted blobs an index read earlier
+still names, and a backup that reused them would write a snapshot of missing data. The lock
+is checked once more right before the snapshot is written, for the same reason.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from backup.access import Keys, open_repository
 from backup.archiver import Archiver, Prefetcher
@@ -32,6 +38,10 @@ from portalops.settings import Repository as RepoSettings
 log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
+# The moments between steps of one source's backup, for tests to act in: before the lock is
+# taken, before the index is read (lock held), before the snapshot is written (data stored).
+Step = Literal["lock", "index", "snapshot"]
+StepHook = Callable[[Step, str], None]
 LOCK_WAIT = 600.0  # a prune in progress gets this long to finish before the backup gives up
 
 
@@ -84,24 +94,30 @@ def run_backup(
     keys: Keys,
     state_dir: Path,
     progress: ProgressFactory | None = None,
+    on_step: StepHook | None = None,
 ) -> list[SourceResult]:
     """Back up each source into each repository; failures are results, not exceptions,
-    except for the problems that stop everything (no writer key)."""
+    except for the problems that stop everything (no writer key). ``on_step`` is called
+    with the step about to happen and the source's name."""
+    step = on_step or _no_hook
     results: list[SourceResult] = []
     for repo_settings in repositories:
         try:
             repo = open_repository(repo_settings, keys)
-            repo.load_index()
         except OpsError as exc:
             results += [_failed(s, repo_settings.name, exc) for s in sources]
             continue
         for source in sources:
             started = time.monotonic()
             try:
+                step("lock", source.name)
                 with Lock.acquire(
                     repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
                 ) as lock:
-                    result = _backup_one(repo, source, state_dir, progress, lock)
+                    step("index", source.name)
+                    # Only now: no prune can run from here on while the lock is ours.
+                    repo.load_index()
+                    result = _backup_one(repo, source, state_dir, progress, lock, step)
             except OpsError as exc:
                 result = _failed(source, repo.name, exc)
             except OSError as exc:  # local trouble (state dir full...): this source only
@@ -109,6 +125,10 @@ def run_backup(
             result.duration = time.monotonic() - started
             results.append(result)
     return results
+
+
+def _no_hook(step: Step, source: str) -> None:
+    pass
 
 
 def _failed(source: Source, repository: str, error: OpsError) -> SourceResult:
@@ -129,6 +149,7 @@ def _backup_one(
     state_dir: Path,
     progress: ProgressFactory | None,
     lock: Lock,
+    step: StepHook,
 ) -> SourceResult:
     time_started = datetime.now(UTC)
     # Each sealed pack checks the lock is still ours: a backup must not run on while a
@@ -191,6 +212,10 @@ def _backup_one(
         },
         stats=extra,
     )
+    step("snapshot", source.name)
+    # The data is stored and indexed; a prune must not have run since the index was read
+    # (its blobs would be gone), so the lock must still be ours, in storage too.
+    lock.check()
     ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
     if on_success is not None:
         on_success()
