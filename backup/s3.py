@@ -274,7 +274,16 @@ class S3Storage:
         full = self._full(key)
         with self._failures("delete", key):
             for _ in range(MAX_VERSIONS):
-                head = self._head(key, full)
+                try:
+                    head = self._head(key, full)
+                except ClientError as exc:
+                    if not (key.startswith(LOCKS) and _code(exc) == "403"):
+                        raise
+                    # A writer may read locks/ but list the bucket only under its prefix, and
+                    # S3 then answers HEAD of a key that is gone (released just now, or by an
+                    # unlock) with 403, not 404: delete without a version, a marker at worst.
+                    self._retrying("delete", key, partial(self._delete, full, None))
+                    return
                 if head is None:
                     return  # absent, or hidden behind a delete marker already
                 version = head.get("VersionId")
@@ -443,7 +452,7 @@ class S3Storage:
         elif days < self.object_lock_days:
             why = f"retains new objects for only {days} day{'' if days == 1 else 's'}"
         else:
-            return f"bucket default retention {mode} {days} days"
+            return f"bucket default retention {mode} {days} day{'' if days == 1 else 's'}"
         raise RetentionTooShort(
             self.name, self.object_lock_days, self.bucket, why, self.object_lock_days
         )

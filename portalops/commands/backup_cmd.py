@@ -161,21 +161,27 @@ def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
             "'ops backup keygen' writes one"
         )
     writer = load_writer_key(backup.writer_key)
-    rows, docs = [], []
+    rows, docs, notes = [], [], []
     for settings in select(backup, args.repository, ctx.config_path):
         storage = open_storage(settings)
         repo, created = Repository.init(storage, writer)
         state = "created" if created else "already initialised"
         rows.append((settings.name, storage.describe(), repo.config.id, state))
+        # S3: the bucket's default retention checked against object_lock_days, and write mode
+        protection = getattr(storage, "protection", None)
+        guard = protection() if protection is not None else None
+        if guard is not None:
+            notes.append(f"{settings.name}: {guard}")
         docs.append(
             {
                 "repository": settings.name,
                 "location": storage.describe(),
                 "id": repo.config.id,
                 "created": created,
+                "protection": guard,
             }
         )
-    return Outcome(docs, [table(None, ["repository", "location", "id", "state"], rows)])
+    return Outcome(docs, [table(None, ["repository", "location", "id", "state"], rows), *notes])
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
