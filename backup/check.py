@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backup.keys import IdentityMissing
+from backup.pack import MAX_PACK_SIZE
 from backup.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
@@ -94,6 +95,8 @@ def check(
             damaged[key] = "pack is missing"
         elif size != record.size:
             damaged[key] = f"pack is {size} bytes, the index says {record.size}"
+        elif size > MAX_PACK_SIZE:
+            damaged[key] = f"pack is {size} bytes, more than any pack can be ({MAX_PACK_SIZE})"
     result.packs = len(index.packs)
     result.blobs = len(index.blobs)
     result.unreferenced_packs = sorted(set(stored) - set(index.packs))
@@ -114,6 +117,7 @@ def check(
         result.problems += [Problem(key, what) for key, what in sorted(damaged.items())]
         return result
     result.trees_checked = True
+    result.problems += [Problem(key, what) for key, what in repo.key_problems()]
     # A first pass reads each distinct tree once. Only when something is wrong does a second
     # pass walk every snapshot in full, to name all the snapshots and paths it touches.
     if damaged or _any_blob_missing(repo, refs, result):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import blake3
 import zstandard
 
-from backup.pack import BlobEntry
+from backup.pack import BlobEntry, unzstd
 
 MAC_LENGTH = 32
 
@@ -89,22 +90,46 @@ def encode(records: Iterable[PackRecord], mac_key: bytes) -> bytes:
     return body + blake3.blake3(body, key=mac_key).digest()
 
 
+# The most JSON one index object may decompress to. Prune writes one index naming every pack
+# it keeps, so this bounds the repository too: some 5 million blobs (a row is ~100 bytes),
+# whose index in memory already takes gigabytes; a forged object can cost no more than that.
+MAX_INDEX_JSON = 512 * 1024 * 1024
+_PACK_KEY = re.compile(r"packs/([0-9a-f]{2})/(\1[0-9a-f]{62})")
+
+
 def decode(data: bytes, mac_key: bytes) -> Iterator[PackRecord]:
+    """The pack records of one index object; IndexFormatError, naming what is wrong, when
+    it fails its MAC, decompresses to more than ``MAX_INDEX_JSON`` or has any malformed
+    field (a writer holds the MAC key, so an authentic index can still be hostile)."""
     body, mac = data[:-MAC_LENGTH], data[-MAC_LENGTH:]
     if len(data) <= MAC_LENGTH or not hmac.compare_digest(
         blake3.blake3(body, key=mac_key).digest(), mac
     ):
         raise IndexFormatError("MAC mismatch: not written with this repository's key, or damaged")
     try:
-        doc = json.loads(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
-        for pack in doc["packs"]:
-            yield PackRecord(
-                str(pack["key"]),
-                int(pack["size"]),
-                tuple(BlobEntry.from_row(row) for row in pack["blobs"]),
-            )
-    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
+        doc = json.loads(unzstd(body, MAX_INDEX_JSON))
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("not a version 1 index document")
+        packs = doc["packs"]
+        if not isinstance(packs, list):
+            raise TypeError("'packs' is not a list")
+        for pack in packs:
+            yield _record(pack)
+    except (ValueError, KeyError, TypeError) as exc:
         raise IndexFormatError(f"unreadable: {exc}") from None
+
+
+def _record(pack: object) -> PackRecord:
+    if not isinstance(pack, dict):
+        raise TypeError("a pack record is not an object")
+    key, size, rows = pack["key"], pack["size"], pack["blobs"]
+    if not isinstance(key, str) or not _PACK_KEY.fullmatch(key):
+        raise ValueError(f"pack key {key!r:.80} is not packs/<xx>/<sha256>")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"{key}: size {size!r:.40} is not a size")
+    if not isinstance(rows, list):
+        raise TypeError(f"{key}: 'blobs' is not a list")
+    return PackRecord(key, size, tuple(BlobEntry.from_row(row) for row in rows))
 
 
 def index_key(data: bytes) -> str:

@@ -8,6 +8,7 @@ identity, which lives on the drill host or offline.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -106,6 +107,33 @@ class Identity:
     def decrypt(self, data: bytes) -> bytes:
         """Raises age.AgeError when the object is not for this identity or is damaged."""
         return age.decrypt(data, self.secret)
+
+
+# The keys object (FORMAT.md: ``keys/<sha256>``, JSON ``{"id_key", "chunker_seed"}`` encrypted
+# to the recipients) is ~300 bytes plus ~200 per recipient. Writers can add objects under
+# keys/ too, so an identity-only admin reads them oldest first by the storage's time (on S3 a
+# writer cannot date an object before the genuine one, written at init), at most this many
+# of at most this size (a GET and a failed unwrap each: a second or two in all), and accepts
+# only the one whose id-key has the repository config's fingerprint.
+MAX_KEYS_OBJECT = 64 * 1024
+MAX_KEY_CANDIDATES = 256
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_keys_object(plaintext: bytes, recipients: tuple[str, ...]) -> WriterKey:
+    """The writer key a decrypted keys object holds; ValueError naming what is wrong."""
+    try:
+        doc = json.loads(plaintext.decode("utf-8"))
+    except ValueError:
+        raise ValueError("not UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    id_key, seed = doc.get("id_key"), doc.get("chunker_seed")
+    if not isinstance(id_key, str) or not _HEX32.fullmatch(id_key):
+        raise ValueError("id_key is not 32 bytes in hex")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
+        raise ValueError("chunker_seed is not a 63-bit number")
+    return WriterKey(bytes.fromhex(id_key), seed, recipients)
 
 
 def new_writer_key(recipients: list[str]) -> WriterKey:

@@ -5,6 +5,11 @@ then the header's length as 4 bytes little-endian, then the magic ``POPK``. The 
 plaintext is encrypted as one age file, so nothing about the blobs shows from outside but the
 pack's size; the index (readable by writers) holds offsets, so blobs are shuffled within a pack
 to keep a file's chunks from sitting in order.
+
+Every size here is also a bound on what the admin host reads: packs, index rows and blob
+lengths can be written by a compromised backup host, so a pack larger than any this module
+builds, a blob claiming more bytes than a chunk or tree can hold, and a zstd frame declaring
+more than its blob claims are refused before anything of that size is allocated.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -20,8 +26,24 @@ from enum import StrEnum
 
 import zstandard
 
+MiB = 1024 * 1024
 MAGIC = b"POPK"
-TARGET_SIZE = 16 * 1024 * 1024
+TARGET_SIZE = 16 * MiB
+# The largest blobs this tool writes. A data blob is one chunk, so at most the chunker's
+# maximum (the repository config's ``chunker.max``; this is its value since version 1). A tree
+# blob is one directory's listing, about 200 bytes an entry: 64 MiB is some 300,000 entries in
+# one directory, and its JSON already costs several hundred MiB to decode.
+MAX_DATA_BLOB = 4 * MiB
+MAX_TREE_BLOB = 64 * MiB
+# A header row takes at most this many bytes (64 hex digits, a type, three numbers, a
+# compression); the builder counts it, so tiny blobs cannot swell a pack's header past the
+# target either.
+HEADER_ROW = 128
+# The largest pack a genuine writer makes: a builder seals once blobs and header reach the
+# target, so a pack is the target plus at most one blob (a tree blob at most) and its row;
+# 1 MiB covers that row, the trailer and age's overhead (16 bytes per 64 KiB, one stanza per
+# recipient). Anything larger under packs/ is refused before it is read into memory.
+MAX_PACK_SIZE = TARGET_SIZE + MAX_TREE_BLOB + MiB
 ZSTD_LEVEL = 3
 # Keep compressed output only when it saves at least this share: media and archives do not
 # shrink, and storing them raw saves the decompression on restore.
@@ -60,20 +82,55 @@ class BlobEntry:
         ]
 
     @classmethod
-    def from_row(cls, row: list[object]) -> BlobEntry:
+    def from_row(cls, row: object) -> BlobEntry:
+        """A header or index row, every field checked (ValueError naming the field): rows
+        come from objects a writer may have forged."""
+        if not isinstance(row, list) or len(row) != 6:
+            raise ValueError(f"a blob row has 6 fields, not {_shown(row)}")
         blob_id, kind, offset, length, raw_length, comp = row
+        if not isinstance(blob_id, str) or not _HEX64.fullmatch(blob_id):
+            raise ValueError(f"blob id {_shown(blob_id)} is not 64 hex digits")
+        if kind not in _TYPES:
+            raise ValueError(f"blob {blob_id[:16]}: type {_shown(kind)} is not data or tree")
+        if comp not in _COMPRESSIONS:
+            raise ValueError(f"blob {blob_id[:16]}: compression {_shown(comp)} is not none or zstd")
         return cls(
-            bytes.fromhex(str(blob_id)),
-            BlobType(str(kind)),
-            int(str(offset)),
-            int(str(length)),
-            int(str(raw_length)),
-            Compression(str(comp)),
+            bytes.fromhex(blob_id),
+            BlobType(kind),
+            _size(blob_id, "offset", offset),
+            _size(blob_id, "length", length),
+            _size(blob_id, "raw_length", raw_length),
+            Compression(comp),
         )
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TYPES = {t.value for t in BlobType}
+_COMPRESSIONS = {c.value for c in Compression}
+
+
+def _size(blob_id: str, name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"blob {blob_id[:16]}: {name} {_shown(value)} is not a size")
+    return value
+
+
+def _shown(value: object) -> str:
+    """A writer-chosen value in a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class PackFormatError(ValueError):
     """A pack's plaintext is not in the expected layout."""
+
+
+class BlobFormatError(PackFormatError):
+    """A blob's stored bytes do not match what its header row says of them."""
+
+
+class CompressedDataError(ValueError):
+    """Not one zstd frame, or one that would decompress to more than allowed."""
 
 
 SAMPLE = 64 * 1024
@@ -105,10 +162,86 @@ def compress(
     return raw, Compression.NONE
 
 
-def decompress(stored: bytes | memoryview, entry: BlobEntry) -> bytes:
+def blob_limit(kind: BlobType, max_data: int = MAX_DATA_BLOB) -> int:
+    """The most bytes a blob of ``kind`` may decompress to (``max_data``: the repository's
+    chunker maximum)."""
+    return MAX_TREE_BLOB if kind is BlobType.TREE else max_data
+
+
+def decompress(
+    stored: bytes | memoryview, entry: BlobEntry, *, max_data: int = MAX_DATA_BLOB
+) -> bytes:
+    """The blob's bytes from its ``stored`` slice of the pack plaintext; BlobFormatError when
+    the slice, the row or the zstd frame disagree, or claim more than ``blob_limit`` allows.
+    The caller still checks the result against the blob's id."""
+    limit = blob_limit(entry.type, max_data)
+    if entry.raw_length > limit:
+        raise BlobFormatError(
+            f"claims {entry.raw_length} bytes, more than a {entry.type.value} blob may hold "
+            f"({limit})"
+        )
+    if len(stored) != entry.length:
+        raise BlobFormatError(
+            f"lies beyond the pack's plaintext (offset {entry.offset}, length {entry.length})"
+        )
     if entry.compression is Compression.NONE:
+        if entry.length != entry.raw_length:
+            raise BlobFormatError(
+                f"stored uncompressed in {entry.length} bytes, but claims {entry.raw_length}"
+            )
         return bytes(stored)
-    return zstandard.ZstdDecompressor().decompress(stored, max_output_size=entry.raw_length)
+    try:
+        return unzstd(stored, entry.raw_length, exact=True)
+    except CompressedDataError as exc:
+        raise BlobFormatError(str(exc)) from None
+
+
+def unzstd(data: bytes | memoryview, limit: int, *, exact: bool = False) -> bytes:
+    """One zstd frame's content, which must be at most ``limit`` bytes (exactly ``limit``
+    with ``exact``); CompressedDataError otherwise.
+
+    python-zstandard honours ``max_output_size`` only for frames that do not declare their
+    size: a frame declaring 200 MiB is decompressed in full whatever the cap. So a declared
+    size is compared with the limit before anything is decompressed, and a frame without one
+    is read through a stream that stops one byte past the limit. The window a frame asks for
+    is bounded too (it need never exceed the content).
+    """
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise CompressedDataError("not a zstd frame") from None
+    if declared > limit or (exact and declared not in (-1, limit)):
+        raise CompressedDataError(
+            f"zstd frame declares {declared} bytes, the row says {limit}"
+            if exact
+            else f"zstd frame declares {declared} bytes, more than the {limit} allowed"
+        )
+    # zstd's own default ceiling is 128 MiB; 8 MiB covers frames made by `zstd -19`.
+    window = min(1 << 27, max(1 << 23, 1 << max(limit - 1, 1).bit_length()))
+    decompressor = zstandard.ZstdDecompressor(max_window_size=window)
+    try:
+        if declared >= 0:
+            out = decompressor.decompress(data, max_output_size=limit)
+        else:
+            out = _stream(decompressor, data, limit)
+    except zstandard.ZstdError as exc:
+        raise CompressedDataError(f"zstd: {exc}") from None
+    if exact and len(out) != limit:
+        raise CompressedDataError(f"zstd frame holds {len(out)} bytes, the row says {limit}")
+    return out
+
+
+def _stream(
+    decompressor: zstandard.ZstdDecompressor, data: bytes | memoryview, limit: int
+) -> bytes:
+    out = bytearray()
+    reader = decompressor.stream_reader(data, read_across_frames=False)
+    while len(out) <= limit:
+        piece = reader.read(min(MiB, limit + 1 - len(out)))
+        if not piece:
+            return bytes(out)
+        out += piece
+    raise CompressedDataError(f"zstd frame holds more than the {limit} bytes allowed")
 
 
 @dataclass
@@ -121,7 +254,11 @@ class PendingBlob:
 
 
 class PackBuilder:
-    """Collects blobs until the pack is full, then lays them out in a shuffled order."""
+    """Collects blobs until the pack is full, then lays them out in a shuffled order.
+
+    ``size`` counts each blob's header row too, so a pack never passes the target by more
+    than its last blob: ``MAX_PACK_SIZE`` holds for every pack built here.
+    """
 
     def __init__(self) -> None:
         self.blobs: list[PendingBlob] = []
@@ -129,7 +266,7 @@ class PackBuilder:
 
     def add(self, blob: PendingBlob) -> None:
         self.blobs.append(blob)
-        self.size += len(blob.stored)
+        self.size += len(blob.stored) + HEADER_ROW
 
     def full(self) -> bool:
         return self.size >= TARGET_SIZE
@@ -176,6 +313,9 @@ def read_header(plaintext: bytes) -> list[BlobEntry]:
         raise PackFormatError("header length beyond the pack")
     try:
         doc = json.loads(plaintext[start:-8])
-        return [BlobEntry.from_row(row) for row in doc["blobs"]]
+        rows = doc["blobs"]
+        if not isinstance(rows, list):
+            raise TypeError("'blobs' is not a list")
+        return [BlobEntry.from_row(row) for row in rows]
     except (ValueError, KeyError, TypeError) as exc:
         raise PackFormatError(f"unreadable header: {exc}") from None

@@ -19,10 +19,25 @@ from typing import Any
 from backup import index as index_codec
 from backup.age import AgeError
 from backup.index import Index, IndexFormatError, PackRecord
-from backup.keys import Identity, IdentityMissing, WriterKey
-from backup.pack import decompress, pack_key, read_header
-from backup.snapshot import Snapshot, SnapshotRef
-from backup.storage import ObjectMissing, Storage
+from backup.keys import (
+    MAX_KEY_CANDIDATES,
+    MAX_KEYS_OBJECT,
+    Identity,
+    IdentityMissing,
+    WriterKey,
+    parse_keys_object,
+)
+from backup.pack import (
+    MAX_DATA_BLOB,
+    MAX_PACK_SIZE,
+    BlobEntry,
+    BlobFormatError,
+    decompress,
+    pack_key,
+    read_header,
+)
+from backup.snapshot import Snapshot, SnapshotFormatError, SnapshotRef
+from backup.storage import ObjectInfo, ObjectMissing, ObjectTooLarge, Storage, StorageError
 from backup.tree import Tree
 from portalops.errors import OpsError
 
@@ -36,6 +51,9 @@ CHUNKER = {
     "avg": 1024 * 1024,
     "max": 4 * 1024 * 1024,
 }
+# A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
+# table): anything larger under snapshots/ was not written by this tool.
+MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
 
 
 class RepositoryError(OpsError):
@@ -160,15 +178,36 @@ class Repository:
 
     @staticmethod
     def _recover_writer(storage: Storage, config: RepoConfig, identity: Identity) -> WriterKey:
-        for info in storage.list("keys/"):
-            try:
-                doc = json.loads(identity.decrypt(storage.get(info.key)))
-                return WriterKey(
-                    bytes.fromhex(doc["id_key"]), int(doc["chunker_seed"]), config.recipients
-                )
-            except (AgeError, ValueError, KeyError):
-                continue
-        raise RepositoryError(storage.name, "the identity opens none of the objects under keys/")
+        """The writer key from the keys object whose id-key has the config's fingerprint.
+        Writers can add objects under keys/ too: the others are skipped and reported."""
+        writer, problems = _search_keys(storage, config, identity, examine_all=False)
+        for key, what in problems[:5]:
+            log.warning("repository %s: %s skipped: %s", storage.name, key, what)
+        if len(problems) > 5:
+            log.warning(
+                "repository %s: %d more objects under keys/ skipped",
+                storage.name,
+                len(problems) - 5,
+            )
+        if writer is None:
+            raise RepositoryError(
+                storage.name,
+                "no object under keys/ holds this repository's key (fingerprint "
+                f"{config.key_fingerprint}) for this identity"
+                + (": " + "; ".join(f"{k}: {w}" for k, w in problems[:3]) if problems else ""),
+            )
+        return writer
+
+    def key_problems(self) -> list[tuple[str, str]]:
+        """(object, what is wrong) for every object under keys/ that is not this
+        repository's keys object; needs the identity. For ``check``."""
+        identity = self.identity
+        if identity is None:
+            raise IdentityMissing("the config")
+        writer, problems = _search_keys(self.storage, self.config, identity, examine_all=True)
+        if writer is None:
+            problems.append(("keys/", "no object here holds this repository's key"))
+        return problems
 
     # -- index ---------------------------------------------------------------------------
 
@@ -178,9 +217,13 @@ class Repository:
         problems: list[str] = []
         for info in sorted(self.storage.list("index/"), key=lambda i: i.key):
             try:
-                records = list(index_codec.decode(self.storage.get(info.key), self.writer.mac_key))
+                data = self.storage.get(info.key, max_size=index_codec.MAX_INDEX_JSON)
+                records = list(index_codec.decode(data, self.writer.mac_key))
             except IndexFormatError as exc:
                 problems.append(f"{info.key}: {exc}")
+                continue
+            except ObjectTooLarge as exc:
+                problems.append(f"{info.key}: {_too_large(exc, 'an index object')}")
                 continue
             except ObjectMissing:
                 continue  # removed by a prune that finished after we listed
@@ -238,14 +281,55 @@ class Repository:
         return sorted(refs), sorted(strange)
 
     def read_snapshot(self, ref: SnapshotRef) -> Snapshot:
-        stored = self.storage.get(ref.key)
+        """The snapshot's body; DamagedObject naming it if it is too large, does not match
+        its name, does not decrypt, or any field is malformed or disagrees with the name."""
+        try:
+            stored = self.storage.get(ref.key, max_size=MAX_SNAPSHOT_OBJECT)
+        except ObjectTooLarge as exc:
+            raise DamagedObject(self.name, ref.key, _too_large(exc, "a snapshot")) from None
         if hashlib.sha256(stored).hexdigest() != ref.id:
             raise DamagedObject(self.name, ref.key, "content does not match its name")
-        return Snapshot.decode(self._decrypt(ref.key, stored))
+        try:
+            snapshot = Snapshot.decode(self._decrypt(ref.key, stored))
+        except SnapshotFormatError as exc:
+            raise DamagedObject(self.name, ref.key, f"unreadable snapshot: {exc}") from None
+        if snapshot.source != ref.source or snapshot.time != ref.time:
+            raise DamagedObject(
+                self.name,
+                ref.key,
+                f"its body says source {snapshot.source!r:.40} at "
+                f"{snapshot.time:%Y-%m-%d %H:%M:%S.%fZ}, which its name does not",
+            )
+        return snapshot
 
     def fetch_pack(self, key: str) -> bytes:
-        """A pack's stored (encrypted) bytes; thread-safe, for prefetching."""
-        return self.storage.get(key)
+        """A pack's stored (encrypted) bytes; thread-safe, for prefetching. A pack larger
+        than any a writer builds (``MAX_PACK_SIZE``) is refused before it is read."""
+        try:
+            return self.storage.get(key, max_size=MAX_PACK_SIZE)
+        except ObjectTooLarge as exc:
+            raise DamagedObject(self.name, key, _too_large(exc, "a pack")) from None
+
+    @property
+    def max_data_blob(self) -> int:
+        """The most bytes a data blob may hold: the chunker maximum the config states (a
+        config stating something odd gets the default)."""
+        stated = self.config.chunker.get("max")
+        if isinstance(stated, int) and 0 < stated <= 16 * MAX_DATA_BLOB:
+            return stated
+        return MAX_DATA_BLOB
+
+    def unpack_blob(self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry) -> bytes:
+        """Blob ``blob_id`` out of ``pack``'s plaintext, bounded and checked against its id;
+        DamagedObject naming the pack otherwise."""
+        stored = plaintext[entry.offset : entry.offset + entry.length]
+        try:
+            data = decompress(stored, entry, max_data=self.max_data_blob)
+        except BlobFormatError as exc:
+            raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]}: {exc}") from None
+        if self.writer.blob_id(data) != blob_id:
+            raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]} fails its id")
+        return data
 
     def decrypt_pack(self, key: str, stored: bytes) -> bytes:
         return self._decrypt(key, stored)
@@ -256,7 +340,7 @@ class Repository:
         if cached is not None:
             self._packs.move_to_end(key)
             return cached
-        plaintext = self._decrypt(key, self.storage.get(key))
+        plaintext = self._decrypt(key, self.fetch_pack(key))
         self._packs[key] = plaintext
         while len(self._packs) > 4:
             self._packs.popitem(last=False)
@@ -267,11 +351,7 @@ class Repository:
         if location is None:
             raise DamagedObject(self.name, f"blob {blob_id.hex()}", "not in the index")
         plaintext = self.read_pack(location.pack)
-        entry = location.entry
-        data = decompress(plaintext[entry.offset : entry.offset + entry.length], entry)
-        if self.writer.blob_id(data) != blob_id:
-            raise DamagedObject(self.name, location.pack, f"blob {blob_id.hex()[:16]} fails its id")
-        return data
+        return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
 
     def read_tree(self, tree_id: bytes) -> Tree:
         return Tree.decode(self.read_blob(tree_id))
@@ -279,7 +359,7 @@ class Repository:
     def verify_pack(self, key: str, record: PackRecord) -> list[str]:
         """Decrypt a pack and check every blob against its id; return what is wrong."""
         try:
-            plaintext = self._decrypt(key, self.storage.get(key))
+            plaintext = self._decrypt(key, self.fetch_pack(key))
         except DamagedObject as exc:
             return [str(exc.args[2])]
         try:
@@ -291,9 +371,10 @@ class Repository:
             if header.get(entry.id) != entry:
                 problems.append(f"blob {entry.id.hex()[:16]}: index and pack header disagree")
                 continue
+            stored = plaintext[entry.offset : entry.offset + entry.length]
             try:
-                data = decompress(plaintext[entry.offset : entry.offset + entry.length], entry)
-            except Exception as exc:  # zstd raises its own error types
+                data = decompress(stored, entry, max_data=self.max_data_blob)
+            except BlobFormatError as exc:
                 problems.append(f"blob {entry.id.hex()[:16]}: cannot decompress: {exc}")
                 continue
             if self.writer.blob_id(data) != entry.id:
@@ -308,3 +389,74 @@ class Repository:
             return identity.decrypt(stored)
         except AgeError as exc:
             raise DamagedObject(self.name, key, f"decryption failed ({exc})") from None
+
+
+def _too_large(exc: ObjectTooLarge, what: str) -> str:
+    _, _, size, limit = exc.args
+    return f"{size} bytes, more than {what} written by this tool can be ({limit}); not read"
+
+
+def _search_keys(
+    storage: Storage, config: RepoConfig, identity: Identity, *, examine_all: bool
+) -> tuple[WriterKey | None, list[tuple[str, str]]]:
+    """The writer key of the keys object whose id-key has the config's fingerprint, and what
+    is wrong with the objects under keys/ looked at. Oldest first by the storage's time (the
+    genuine one was written at init, before any writer could add its own), at most
+    MAX_KEY_CANDIDATES of them, each at most MAX_KEYS_OBJECT bytes; with ``examine_all``
+    it goes on past the match, to report the rest."""
+    infos = sorted(storage.list("keys/"), key=_oldest_first)
+    found: WriterKey | None = None
+    found_in = ""
+    problems: list[tuple[str, str]] = []
+    for info in infos[:MAX_KEY_CANDIDATES]:
+        try:
+            writer = _read_keys_object(storage, config, identity, info)
+        except ValueError as exc:
+            problems.append((info.key, str(exc)))
+            continue
+        if found is None:
+            found, found_in = writer, info.key
+            if not examine_all:
+                break
+        elif writer.chunker_seed != found.chunker_seed:
+            # One of the two is forged (a writer holds the id-key); reads need only the id-key.
+            problems.append(
+                (
+                    info.key,
+                    f"holds this repository's id-key with another chunker seed than {found_in}",
+                )
+            )
+    if len(infos) > MAX_KEY_CANDIDATES and (found is None or examine_all):
+        problems.insert(
+            0,
+            (
+                "keys/",
+                f"{len(infos)} objects, of which only the oldest {MAX_KEY_CANDIDATES} were read",
+            ),
+        )
+    return found, problems
+
+
+def _oldest_first(info: ObjectInfo) -> tuple[bool, float, str]:
+    return (info.modified is None, info.modified.timestamp() if info.modified else 0.0, info.key)
+
+
+def _read_keys_object(
+    storage: Storage, config: RepoConfig, identity: Identity, info: ObjectInfo
+) -> WriterKey:
+    """ValueError saying why the object is not this repository's keys object."""
+    if info.size > MAX_KEYS_OBJECT:
+        raise ValueError(f"{info.size} bytes, larger than a keys object ({MAX_KEYS_OBJECT})")
+    try:
+        stored = storage.get(info.key, max_size=MAX_KEYS_OBJECT)
+        writer = parse_keys_object(identity.decrypt(stored), config.recipients)
+    except (StorageError, AgeError) as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"not a keys object: {exc}") from None
+    if writer.fingerprint != config.key_fingerprint:
+        raise ValueError(
+            f"holds another id-key (fingerprint {writer.fingerprint}, the repository's is "
+            f"{config.key_fingerprint})"
+        )
+    return writer

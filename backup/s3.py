@@ -53,7 +53,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from backup.storage import ObjectInfo, ObjectLocked, ObjectMissing, StorageError
+from backup.storage import ObjectInfo, ObjectLocked, ObjectMissing, ObjectTooLarge, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -239,11 +239,11 @@ class S3Storage:
             else:
                 self._put_single(key, full, data)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         full = self._full(key)
         with self._failures("read", key):
             try:
-                return self._retrying("read", key, lambda: self._fetch(full))
+                return self._retrying("read", key, lambda: self._fetch(key, full, max_size))
             except ClientError as exc:
                 if _code(exc) in _MISSING:
                     raise ObjectMissing(self.name, key) from None
@@ -470,9 +470,12 @@ class S3Storage:
 
     # -- reading
 
-    def _fetch(self, full: str) -> bytes:
+    def _fetch(self, key: str, full: str, max_size: int | None) -> bytes:
         answer = self._client.get_object(Bucket=self.bucket, Key=full)
         body = answer["Body"]
+        if max_size is not None and answer["ContentLength"] > max_size:
+            body.close()  # before reading any of it
+            raise ObjectTooLarge(self.name, key, answer["ContentLength"], max_size)
         try:
             data = body.read()
         except (BotoCoreError, urllib3.exceptions.HTTPError, HTTPException, OSError) as exc:

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 # Microseconds in the name: two runs within one second must still sort in the order they ran
 # ('latest' and retention depend on it).
@@ -81,6 +81,18 @@ class SnapshotRef:
         return cls(time.astimezone(UTC), source, hashlib.sha256(stored).hexdigest())
 
 
+class SnapshotFormatError(ValueError):
+    """A snapshot body that is not what FORMAT.md describes (says which field is wrong)."""
+
+
+BODY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_BODY_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+_BODY_TIME_SHOWN = "YYYY-MM-DDTHH:MM:SS.ffffffZ"
+_TREE_ID = re.compile(r"[0-9a-f]{64}")
+_KINDS: dict[type, str] = {str: "text", list: "a list", dict: "an object"}
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The decrypted body."""
@@ -112,15 +124,63 @@ class Snapshot:
 
     @classmethod
     def decode(cls, data: bytes) -> Snapshot:
-        doc = json.loads(data)
+        """The body, every field's type checked: SnapshotFormatError naming the first field
+        that is wrong (a backup host may have written anything here)."""
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SnapshotFormatError("not UTF-8") from None
+        except ValueError as exc:
+            raise SnapshotFormatError(f"not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise SnapshotFormatError("not a JSON object")
+        if doc.get("version", 1) != 1:
+            raise SnapshotFormatError(f"version {cls._shown(doc['version'])}, this tool reads 1")
+        time = cls._field(doc, "time", str)
+        if not _BODY_TIME.fullmatch(time):
+            raise SnapshotFormatError(f"time {cls._shown(time)} is not {_BODY_TIME_SHOWN}")
+        tree = cls._field(doc, "tree", str)
+        if not _TREE_ID.fullmatch(tree):
+            raise SnapshotFormatError(f"tree {cls._shown(tree)} is not a blob id (64 hex digits)")
+        paths = cls._field(doc, "paths", list)
+        if not all(isinstance(p, str) for p in paths):
+            raise SnapshotFormatError("paths holds something other than text")
+        summary = cls._field(doc, "summary", dict, {})
+        for key, value in summary.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise SnapshotFormatError(
+                    f"summary {key!r:.40} is {cls._shown(value)}, not a count"
+                )
+        try:
+            stated = datetime.strptime(time, BODY_TIME_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            raise SnapshotFormatError(f"time {cls._shown(time)} is not a real date") from None
         return cls(
-            source=doc["source"],
-            category=doc["category"],
-            host=doc["host"],
-            time=datetime.strptime(doc["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-            tree=bytes.fromhex(doc["tree"]),
-            paths=list(doc["paths"]),
-            tool=doc["tool"],
-            summary=dict(doc.get("summary", {})),
-            stats=dict(doc.get("stats", {})),
+            source=cls._field(doc, "source", str),
+            category=cls._field(doc, "category", str),
+            host=cls._field(doc, "host", str),
+            time=stated,
+            tree=bytes.fromhex(tree),
+            paths=list(paths),
+            tool=cls._field(doc, "tool", str),
+            summary=dict(summary),
+            stats=dict(cls._field(doc, "stats", dict, {})),
         )
+
+    @classmethod
+    def _field(cls, doc: dict[str, Any], key: str, kind: type[T], default: T | None = None) -> T:
+        """``doc[key]``, which must be a ``kind`` (``default`` when absent, if given)."""
+        if key not in doc:
+            if default is None:
+                raise SnapshotFormatError(f"no {key!r}")
+            return default
+        value = doc[key]
+        if not isinstance(value, kind):
+            raise SnapshotFormatError(f"{key} is {cls._shown(value)}, not {_KINDS[kind]}")
+        return value
+
+    @staticmethod
+    def _shown(value: object) -> str:
+        """A writer-chosen value in a message: its repr, cut short."""
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."

@@ -33,6 +33,10 @@ class ObjectLocked(StorageError):
     """repository {}: object {} is under retention (Object Lock) until {}"""
 
 
+class ObjectTooLarge(StorageError):
+    """repository {}: object {} is {} bytes, more than the {} any such object may be"""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -50,8 +54,9 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` atomically: readers see all of it or nothing."""
 
-    def get(self, key: str) -> bytes:
-        """The whole object; ObjectMissing if absent."""
+    def get(self, key: str, max_size: int | None = None) -> bytes:
+        """The whole object; ObjectMissing if absent; ObjectTooLarge, before reading any of
+        it, if it is larger than ``max_size``."""
 
     def size(self, key: str) -> int | None:
         """Size in bytes, or None if absent."""
@@ -105,9 +110,18 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(self.name, f"cannot write {key}: {_reason(exc)}") from exc
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int | None = None) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            with self._path(key).open("rb") as handle:
+                if max_size is None:
+                    return handle.read()
+                size = os.fstat(handle.fileno()).st_size
+                if size > max_size:
+                    raise ObjectTooLarge(self.name, key, size, max_size)
+                data = handle.read(max_size + 1)  # one byte more shows a file that grew
+            if len(data) > max_size:
+                raise ObjectTooLarge(self.name, key, f"at least {len(data)}", max_size)
+            return data
         except FileNotFoundError:
             raise ObjectMissing(self.name, key) from None
         except OSError as exc:

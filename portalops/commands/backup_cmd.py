@@ -17,7 +17,7 @@ from backup.keys import IdentityMissing, keygen, load_writer_key
 from backup.locks import Lock, list_locks, remove_all, remove_stale
 from backup.prune import UNINDEXED_GRACE, exclusive_lock, forget, prune
 from backup.repair import repair_index
-from backup.repository import Repository
+from backup.repository import DamagedObject, Repository
 from backup.restore import restore
 from backup.retention import Policy
 from backup.run import run_backup
@@ -272,15 +272,20 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
                 "host": None,
                 "files": None,
                 "bytes": None,
+                "unreadable": None,
             }
             if keys.identity is not None:
-                snapshot = repo.read_snapshot(ref)
-                doc.update(
-                    category=snapshot.category,
-                    host=snapshot.host,
-                    files=snapshot.summary.get("files"),
-                    bytes=snapshot.summary.get("bytes"),
-                )
+                try:
+                    snapshot = repo.read_snapshot(ref)
+                except DamagedObject as exc:  # named below; the rest are still listed
+                    doc["unreadable"] = f"{repo.name}: {ref.key}: {exc.args[2]}"
+                else:
+                    doc.update(
+                        category=snapshot.category,
+                        host=snapshot.host,
+                        files=snapshot.summary.get("files"),
+                        bytes=snapshot.summary.get("bytes"),
+                    )
             docs.append(doc)
     rows = [
         (
@@ -308,7 +313,9 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
             "snapshot or a writer's clock far ahead): never 'latest', never drilled or counted "
             "by retention; 'ops backup check' names it"
         )
-    return Outcome(docs, human)
+    unreadable = [d["unreadable"] for d in docs if d["unreadable"]]
+    human += [f"UNREADABLE {u}" for u in unreadable]
+    return Outcome(docs, human, ExitCode.PROBLEM_FOUND if unreadable else ExitCode.OK)
 
 
 def _resolve(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:

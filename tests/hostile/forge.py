@@ -114,8 +114,12 @@ class Forger:
 
     # -- packs, index, snapshots --------------------------------------------------------
 
-    def seal_pack(self, *, shuffle: bool = True) -> dict[str, Any]:
-        """Write the queued blobs as one pack; return its index record (not yet indexed)."""
+    def seal_pack(
+        self, *, shuffle: bool = True, transform: Callable[[bytes], bytes] | None = None
+    ) -> dict[str, Any]:
+        """Write the queued blobs as one pack; return its index record (not yet indexed).
+        ``transform`` rewrites the stored (encrypted) bytes before they are named and put,
+        e.g. to damage the age header."""
         blobs = list(self.pending)
         self.pending.clear()
         if shuffle:
@@ -131,6 +135,8 @@ class Forger:
         header = json.dumps({"version": 1, "blobs": rows}, separators=(",", ":")).encode()
         plaintext = b"".join([*parts, header, struct.pack("<I", len(header)), b"POPK"])
         stored = self.encrypt(plaintext)
+        if transform is not None:
+            stored = transform(stored)
         digest = hashlib.sha256(stored).hexdigest()
         key = f"packs/{digest[:2]}/{digest}"
         self.put(key, stored)
@@ -195,7 +201,11 @@ class Forger:
         }
         if body is not None:
             doc.update(body)
-        stored = self.encrypt(json.dumps(doc).encode())
+        return self.snapshot_bytes(source, when, json.dumps(doc).encode())
+
+    def snapshot_bytes(self, source: str, when: datetime, plaintext: bytes) -> str:
+        """Write any ``plaintext`` (JSON or not) as a snapshot body; return its key."""
+        stored = self.encrypt(plaintext)
         key = snapshot_key(source, when, stored)
         self.put(key, stored)
         return key
