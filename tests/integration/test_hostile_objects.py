@@ -4,9 +4,9 @@ Every forged object comes from ``tests/hostile/forge.py`` (FORMAT.md and the wri
 as an attacker with root on a portal server) or is written straight into the repository as
 such an attacker could. The admin's real commands then run in a subprocess whose peak memory
 (VmHWM, read by the process itself as it exits) must stay bounded: decompression bombs, a blob
-claiming 4 GiB, a 200 MiB object under packs/, malformed age headers, bogus keys/ objects and
-malformed snapshots each end in a clear message naming the object (never a traceback or an
-"internal error"), and the genuine snapshot still restores byte for byte.
+claiming 4 GiB, 200 MiB under packs/ and 513 MiB under index/, malformed age headers, bogus
+keys/ objects and malformed snapshots each end in a clear message naming the object (never a
+traceback or an "internal error"), and the genuine snapshot still restores byte for byte.
 """
 
 from __future__ import annotations
@@ -258,6 +258,27 @@ def test_an_oversized_pack_is_refused_without_reading_it(
     forged_restore_fails(env, tmp_path, forged, key, f"{size} bytes, more than a pack")
     assert f"pack is {size} bytes, more than any pack can be" in check_problems(env)[key]
     assert key in check_problems(env, "--read-data")
+    assert_genuine_restores(env, tmp_path, genuine)
+
+
+def test_an_oversized_index_object_is_set_aside_unread(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A 513 MiB (sparse) object under index/: larger than the 512 MiB of JSON an index object
+    may hold (backup/index.py MAX_INDEX_JSON), so it is refused by its size, never read or
+    decompressed. check names it; restores go on with the genuine index; prune will not act."""
+    env = local_backup_env
+    genuine = genuine_backup(env, tmp_path)
+    size = 513 * MiB
+    key = "index/" + "0" * 64
+    with (Path(env.repo_url) / key).open("wb") as handle:
+        handle.truncate(size)
+    problems = check_problems(env)
+    assert f"{size} bytes, more than an index object written by this tool can be" in problems[key]
+    assert_genuine_restores(env, tmp_path, genuine)
+    pruned = ops(env, "backup", "forget", "--prune")
+    assert pruned.returncode != 0
+    assert key in pruned.stderr + pruned.stdout
     assert_genuine_restores(env, tmp_path, genuine)
 
 
