@@ -18,8 +18,8 @@ from typing import Any
 from backup.backends import open_storage
 from backup.index import PackRecord
 from backup.keys import Identity, WriterKey
-from backup.pack import BlobEntry, decompress
-from backup.repository import DamagedObject, Repository
+from backup.pack import BlobEntry
+from backup.repository import Repository
 
 # Below this many packs, starting workers costs more than it saves.
 MIN_PACKS = 3
@@ -67,9 +67,7 @@ def write_blobs(repo: Repository, job: RestoreJob) -> tuple[int, int]:
     plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
     written = 0
     for blob_id, entry, uses in blobs:
-        data = decompress(plaintext[entry.offset : entry.offset + entry.length], entry)
-        if repo.writer.blob_id(data) != blob_id:
-            raise DamagedObject(repo.name, key, f"blob {blob_id.hex()[:16]} fails its id")
+        data = repo.unpack_blob(key, plaintext, blob_id, entry)  # bounded, checked by id
         for path, offset in uses:
             # Created here, not beforehand: the main process need not touch every file twice.
             # O_NOFOLLOW: a symlink planted in the target must not redirect the write.
