@@ -15,6 +15,13 @@ MariaDB (``*.sql`` files): ``mariadb://[user@]host[:port]`` or ``mariadb://[user
 ?socket=/run/mysqld/mysqld.sock``, the password in a 0600 option file (``--defaults-file``).
 Each database is created (utf8mb4) and its dump loaded; ``users.sql`` last, where accounts that
 exist already are reported and left as they are.
+
+The dumps come from a backup host, which may be hostile. The clients run as ``ops`` (they need
+its credentials) but refuse every client-side command a dump holds (:mod:`backup.sqlclients`:
+psql in restricted mode, mariadb in binary and sandbox mode, no local files); each refusal is a
+problem of the restore (exit 1). Loading a dump still runs its SQL on the server with the
+rights of the account restoring it: as a superuser, a forged dump can do what a superuser can
+(``COPY … TO PROGRAM`` runs commands as the database server's user).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from backup.drill_db import (
 )
 from backup.scratchdb import ScratchServerError, run_tool
 from backup.snapshot import Snapshot
-from portalops.errors import BadInput, OpsError
+from backup.sqlclients import MARIADB_LOAD_OPTIONS, load_sql, open_dump, psql_restricted
+from portalops.errors import BadInput, ExitCode, OpsError
 
 CONNECT_TIMEOUT = 30
 
@@ -51,13 +59,20 @@ class RestoreFailed(OpsError):
     """{}"""
 
 
+class NotADump(OpsError):
+    """snapshot {}: not regular files: {} (a database snapshot holds only dumps); nothing loaded"""
+
+    exit_code = ExitCode.PROBLEM_FOUND
+
+
 @dataclass
 class DatabaseRestore:
     engine: str
     server: str  # where, without credentials
     databases: dict[str, str] = field(default_factory=dict)  # in the backup -> restored as
     warnings: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # counts that differ from the record
+    # counts that differ from the record; client commands a dump held, refused
+    problems: list[str] = field(default_factory=list)
 
 
 def engine_of(restored: Path) -> str:
@@ -82,7 +97,12 @@ def restore_to_database(
     pg_bin_dir: Path | None = None,
 ) -> DatabaseRestore:
     """Load the dumps in ``restored`` (the snapshot's files) into the server ``dsn``."""
-    engine = engine_of(restored)
+    engine = engine_of(restored)  # first: a files snapshot is told it is not a database's
+    # The restore put every entry inside ``restored``; a symlink among them could still send
+    # a tool reading a dump to a file of this host. A database snapshot holds regular files.
+    links = sorted(p.name for p in restored.iterdir() if not stat.S_ISREG(p.lstat().st_mode))
+    if links:
+        raise NotADump(snapshot.source, ", ".join(links))
     suffix = ".dump" if engine == "postgres" else ".sql"
     dumps = {
         db_name(p, suffix): p for p in sorted(restored.glob(f"*{suffix}")) if p.name != "users.sql"
@@ -156,16 +176,15 @@ def _postgres(
         raise RestoreFailed(f"cannot connect to {where}: {' '.join(str(exc).split())}") from None
     _refuse_existing({str(r[0]) for r in rows}, plan, where)
     globals_sql = restored / "globals.sql"
-    if globals_sql.exists():
-        with globals_sql.open("rb") as handle:
-            stderr = run_tool(
-                [_pg_program("psql", bin_dir), "-X", "-q", "--no-password", "-d",
-                 conninfo(maintenance)],
-                what="psql globals.sql", timeout=LOAD_TIMEOUT, env=env, stdin=handle,
-            )  # fmt: skip
+    if os.path.lexists(globals_sql):
+        loaded = load_sql(
+            psql_restricted(_pg_program("psql", bin_dir), conninfo(maintenance)), globals_sql,
+            what="psql globals.sql", timeout=LOAD_TIMEOUT, env=env, strict=False,
+        )  # fmt: skip
+        report.problems += loaded.refused
         report.warnings += [
             f"globals.sql: {line.split('ERROR:', 1)[1].strip()} (left as it is)"
-            for line in stderr.splitlines()
+            for line in loaded.stderr.splitlines()
             if "ERROR:" in line
         ]
     restore_program = _pg_program("pg_restore", bin_dir)
@@ -173,16 +192,17 @@ def _postgres(
         name = plan[db]
         if name == db:  # --create: the database comes back with its owner, encoding, locale
             argv = [restore_program, "--create", "--exit-on-error", "--no-password",
-                    "-d", conninfo(maintenance), str(dump)]  # fmt: skip
+                    "-d", conninfo(maintenance)]  # fmt: skip
         else:
             with psycopg.connect(conninfo(maintenance), autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
                 )
-            argv = [restore_program, "--exit-on-error", "--no-password", "-d", conninfo(name),
-                    str(dump)]  # fmt: skip
+            argv = [restore_program, "--exit-on-error", "--no-password", "-d", conninfo(name)]
         try:
-            run_tool(argv, what=f"pg_restore of {dump.name}", timeout=LOAD_TIMEOUT, env=env)
+            with open_dump(dump) as handle:  # the archive on stdin: a file, so seekable
+                run_tool(argv, what=f"pg_restore of {dump.name}", timeout=LOAD_TIMEOUT,
+                         env=env, stdin=handle)  # fmt: skip
         except ScratchServerError as exc:
             raise RestoreFailed(f"{exc}; database {name} on {where} is incomplete") from None
         report.databases[db] = name
@@ -276,7 +296,7 @@ def _mariadb_client(
     if target.user:
         client.append(f"--user={target.user}")
         connect["user"] = target.user
-    client.append("--batch")
+    client += MARIADB_LOAD_OPTIONS
     return client, connect
 
 
@@ -306,28 +326,27 @@ def _mariadb(
                     f"CREATE DATABASE {_quote(name)}"
                     " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
                 )
-            with dump.open("rb") as handle:
-                try:
-                    run_tool([*client, "--database", name], what=f"loading {dump.name}",
-                             timeout=LOAD_TIMEOUT, stdin=handle)  # fmt: skip
-                except ScratchServerError as exc:
-                    raise RestoreFailed(
-                        f"{exc}; database {name} on {target.where} is incomplete"
-                    ) from None
+            try:
+                load_sql([*client, "--database", name], dump, what=f"loading {dump.name}",
+                         timeout=LOAD_TIMEOUT)  # fmt: skip
+            except ScratchServerError as exc:
+                raise RestoreFailed(
+                    f"{exc}; database {name} on {target.where} is incomplete"
+                ) from None
             report.databases[db] = name
             record = _record(snapshot, db, report)
             if record is not None:
                 report.problems += verify_mariadb(conn, name, record)
         users = restored / "users.sql"
-        if users.exists():
-            with users.open("rb") as handle:
-                # --force: an account that exists already is reported, the rest still load
-                stderr = run_tool([*client, "--force"], what="loading users.sql",
-                                  timeout=LOAD_TIMEOUT, stdin=handle, check=False)  # fmt: skip
+        if os.path.lexists(users):
+            # --force: an account that exists already is reported, the rest still load
+            loaded = load_sql([*client, "--force"], users, what="loading users.sql",
+                              timeout=LOAD_TIMEOUT, check=False, strict=False)  # fmt: skip
+            report.problems += loaded.refused
             report.warnings += [
                 f"users.sql: {line.strip()} (left as it is)"
-                for line in stderr.splitlines()
-                if line.startswith("ERROR")
+                for line in loaded.stderr.splitlines()
+                if line.startswith("ERROR") and not line.startswith("ERROR at line")
             ]
     except DB_ERRORS as exc:
         raise RestoreFailed(f"{target.where}: {' '.join(str(exc).split())}") from None

@@ -12,6 +12,13 @@ The scratch server is a throwaway one (:mod:`backup.scratchdb`) unless ``drill.p
 names a scratch PostgreSQL server; there each drill creates databases under names of its own
 and drops them afterwards, and restores without owners and grants, whose roles it must not
 create on a shared server.
+
+The dumps come from a backup host, which may be hostile. A throwaway server and every client
+that reads a dump into it (psql, pg_restore, mariadb) run as the drill user, the dump fed on
+their stdin from here; psql and mariadb besides refuse every client-side command in it
+(:mod:`backup.sqlclients`). Into a configured scratch server pg_restore runs as ``ops`` (it
+needs the ``PGPASSFILE``): it has no client-side commands, and the archive's SQL runs there
+with the rights of the DSN's user.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from backup.scratchdb import (
     MariadbScratch,
     PostgresScratch,
     ScratchServerError,
+    as_user,
     find_postgres_bin,
     run_tool,
     throwaway_mariadb,
@@ -41,6 +49,7 @@ from backup.scratchdb import (
 from backup.snapshot import Snapshot
 from backup.sources.mariadb import list_tables
 from backup.sources.postgres import count_tables
+from backup.sqlclients import MARIADB_LOAD_OPTIONS, load_sql, open_dump, psql_restricted
 from portalops.settings import Drill, MariadbSource, PostgresSource, SmokeQuery
 
 LOAD_TIMEOUT = 6 * 3600.0  # seconds for one dump to load
@@ -229,7 +238,7 @@ class PostgresDrill(_DumpDrill):
             )
             self._params = conninfo_to_dict(server.conninfo("postgres"))
             env = server.env
-            if (restored / "globals.sql").exists():  # roles first: the dumps name owners
+            if os.path.lexists(restored / "globals.sql"):  # roles first: the dumps name owners
                 self._apply_globals(server, restored / "globals.sql")
         else:
             bin_dir = self.drill.postgres.bin_dir
@@ -261,20 +270,22 @@ class PostgresDrill(_DumpDrill):
             ]
             if configured is not None:
                 argv += ["--no-owner", "--no-privileges"]
-            run_tool([*argv, str(dump)], what=f"pg_restore of {dump.name}",
-                     timeout=LOAD_TIMEOUT, env=env)  # fmt: skip
+            else:
+                argv = as_user(argv, self.drill.run_as)
+            with open_dump(dump) as handle:  # the archive on stdin: a file, so seekable
+                run_tool(argv, what=f"pg_restore of {dump.name}", timeout=LOAD_TIMEOUT,
+                         env=env, stdin=handle)  # fmt: skip
         return f"{len(dumps)} database{'s' if len(dumps) != 1 else ''} loaded"
 
     def _apply_globals(self, server: PostgresScratch, path: Path) -> None:
+        argv = as_user(psql_restricted(server.bin("psql"), server.conninfo("postgres")),
+                       self.drill.run_as)  # fmt: skip
+        loaded = load_sql(argv, path, what="psql globals.sql", timeout=LOAD_TIMEOUT,
+                          env=server.env)  # fmt: skip
         # the cluster's own superuser exists already: the one error to expect
-        with path.open("rb") as handle:
-            stderr = run_tool(
-                [server.bin("psql"), "-X", "-q", "-d", server.conninfo("postgres")],
-                what="psql globals.sql", timeout=LOAD_TIMEOUT, env=server.env, stdin=handle,
-            )  # fmt: skip
         errors = [
             line
-            for line in stderr.splitlines()
+            for line in loaded.stderr.splitlines()
             if "ERROR:" in line and f'role "{PG_SUPERUSER}" already exists' not in line
         ]
         if errors:
@@ -312,7 +323,7 @@ class MariadbDrill(_DumpDrill):
             raise ScratchServerError("the snapshot holds no database .sql file to load")
         server = stack.enter_context(throwaway_mariadb(self.drill.scratch_dir, self.drill.run_as))
         self._server = server
-        client = ["mariadb", f"--defaults-file={server.options}", "--batch"]
+        client = ["mariadb", f"--defaults-file={server.options}", *MARIADB_LOAD_OPTIONS]
         for dump in dumps:
             db = db_name(dump, ".sql")
             with self._connect() as conn, conn.cursor() as cur:
@@ -320,17 +331,15 @@ class MariadbDrill(_DumpDrill):
                     f"CREATE DATABASE {_quote(db)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
                 )
             self.loaded[db] = db
-            with dump.open("rb") as handle:
-                run_tool([*client, "--database", db], what=f"loading {dump.name}",
-                         timeout=LOAD_TIMEOUT, env=server.env, stdin=handle)  # fmt: skip
+            load_sql(as_user([*client, "--database", db], self.drill.run_as), dump,
+                     what=f"loading {dump.name}", timeout=LOAD_TIMEOUT, env=server.env)  # fmt: skip
         users = restored / "users.sql"
-        if users.exists():
+        if os.path.lexists(users):
             # the accounts come last, into a server that has none but the drill's own:
             # users.sql creates them all (root and mariadb.sys included) and cannot clash
             self._drop_accounts()
-            with users.open("rb") as handle:
-                run_tool(client, what="loading users.sql", timeout=LOAD_TIMEOUT,
-                         env=server.env, stdin=handle)  # fmt: skip
+            load_sql(as_user(client, self.drill.run_as), users, what="loading users.sql",
+                     timeout=LOAD_TIMEOUT, env=server.env)  # fmt: skip
         return f"{len(dumps)} database{'s' if len(dumps) != 1 else ''} loaded"
 
     def _drop_accounts(self) -> None:

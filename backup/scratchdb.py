@@ -5,7 +5,10 @@ A drill proves a dump restores by restoring it. The servers here are the drill's
 - they listen on a unix socket in their own 0700 directory and on no TCP port at all, so
   nothing else on the host can reach the restored data;
 - they run as an unprivileged system user (``drill.run_as``) when ``ops`` runs as root:
-  PostgreSQL refuses to run as root. The user is created on first use;
+  PostgreSQL refuses to run as root, and the SQL they run comes from a backup host, which may
+  be hostile (``COPY … TO PROGRAM`` runs as the server's user). The user is created on first
+  use. The clients that feed them dumps run as that user too (:mod:`backup.sqlclients`);
+- MariaDB reads and writes server-side files only in its own temp dir (``secure_file_priv``);
 - everything they write (data, socket, log) lives in one temp directory, removed with the
   server on every exit path: the context managers stop the server (its process group, so no
   backend outlives it) before they delete the directory.
@@ -44,6 +47,8 @@ PG_SUPERUSER = "postgres"
 MY_ADMIN = "portal_ops_drill"  # MariaDB account the drill works as (users.sql cannot touch it)
 LOG_TAIL = 8
 SOCKET_PATH_MAX = 107  # sun_path, minus the terminating NUL
+STDERR_HEAD = 1 << 20  # bytes of a tool's stderr kept from its start …
+STDERR_TAIL = 64 << 10  # … and from its end
 
 
 class ScratchServerError(OpsError):
@@ -79,16 +84,23 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-def as_user(argv: Sequence[str], user: str) -> list[str]:
+def as_user(argv: Sequence[str], user: str, *, bind_low_ports: bool = False) -> list[str]:
     """``argv`` run as ``user`` when we are root (setpriv execs in place: the pid we hold is
-    the server's own); unchanged otherwise, since we are unprivileged already."""
+    the server's own); unchanged otherwise, since we are unprivileged already.
+    ``bind_low_ports`` keeps one capability, binding ports below 1024, for ``nginx -t``."""
     if os.geteuid() != 0:
         return list(argv)
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    return [setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups", "--", *argv]
+    caps = (
+        ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
+        if bind_low_ports
+        else []
+    )
+    return [setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups", *caps, "--", *argv]
 
 
-def _hand_over(path: Path, user: str) -> None:
+def hand_over(path: Path, user: str) -> None:
+    """Give ``path`` to ``user`` (when we are root; else it is ours already)."""
     if os.geteuid() == 0:
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -101,19 +113,19 @@ def _server_dir(kind: str, base: Path | None, user: str) -> Iterator[tuple[Path,
     ensure_user(user)
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
-        _check_reachable(base, user)
+        check_reachable(base, user)
     with ExitStack() as stack:
         made = []
         for where in (base, None):
             path = Path(tempfile.mkdtemp(prefix=f"portal-ops-drill-{kind}-", dir=where))
             stack.callback(shutil.rmtree, path, ignore_errors=True)
-            _hand_over(path, user)
+            hand_over(path, user)
             made.append(path)
         yield made[0], made[1]
 
 
-def _check_reachable(base: Path, user: str) -> None:
-    """The server, running as ``user``, must be able to reach its data directory in ``base``."""
+def check_reachable(base: Path, user: str, who: str = "the throwaway database servers run") -> None:
+    """``user`` (``who`` runs as it) must be able to enter ``base`` (when we are root)."""
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam(user)
@@ -128,7 +140,7 @@ def _check_reachable(base: Path, user: str) -> None:
             allowed = bool(st.st_mode & stat.S_IXOTH)
         if not allowed:
             raise ScratchServerError(
-                f"drill.scratch_dir {base}: the throwaway database servers run as {user}, "
+                f"drill.scratch_dir {base}: {who} as {user}, "
                 f"who cannot enter {path} (mode {stat.S_IMODE(st.st_mode):04o}); allow it "
                 f"(chmod o+x {path}) or choose another scratch_dir"
             )
@@ -160,29 +172,63 @@ def run_tool(
 ) -> str:
     """Run a command to completion and return its stderr; if it fails (and ``check``), the
     stderr goes into the error."""
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise ScratchServerError(f"{what}: {argv[0]} not found") from None
-    except subprocess.TimeoutExpired:
-        raise ScratchServerError(f"{what}: did not finish within {timeout:.0f} s") from None
-    stderr = done.stderr.decode("utf-8", "replace")
-    if check and done.returncode != 0:
+    code, stderr = run_bounded(argv, what=what, timeout=timeout, env=env, stdin=stdin, cwd=cwd)
+    if check and code != 0:
         raise ScratchServerError(
-            f"{what} failed (exit code {done.returncode}): {_tail(stderr) or 'no message'}"
+            f"{what} failed (exit code {code}): {tail(stderr) or 'no message'}"
         )
     return stderr
 
 
-def _tail(text: str, lines: int = LOG_TAIL) -> str:
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    what: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    stdin: IO[bytes] | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str]:
+    """(exit code, stderr) of a command run to completion. Its stdout is discarded and its
+    stderr kept to a bounded size: a tool fed a hostile dump can print without end (every
+    failing statement echoed back), and none of it may fill this process's memory."""
+    with tempfile.TemporaryFile() as err:
+        try:
+            done = subprocess.run(
+                list(argv),
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=timeout,
+                env=env,
+                cwd=cwd,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise ScratchServerError(f"{what}: {argv[0]} not found") from None
+        except subprocess.TimeoutExpired:
+            raise ScratchServerError(f"{what}: did not finish within {timeout:.0f} s") from None
+        return done.returncode, _read_bounded(err)
+
+
+def _read_bounded(handle: IO[bytes]) -> str:
+    """The head and the tail of what ``handle`` holds, the middle left out if it is long."""
+    size = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    if size <= STDERR_HEAD + STDERR_TAIL:
+        return handle.read().decode("utf-8", "replace")
+    head = handle.read(STDERR_HEAD)
+    handle.seek(size - STDERR_TAIL)
+    tail = handle.read()
+    left_out = size - len(head) - len(tail)
+    return (
+        head.decode("utf-8", "replace").rpartition("\n")[0]
+        + f"\n… ({left_out} bytes left out)\n"
+        + tail.decode("utf-8", "replace").partition("\n")[2]
+    )
+
+
+def tail(text: str, lines: int = LOG_TAIL) -> str:
     kept = [" ".join(line.split()) for line in text.strip().splitlines()[-lines:]]
     return " | ".join(line for line in kept if line)
 
@@ -234,7 +280,7 @@ def _wait_ready(
 
 def _log_tail(path: Path) -> str:
     try:
-        return _tail(path.read_text(encoding="utf-8", errors="replace")) or "(empty log)"
+        return tail(path.read_text(encoding="utf-8", errors="replace")) or "(empty log)"
     except OSError as exc:
         return f"(cannot read {path}: {exc.strerror})"
 
@@ -343,7 +389,7 @@ class MariadbScratch:
 
     socket: Path
     password: str
-    options: Path  # [client] file (0600) for the mariadb command-line client
+    options: Path  # [client] file (0600, the drill user's) for the mariadb command-line client
     env: dict[str, str]
 
     def connect_args(self) -> dict[str, object]:
@@ -371,7 +417,7 @@ def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
     with _server_dir("my", base, user) as (root, run_dir):
         data, tmp = root / "data", root / "tmp"
         tmp.mkdir()
-        _hand_over(tmp, user)
+        hand_over(tmp, user)
         sock = run_dir / "mysqld.sock"
         _check_socket_path(sock)
         env = _env(root)
@@ -391,6 +437,7 @@ def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
             as_user(
                 [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}",
                  "--skip-networking", f"--pid-file={run_dir / 'mysqld.pid'}", f"--tmpdir={tmp}",
+                 f"--secure-file-priv={tmp}",
                  "--skip-name-resolve", "--skip-log-bin", "--character-set-server=utf8mb4",
                  "--collation-server=utf8mb4_unicode_ci", "--innodb-buffer-pool-size=128M"],
                 user,
@@ -411,6 +458,7 @@ def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
             fd = os.open(options, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(f"[client]\nuser={MY_ADMIN}\npassword={password}\nsocket={sock}\n")
+            hand_over(options, user)  # the mariadb client runs as the user too
             yield MariadbScratch(sock, password, options, env)
         finally:
             _stop(proc, signal.SIGTERM)

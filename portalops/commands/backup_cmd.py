@@ -435,7 +435,8 @@ def _restore_database(
         *(f"warning: {w}" for w in report.warnings),
     ]
     if report.problems:
-        human += ["ROW COUNTS DIFFER FROM THE BACKUP'S RECORD:", *report.problems]
+        human += ["PROBLEMS (rows unlike the backup's record, client commands refused):"]
+        human += report.problems
     else:
         human.append("every table's rows as recorded at backup")
     return Outcome(data, human, ExitCode.PROBLEM_FOUND if report.problems else ExitCode.OK)
