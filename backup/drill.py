@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
-import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backup.drill_db import DB_ERRORS, DatabaseDrill
+from backup.drill_nginx import nginx_test
 from backup.repository import DamagedObject, Repository
 from backup.restore import restore, walk
 from backup.snapshot import Snapshot, SnapshotRef
@@ -30,8 +28,6 @@ from backup.tree import NodeType
 from portalops.errors import OpsError
 
 log = logging.getLogger(__name__)
-
-NGINX_TIMEOUT = 60.0
 
 
 @dataclass
@@ -111,9 +107,11 @@ def drill_one(
     rto_seconds: float,
     scratch: Path | None = None,
     database: DatabaseDrill | None = None,
+    run_as: str = "portal-ops-drill",
 ) -> DrillResult:
     """Drill the snapshot ``ref``; scratch space and throwaway servers are removed afterwards
-    on every path. ``database`` loads a database source's dumps and checks them."""
+    on every path. ``database`` loads a database source's dumps and checks them; ``nginx -t``
+    runs as ``run_as`` (when ops is root)."""
     started = time.monotonic()
     result = DrillResult(ref.source, "", repo.name, ref.id, ref.time)
     snapshot: Snapshot | None = None
@@ -158,8 +156,9 @@ def drill_one(
         result.restore_seconds = sum(s.seconds for s in result.steps)
         if _has_nginx(target):
             with _Timer(result, "nginx -t") as step:
-                problems = nginx_test(target, Path(tmp))
-                step.ok, step.detail = not problems, "; ".join(problems) or "configuration OK"
+                problems, who = nginx_test(target, Path(tmp), run_as)
+                step.ok = not problems
+                step.detail = "; ".join(problems) or f"configuration OK (tested as {who})"
         if database is not None and loaded:
             with _Timer(result, "row counts") as step:
                 problems = database.verify(snapshot)
@@ -224,63 +223,3 @@ def _measure(root: Path) -> tuple[int, int]:
 
 def _has_nginx(root: Path) -> bool:
     return any(root.glob("**/nginx/nginx.conf"))
-
-
-_PATH_TOKEN = re.compile(r"(?<![\w/.$-])(/[^\s;\"'{}]+)")
-_LOG_DIRECTIVE = re.compile(r"^(\s*(?:error_log|access_log|pid)\s+)(/[^\s;]+)", re.MULTILINE)
-
-
-def nginx_test(restored: Path, scratch: Path) -> list[str]:
-    """``nginx -t`` on a restored configuration, with absolute paths pointed into scratch.
-
-    Paths that exist in the restored tree (includes, certificates) are read from there; logs
-    and the pid file go to scratch, so the drill never touches the host's own nginx.
-    """
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        return ["nginx is not installed on the drill host (Debian package nginx-light)"]
-    problems = []
-    for conf in sorted(restored.glob("**/nginx/nginx.conf")):
-        conf_dir = conf.parent
-        original = "/" + str(conf_dir.relative_to(restored))
-        logs = scratch / "nginx-logs"
-        logs.mkdir(exist_ok=True)
-        for path in conf_dir.rglob("*"):
-            if path.is_file() and not path.is_symlink() and _is_text(path):
-                _rewrite(path, restored, logs)
-        argv = [nginx, "-t", "-q", "-p", f"{conf_dir}/", "-c", str(conf), "-e", str(logs / "e.log")]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=NGINX_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            problems.append(f"{original}: nginx -t did not finish in {NGINX_TIMEOUT:.0f} s")
-            continue
-        if done.returncode != 0:
-            tail = " | ".join(line for line in done.stderr.strip().splitlines()[-3:] if line)
-            problems.append(
-                f"{original}/nginx.conf fails nginx -t: {tail.replace(str(restored), '')}"
-            )
-    return problems
-
-
-def _is_text(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return b"\0" not in handle.read(4096)
-    except OSError:
-        return False
-
-
-def _rewrite(path: Path, restored: Path, logs: Path) -> None:
-    text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    text = _LOG_DIRECTIVE.sub(lambda m: f"{m.group(1)}{logs / Path(m.group(2)).name}", text)
-
-    def inside(match: re.Match[str]) -> str:
-        token = match.group(1)
-        candidate = restored / token.lstrip("/")
-        probe = candidate.parent if any(c in token for c in "*?[") else candidate
-        return str(candidate) if probe.exists() else token
-
-    text = _PATH_TOKEN.sub(inside, text)
-    path.write_text(text, encoding="utf-8", errors="surrogateescape")

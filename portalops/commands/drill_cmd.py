@@ -70,6 +70,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
                     refs[-1],
                     rto_seconds=settings.drill.rto_seconds,
                     scratch=settings.drill.scratch_dir,
+                    run_as=settings.drill.run_as,
                     database=(
                         database_drill(source, settings.drill)
                         if isinstance(source, (PostgresSource, MariadbSource))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +41,19 @@ def nginx_tree(root: Path, *, broken: bool = False) -> Path:
     return etc
 
 
-def setup_env(env: BackupEnv, tmp_path: Path, *, rto: float = 3600, broken: bool = False) -> Path:
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """Scratch space the drill user can enter (pytest's tmp_path is 0700 root's): nginx -t
+    runs as that user."""
+    path = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def setup_env(
+    env: BackupEnv, tmp_path: Path, scratch: Path, *, rto: float = 3600, broken: bool = False
+) -> Path:
     web = tmp_path / "www"
     web.mkdir()
     (web / "index.html").write_text("<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n")
@@ -46,7 +61,6 @@ def setup_env(env: BackupEnv, tmp_path: Path, *, rto: float = 3600, broken: bool
     etc = nginx_tree(tmp_path / "host", broken=broken)
     env.add_source("webroot", web)
     env.add_source("nginx", etc, category="config")
-    scratch = tmp_path / "scratch"
     env.write_config(
         drill={"rto_seconds": rto, "scratch_dir": str(scratch)},
         metrics={"textfile_dir": str(tmp_path / "textfile")},
@@ -56,15 +70,19 @@ def setup_env(env: BackupEnv, tmp_path: Path, *, rto: float = 3600, broken: bool
     return scratch
 
 
-def test_healthy_drill_passes(backup_env: BackupEnv, tmp_path: Path) -> None:
-    scratch = setup_env(backup_env, tmp_path)
+def test_healthy_drill_passes(backup_env: BackupEnv, tmp_path: Path, scratch: Path) -> None:
+    setup_env(backup_env, tmp_path, scratch)
     result = backup_env.ops("--json", "drill")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
     by_source = {r["source"]: r for r in doc["results"]}
     assert set(by_source) == {"webroot", "nginx"}
     nginx_steps = {s["name"]: s for s in by_source["nginx"]["steps"]}
-    assert nginx_steps["nginx -t"]["ok"] is True
+    assert nginx_steps["nginx -t"] == {
+        **nginx_steps["nginx -t"],
+        "ok": True,
+        "detail": "configuration OK (tested as portal-ops-drill)",
+    }
     assert by_source["webroot"]["files"] == 2
     assert by_source["webroot"]["restore_seconds"] > 0
     assert list(scratch.iterdir()) == []  # scratch space is gone
@@ -79,8 +97,10 @@ def test_healthy_drill_passes(backup_env: BackupEnv, tmp_path: Path) -> None:
     assert all(e["last_run_ok"] for e in latest["sources"].values())
 
 
-def test_broken_nginx_config_fails_the_drill(local_backup_env: BackupEnv, tmp_path: Path) -> None:
-    scratch = setup_env(local_backup_env, tmp_path, broken=True)
+def test_broken_nginx_config_fails_the_drill(
+    local_backup_env: BackupEnv, tmp_path: Path, scratch: Path
+) -> None:
+    setup_env(local_backup_env, tmp_path, scratch, broken=True)
     result = local_backup_env.ops("--json", "drill", "--source", "nginx")
     assert result.returncode == 1
     [entry] = json.loads(result.stdout)["results"]
@@ -92,9 +112,9 @@ def test_broken_nginx_config_fails_the_drill(local_backup_env: BackupEnv, tmp_pa
 
 
 def test_damage_fails_the_drill_naming_source_and_fault(
-    backup_env: BackupEnv, tmp_path: Path
+    backup_env: BackupEnv, tmp_path: Path, scratch: Path
 ) -> None:
-    scratch = setup_env(backup_env, tmp_path)
+    setup_env(backup_env, tmp_path, scratch)
     data_packs = [k for k in backup_env.object_keys("packs/")]
     biggest = max(data_packs, key=lambda k: len(backup_env.read_object(k)))
     damaged = bytearray(backup_env.read_object(biggest))
@@ -119,8 +139,10 @@ def test_damage_fails_the_drill_naming_source_and_fault(
         assert sample.value == (0.0 if sample.labels["source"] in failed_sources else 1.0)
 
 
-def test_restore_over_the_objective_fails(local_backup_env: BackupEnv, tmp_path: Path) -> None:
-    setup_env(local_backup_env, tmp_path, rto=0.000001)
+def test_restore_over_the_objective_fails(
+    local_backup_env: BackupEnv, tmp_path: Path, scratch: Path
+) -> None:
+    setup_env(local_backup_env, tmp_path, scratch, rto=0.000001)
     result = local_backup_env.ops("--json", "drill", "--source", "webroot")
     assert result.returncode == 1
     [entry] = json.loads(result.stdout)["results"]
@@ -128,9 +150,9 @@ def test_restore_over_the_objective_fails(local_backup_env: BackupEnv, tmp_path:
 
 
 def test_drill_needs_the_identity_and_known_sources(
-    local_backup_env: BackupEnv, tmp_path: Path
+    local_backup_env: BackupEnv, tmp_path: Path, scratch: Path
 ) -> None:
-    setup_env(local_backup_env, tmp_path)
+    setup_env(local_backup_env, tmp_path, scratch)
     bad = local_backup_env.ops("drill", "--source", "webrot")
     assert bad.returncode == 2
     assert "webrot" in bad.stderr
