@@ -197,12 +197,16 @@ def test_objects_open_with_the_standard_age_tool(
     ).stdout.replace(b" ", b"")
 
 
-def test_emergency_restore_with_age_and_zstd_only(
+def test_emergency_restore_with_age_zstd_and_b3sum_only(
     local_backup_env: BackupEnv, tmp_path: Path
 ) -> None:
-    """FORMAT.md is enough: the standalone script restores through the real binaries."""
+    """FORMAT.md is enough: the standalone script restores through the real binaries (age,
+    zstd, b3sum) everything the tree holds, FIFOs, hard links and directory modes included,
+    as portal-ops's own restore does."""
     env = local_backup_env
     src = make_tree(tmp_path, big_mib=3)
+    os.mkfifo(src / "www" / "deploy.fifo", 0o620)
+    (src / "www" / "tin-tức").chmod(0o750)
     env.add_source("portal", src)
     env.ops("backup", "run", check=True)
     repo = Path(env.repo_url)
@@ -215,9 +219,14 @@ def test_emergency_restore_with_age_and_zstd_only(
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     got = restored_root(target, src)
-    for rel in ("media/video.bin", "www/tin-tức/bài-1.txt", "config.php", "empty"):
-        assert (got / rel).read_bytes() == (src / rel).read_bytes(), rel
+    assert describe(got) == describe(src)
     assert os.readlink(got / "www" / "latest.bin") == "../media/video.bin"
+    assert (got / "hardlink.txt").stat().st_ino == (
+        got / "www" / "tin-tức" / "bài-1.txt"
+    ).stat().st_ino
+    native = tmp_path / "native"
+    env.ops("backup", "restore", "latest", "--target", str(native), check=True)
+    assert describe(restored_root(native, src)) == describe(got)
 
 
 def test_check_passes_on_a_healthy_repository(backup_env: BackupEnv, tmp_path: Path) -> None:
