@@ -22,7 +22,7 @@ from backup.pack import MAX_PACK_SIZE
 from backup.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
-from backup.tree import NodeType
+from backup.tree import NodeType, show_name
 from portalops.atomic import write_atomic
 
 PATHS_PER_PROBLEM = 20
@@ -194,6 +194,8 @@ def _any_blob_missing(repo: Repository, refs: list[SnapshotRef], result: CheckRe
                 tree = repo.read_tree(tree_id)
             except (DamagedObject, ValueError, KeyError):
                 return True
+            if tree.refused:
+                return True
             for node in tree:
                 if any(blob not in repo.index for blob in node.content):
                     return True
@@ -251,6 +253,12 @@ def _walk_snapshots(
                 key = location.pack if location else f"blob {tree_id.hex()[:16]}"
                 note(touched.setdefault(key, Problem(key, f"tree unreadable: {exc}")), label, where)
                 continue
+            if tree.refused:  # names a restore will not create (backup/tree.py)
+                key = f"tree {tree_id.hex()[:16]}"
+                what = "entries a restore refuses: " + "; ".join(
+                    f"{show_name(r.name)}: {r.reason}" for r in tree.refused
+                )
+                note(touched.setdefault(key, Problem(key, what)), label, where)
             for node in tree:
                 path = os.path.join(where, node.display_name)
                 if node.type is NodeType.DIR and node.subtree is not None:

@@ -134,7 +134,7 @@ def drill_one(
     ):
         target = Path(tmp) / "restore"
         with _Timer(result, "restore") as step:
-            restored = restore(repo, snapshot, target)
+            restored = restore(repo, snapshot, target, name=f"{ref.source}@{ref.short_id}")
             files, total = _measure(target)
             result.files, result.bytes = files, total
             want_files = int(snapshot.summary.get("files", 0))

@@ -2,8 +2,9 @@
 
 Restores and ``check --read-data`` hand whole packs to worker processes; each worker opens
 its own storage connection and keys once, then fetches, decrypts and verifies packs, and for
-restores writes blobs straight into the files the main process created. The main process only
-plans and collects results.
+restores writes blobs straight into place, beneath the target's directory descriptor. The main
+process only plans, collects results and retries what a pack could not give from the blob's
+other locations.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from backup.backends import open_storage
+from backup.beneath import FILE_FLAGS, Beneath
 from backup.index import PackRecord
 from backup.keys import Identity, WriterKey
 from backup.pack import BlobEntry
-from backup.repository import Repository
+from backup.repository import DamagedObject, Repository
+from portalops.errors import OpsError
 
 # Below this many packs, starting workers costs more than it saves.
 MIN_PACKS = 3
@@ -53,31 +56,87 @@ def _worker_repo() -> Repository:
     return _repo
 
 
-# A restore job: for one pack, each blob with its entry and every (path, offset) it fills.
-RestoreJob = tuple[str, list[tuple[bytes, BlobEntry, list[tuple[bytes, int]]]]]
+@dataclass(frozen=True)
+class RestoreTarget:
+    """The directory a restore writes into: workers reopen it by path and make sure it is
+    still the directory the main process opened (device and inode)."""
+
+    path: bytes
+    dev: int
+    ino: int
 
 
-def restore_pack(job: RestoreJob) -> tuple[int, int]:
-    """Write one pack's blobs into place; return (blobs verified, bytes written)."""
+# One blob of a restore job: its id, its entry in this pack, its length (agreed by every index
+# or measured), and every (path relative to the target, offset) it fills.
+JobBlob = tuple[bytes, BlobEntry, int, list[tuple[bytes, int]]]
+RestoreJob = tuple[RestoreTarget, str, list[JobBlob]]
+# (pack, blobs written, bytes written, [(blob id, why this pack could not give it)])
+JobResult = tuple[str, int, int, list[tuple[bytes, str]]]
+
+
+class BlobUnusable(Exception):
+    """This location does not give the blob (the caller tries the blob's next location)."""
+
+
+def restore_pack(job: RestoreJob) -> JobResult:
+    """Write one pack's blobs into place (in a worker)."""
     return write_blobs(_worker_repo(), job)
 
 
-def write_blobs(repo: Repository, job: RestoreJob) -> tuple[int, int]:
-    key, blobs = job
-    plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
-    written = 0
-    for blob_id, entry, uses in blobs:
-        data = repo.unpack_blob(key, plaintext, blob_id, entry)  # bounded, checked by id
-        for path, offset in uses:
-            # Created here, not beforehand: the main process need not touch every file twice.
-            # O_NOFOLLOW: a symlink planted in the target must not redirect the write.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
+    """Decrypt the pack once, verify each blob and write it at every offset that uses it.
+
+    A pack that cannot be read, or a blob that fails here, is returned as failed, not raised:
+    the blob may be intact in another pack. Files are created relative to directory
+    descriptors opened from the target down (backup/beneath.py), so no symlink is followed.
+    """
+    target, key, blobs = job
+    try:
+        plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
+    except OpsError as exc:
+        return key, 0, 0, [(blob_id, str(exc)) for blob_id, _, _, _ in blobs]
+    done = written = 0
+    failed: list[tuple[bytes, str]] = []
+    with Beneath.open(target.path, (target.dev, target.ino)) as below:
+        for blob_id, entry, length, uses in blobs:
             try:
-                os.pwrite(fd, data, offset)
-            finally:
-                os.close(fd)
-            written += len(data)
-    return len(blobs), written
+                data = extract_blob(repo, key, plaintext, entry, blob_id, length)
+            except BlobUnusable as exc:
+                failed.append((blob_id, str(exc)))
+                continue
+            for rel, offset in uses:
+                # Created here, not beforehand: the main process need not touch every file twice.
+                _write_at(below, rel, data, offset)
+                written += len(data)
+            done += 1
+    return key, done, written, failed
+
+
+def extract_blob(
+    repo: Repository, key: str, plaintext: bytes, entry: BlobEntry, blob_id: bytes, length: int
+) -> bytes:
+    """The blob ``entry`` locates in pack ``key``'s plaintext, bounded, verified against its
+    id and ``length`` bytes long; BlobUnusable saying why not."""
+    if entry.raw_length != length:  # unpack_blob holds the blob to its stated length
+        raise BlobUnusable(
+            f"blob {blob_id.hex()[:16]} stated as {entry.raw_length} bytes, not {length}"
+        )
+    try:
+        return repo.unpack_blob(key, plaintext, blob_id, entry)
+    except DamagedObject as exc:
+        raise BlobUnusable(exc.args[2]) from None
+
+
+def _write_at(below: Beneath, rel: bytes, data: bytes, offset: int) -> None:
+    try:
+        parent, name = below.parent(rel)
+        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # name the path from the target, not the last component
+        raise OSError(exc.errno, exc.strerror, os.fsdecode(rel)) from None
 
 
 def verify_pack(record: PackRecord) -> tuple[str, list[str]]:

@@ -1,25 +1,42 @@
 """Restore a snapshot into a directory, verifying every byte against its blob id.
 
-The main process walks the trees and makes the directories; worker processes then take one
-pack each, decrypt it once, check every needed blob against its id and write it at every
-offset that uses it, creating files as they go. Sizes, links and metadata come last. Paths
-stay bytes throughout: names are restored exactly as they were stored (NFC, NFD or neither).
+The main process reads every tree first (each distinct tree once) and refuses, before writing
+anything, a snapshot whose trees would expand beyond :data:`MAX_ENTRIES` entries or nest
+deeper than :data:`MAX_DEPTH` (a tree reusing one subtree twice at each of 40 levels names
+2^40 paths in a few kilobytes). It then makes the directories; worker processes take one pack
+each, decrypt it once, check every needed blob against its id and write it at every offset
+that uses it, creating files as they go. A blob a pack cannot give (pack missing, not
+decrypting, blob failing its id) is fetched from its next known location; only when every
+location fails is the restore damaged. Sizes, links and metadata come last.
+
+A snapshot may come from a hostile backup host. Entries the tree rules refuse
+(backup/tree.py: ``..``, ``/`` in a name, a name twice…) are not restored, nor anything below
+them; the rest is, and the restore then fails naming the snapshot and every refused path.
+Nothing is reached through a path: entries are created relative to open directory
+descriptors with no symlink followed (backup/beneath.py), so neither a symlink already in the
+target nor one the snapshot holds can send a write elsewhere. Paths stay bytes throughout:
+names are restored exactly as they were stored (NFC, NFD or neither).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backup.pack import BlobEntry
+from backup.beneath import FILE_FLAGS, Beneath, split
+from backup.index import Location
 from backup.parallel import (
     MIN_PACKS,
+    JobBlob,
+    JobResult,
     RestoreJob,
+    RestoreTarget,
     restore_pack,
     run_parallel,
     setup_for,
@@ -27,12 +44,30 @@ from backup.parallel import (
 )
 from backup.repository import DamagedObject, Repository
 from backup.snapshot import Snapshot
-from backup.tree import Node, NodeType
-from portalops.errors import BadInput, OpsError
+from backup.tree import Node, NodeType, Refused, Tree, TreeFormatError, show_name
+from portalops.errors import BadInput, ExitCode, OpsError
+
+# Far more entries than any source we back up holds; a restore plans every entry in memory.
+MAX_ENTRIES = 10_000_000
+# A real path is shorter than PATH_MAX (4096 bytes), so it has fewer than 2048 components.
+MAX_DEPTH = 2048
+REFUSED_SHOWN = 20
 
 
 class RestoreError(OpsError):
     """restore into {} failed: {}"""
+
+
+class UnrestorableTree(OpsError):
+    """snapshot {}: {}; refused before anything was written"""
+
+    exit_code = ExitCode.PROBLEM_FOUND  # what a (hostile) writer stored, not our failure
+
+
+class EntriesRefused(OpsError):
+    """snapshot {}: {} refused, not restored (everything else was restored into {}): {}"""
+
+    exit_code = ExitCode.PROBLEM_FOUND
 
 
 @dataclass
@@ -48,23 +83,135 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
+# -- reading trees ---------------------------------------------------------------------------
+
+
+def read_blob(repo: Repository, blob_id: bytes) -> bytes:
+    """A blob from the first of its known locations that gives it intact."""
+    reasons = []
+    for location in repo.index.locations(blob_id):
+        try:
+            plaintext = repo.read_pack(location.pack)
+            return repo.unpack_blob(location.pack, plaintext, blob_id, location.entry)
+        except DamagedObject as exc:
+            reasons.append(f"{exc.args[1]}: {exc.args[2]}")
+        except OpsError as exc:  # a pack missing or unreadable
+            reasons.append(str(exc))
+    if not reasons:
+        raise DamagedObject(repo.name, f"blob {blob_id.hex()[:16]}", "not in the index")
+    raise DamagedObject(repo.name, f"blob {blob_id.hex()[:16]}", "; ".join(reasons))
+
+
+@dataclass
+class Trees:
+    """Every distinct tree below one root, each read and verified once."""
+
+    root: bytes
+    trees: dict[bytes, Tree]
+
+    def entries(self, prefix: bytes = b"") -> Iterator[tuple[bytes, Node | Refused]]:
+        """Every entry with the path of its directory from the root, parents first; refused
+        entries too (but nothing below them)."""
+        stack: list[tuple[bytes, Node | Refused]] = []
+
+        def push(tree_id: bytes, where: bytes) -> None:
+            tree = self.trees[tree_id]
+            items: list[Node | Refused] = [*tree.nodes, *tree.refused]
+            stack.extend((where, item) for item in reversed(items))
+
+        push(self.root, prefix)
+        while stack:
+            parent, item = stack.pop()
+            yield parent, item
+            if isinstance(item, Node) and item.type is NodeType.DIR and item.subtree is not None:
+                push(item.subtree, join(parent, item.name))
+
+
+def join(parent: bytes, name: bytes) -> bytes:
+    return parent + b"/" + name if parent else name
+
+
+def read_trees(repo: Repository, root: bytes, label: str) -> Trees:
+    """Read every tree below ``root`` once; UnrestorableTree when they are no trees or would
+    expand beyond the bounds (checked before any entry is walked)."""
+    trees: dict[bytes, Tree] = {}
+    stack = [root]
+    while stack:
+        tree_id = stack.pop()
+        if tree_id in trees:
+            continue
+        try:
+            tree = Tree.decode(read_blob(repo, tree_id))
+        except TreeFormatError as exc:
+            raise UnrestorableTree(
+                label, f"tree {tree_id.hex()[:16]} is unreadable: {exc}"
+            ) from None
+        trees[tree_id] = tree
+        stack += [s for s in _subtrees(tree) if s not in trees]
+    _check_bounds(trees, root, label)
+    return Trees(root, trees)
+
+
+def _subtrees(tree: Tree) -> list[bytes]:
+    return [n.subtree for n in tree.nodes if n.type is NodeType.DIR and n.subtree is not None]
+
+
+def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
+    """Entries and depth each tree expands to, memoised per tree id: linear in the number
+    of distinct trees however often one is reused."""
+    size: dict[bytes, int] = {}
+    depth: dict[bytes, int] = {}
+    visiting: set[bytes] = set()
+    stack = [(root, False)]
+    while stack:
+        tree_id, children_done = stack.pop()
+        if tree_id in size:
+            continue
+        subtrees = _subtrees(trees[tree_id])
+        if not children_done:
+            if tree_id in visiting:  # cannot happen with content-named trees; never loop
+                raise UnrestorableTree(label, f"tree {tree_id.hex()[:16]} contains itself")
+            visiting.add(tree_id)
+            stack.append((tree_id, True))
+            stack += [(s, False) for s in subtrees if s not in size]
+            continue
+        visiting.discard(tree_id)
+        size[tree_id] = len(trees[tree_id].nodes) + sum(size[s] for s in subtrees)
+        depth[tree_id] = 1 + max((depth[s] for s in subtrees), default=0)
+        if size[tree_id] > MAX_ENTRIES:
+            raise UnrestorableTree(
+                label,
+                f"its trees expand to {size[tree_id]} entries or more, over the "
+                f"{MAX_ENTRIES} a restore takes (is one directory tree reused at every level?)",
+            )
+        if depth[tree_id] > MAX_DEPTH:
+            raise UnrestorableTree(label, f"its directories nest more than {MAX_DEPTH} levels deep")
+
+
+def walk(
+    repo: Repository, tree_id: bytes, prefix: bytes = b"", label: str | None = None
+) -> Iterator[tuple[bytes, Node]]:
+    """Every restorable node below ``tree_id`` with its path, parents first (bounded as a
+    restore is; refused entries are left out)."""
+    trees = read_trees(repo, tree_id, label or f"tree {tree_id.hex()[:16]}")
+    for parent, item in trees.entries(prefix):
+        if isinstance(item, Node):
+            yield join(parent, item.name), item
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
 @dataclass
 class _Plan:
     dirs: list[tuple[bytes, Node]] = field(default_factory=list)
-    files: list[tuple[bytes, Node]] = field(default_factory=list)
+    files: list[tuple[bytes, Node, int]] = field(default_factory=list)  # path, node, size
     others: list[tuple[bytes, Node]] = field(default_factory=list)
-    # blob id -> every (file, offset) it fills
+    # blob id -> every (file, offset) it fills, and its length
     uses: dict[bytes, list[tuple[bytes, int]]] = field(default_factory=lambda: defaultdict(list))
+    lengths: dict[bytes, int] = field(default_factory=dict)
     links: list[tuple[bytes, bytes]] = field(default_factory=list)  # (first path, new link)
-
-
-def walk(repo: Repository, tree_id: bytes, prefix: bytes = b"") -> Iterator[tuple[bytes, Node]]:
-    """Every node below ``tree_id`` with its path relative to the snapshot root, parents first."""
-    for node in repo.read_tree(tree_id):
-        path = prefix + b"/" + node.name if prefix else node.name
-        yield path, node
-        if node.type is NodeType.DIR and node.subtree is not None:
-            yield from walk(repo, node.subtree, path)
+    refused: list[str] = field(default_factory=list)  # "path: why"
 
 
 def _selected(path: bytes, includes: list[bytes]) -> bool:
@@ -77,151 +224,284 @@ def _selected(path: bytes, includes: list[bytes]) -> bool:
     )
 
 
+def _plan(repo: Repository, trees: Trees, wanted: list[bytes], result: RestoreResult) -> _Plan:
+    plan = _Plan()
+    first_link: dict[str, bytes] = {}
+    for parent, item in trees.entries():
+        rel = join(parent, item.name)  # for a refused name, only to match --path
+        if not _selected(rel, wanted):
+            continue
+        if isinstance(item, Refused):
+            shown = (os.fsdecode(parent) + "/" if parent else "") + show_name(item.name)
+            plan.refused.append(f"{shown}: {item.reason}")
+            continue
+        node = item
+        if node.type is NodeType.DIR:
+            plan.dirs.append((rel, node))
+        elif node.type is NodeType.FILE:
+            if node.link_group:
+                if node.link_group in first_link:
+                    plan.links.append((first_link[node.link_group], rel))
+                    continue
+                first_link[node.link_group] = rel
+            offset = 0
+            for blob in node.content:
+                plan.uses[blob].append((rel, offset))
+                offset += _length(repo, plan, blob, rel)
+            if offset != node.size:
+                result.warnings.append(
+                    f"{os.fsdecode(rel)}: blobs add up to {offset} bytes, node says {node.size}"
+                    " (restored as the blobs say)"
+                )
+            plan.files.append((rel, node, offset))
+        else:
+            plan.others.append((rel, node))
+    return plan
+
+
+def _length(repo: Repository, plan: _Plan, blob: bytes, rel: bytes) -> int:
+    """A blob's length as every index states it; read and measured when they disagree."""
+    known = plan.lengths.get(blob)
+    if known is not None:
+        return known
+    locations = repo.index.locations(blob)
+    if not locations:
+        raise DamagedObject(
+            repo.name, f"blob {blob.hex()[:16]}", f"needed by {os.fsdecode(rel)}, not in the index"
+        )
+    stated = {location.entry.raw_length for location in locations}
+    length = stated.pop() if len(stated) == 1 else len(read_blob(repo, blob))
+    plan.lengths[blob] = length
+    return length
+
+
+# -- restoring -------------------------------------------------------------------------------
+
+
 def restore(
     repo: Repository,
     snapshot: Snapshot,
     target: Path,
     includes: list[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    name: str | None = None,
 ) -> RestoreResult:
+    """Restore ``snapshot`` (called ``name`` in messages) into ``target``.
+
+    UnrestorableTree before anything is written when its trees are unbounded; EntriesRefused
+    after everything else is restored when some entries break the tree rules."""
     started = time.monotonic()
+    label = name or f"{snapshot.source} of {snapshot.time:%Y-%m-%d %H:%M:%SZ}"
     wanted = [os.fsencode(p.strip("/")) for p in includes or []]
     result = RestoreResult(target)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RestoreError(target, exc.strerror) from None
-    plan = _plan(repo, snapshot, os.fsencode(target), wanted, result)
-    if wanted and not (plan.files or plan.dirs or plan.others):
+    plan = _plan(repo, read_trees(repo, snapshot.tree, label), wanted, result)
+    if wanted and not (plan.files or plan.dirs or plan.others or plan.refused):
         raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
+    below, where, existed = _open_target(target)
     try:
-        _make_dirs(plan, result)
-        _fill(repo, plan, result, progress)
-        _finish_files(plan, result)
-        _finish_metadata(plan, result)
+        with below:
+            _make_dirs(below, plan, result, existed)
+            _fill(repo, plan, where, result, progress)
+            _finish_files(below, plan, result)
+            _finish_others(below, plan, result)
+            _finish_dirs(below, plan, result)
     except OSError as exc:
-        where = os.fsdecode(exc.filename) if exc.filename else str(target)
-        raise RestoreError(target, f"{where}: {exc.strerror}") from None
+        at = os.fsdecode(exc.filename) if exc.filename else str(target)
+        raise RestoreError(target, f"{at}: {exc.strerror}") from None
     result.seconds = time.monotonic() - started
+    if plan.refused:
+        count = len(plan.refused)
+        shown = plan.refused[:REFUSED_SHOWN]
+        more = f" (+{count - len(shown)} more)" if count > len(shown) else ""
+        what = f"{count} entr{'y' if count == 1 else 'ies'}"
+        raise EntriesRefused(label, what, target, "; ".join(shown) + more)
     return result
 
 
-def _plan(
-    repo: Repository, snapshot: Snapshot, target: bytes, wanted: list[bytes], result: RestoreResult
-) -> _Plan:
-    plan = _Plan()
-    first_link: dict[str, bytes] = {}
-    for rel, node in walk(repo, snapshot.tree):
-        if not _selected(rel, wanted):
-            continue
-        path = target + b"/" + rel
-        if node.type is NodeType.DIR:
-            plan.dirs.append((path, node))
-        elif node.type is NodeType.FILE:
-            plan.files.append((path, node))
-            if node.link_group:
-                if node.link_group in first_link:
-                    plan.links.append((first_link[node.link_group], path))
-                    continue
-                first_link[node.link_group] = path
-            offset = 0
-            for blob in node.content:
-                location = repo.index.get(blob)
-                if location is None:
-                    raise DamagedObject(
-                        repo.name,
-                        f"blob {blob.hex()[:16]}",
-                        f"needed by {os.fsdecode(rel)}, not in the index",
-                    )
-                plan.uses[blob].append((path, offset))
-                offset += location.entry.raw_length
-            if offset != node.size:
-                result.warnings.append(
-                    f"{os.fsdecode(rel)}: blobs add up to {offset} bytes, node says {node.size}"
-                )
-        else:
-            plan.others.append((path, node))
-    return plan
-
-
-def _make_dirs(plan: _Plan, result: RestoreResult) -> None:
-    for path, _ in plan.dirs:  # parents come before their children
+def _open_target(target: Path) -> tuple[Beneath, RestoreTarget, bool]:
+    """The target's descriptor (made if needed: its own path is the caller's and may pass
+    through symlinks), its identity for the workers, and whether it existed already."""
+    try:
         try:
-            os.mkdir(path, 0o700)
+            target.mkdir(parents=True)
+            existed = False
         except FileExistsError:
-            if not os.path.isdir(path) or os.path.islink(path):
-                raise RestoreError(os.fsdecode(path), "something else is in the way") from None
+            existed = True
+        below = Beneath.open(os.fsencode(target))
+        st = os.fstat(below.root)
+    except OSError as exc:
+        raise RestoreError(target, exc.strerror) from None
+    return below, RestoreTarget(os.fsencode(target), st.st_dev, st.st_ino), existed
+
+
+def _make_dirs(below: Beneath, plan: _Plan, result: RestoreResult, existed: bool) -> None:
+    """Directories, parents first. A symlink where a directory goes is replaced, never
+    followed. In directories that existed before, whatever stands where a file goes and is
+    not a regular file of one link (a symlink, a FIFO, a hard link to a file elsewhere) is
+    removed first, so no write is redirected or blocks; a new directory is empty and needs no
+    look."""
+    existing = {b""} if existed else set()
+    for rel, _ in plan.dirs:
+        parent, name = below.parent(rel)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+            if stat.S_ISLNK(mode):
+                os.unlink(name, dir_fd=parent)
+                os.mkdir(name, 0o700, dir_fd=parent)
+            elif stat.S_ISDIR(mode):
+                existing.add(rel)
+            else:
+                raise RestoreError(
+                    result.target, f"{os.fsdecode(rel)}: something else is in the way"
+                ) from None
         result.dirs += 1
+    if not existing:
+        return
+    for rel, _, _ in plan.files:
+        parent_rel, name = split(rel)
+        if parent_rel not in existing:
+            continue
+        parent = below.dir(parent_rel)
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise RestoreError(result.target, f"{os.fsdecode(rel)}: a directory is in the way")
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:  # a hard link redirects writes too
+            os.unlink(name, dir_fd=parent)
 
 
 def _fill(
     repo: Repository,
     plan: _Plan,
+    where: RestoreTarget,
     result: RestoreResult,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    by_pack: dict[str, list[tuple[bytes, BlobEntry, list[tuple[bytes, int]]]]] = defaultdict(list)
-    for blob, uses in plan.uses.items():
-        location = repo.index.blobs[blob]  # every blob was checked while planning
-        by_pack[location.pack].append((blob, location.entry, uses))
-    jobs: list[RestoreJob] = sorted(by_pack.items())
+    """Write every blob from its first known location; what a pack cannot give is tried at
+    the blob's next location, round after round, until written or out of locations."""
+    candidates = {
+        blob: iter(
+            [
+                loc
+                for loc in repo.index.locations(blob)
+                if loc.entry.raw_length == plan.lengths[blob]
+            ]
+        )
+        for blob in plan.uses
+    }
+    failures: dict[bytes, list[str]] = defaultdict(list)
+    todo = list(plan.uses)
     setup = setup_for(repo)
-    if setup is not None and len(jobs) >= MIN_PACKS:
-        outcomes = run_parallel(setup, restore_pack, jobs)
-    else:
-        outcomes = (write_blobs(repo, job) for job in jobs)
-    for blobs, written in outcomes:
-        result.packs += 1
-        result.verified_blobs += blobs
-        result.bytes += written
-        if progress:
-            progress(result.packs, result.bytes)
+    first_round = True
+    while todo:
+        by_pack: dict[str, list[JobBlob]] = defaultdict(list)
+        for blob in todo:
+            location: Location | None = next(candidates[blob], None)
+            if location is None:
+                path = os.fsdecode(plan.uses[blob][0][0])
+                tried = "; ".join(failures[blob]) or "no location states its length"
+                raise DamagedObject(
+                    repo.name, f"blob {blob.hex()[:16]}", f"needed by {path}: {tried}"
+                )
+            by_pack[location.pack].append(
+                (blob, location.entry, plan.lengths[blob], plan.uses[blob])
+            )
+        jobs: list[RestoreJob] = [(where, key, blobs) for key, blobs in sorted(by_pack.items())]
+        outcomes: Iterable[JobResult]
+        if first_round and setup is not None and len(jobs) >= MIN_PACKS:
+            outcomes = run_parallel(setup, restore_pack, jobs)
+        else:  # retries are few: this process does them
+            outcomes = (write_blobs(repo, job) for job in jobs)
+        todo = []
+        for key, blobs, written, failed in outcomes:
+            result.packs += 1
+            result.verified_blobs += blobs
+            result.bytes += written
+            for blob, why in failed:
+                failures[blob].append(f"{key}: {why}")
+                todo.append(blob)
+            if failed:
+                result.warnings.append(
+                    f"{key}: {len(failed)} blob(s) not usable there ({failed[0][1]}); "
+                    "taken from the other locations the index gives"
+                )
+            if progress:
+                progress(result.packs, result.bytes)
+        first_round = False
 
 
-def _finish_files(plan: _Plan, result: RestoreResult) -> None:
-    """Empty files, exact sizes (a file that existed in the target may have been longer),
-    hard links, symlinks and FIFOs."""
-    linked = {new for _, new in plan.links}
-    for path, node in plan.files:
-        if path in linked:
-            continue
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            os.ftruncate(fd, node.size)
-        finally:
-            os.close(fd)
-    for first, new in plan.links:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(new)
-        os.link(first, new)
-    for path, node in plan.others:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        if node.type is NodeType.SYMLINK and node.target is not None:
-            os.symlink(node.target, path)
-            result.symlinks += 1
-        elif node.type is NodeType.FIFO:
-            os.mkfifo(path, 0o600)
-
-
-def _apply(path: bytes, node: Node, result: RestoreResult) -> None:
-    follow = node.type is not NodeType.SYMLINK
+def _set_metadata(fd: int, rel: bytes, node: Node, result: RestoreResult) -> None:
+    """Owner (as root), mode and mtime through the entry's own descriptor."""
     if os.geteuid() == 0:
         try:
-            os.chown(path, node.uid, node.gid, follow_symlinks=follow)
+            os.fchown(fd, node.uid, node.gid)
         except OSError as exc:
-            result.warnings.append(f"{os.fsdecode(path)}: cannot set owner: {exc.strerror}")
-    if follow:
-        os.chmod(path, node.mode)
-    os.utime(path, ns=(node.mtime_ns, node.mtime_ns), follow_symlinks=follow)
+            result.warnings.append(f"{os.fsdecode(rel)}: cannot set owner: {exc.strerror}")
+    os.fchmod(fd, node.mode)  # after chown, which clears set-id bits
+    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 
 
-def _finish_metadata(plan: _Plan, result: RestoreResult) -> None:
-    for path, node in plan.files:
-        _apply(path, node, result)
+def _finish_files(below: Beneath, plan: _Plan, result: RestoreResult) -> None:
+    """Exact sizes (creating empty files; a file that existed in the target may have been
+    longer) and metadata, then hard links."""
+    linked = {new for _, new in plan.links}
+    for rel, node, size in plan.files:
+        if rel in linked:
+            continue
+        parent, name = below.parent(rel)
+        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            os.ftruncate(fd, size)
+            _set_metadata(fd, rel, node, result)
+        finally:
+            os.close(fd)
         result.files += 1
-    for path, node in plan.others:
-        _apply(path, node, result)
-    # Directories last, deepest first: creating their entries changed their mtimes.
-    for path, node in reversed(plan.dirs):
-        _apply(path, node, result)
+    for first, new in plan.links:
+        first_parent, first_name = split(first)
+        source = os.dup(below.dir(first_parent))
+        try:
+            parent, name = below.parent(new)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=parent)
+            os.link(first_name, name, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(source)
+        result.files += 1
+
+
+def _finish_others(below: Beneath, plan: _Plan, result: RestoreResult) -> None:
+    """Symlinks (made, never followed) and FIFOs, replacing whatever non-directory is there."""
+    for rel, node in plan.others:
+        parent, name = below.parent(rel)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        if node.type is NodeType.SYMLINK and node.target is not None:
+            os.symlink(node.target, name, dir_fd=parent)
+            if os.geteuid() == 0:
+                try:
+                    os.chown(name, node.uid, node.gid, dir_fd=parent, follow_symlinks=False)
+                except OSError as exc:
+                    result.warnings.append(f"{os.fsdecode(rel)}: cannot set owner: {exc.strerror}")
+            os.utime(name, ns=(node.mtime_ns, node.mtime_ns), dir_fd=parent, follow_symlinks=False)
+            result.symlinks += 1
+        elif node.type is NodeType.FIFO:
+            os.mkfifo(name, 0o600, dir_fd=parent)
+            # read-only and non-blocking: opening a FIFO so returns at once
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=parent)
+            try:
+                _set_metadata(fd, rel, node, result)
+            finally:
+                os.close(fd)
+
+
+def _finish_dirs(below: Beneath, plan: _Plan, result: RestoreResult) -> None:
+    """Directory metadata last, deepest first: creating their entries changed their mtimes,
+    and a read-only directory must not stop the restore of what is below it."""
+    for rel, node in reversed(plan.dirs):
+        _set_metadata(below.dir(rel), rel, node, result)

@@ -4,17 +4,61 @@ A tree is canonical JSON (sorted keys, entries sorted by name bytes), so an unch
 produces the same tree blob, and so the same id, every day: deduplication covers metadata too.
 File names are bytes on Linux and may be NFC or NFD, or not UTF-8 at all; they are stored
 exactly: as text when they decode as UTF-8, else base64 under ``name_b64``.
+
+A tree read back may have been written by a hostile backup host, so decoding checks every
+entry: a name no directory can hold (empty, ``.``, ``..``, with ``/`` or NUL, longer than
+255 bytes), a name twice in one tree, or malformed metadata makes that entry *refused*: it is
+kept aside in :attr:`Tree.refused` with the reason, never among the nodes a restore creates.
+Every reader (restore, drill, check) therefore sees the same rules.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+NAME_MAX = 255  # bytes in one file name (Linux, every common filesystem)
+ID_LENGTH = 32  # bytes in a blob id
+_UINT32_ID_MAX = 2**32 - 2  # (2**32 - 1 is "no change" to chown)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class TreeFormatError(ValueError):
+    """A tree blob that is not a tree at all (the whole directory is unreadable)."""
+
+
+def name_problem(name: bytes) -> str | None:
+    """Why ``name`` cannot be one directory entry, or None when it can."""
+    if name in (b"", b".", b".."):
+        return f"the name {show_name(name)} is not a file name"
+    if b"/" in name:
+        return "the name holds '/'"
+    if b"\0" in name:
+        return "the name holds a NUL byte"
+    if len(name) > NAME_MAX:
+        return f"the name is longer than {NAME_MAX} bytes"
+    return None
+
+
+def show_name(name: bytes) -> str:
+    """A name as a person should read it in a message: control bytes escaped, quoted then."""
+    text = name.decode("utf-8", "backslashreplace")
+    return text if text and text.isprintable() else repr(text)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A tree entry that is not restored, and why."""
+
+    name: bytes
+    reason: str
 
 
 class NodeType(StrEnum):
@@ -63,22 +107,32 @@ class Node:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Node:
+        """The node ``doc`` describes; ValueError or TypeError when it is malformed (types,
+        ranges, ids; names are checked by :meth:`Tree.decode`)."""
+        if not isinstance(doc, dict):
+            raise TypeError("an entry is not a JSON object")
+        kind = NodeType(doc["type"])
         subtree = doc.get("subtree")
         target = _decode_bytes("target", doc)
+        if kind is NodeType.SYMLINK and (not target or b"\0" in target):
+            raise ValueError("a symlink needs a target without NUL bytes")
+        content = doc.get("content", [])
+        if not isinstance(content, list):
+            raise TypeError("content is not a list")
         return cls(
             name=_decode_bytes("name", doc) or b"",
-            type=NodeType(doc["type"]),
-            mode=int(doc["mode"]),
-            uid=int(doc["uid"]),
-            gid=int(doc["gid"]),
-            mtime_ns=int(doc["mtime_ns"]),
-            size=int(doc.get("size", 0)),
-            content=tuple(bytes.fromhex(b) for b in doc.get("content", ())),
-            subtree=bytes.fromhex(subtree) if subtree else None,
+            type=kind,
+            mode=_int(doc, "mode", 0, 0o7777),
+            uid=_int(doc, "uid", 0, _UINT32_ID_MAX),
+            gid=_int(doc, "gid", 0, _UINT32_ID_MAX),
+            mtime_ns=_int(doc, "mtime_ns", *_INT64),
+            size=_int(doc, "size", 0, _INT64[1], default=0),
+            content=tuple(_blob_id(b) for b in content),
+            subtree=_blob_id(subtree) if subtree is not None else None,
             target=target,
-            link_group=doc.get("link_group"),
-            user=doc.get("user"),
-            group=doc.get("group"),
+            link_group=_optional_str(doc, "link_group"),
+            user=_optional_str(doc, "user"),
+            group=_optional_str(doc, "group"),
         )
 
     @property
@@ -89,6 +143,7 @@ class Node:
 @dataclass
 class Tree:
     nodes: list[Node] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)  # read back, not restorable
 
     def encode(self) -> bytes:
         ordered = sorted(self.nodes, key=lambda n: n.name)
@@ -97,8 +152,35 @@ class Tree:
 
     @classmethod
     def decode(cls, data: bytes) -> Tree:
-        doc = json.loads(data)
-        return cls([Node.from_json(n) for n in doc["nodes"]])
+        """The tree in ``data``; entries that break the rules go to ``refused``.
+        TreeFormatError when ``data`` is no tree at all."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise TreeFormatError(f"not JSON: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
+            raise TreeFormatError("not a tree (no list of nodes)")
+        nodes: list[Node] = []
+        refused: list[Refused] = []
+        for raw in doc["nodes"]:
+            try:
+                node = Node.from_json(raw)
+            except (KeyError, ValueError, TypeError) as exc:
+                refused.append(Refused(_raw_name(raw), f"malformed entry ({_describe(exc)})"))
+                continue
+            problem = name_problem(node.name)
+            if problem is None:
+                nodes.append(node)
+            else:
+                refused.append(Refused(node.name, problem))
+        # Which of two entries named alike is the real one cannot be told: neither is.
+        counts = Counter(node.name for node in nodes)
+        refused += [
+            Refused(name, f"{count} entries of this directory have this name")
+            for name, count in counts.items()
+            if count > 1
+        ]
+        return cls([node for node in nodes if counts[node.name] == 1], refused)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
@@ -113,7 +195,49 @@ def _encode_bytes(key: str, value: bytes) -> dict[str, str]:
 
 def _decode_bytes(key: str, doc: dict[str, Any]) -> bytes | None:
     if key in doc:
-        return str(doc[key]).encode("utf-8")
+        text = doc[key]
+        if not isinstance(text, str):
+            raise TypeError(f"{key} is not a string")
+        return text.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError
     if f"{key}_b64" in doc:
-        return base64.b64decode(doc[f"{key}_b64"])
+        try:
+            return base64.b64decode(doc[f"{key}_b64"], validate=True)
+        except (binascii.Error, TypeError):
+            raise ValueError(f"{key}_b64 is not base64") from None
     return None
+
+
+def _int(doc: dict[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} is not an integer")
+    if not low <= value <= high:
+        raise ValueError(f"{key} {value} is out of range")
+    return value
+
+
+def _optional_str(doc: dict[str, Any], key: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _blob_id(value: object) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * ID_LENGTH:
+        raise ValueError("a blob id is not 64 hex digits")
+    return bytes.fromhex(value)
+
+
+def _raw_name(raw: object) -> bytes:
+    """A malformed entry's name as far as it can be read, for the message."""
+    if not isinstance(raw, dict):
+        return b""
+    try:
+        return _decode_bytes("name", raw) or b""
+    except (ValueError, TypeError):
+        return b""
+
+
+def _describe(exc: Exception) -> str:
+    return f"no {exc.args[0]}" if isinstance(exc, KeyError) else str(exc)

@@ -368,7 +368,10 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     if args.to_database is not None:
         return _restore_database(ctx, args, repo, ref, snapshot)
     with progress_bars() as bars:
-        result = restore(repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"))
+        result = restore(
+            repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"),
+            name=f"{ref.source}@{ref.short_id}",
+        )  # fmt: skip
     data = {
         "repository": repo.name,
         "snapshot": ref.id,
@@ -403,7 +406,10 @@ def _restore_database(
         scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
         with progress_bars() as bars:
-            files = restore(repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"))
+            files = restore(
+                repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"),
+                name=f"{ref.source}@{ref.short_id}",
+            )  # fmt: skip
         report = restore_to_database(
             Path(tmp),
             snapshot,

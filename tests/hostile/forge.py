@@ -94,6 +94,21 @@ class Forger:
         node["target"] = target
         return node
 
+    def subtree_node(self, name: str | bytes, subtree: bytes, **extra: Any) -> dict[str, Any]:
+        """A directory whose tree is ``subtree`` (an id already queued or stored): one tree
+        may be named by any number of directories."""
+        node = self._node(name, "dir", 0o755, **extra)
+        node["subtree"] = subtree.hex()
+        return node
+
+    def reuse_bomb(self, levels: int, *, leaf: bytes = b"x") -> bytes:
+        """A tree ``levels`` deep whose every directory holds the one below it twice (as
+        ``a`` and ``b``): a few hundred bytes per level, 2**levels paths. Returns its id."""
+        tree = self.tree([self.file_node("leaf", leaf)])
+        for _ in range(levels):
+            tree = self.tree([self.subtree_node("a", tree), self.subtree_node("b", tree)])
+        return tree
+
     def tree(self, nodes: list[dict[str, Any]]) -> bytes:
         """Queue a tree blob holding ``nodes`` (kept in the given order); return its id."""
         doc = {"version": 1, "nodes": nodes}
