@@ -2,11 +2,16 @@
 
 The root tree mirrors the absolute paths (``/etc/nginx`` is stored as ``etc/nginx``), like
 restic, so a restore into a target directory recreates the layout beneath it.
+
+A file is read only if the file opened (without following a symlink) is the one its lstat
+listed: one swapped meanwhile, in a directory others can write to, is noted as vanished, never
+stored under this name with another file's content.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob
 import grp
@@ -212,7 +217,7 @@ class Archiver:
         if content is None:
             try:
                 content, size = self._read(path, st)
-            except FileNotFoundError:
+            except (FileNotFoundError, _Replaced):
                 self.stats.vanished.append(os.fsdecode(path))
                 return None
             except OSError as exc:
@@ -233,7 +238,7 @@ class Archiver:
     def _read(self, path: bytes, st: os.stat_result) -> tuple[list[bytes], int]:
         content: list[bytes] = []
         size = 0
-        with open(path, "rb", buffering=0) as handle:
+        with open(_open_listed(path, st), "rb", buffering=0) as handle:
             chunks: Iterable[bytes | memoryview]
             if st.st_size < self.chunker.min_size:
                 # Small files are one blob. One that grew past a chunk while we looked is
@@ -262,6 +267,34 @@ class Archiver:
             group=_group(st.st_gid),
             **extra,  # type: ignore[arg-type]
         )
+
+
+class _Replaced(Exception):
+    """The file at a path is no longer the one listed (swapped while the walk went on)."""
+
+
+# Never a symlink's target; O_NONBLOCK: a FIFO swapped in must not block the open.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_listed(path: bytes, listed: os.stat_result) -> int:
+    """A descriptor of the regular file ``listed`` (its lstat) at ``path``. A file swapped
+    for a symlink, a FIFO or another file since the lstat is _Replaced, never read: in a
+    directory others can write to, the swap would store another file's content here."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # now a symlink
+            raise _Replaced from None
+        raise
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+        listed.st_dev,
+        listed.st_ino,
+    ):
+        os.close(fd)
+        raise _Replaced
+    return fd
 
 
 class Prefetcher:
