@@ -347,11 +347,19 @@ class Repository:
         return plaintext
 
     def read_blob(self, blob_id: bytes) -> bytes:
-        location = self.index.get(blob_id)
-        if location is None:
-            raise DamagedObject(self.name, f"blob {blob_id.hex()}", "not in the index")
-        plaintext = self.read_pack(location.pack)
-        return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
+        """The blob from the first location any index gives that holds it intact (a forged
+        index may name a missing pack, or a pack where the blob fails its id)."""
+        reasons = []
+        for location in self.index.locations(blob_id):
+            try:
+                plaintext = self.read_pack(location.pack)
+                return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
+            except DamagedObject as exc:
+                reasons.append(f"{exc.args[1]}: {exc.args[2]}")
+            except OpsError as exc:  # the pack missing or unreadable
+                reasons.append(str(exc))
+        what = "; ".join(reasons) or "not in the index"
+        raise DamagedObject(self.name, f"blob {blob_id.hex()[:16]}", what)
 
     def read_tree(self, tree_id: bytes) -> Tree:
         return Tree.decode(self.read_blob(tree_id))

@@ -86,22 +86,6 @@ class RestoreResult:
 # -- reading trees ---------------------------------------------------------------------------
 
 
-def read_blob(repo: Repository, blob_id: bytes) -> bytes:
-    """A blob from the first of its known locations that gives it intact."""
-    reasons = []
-    for location in repo.index.locations(blob_id):
-        try:
-            plaintext = repo.read_pack(location.pack)
-            return repo.unpack_blob(location.pack, plaintext, blob_id, location.entry)
-        except DamagedObject as exc:
-            reasons.append(f"{exc.args[1]}: {exc.args[2]}")
-        except OpsError as exc:  # a pack missing or unreadable
-            reasons.append(str(exc))
-    if not reasons:
-        raise DamagedObject(repo.name, f"blob {blob_id.hex()[:16]}", "not in the index")
-    raise DamagedObject(repo.name, f"blob {blob_id.hex()[:16]}", "; ".join(reasons))
-
-
 @dataclass
 class Trees:
     """Every distinct tree below one root, each read and verified once."""
@@ -141,7 +125,7 @@ def read_trees(repo: Repository, root: bytes, label: str) -> Trees:
         if tree_id in trees:
             continue
         try:
-            tree = Tree.decode(read_blob(repo, tree_id))
+            tree = Tree.decode(repo.read_blob(tree_id))
         except TreeFormatError as exc:
             raise UnrestorableTree(
                 label, f"tree {tree_id.hex()[:16]} is unreadable: {exc}"
@@ -270,7 +254,7 @@ def _length(repo: Repository, plan: _Plan, blob: bytes, rel: bytes) -> int:
             repo.name, f"blob {blob.hex()[:16]}", f"needed by {os.fsdecode(rel)}, not in the index"
         )
     stated = {location.entry.raw_length for location in locations}
-    length = stated.pop() if len(stated) == 1 else len(read_blob(repo, blob))
+    length = stated.pop() if len(stated) == 1 else len(repo.read_blob(blob))
     plan.lengths[blob] = length
     return length
 
