@@ -108,6 +108,9 @@ def check(
         result.problems.append(
             Problem(key, "described differently by two index objects ('ops backup repair-index')")
         )
+    for blob in sorted(index.crowded):
+        key = f"blob {blob.hex()[:16]}"
+        result.problems.append(Problem(key, "said to be in too many places ('repair-index')"))
     refs = _listed_snapshots(repo, result)
     if repo.identity is None:
         result.notes.append(

@@ -16,6 +16,8 @@ import zstandard
 from backup.pack import BlobEntry, unzstd
 
 MAC_LENGTH = 32
+# Places one blob may be said to be: racing writers make two or three, never more than a few.
+MAX_LOCATIONS = 16
 
 
 class IndexFormatError(ValueError):
@@ -42,10 +44,12 @@ class Index:
     blobs: dict[bytes, Location] = field(default_factory=dict)  # the first location of each
     packs: dict[str, PackRecord] = field(default_factory=dict)
     objects: list[str] = field(default_factory=list)  # index object keys it was read from
-    # Further places a blob is said to be. Two writers racing store one blob twice, which is
-    # harmless; a forged index naming a known blob elsewhere is not, so no location is ever
-    # dropped: restore tries each, and prune stops until they are confirmed.
-    others: dict[bytes, list[Location]] = field(default_factory=dict)
+    # Further places a blob is said to be (an ordered set per blob). Two writers racing store
+    # one blob twice, which is harmless; a forged index naming a known blob elsewhere is not,
+    # so no location is dropped silently: restore tries each, and prune stops until the packs'
+    # headers confirm them. Past MAX_LOCATIONS a blob is ``crowded``: prune stops on that too.
+    others: dict[bytes, dict[Location, None]] = field(default_factory=dict)
+    crowded: set[bytes] = field(default_factory=set)
     conflicting_packs: set[str] = field(default_factory=set)  # described differently twice
 
     def add(self, record: PackRecord) -> None:
@@ -60,8 +64,13 @@ class Index:
         for entry in record.blobs:
             location = Location(record.key, entry)
             first = self.blobs.setdefault(entry.id, location)
-            if first != location and location not in self.others.get(entry.id, ()):
-                self.others.setdefault(entry.id, []).append(location)
+            if first == location:
+                continue
+            others = self.others.setdefault(entry.id, {})
+            if len(others) < MAX_LOCATIONS - 1:
+                others[location] = None
+            elif location not in others:
+                self.crowded.add(entry.id)
 
     def locations(self, blob_id: bytes) -> list[Location]:
         """Every place the index says holds ``blob_id``, the first-read one first."""
@@ -115,7 +124,7 @@ def decode(data: bytes, mac_key: bytes) -> Iterator[PackRecord]:
             raise TypeError("'packs' is not a list")
         for pack in packs:
             yield _record(pack)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise IndexFormatError(f"unreadable: {exc}") from None
 
 

@@ -124,7 +124,7 @@ def parse_keys_object(plaintext: bytes, recipients: tuple[str, ...]) -> WriterKe
     """The writer key a decrypted keys object holds; ValueError naming what is wrong."""
     try:
         doc = json.loads(plaintext.decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep
         raise ValueError("not UTF-8 JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
@@ -190,7 +190,7 @@ def load_writer_key(path: Path) -> WriterKey:
     raw = _read_secret_file(path, "backup.writer_key")
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise KeyFileError(path, "not a portal-ops writer key (not JSON)") from None
     if not isinstance(doc, dict):
         raise KeyFileError(path, "not a portal-ops writer key")

@@ -317,5 +317,5 @@ def read_header(plaintext: bytes) -> list[BlobEntry]:
         if not isinstance(rows, list):
             raise TypeError("'blobs' is not a list")
         return [BlobEntry.from_row(row) for row in rows]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise PackFormatError(f"unreadable header: {exc}") from None

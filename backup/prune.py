@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
-from backup.index import Index, PackRecord
+from backup.index import MAX_LOCATIONS, Index, PackRecord
 from backup.locks import Lock
 from backup.pack import BlobType, PackBuilder, PendingBlob, decompress, read_header
 from backup.repository import DamagedObject, Repository, RepositoryError
@@ -234,6 +234,10 @@ def _require_consistent(repo: Repository, index: Index, stored: dict[str, int]) 
     problems += [
         f"{key}: named by the index, missing from the repository"
         for key in sorted(set(index.packs) - set(stored))
+    ]
+    problems += [
+        f"blob {blob.hex()[:16]}: said to be in more than {MAX_LOCATIONS} places"
+        for blob in sorted(index.crowded)
     ]
     # A blob said to be in several places: two writers racing store one blob twice, which is
     # harmless; an index forged to shadow a genuine one is not. The packs' own headers decide.

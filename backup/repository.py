@@ -173,7 +173,7 @@ class Repository:
             raise NotARepository(storage.name, storage.describe()) from None
         try:
             return RepoConfig.decode(raw)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise DamagedObject(storage.name, "config", exc) from None
 
     @staticmethod

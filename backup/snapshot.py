@@ -130,7 +130,7 @@ class Snapshot:
             doc = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError:
             raise SnapshotFormatError("not UTF-8") from None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise SnapshotFormatError(f"not JSON ({exc})") from None
         if not isinstance(doc, dict):
             raise SnapshotFormatError("not a JSON object")

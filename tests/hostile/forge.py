@@ -184,6 +184,14 @@ class Forger:
         self.put(key, data)
         return key
 
+    def write_raw_index(self, document: bytes) -> str:
+        """An authentic index object around any JSON text (or none): the MAC is a writer's."""
+        body = zstandard.ZstdCompressor().compress(document)
+        data = body + blake3.blake3(body, key=self.mac_key).digest()
+        key = f"index/{hashlib.sha256(data).hexdigest()}"
+        self.put(key, data)
+        return key
+
     @staticmethod
     def read_index(data: bytes) -> list[dict[str, Any]]:
         """A genuine index object's records (a writer reads these to deduplicate)."""
