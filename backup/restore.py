@@ -51,6 +51,11 @@ from portalops.errors import BadInput, ExitCode, OpsError
 MAX_ENTRIES = 10_000_000
 # A real path is shorter than PATH_MAX (4096 bytes), so it has fewer than 2048 components.
 MAX_DEPTH = 2048
+# Blob references in all files together (about 10 TB at the chunker's 1 MiB average): a restore
+# plans each one in memory, so a few kilobytes of trees listing one blob a million times over,
+# reused at every level, must be refused before planning, not by running out of memory.
+MAX_CONTENT_REFS = 10_000_000
+SETID = stat.S_ISUID | stat.S_ISGID
 REFUSED_SHOWN = 20
 
 
@@ -81,6 +86,8 @@ class RestoreResult:
     seconds: float = 0.0
     verified_blobs: int = 0
     warnings: list[str] = field(default_factory=list)
+    keep_setid: bool = False  # asked for: restore set-user/group-id bits on files
+    setid_dropped: int = 0
 
 
 # -- reading trees ---------------------------------------------------------------------------
@@ -145,6 +152,7 @@ def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
     of distinct trees however often one is reused."""
     size: dict[bytes, int] = {}
     depth: dict[bytes, int] = {}
+    refs: dict[bytes, int] = {}
     visiting: set[bytes] = set()
     stack = [(root, False)]
     while stack:
@@ -162,6 +170,15 @@ def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
         visiting.discard(tree_id)
         size[tree_id] = len(trees[tree_id].nodes) + sum(size[s] for s in subtrees)
         depth[tree_id] = 1 + max((depth[s] for s in subtrees), default=0)
+        refs[tree_id] = sum(len(n.content) for n in trees[tree_id].nodes) + sum(
+            refs[s] for s in subtrees
+        )
+        if refs[tree_id] > MAX_CONTENT_REFS:
+            raise UnrestorableTree(
+                label,
+                f"its files name {refs[tree_id]} blobs or more, over the {MAX_CONTENT_REFS} "
+                "a restore takes",
+            )
         if size[tree_id] > MAX_ENTRIES:
             raise UnrestorableTree(
                 label,
@@ -270,6 +287,7 @@ def restore(
     progress: Callable[[int, int], None] | None = None,
     *,
     name: str | None = None,
+    keep_setid: bool = False,
 ) -> RestoreResult:
     """Restore ``snapshot`` (called ``name`` in messages) into ``target``.
 
@@ -278,10 +296,11 @@ def restore(
     started = time.monotonic()
     label = name or f"{snapshot.source} of {snapshot.time:%Y-%m-%d %H:%M:%SZ}"
     wanted = [os.fsencode(p.strip("/")) for p in includes or []]
-    result = RestoreResult(target)
+    result = RestoreResult(target, keep_setid=keep_setid)
     plan = _plan(repo, read_trees(repo, snapshot.tree, label), wanted, result)
     if wanted and not (plan.files or plan.dirs or plan.others or plan.refused):
         raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
+    _require_space(target, sum(size for _, _, size in plan.files), label)
     below, where, existed = _open_target(target)
     try:
         with below:
@@ -294,6 +313,11 @@ def restore(
         at = os.fsdecode(exc.filename) if exc.filename else str(target)
         raise RestoreError(target, f"{at}: {exc.strerror}") from None
     result.seconds = time.monotonic() - started
+    if result.setid_dropped:
+        result.warnings.append(
+            f"{result.setid_dropped} file(s) restored without their set-user/group-id bits "
+            "(--keep-setid keeps them)"
+        )
     if plan.refused:
         count = len(plan.refused)
         shown = plan.refused[:REFUSED_SHOWN]
@@ -301,6 +325,25 @@ def restore(
         what = f"{count} entr{'y' if count == 1 else 'ies'}"
         raise EntriesRefused(label, what, target, "; ".join(shown) + more)
     return result
+
+
+def _require_space(target: Path, needed: int, label: str) -> None:
+    """Refuse, before writing, a restore larger than the free space where it would land
+    (a snapshot can name one blob a million times: terabytes from a few kilobytes)."""
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fs = os.statvfs(existing)
+    except OSError:
+        return  # the restore itself will say what is wrong with the target
+    free = fs.f_bavail * fs.f_frsize
+    if needed > free:
+        raise RestoreError(
+            target,
+            f"snapshot {label} holds {needed} bytes of files, more than the {free} bytes free "
+            f"on the filesystem of {existing}; nothing was written",
+        )
 
 
 def _open_target(target: Path) -> tuple[Beneath, RestoreTarget, bool]:
@@ -426,7 +469,13 @@ def _set_metadata(fd: int, rel: bytes, node: Node, result: RestoreResult) -> Non
             os.fchown(fd, node.uid, node.gid)
         except OSError as exc:
             result.warnings.append(f"{os.fsdecode(rel)}: cannot set owner: {exc.strerror}")
-    os.fchmod(fd, node.mode)  # after chown, which clears set-id bits
+    mode = node.mode
+    if mode & SETID and not stat.S_ISDIR(os.fstat(fd).st_mode) and not result.keep_setid:
+        # A set-id program from a (possibly hostile) backup host, owned by root here, is a
+        # privilege escalation waiting for whoever can reach it: dropped unless asked for.
+        mode &= ~SETID
+        result.setid_dropped += 1
+    os.fchmod(fd, mode)  # after chown, which clears set-id bits
     os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
 
 

@@ -59,6 +59,11 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--source", metavar="S", help="with 'latest': which source")
     p.add_argument("--target", type=Path, metavar="DIR", help="restore the files here")
     p.add_argument("--path", action="append", metavar="P", help="only this path (repeat)")
+    p.add_argument(
+        "--keep-setid",
+        action="store_true",
+        help="restore files' set-user/group-id bits (dropped by default: a backup host wrote them)",
+    )
     p.add_argument("--repository", metavar="R", help="read from this repository")
     db = p.add_argument_group("into a database server (postgres and mariadb snapshots)")
     db.add_argument(
@@ -370,7 +375,7 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     with progress_bars() as bars:
         result = restore(
             repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"),
-            name=f"{ref.source}@{ref.short_id}",
+            name=f"{ref.source}@{ref.short_id}", keep_setid=args.keep_setid,
         )  # fmt: skip
     data = {
         "repository": repo.name,

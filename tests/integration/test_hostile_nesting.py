@@ -94,3 +94,71 @@ def test_one_blob_in_forty_thousand_places_costs_linear_time(
     assert prune.returncode == 1
     assert "more than 16 places" in prune.stderr
     assert restored_files(env, tmp_path / "r") == FILES
+
+
+def test_one_blob_named_a_million_times_is_refused_before_planning(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A few kilobytes of trees whose files list one blob 900,000 times, reused over eight
+    levels: 230 million references that once planned into an out-of-memory."""
+    env = local_backup_env
+    genuine_backup(env, tmp_path)
+    attacker = forger(env)
+    node = attacker.file_node("f", b"x")
+    node["content"] = node["content"] * 900_000
+    node["size"] = 900_000
+    subtree = attacker.tree([node])
+    for _ in range(8):
+        subtree = attacker.tree(
+            [attacker.subtree_node("a", subtree), attacker.subtree_node("b", subtree)]
+        )
+    key = attacker.commit(
+        "webroot", datetime.now(UTC) - timedelta(hours=1), [attacker.subtree_node("x", subtree)]
+    )
+    snapshot_id = key.rsplit("-", 1)[1]
+    target = tmp_path / "t"
+    result = env.ops("backup", "restore", snapshot_id, "--target", str(target), timeout=300)
+    no_internal_error(result)
+    assert result.returncode == 1
+    assert "refused before anything was written" in result.stderr
+    assert not target.exists()
+    assert restored_files(env, tmp_path / "r") == FILES
+
+
+def test_terabytes_named_in_a_small_tree_are_refused_for_want_of_space(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    genuine_backup(env, tmp_path)
+    attacker = forger(env)
+    node = attacker.file_node("huge", bytes(4 << 20))
+    node["content"] = node["content"] * 100_000  # 400 GiB from one 4 MiB blob
+    node["size"] = 100_000 << 22
+    key = attacker.commit("webroot", datetime.now(UTC) - timedelta(hours=1), [node])
+    target = tmp_path / "t"
+    result = env.ops("backup", "restore", key.rsplit("-", 1)[1], "--target", str(target))
+    no_internal_error(result)
+    assert result.returncode == 3
+    assert "bytes free" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert not target.exists()
+
+
+def test_set_id_bits_a_backup_host_wrote_are_dropped(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    genuine_backup(env, tmp_path)
+    attacker = forger(env)
+    program = attacker.file_node("suid", b"#!/bin/sh\nid\n")
+    program["mode"] = 0o6755
+    key = attacker.commit("webroot", datetime.now(UTC) - timedelta(hours=1), [program])
+    snapshot_id = key.rsplit("-", 1)[1]
+    plain = env.ops("backup", "restore", snapshot_id, "--target", str(tmp_path / "a"), check=True)
+    assert "set-user/group-id" in plain.stdout
+    assert (tmp_path / "a" / "suid").stat().st_mode & 0o7777 == 0o755
+    env.ops(
+        "backup", "restore", snapshot_id, "--target", str(tmp_path / "b"), "--keep-setid",
+        check=True,
+    )  # fmt: skip
+    assert (tmp_path / "b" / "suid").stat().st_mode & 0o7777 == 0o6755

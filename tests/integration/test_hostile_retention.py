@@ -111,6 +111,9 @@ def test_a_shadowing_index_stops_prune_until_repaired(
     forger(env).write_index(shadow, sort_first=True)
 
     assert restored_files(env, tmp_path / "r1") == FILES  # the next location is tried
+    env.write_config(drill={"scratch_dir": str(tmp_path / "scratch")})
+    drill = env.ops("--json", "drill")
+    assert drill.returncode == 0, drill.stdout + drill.stderr  # its structure step too
     check = env.ops("backup", "check")
     assert check.returncode == 1
     assert ghost in check.stdout + check.stderr
