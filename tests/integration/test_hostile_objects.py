@@ -26,6 +26,7 @@ import zstandard
 
 from tests.fixtures.backup_env import PROJECT, BackupEnv, s3_backup_env
 from tests.hostile.forge import Blob, Forger
+from tests.hostile.genuine import FILES, assert_no_internal_error, files_under, genuine_backup
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +37,6 @@ BOMB = 200 * MiB
 # any hostile object here (200 MiB; 81 MiB + 1 on S3), so reading one of them whole fails.
 PEAK_LIMIT_KIB = 160 * 1024
 
-FILES = {
-    "index.html": "<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n".encode(),
-    "css/site.css": b"body { font-family: sans-serif }\n" * 50,
-    "img/banner.bin": bytes(range(256)) * 2000,
-}
 
 # Runs ops.py in this interpreter and, as it exits, writes its peak resident memory in KiB to
 # $OPS_PEAK_FILE: its own VmHWM (the kernel's high-water mark, which restarts at exec) and the
@@ -81,21 +77,8 @@ def ops(env: BackupEnv, *args: str) -> subprocess.CompletedProcess[str]:
     shown = f"ops {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert max(own, children) < PEAK_LIMIT_KIB, f"peak {own}, {children} KiB\n{shown}"
     print(f"peak {own} KiB, descendants {children} KiB: ops {' '.join(args)}")  # pytest -rP
-    assert "Traceback" not in result.stderr, shown
-    assert "internal error" not in result.stderr, shown
+    assert_no_internal_error(shown)
     return result
-
-
-def genuine_backup(env: BackupEnv, tmp_path: Path) -> str:
-    """One genuine snapshot of FILES; its id."""
-    src = tmp_path / "www"
-    for rel, data in FILES.items():
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        (src / rel).write_bytes(data)
-    env.add_source("webroot", src)
-    env.ops("backup", "run", check=True)
-    [genuine] = env.ops_json("backup", "list")
-    return str(genuine["id"])
 
 
 def assert_genuine_restores(env: BackupEnv, tmp_path: Path, snapshot: str) -> None:
@@ -105,9 +88,7 @@ def assert_genuine_restores(env: BackupEnv, tmp_path: Path, snapshot: str) -> No
         result = ops(env, "backup", "restore", *which, "--target", str(target))
         assert result.returncode == 0, result.stderr
         [root] = [p for p in target.rglob("www") if p.is_dir()]
-        restored = {
-            str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
-        }
+        restored = files_under(root)
         assert restored == FILES
 
 
@@ -176,7 +157,7 @@ def test_decompression_bombs_are_refused_before_allocating(
     nothing with raw_length 4 GiB; and a tree blob that is a 200 MiB frame. python-zstandard
     would decompress the first in full despite a 1 KiB cap."""
     env = local_backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     attacker = Forger(env.writer_key, env.write_object)
     bomb = zstd_frame(BOMB, declare=True)
     assert zstandard.frame_content_size(bomb) == BOMB
@@ -245,7 +226,7 @@ def test_an_oversized_pack_is_refused_without_reading_it(
         env = s3_backup_env(request.getfixturevalue("s3_server"), tmp_path)
     else:
         env = request.getfixturevalue("local_backup_env")
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     attacker = Forger(env.writer_key, env.write_object)
     size = BOMB if env.s3 is None else 81 * MiB + 1
     key = oversized_pack(env, tmp_path, size)
@@ -268,7 +249,7 @@ def test_an_oversized_index_object_is_set_aside_unread(
     may hold (backup/index.py MAX_INDEX_JSON), so it is refused by its size, never read or
     decompressed. check names it; restores go on with the genuine index; prune will not act."""
     env = local_backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     size = 513 * MiB
     key = "index/" + "0" * 64
     with (Path(env.repo_url) / key).open("wb") as handle:
@@ -307,7 +288,7 @@ def test_malformed_age_headers_are_named_findings(
     wrong length: 'check --read-data' names each pack (exit 1), restore names it, and the
     genuine snapshot is untouched."""
     env = local_backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     attacker = Forger(env.writer_key, env.write_object)
     packs: dict[str, str] = {}
     forged: dict[str, str] = {}
@@ -370,7 +351,7 @@ def test_bogus_keys_objects_do_not_lock_out_the_identity(
     fingerprint, skipping (and check naming) the rest; on S3 the genuine one is also the
     oldest by the storage's own time."""
     env = backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     attacker = Forger(env.writer_key, env.write_object)
     expected = bogus_keys(env, attacker)
     identity_only(env)
@@ -398,7 +379,7 @@ def test_a_flood_of_keys_objects_is_read_only_so_far(
     one. The identity-only admin reads at most 256 of the 301, then says so (exit 3); with the
     writer key configured nothing reads keys/ at all."""
     env = local_backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     for i in range(300):
         key = f"keys/{i:064x}"
         env.write_object(key, b"garbage")
@@ -445,7 +426,7 @@ def test_malformed_snapshots_are_named_and_the_rest_listed_checked_restored(
     backup_env: BackupEnv, tmp_path: Path
 ) -> None:
     env = backup_env
-    genuine = genuine_backup(env, tmp_path)
+    genuine, _ = genuine_backup(env, tmp_path)
     [genuine_ref] = [k for k in env.object_keys("snapshots/") if k.endswith(genuine)]
     stated = datetime.strptime(genuine_ref.split("/")[2][:23], "%Y%m%dT%H%M%S.%fZ")
     attacker = Forger(env.writer_key, env.write_object)

@@ -17,7 +17,7 @@ import os
 import stat
 import subprocess
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +25,10 @@ import pytest
 
 from tests.fixtures.backup_env import PROJECT, BackupEnv
 from tests.hostile.forge import Blob, Forger
+from tests.hostile.genuine import FILES, an_hour_ago, files_under, forged_id, genuine_backup
 
 pytestmark = pytest.mark.integration
 
-FILES = {
-    "index.html": "<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n".encode(),
-    "css/site.css": b"body { font-family: sans-serif }\n" * 50,
-    "img/banner.bin": bytes(range(256)) * 2000,
-}
 EMERGENCY = PROJECT / "backup" / "emergency_restore.py"
 
 
@@ -63,18 +59,6 @@ def listing(root: Path, skip: Path | None = None) -> dict[str, object]:
     return found
 
 
-def genuine_backup(env: BackupEnv, tmp_path: Path) -> tuple[str, Path]:
-    """One genuine snapshot of FILES: its id and the source directory."""
-    src = tmp_path / "www"
-    for rel, data in FILES.items():
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        (src / rel).write_bytes(data)
-    env.add_source("webroot", src)
-    env.ops("backup", "run", check=True)
-    [genuine] = env.ops_json("backup", "list")
-    return str(genuine["id"]), src
-
-
 def restore(
     env: BackupEnv, snapshot: str, target: Path, *extra: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -92,18 +76,6 @@ def assert_genuine_restores(env: BackupEnv, snapshot: str, src: Path, target: Pa
     root = target / src.relative_to("/")
     got = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert got == FILES
-
-
-def forged_id(key: str) -> str:
-    return key.rsplit("-", 1)[1]
-
-
-def an_hour_ago() -> datetime:
-    return datetime.now(UTC) - timedelta(hours=1)
-
-
-def files_under(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 # -- names -----------------------------------------------------------------------------------

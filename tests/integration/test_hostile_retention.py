@@ -16,24 +16,9 @@ import pytest
 
 from tests.fixtures.backup_env import BackupEnv
 from tests.hostile.forge import Blob, Forger
+from tests.hostile.genuine import FILES, files_under, genuine_backup
 
 pytestmark = pytest.mark.integration
-
-FILES = {
-    "index.html": "<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n".encode(),
-    "css/site.css": b"body { font-family: sans-serif }\n" * 50,
-    "img/banner.bin": bytes(range(256)) * 2000,
-}
-
-
-def genuine_backup(env: BackupEnv, tmp_path: Path) -> Path:
-    src = tmp_path / "www"
-    for rel, data in FILES.items():
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        (src / rel).write_bytes(data)
-    env.add_source("webroot", src)
-    env.ops("backup", "run", check=True)
-    return src
 
 
 def restored_files(env: BackupEnv, target: Path, snapshot: str = "latest") -> dict[str, bytes]:
@@ -42,7 +27,7 @@ def restored_files(env: BackupEnv, target: Path, snapshot: str = "latest") -> di
         args += ["--source", "webroot"]
     env.ops(*args, check=True)
     [root] = [p for p in target.rglob("www") if p.is_dir()]
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return files_under(root)
 
 
 def forger(env: BackupEnv) -> Forger:

@@ -1,0 +1,47 @@
+"""The genuine side of a hostile-writer test: one real backup of a small portal webroot, made
+through the real CLI, and what restoring it must give back byte for byte."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.fixtures.backup_env import BackupEnv
+
+FILES = {
+    "index.html": "<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n".encode(),
+    "css/site.css": b"body { font-family: sans-serif }\n" * 50,
+    "img/banner.bin": bytes(range(256)) * 2000,
+}
+
+
+def genuine_backup(env: BackupEnv, tmp_path: Path) -> tuple[str, Path]:
+    """One genuine snapshot of FILES, source ``webroot``: its id and the source directory."""
+    src = tmp_path / "www"
+    for rel, data in FILES.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    [genuine] = env.ops_json("backup", "list")
+    return str(genuine["id"]), src
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    """Every regular file below ``root``, by its path relative to it."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def forged_id(key: str) -> str:
+    """The id of the snapshot object stored under ``key``."""
+    return key.rsplit("-", 1)[1]
+
+
+def an_hour_ago() -> datetime:
+    """A stated time a forged snapshot can carry without being future-dated."""
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
+def assert_no_internal_error(text: str) -> None:
+    assert "Traceback" not in text, text
+    assert "internal error" not in text, text
