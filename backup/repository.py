@@ -1,6 +1,6 @@
 """A repository on one storage backend: its config, keys, index, packs, trees and snapshots.
 
-Write order makes crashes harmless (DESIGN.md §4): packs first, then the index objects naming
+Write order makes crashes harmless (FORMAT.md): packs first, then the index objects naming
 them, then the snapshot last. A crash leaves at most packs no index names, which ``check``
 reports as harmless and ``prune`` removes.
 """

@@ -36,7 +36,7 @@ METRICS_NAME = "portal_ops_backup.prom"
 FORMAT = 1
 LABELS = ("source", "category", "repository", "host")
 
-# name -> help; DESIGN.md §3 names, one series per source x repository.
+# name -> help (docs/backup.md lists them), one series per source x repository.
 FAMILIES = {
     "portalops_backup_last_success_timestamp_seconds": (
         "Time of the newest successful snapshot (when its reading began); 0 if none yet."
@@ -232,7 +232,7 @@ def save_status(path: Path, status: Status) -> None:
 
 
 def registry_for(status: Status) -> CollectorRegistry:
-    """A fresh registry holding the status as gauges (DESIGN.md §3 names)."""
+    """A fresh registry holding the status as gauges (the names docs/backup.md lists)."""
     registry = CollectorRegistry()
     gauges = {name: Gauge(name, text, LABELS, registry=registry) for name, text in FAMILIES.items()}
     for key in sorted(status.entries):

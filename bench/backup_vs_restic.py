@@ -6,7 +6,7 @@ each tool, with the page cache dropped before every timed step: first backup, "n
 backup (after a deterministic mutation of the corpus), full restore of the latest snapshot
 into an empty directory (verified against the corpus), ``check --read-data``; plus the
 repository size after each day, the peak RSS and the CPU seconds of every step. Prints one
-fixed-width table with portal-ops/restic ratios against the bars of DESIGN.md §6.
+fixed-width table with portal-ops/restic ratios against the bars in docs/benchmarks.md.
 
 Exit codes: 0 every bar met; 1 a bar not met or a step without figures (failed); 2 bad
 arguments; 3 cannot run (restic missing, not enough disk space, unusable --workdir).
@@ -841,7 +841,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="backup_vs_restic",
         description="Benchmark portal-ops backups against restic on the same generated corpus "
-        "in the same run (DESIGN.md §6, 'Backup speed').",
+        "in the same run (bars: docs/benchmarks.md).",
         epilog="Exit codes: 0 every bar met; 1 a bar not met or a step failed; 2 bad arguments; "
         "3 cannot run (restic missing, disk space, --workdir). See bench/README.md.",
     )

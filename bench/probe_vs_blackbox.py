@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """portal-ops' prober against Prometheus blackbox_exporter, side by side on the same sites.
 
-DESIGN.md §6, "Probe scale": 10,000 HTTPS targets swept in under 30 s on 2 cores; CPU per
-probe no worse than blackbox_exporter's. Plus the issue's bar: the prober under 300 MB.
+The bar (docs/benchmarks.md, "Prober vs blackbox_exporter"): 10,000 HTTPS targets swept in
+under 30 s on 2 cores; CPU per probe no worse than blackbox_exporter's; the prober under
+300 MB.
 
 Set-up, once per benchmark, in a temp dir under /tmp that is removed on every exit path:
 
@@ -969,7 +970,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="probe_vs_blackbox",
         description="Sweep N HTTPS portal names on a local nginx with portal-ops' prober and "
-        "with Prometheus blackbox_exporter, side by side (DESIGN.md §6, 'Probe scale').",
+        "with Prometheus blackbox_exporter, side by side (bars: docs/benchmarks.md).",
         epilog="Exit codes: 0 every bar met; 1 a bar not met or a sweep failed; 2 bad "
         "arguments; 3 cannot run (a tool missing, the private hosts file does not work).",
     )

@@ -1,4 +1,4 @@
-"""The exit codes and the one error root every job raises (DESIGN.md §3, STYLE.md "Errors")."""
+"""The exit codes and the one error root every job raises (exit codes: README, "Global options")."""
 
 from __future__ import annotations
 

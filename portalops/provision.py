@@ -53,7 +53,7 @@ class PlaybookFailed(OpsError):
         meaning = ANSIBLE_EXIT_CODES.get(code, "an error")
         hosts = f" (hosts: {', '.join(failed_hosts)})" if failed_hosts else ""
         super().__init__(playbook, code, meaning, hosts)
-        # ops exits with ansible-playbook's own code, whichever it is (DESIGN.md: provision).
+        # ops exits with ansible-playbook's own code, whichever it is (docs/provisioning.md).
         self.exit_code = cast(ExitCode, code)
 
 

@@ -1,6 +1,6 @@
 """Shared pytest configuration for portal-ops."""
 
-# Fixtures that start real servers on loopback (tests/fixtures/, DESIGN.md §5).
+# Fixtures that start real servers on loopback (tests/fixtures/, docs/testing.md).
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.mariadb",

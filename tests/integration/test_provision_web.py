@@ -1,6 +1,6 @@
 """web.yml + tls.yml converge this machine's nginx, with certificates from a real ACME server.
 
-Real components throughout (DESIGN.md §5): the system nginx (nginx-light, Debian's init
+Real components throughout (docs/testing.md): the system nginx (nginx-light, Debian's init
 script), certbot, pebble + pebble-challtestsrv as the ACME CA (HTTP-01 validated by fetching
 the token from the converged nginx on 127.0.0.1:80), Ansible over the sshd fixture, and the
 project's own prober (``ops monitor check``) as the HTTPS client, pinned to loopback by its

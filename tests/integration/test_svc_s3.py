@@ -51,7 +51,7 @@ def test_bucket_names_are_fresh(s3_server: S3Server) -> None:
 
 
 def test_object_lock_retention(s3_server: S3Server) -> None:
-    """DESIGN.md §4: repository objects must be storable under S3 Object Lock (WORM)."""
+    """docs/backup.md: repository objects must be storable under S3 Object Lock (WORM)."""
     s3 = s3_server.client()
     bucket = s3_server.new_bucket_name()
     s3.create_bucket(
