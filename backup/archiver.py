@@ -117,7 +117,7 @@ class Archiver:
                 continue
             subtree = self._virtual_dir(path, sub)  # type: ignore[arg-type]
             nodes.append(self._node(name, NodeType.DIR, st, subtree=subtree))
-        return self.writer.add(BlobType.TREE, Tree(nodes).encode())
+        return self.writer.add_tree(Tree(nodes), os.fsdecode(prefix))
 
     def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
         try:
@@ -205,7 +205,7 @@ class Archiver:
             if node is not None:
                 nodes.append(node)
         self.stats.dirs += 1
-        subtree = self.writer.add(BlobType.TREE, Tree(nodes).encode())
+        subtree = self.writer.add_tree(Tree(nodes), os.fsdecode(path))
         return self._node(name, NodeType.DIR, st, subtree=subtree)
 
     def _file(

@@ -82,7 +82,7 @@ class Sink:
         return self.add_stream(name, io.BytesIO(data), mode=mode)
 
     def root(self) -> bytes:
-        return self.writer.add(BlobType.TREE, Tree(self.nodes).encode())
+        return self.writer.add_tree(Tree(self.nodes), f"source {self.source}")
 
 
 def stream_command(

@@ -18,8 +18,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import zstandard
 
 from backup.index import PackRecord
-from backup.pack import ZSTD_LEVEL, BlobType, Compression, PackBuilder, PendingBlob, compress
+from backup.pack import (
+    MAX_TREE_BLOB,
+    ZSTD_LEVEL,
+    BlobType,
+    Compression,
+    PackBuilder,
+    PendingBlob,
+    compress,
+)
 from backup.repository import Repository
+from backup.tree import Tree
+from portalops.errors import ExitCode, OpsError
 
 FLUSH_EVERY_PACKS = 8
 FLUSH_EVERY_SECONDS = 120.0
@@ -39,6 +49,13 @@ def _compress(raw: bytes) -> tuple[bytes, Compression]:
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
     return compress(raw, compressor)
+
+
+class TreeTooLarge(OpsError):
+    """{}: its listing is {} bytes as a tree, over the {} bytes a restore accepts; exclude
+    what fills it (a cache, sessions) or split it"""
+
+    exit_code = ExitCode.PROBLEM_FOUND
 
 
 class BlobWriter:
@@ -61,6 +78,14 @@ class BlobWriter:
         self.bytes_added = 0  # stored (compressed) bytes of new blobs
         self.raw_bytes_added = 0
         self.packs_written = 0
+
+    def add_tree(self, tree: Tree, where: str) -> bytes:
+        """Store one directory's tree; refuse one no restore would read back (the readers'
+        cap on tree blobs), so a backup never records a directory it cannot restore."""
+        data = tree.encode()
+        if len(data) > MAX_TREE_BLOB:
+            raise TreeTooLarge(where, len(data), MAX_TREE_BLOB)
+        return self.add(BlobType.TREE, data)
 
     def known(self, blob_id: bytes) -> bool:
         return blob_id in self.repo.index or blob_id in self._pending

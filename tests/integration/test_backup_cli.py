@@ -162,3 +162,24 @@ def test_glob_paths_match_what_exists(local_backup_env: BackupEnv, tmp_path: Pat
     target = tmp_path / "r"
     env.ops("backup", "restore", "latest", "--target", str(target), check=True)
     assert (target / str(etc).lstrip("/") / "php8.2" / "fpm" / "php.ini").is_file()
+
+
+def test_a_directory_too_large_to_restore_fails_its_source(
+    local_backup_env: BackupEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers refuse tree blobs over a cap (a hostile writer's tree must not exhaust them),
+    so a writer must never record a directory over it: that source fails, naming it. The cap
+    is lowered here; the real one (64 MiB) takes about 300,000 entries in one directory."""
+    import backup.writer
+    from backup.tree import Node, NodeType, Tree
+    from backup.writer import BlobWriter, TreeTooLarge
+    from tests.fixtures.backup_env import repository
+
+    monkeypatch.setattr(backup.writer, "MAX_TREE_BLOB", 4096)
+    nodes = [Node(f"f{i:05d}".encode(), NodeType.FILE, 0o644, 0, 0, 0) for i in range(200)]
+    with repository(local_backup_env) as repo:
+        writer = BlobWriter(repo)
+        with pytest.raises(TreeTooLarge, match=r"/srv/cache: its listing is \d+ bytes"):
+            writer.add_tree(Tree(nodes), "/srv/cache")
+        assert writer.add_tree(Tree(nodes[:5]), "/srv/small")
+        writer.abort()
