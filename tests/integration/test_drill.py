@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,16 +36,6 @@ def nginx_tree(root: Path, *, broken: bool = False) -> Path:
         vhost = "servr { listen 8080; }\n"  # a typo nginx -t rejects
     (etc / "conf.d" / "daotru.conf").write_text(vhost)
     return etc
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """Scratch space the drill user can enter (pytest's tmp_path is 0700 root's): nginx -t
-    runs as that user."""
-    path = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def setup_env(

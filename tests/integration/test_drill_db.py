@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -86,15 +84,6 @@ def craft(env: BackupEnv, source: str, change: Callable[[Snapshot], Snapshot]) -
         latest = repo.read_snapshot(repo.snapshots(source)[-1])
         crafted = change(latest)
         repo.write_snapshot(dataclasses.replace(crafted, time=latest.time + timedelta(seconds=1)))
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """Scratch space the drill user can enter (pytest's tmp_path is 0700 root's)."""
-    path = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -113,15 +113,6 @@ def forge(
 
 
 @pytest.fixture
-def scratch() -> Iterator[Path]:
-    """Scratch space the drill user can enter (pytest's tmp_path is 0700 root's)."""
-    path = Path(tempfile.mkdtemp(prefix="drill-scratch-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def markers() -> Iterator[Path]:
     """Where anything forged that ran would leave a mark: writable by every user."""
     path = Path(tempfile.mkdtemp(prefix="drill-markers-"))
