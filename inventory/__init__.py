@@ -1,7 +1,7 @@
 """The estate model: administrative units, their portals and the domains Art. 3 gives them."""
 
-from inventory.labels import LabelError, derive_label, is_valid_label
-from inventory.model import Estate, Portal, UnitKind, load_estate
+from portalops.inventory.labels import LabelError, derive_label, is_valid_label
+from portalops.inventory.model import Estate, Portal, UnitKind, load_estate
 
 __all__ = [
     "Estate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inventory.servers import DB_PREFIX, Engine, Server, ServerRole, Servers, Site
+from portalops.inventory.servers import DB_PREFIX, Engine, Server, ServerRole, Servers, Site
 
 
 def _site(site: Site) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from inventory.labels import LabelError, check_fqdn, check_label, derive_label
-from portalops.errors import SourceError
-from portalops.validate import Strict, parse_model
-from portalops.yamlsrc import Loc, YamlSource, dotted, load_yaml
+from portalops.core.errors import SourceError
+from portalops.core.validate import Strict, parse_model
+from portalops.core.yamlsrc import Loc, YamlSource, dotted, load_yaml
+from portalops.inventory.labels import LabelError, check_fqdn, check_label, derive_label
 
 Name = Annotated[str, Field(min_length=1)]
 

@@ -17,10 +17,10 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from inventory.model import Estate, Portal, UnitKind
-from portalops.errors import SourceError
-from portalops.validate import Strict, parse_model
-from portalops.yamlsrc import Loc, YamlSource, dotted, load_yaml
+from portalops.core.errors import SourceError
+from portalops.core.validate import Strict, parse_model
+from portalops.core.yamlsrc import Loc, YamlSource, dotted, load_yaml
+from portalops.inventory.model import Estate, Portal, UnitKind
 
 #: PostgreSQL truncates identifiers at 63 bytes (NAMEDATALEN - 1); MariaDB allows 64 for a
 #: database and 80 for a user, so the stricter bound serves both engines.

@@ -29,7 +29,7 @@ from datetime import datetime
 from difflib import SequenceMatcher
 from html.parser import HTMLParser
 
-from monitors.findings import Finding, Severity, excerpt
+from portalops.monitors.findings import Finding, Severity, excerpt
 
 TEXT_LIMIT = 20_000
 SHINGLE_WORDS = 3

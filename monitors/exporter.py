@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitors import exposure
-from monitors.probe import Module, ProbeConfig, ProbeResult, Target, probe
+from portalops.monitors import exposure
+from portalops.monitors.probe import Module, ProbeConfig, ProbeResult, Target, probe
 
 log = logging.getLogger(__name__)
 

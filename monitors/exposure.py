@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from monitors.findings import Finding, Severity, excerpt
+from portalops.monitors.findings import Finding, Severity, excerpt
 
 READ_LIMIT = 64 * 1024
 EVIDENCE_LIMIT = 200

@@ -24,8 +24,8 @@ from enum import StrEnum
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from monitors import defacement, exposure
-from monitors.fetch import (
+from portalops.monitors import defacement, exposure
+from portalops.monitors.fetch import (
     FetchError,
     Limits,
     Resolver,
@@ -36,9 +36,9 @@ from monitors.fetch import (
     insecure_context,
     now_utc,
 )
-from monitors.findings import Finding, Severity
-from monitors.headers import Observed
-from monitors.headers import grade as grade_headers
+from portalops.monitors.findings import Finding, Severity
+from portalops.monitors.headers import Observed
+from portalops.monitors.headers import grade as grade_headers
 
 log = logging.getLogger(__name__)
 

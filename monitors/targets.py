@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from inventory.model import Estate
-from monitors.probe import Expect, Target
-from portalops.errors import BadInput
+from portalops.core.errors import BadInput
+from portalops.inventory.model import Estate
+from portalops.monitors.probe import Expect, Target
 from portalops.settings import Monitor
 
 

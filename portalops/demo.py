@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from backup.scratchdb import (
+from portalops.backup.engines.scratch import (
     PG_PORT,
     PostgresScratch,
     ScratchServerError,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, cast
 
-from portalops.errors import BadInput, ExitCode, OpsError
+from portalops.core.errors import BadInput, ExitCode, OpsError
 
 PLAYBOOKS = "playbooks"
 SITE = "site.yml"

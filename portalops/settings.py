@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from portalops.oncall_config import Oncall
-from portalops.validate import LocatedError, Strict, ZoneName, parse_model
-from portalops.yamlsrc import load_yaml
+from portalops.core.validate import LocatedError, Strict, ZoneName, parse_model
+from portalops.core.yamlsrc import load_yaml
+from portalops.oncall.config import Oncall
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 

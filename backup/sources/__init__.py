@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any, cast
 
-from backup.streams import Producer
+from portalops.backup.archive.streams import Producer
 
 _MODULES = {
-    "postgres": "backup.sources.postgres",
-    "mariadb": "backup.sources.mariadb",
-    "command": "backup.sources.command",
-    "ssh": "backup.sources.ssh",
+    "postgres": "portalops.backup.sources.postgres",
+    "mariadb": "portalops.backup.sources.mariadb",
+    "command": "portalops.backup.sources.command",
+    "ssh": "portalops.backup.sources.ssh",
 }
 
 

@@ -45,7 +45,7 @@ import threading
 import time
 from typing import IO, Any
 
-from backup.streams import STDERR_TAIL_LINES, Sink, SourceFailed, stream_command
+from portalops.backup.archive.streams import STDERR_TAIL_LINES, Sink, SourceFailed, stream_command
 from portalops.settings import MariadbSource
 
 _IMPORT_ERROR: ImportError | None = None

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backup.streams import Sink, SourceFailed, stream_command
+from portalops.backup.archive.streams import Sink, SourceFailed, stream_command
 from portalops.settings import PostgresSource
 
 _LIBPQ_PREFIX = re.compile(

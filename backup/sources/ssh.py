@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import paramiko
 
-from backup.streams import STDERR_TAIL_LINES, Sink, SourceFailed
+from portalops.backup.archive.streams import STDERR_TAIL_LINES, Sink, SourceFailed
 from portalops.settings import SshSource
 
 CONNECT_TIMEOUT = 30.0  # TCP connect, banner, key exchange and authentication, each

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from portalops.oncall_config import parse_duration
+from portalops.oncall.config import parse_duration
 from tests.fixtures.monitoring_stack import running_alertmanager, running_prometheus
 from tests.fixtures.nginx import NginxServer
 from tests.fixtures.procs import free_port, run, start_process, stop_process, wait_until

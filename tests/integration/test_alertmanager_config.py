@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from monitors.oncall import amconfig
-from portalops.errors import BadInput
+from portalops.core.errors import BadInput
+from portalops.oncall import amconfig
 from portalops.settings import Settings, load_settings
 from tests.fixtures.monitoring_stack import Alertmanager, running_alertmanager
 from tests.fixtures.procs import LOOPBACK, require_binary, run, temp_dir, wait_until

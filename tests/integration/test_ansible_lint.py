@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from portalops.context import PROJECT_ROOT
+from portalops.cli.context import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

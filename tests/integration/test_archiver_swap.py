@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from backup.archiver import Archiver
-from backup.chunker import Chunker
-from backup.writer import BlobWriter
+from portalops.backup.archive.archiver import Archiver
+from portalops.backup.repo.chunker import Chunker
+from portalops.backup.repo.writer import BlobWriter
 from tests.fixtures.backup_env import BackupEnv, repository
 
 pytestmark = pytest.mark.integration

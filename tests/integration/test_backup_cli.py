@@ -170,12 +170,12 @@ def test_a_directory_too_large_to_restore_fails_its_source(
     """Readers refuse tree blobs over a cap (a hostile writer's tree must not exhaust them),
     so a writer must never record a directory over it: that source fails, naming it. The cap
     is lowered here; the real one (64 MiB) takes about 300,000 entries in one directory."""
-    import backup.writer
-    from backup.tree import Node, NodeType, Tree
-    from backup.writer import BlobWriter, TreeTooLarge
+    from portalops.backup.repo import writer as writer_module
+    from portalops.backup.repo.tree import Node, NodeType, Tree
+    from portalops.backup.repo.writer import BlobWriter, TreeTooLarge
     from tests.fixtures.backup_env import repository
 
-    monkeypatch.setattr(backup.writer, "MAX_TREE_BLOB", 4096)
+    monkeypatch.setattr(writer_module, "MAX_TREE_BLOB", 4096)
     nodes = [Node(f"f{i:05d}".encode(), NodeType.FILE, 0o644, 0, 0, 0) for i in range(200)]
     with repository(local_backup_env) as repo:
         writer = BlobWriter(repo)

@@ -244,8 +244,8 @@ def test_check_passes_on_a_healthy_repository(backup_env: BackupEnv, tmp_path: P
 
 def _photo_only_pack(env: BackupEnv, packs: list[str], other: bytes) -> str:
     """A data pack without the blob of ``other`` (read with the test's own keys)."""
-    from backup.keys import load_identity, load_writer_key
-    from backup.pack import BlobType, read_header
+    from portalops.backup.repo.keys import load_identity, load_writer_key
+    from portalops.backup.repo.pack import BlobType, read_header
 
     identity, writer = load_identity(env.identity), load_writer_key(env.writer_key)
     other_id = writer.blob_id(other)

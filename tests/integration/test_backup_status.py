@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup.status import FAMILIES, METRICS_NAME, STATUS_NAME
-from portalops.runlock import LOCK_NAME, run_lock
+from portalops.backup.jobs.status import FAMILIES, METRICS_NAME, STATUS_NAME
+from portalops.core.runlock import LOCK_NAME, run_lock
 from tests.fixtures.backup_env import PROJECT, BackupEnv
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from backup.status import STATUS_NAME
-from portalops.commands.cron_cmd import Job, run_job
+from portalops.backup.jobs.status import STATUS_NAME
+from portalops.cli.cron import Job, run_job
 from tests.fixtures.backup_env import BackupEnv
 
 pytestmark = pytest.mark.integration

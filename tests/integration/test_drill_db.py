@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from backup.snapshot import Snapshot
+from portalops.backup.repo.snapshot import Snapshot
 from tests.fixtures.backup_env import BackupEnv, repository
 from tests.fixtures.databases import (
     my_query,

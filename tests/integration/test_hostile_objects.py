@@ -220,7 +220,7 @@ def test_an_oversized_pack_is_refused_without_reading_it(
 ) -> None:
     """A 200 MiB object under packs/ (on S3, just past the cap: 81 MiB + 1), named in an
     authentic forged index as holding a blob a forged snapshot uses. A genuine pack is at
-    most 81 MiB (backup/pack.py MAX_PACK_SIZE): restore and check refuse it by the size the
+    most 81 MiB (backup/repo/pack.py MAX_PACK_SIZE): restore and check refuse it by the size the
     storage gives, before a byte of it is read."""
     if backend == "s3":
         env = s3_backup_env(request.getfixturevalue("s3_server"), tmp_path)
@@ -246,7 +246,7 @@ def test_an_oversized_index_object_is_set_aside_unread(
     local_backup_env: BackupEnv, tmp_path: Path
 ) -> None:
     """A 513 MiB (sparse) object under index/: larger than the 512 MiB of JSON an index object
-    may hold (backup/index.py MAX_INDEX_JSON), so it is refused by its size, never read or
+    may hold (backup/repo/index.py MAX_INDEX_JSON), so it is refused by its size, never read or
     decompressed. check names it; restores go on with the genuine index; prune will not act."""
     env = local_backup_env
     genuine, _ = genuine_backup(env, tmp_path)

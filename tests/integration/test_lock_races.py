@@ -23,9 +23,9 @@ from unittest.mock import patch
 
 import pytest
 
-from backup.access import load_keys
-from backup.run import SourceResult, Step, run_backup
-from portalops.errors import ExitCode
+from portalops.backup.jobs.access import load_keys
+from portalops.backup.jobs.run import SourceResult, Step, run_backup
+from portalops.core.errors import ExitCode
 from portalops.settings import load_settings
 from tests.fixtures.backup_env import BackupEnv
 

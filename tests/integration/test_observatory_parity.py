@@ -62,10 +62,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from monitors import probe as prober
-from monitors.fetch import Resolver
-from monitors.headers import Observed, Report, grade
-from monitors.targets import url_target
+from portalops.monitors import probe as prober
+from portalops.monitors.fetch import Resolver
+from portalops.monitors.headers import Observed, Report, grade
+from portalops.monitors.targets import url_target
 from portalops.settings import Monitor
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import log_tail, require_binary

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from portalops.context import PROJECT_ROOT
+from portalops.cli.context import PROJECT_ROOT
 from tests.fixtures.ansible_host import TEST_HOST, Converge, Recap
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from portalops.context import PROJECT_ROOT
+from portalops.cli.context import PROJECT_ROOT
 from tests.fixtures.ansible_host import (
     TEST_HOST,
     VAULT_FILE,

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from inventory.model import load_estate
-from portalops.context import PROJECT_ROOT
+from portalops.cli.context import PROJECT_ROOT
+from portalops.inventory.model import load_estate
 from tests.fixtures.ansible_host import TEST_HOST, Converge, Recap
 from tests.fixtures.pebble import PebbleACME, pebble_context
 from tests.fixtures.pki import ThrowawayPKI

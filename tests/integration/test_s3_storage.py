@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from backup.backends import open_storage
-from backup.s3 import ConditionalWritesUnsupported, RetentionTooShort, S3Storage
-from backup.storage import LocalStorage, ObjectLocked, ObjectMissing, StorageError
-from portalops.errors import ExitCode
+from portalops.backup.repo.backends import open_storage
+from portalops.backup.repo.s3 import ConditionalWritesUnsupported, RetentionTooShort, S3Storage
+from portalops.backup.repo.storage import LocalStorage, ObjectLocked, ObjectMissing, StorageError
+from portalops.core.errors import ExitCode
 from tests.fixtures.faulty_proxy import FAULTS, FaultyProxy
 from tests.fixtures.s3 import S3Server
 

@@ -1,4 +1,4 @@
-"""backup/status.py: merging runs into the status, and the gauges rendered from it."""
+"""backup/jobs/status.py: merging runs into the status, and the gauges rendered from it."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from backup.run import SourceResult
-from backup.status import (
+from portalops.backup.jobs.run import SourceResult
+from portalops.backup.jobs.status import (
     Status,
     load_status,
     registry_for,
     save_status,
     update_status,
 )
-from portalops.atomic import write_atomic
-from portalops.errors import ExitCode
+from portalops.core.atomic import write_atomic
+from portalops.core.errors import ExitCode
 
 T0 = datetime(2026, 11, 27, 19, 30, tzinfo=UTC)
 T1 = T0 + timedelta(days=1)

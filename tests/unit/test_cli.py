@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from portalops.context import PROJECT_ROOT
+from portalops.cli.context import PROJECT_ROOT
 
 OPS = [sys.executable, str(PROJECT_ROOT / "ops.py")]
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from portalops.commands.cron_cmd import When, all_jobs, cron_lines
-from portalops.errors import SourceError
+from portalops.cli.cron import When, all_jobs, cron_lines
+from portalops.core.errors import SourceError
 from portalops.settings import Schedule, load_settings
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from monitors.defacement import (
+from portalops.monitors.defacement import (
     FORMAT,
     TEXT_LIMIT,
     Baseline,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inventory.model import Estate, UnitKind, load_estate
-from portalops.errors import SourceError
+from portalops.core.errors import SourceError
+from portalops.inventory.model import Estate, UnitKind, load_estate
 
 DECISION_EXAMPLE = """\
 province:

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from monitors.exposure import (
+from portalops.monitors.exposure import (
     CHECKS,
     READ_LIMIT,
     ExposureInputError,
@@ -18,7 +18,7 @@ from monitors.exposure import (
     not_found_path,
     paths,
 )
-from monitors.findings import Finding, Severity, by_severity, excerpt, worst
+from portalops.monitors.findings import Finding, Severity, by_severity, excerpt, worst
 
 DOMAIN = "daotru.tamdao.vinhphuc.gov.vn"
 NOT_FOUND = not_found_path("9f3b2c4d5e6a7b8c")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitors.headers import (
+from portalops.monitors.headers import (
     ALGORITHM_VERSION,
     ObservationError,
     Observed,

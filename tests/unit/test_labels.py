@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inventory.labels import LabelError, check_fqdn, derive_label, is_valid_label
+from portalops.inventory.labels import LabelError, check_fqdn, derive_label, is_valid_label
 
 
 @pytest.mark.parametrize(

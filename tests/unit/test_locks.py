@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from backup import locks
-from backup.locks import (
+from portalops.backup.repo import locks
+from portalops.backup.repo.locks import (
     Lock,
     LockLost,
     LockWatch,
@@ -32,8 +32,8 @@ from backup.locks import (
     remove_all,
     remove_stale,
 )
-from backup.storage import LocalStorage, ObjectInfo, StorageError
-from portalops.errors import ExitCode
+from portalops.backup.repo.storage import LocalStorage, ObjectInfo, StorageError
+from portalops.core.errors import ExitCode
 
 STALE = timedelta(minutes=30)
 REFRESH = timedelta(minutes=5)

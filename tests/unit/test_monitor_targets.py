@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from inventory.model import load_estate
-from monitors.targets import estate_targets, select, url_target
-from portalops.errors import BadInput
+from portalops.core.errors import BadInput
+from portalops.inventory.model import load_estate
+from portalops.monitors.targets import estate_targets, select, url_target
 from portalops.settings import Monitor, MonitorExpect
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitors.oncall.rota import (
+from portalops.oncall.config import Oncall, Person
+from portalops.oncall.rota import (
     BEGINNING,
     Gap,
     Shift,
@@ -32,7 +33,6 @@ from monitors.oncall.rota import (
     resolve_step,
     who,
 )
-from portalops.oncall_config import Oncall, Person
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 MAIL = "mailto://an:S3cretPass@mail.example.gov.vn"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import ops
-from portalops.context import PROJECT_ROOT
-from portalops.errors import BadInput
+from portalops.cli.context import PROJECT_ROOT
+from portalops.cli.main import main
+from portalops.core.errors import BadInput
 from portalops.provision import HostRecap, parse_recap, resolve_playbook
 
 OPS = [sys.executable, str(PROJECT_ROOT / "ops.py")]
@@ -75,14 +75,14 @@ def test_missing_ansible_playbook_exits_3(
 ) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert ops.main(_provision("--playbook", "common")) == 3
+    assert main(_provision("--playbook", "common")) == 3
     err = capsys.readouterr().err
     assert "ansible-playbook not found" in err
     assert "scripts/setup-python dev" in err
 
 
 def test_unknown_playbook_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert ops.main(_provision("--playbook", "frobnicate")) == 2
+    assert main(_provision("--playbook", "frobnicate")) == 2
     assert "frobnicate.yml: no such playbook" in capsys.readouterr().err
 
 
@@ -92,7 +92,7 @@ def test_bad_servers_file_exits_2_before_ansible_runs(
     servers = tmp_path / "servers.yaml"
     servers.write_text("servers:\n  - {name: a, address: nowhere, roles: [web]}\n")
     argv = ["--units", str(FIXTURES / "units.yaml"), "provision", "--servers", str(servers)]
-    assert ops.main(argv) == 2
+    assert main(argv) == 2
     assert f"{servers}:2: servers[0].address" in capsys.readouterr().err
 
 

@@ -11,9 +11,9 @@ import blake3
 import pytest
 import zstandard
 
-from backup.index import MAX_INDEX_JSON, IndexFormatError, PackRecord, decode, encode
-from backup.keys import parse_keys_object
-from backup.pack import (
+from portalops.backup.repo.index import MAX_INDEX_JSON, IndexFormatError, PackRecord, decode, encode
+from portalops.backup.repo.keys import parse_keys_object
+from portalops.backup.repo.pack import (
     HEADER_ROW,
     MAX_DATA_BLOB,
     MAX_PACK_SIZE,
@@ -32,8 +32,8 @@ from backup.pack import (
     read_header,
     unzstd,
 )
-from backup.repository import CHUNKER
-from backup.snapshot import Snapshot, SnapshotFormatError
+from portalops.backup.repo.repository import CHUNKER
+from portalops.backup.repo.snapshot import Snapshot, SnapshotFormatError
 
 
 def _record() -> PackRecord:

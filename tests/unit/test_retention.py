@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backup.prune import decide
-from backup.retention import EMPTY_POLICY_REASON, Decision, Policy, apply_policy
-from backup.snapshot import SnapshotRef
+from portalops.backup.jobs.prune import decide
+from portalops.backup.jobs.retention import EMPTY_POLICY_REASON, Decision, Policy, apply_policy
+from portalops.backup.repo.snapshot import SnapshotRef
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from inventory.ansible import inventory_host, inventory_list
-from inventory.model import Estate, load_estate
-from inventory.servers import Servers, load_servers
-from portalops.context import PROJECT_ROOT
-from portalops.errors import SourceError
+from portalops.cli.context import PROJECT_ROOT
+from portalops.core.errors import SourceError
+from portalops.inventory.ansible import inventory_host, inventory_list
+from portalops.inventory.model import Estate, load_estate
+from portalops.inventory.servers import Servers, load_servers
 
 UNITS = """\
 province:

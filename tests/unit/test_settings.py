@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from portalops.context import PROJECT_ROOT
-from portalops.errors import SourceError
+from portalops.cli.context import PROJECT_ROOT
+from portalops.core.errors import SourceError
 from portalops.settings import Category, Settings, load_settings
 
 

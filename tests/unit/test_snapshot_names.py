@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from backup.snapshot import SnapshotRef
+from portalops.backup.repo.snapshot import SnapshotRef
 
 
 def test_name_round_trip() -> None:

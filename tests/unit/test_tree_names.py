@@ -17,7 +17,14 @@ from typing import Any
 import blake3
 import pytest
 
-from backup.tree import Node, NodeType, Tree, TreeFormatError, name_problem, show_name
+from portalops.backup.repo.tree import (
+    Node,
+    NodeType,
+    Tree,
+    TreeFormatError,
+    name_problem,
+    show_name,
+)
 
 ID = "ab" * 32
 

@@ -1,0 +1,1 @@
+"""Archiving: walking files and streams into trees and blobs through the repository writer."""

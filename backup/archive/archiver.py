@@ -1,0 +1,346 @@
+"""Back up a ``files`` source: walk its paths, store file contents and trees, return the root.
+
+The root tree mirrors the absolute paths (``/etc/nginx`` is stored as ``etc/nginx``), like
+restic, so a restore into a target directory recreates the layout beneath it.
+
+A file is read only if the file opened (without following a symlink) is the one its lstat
+listed: one swapped meanwhile, in a directory others can write to, is noted as vanished, never
+stored under this name with another file's content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import glob
+import grp
+import logging
+import os
+import pwd
+import queue
+import stat
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from portalops.backup.archive.files_cache import FilesCache, FileState
+from portalops.backup.repo.chunker import Chunker
+from portalops.backup.repo.pack import BlobType
+from portalops.backup.repo.tree import Node, NodeType, Tree
+from portalops.backup.repo.writer import BlobWriter
+from portalops.core.errors import ExitCode, OpsError
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnreadable(OpsError):
+    """cannot read {}: {}; the source is not backed up (no partial snapshot was written)"""
+
+    exit_code = ExitCode.PROBLEM_FOUND  # the source's trouble, not the repository's
+
+
+@dataclass
+class WalkStats:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    files_read: int = 0  # not taken from the files cache
+    bytes_read: int = 0
+    vanished: list[str] = field(default_factory=list)  # deleted between listing and reading
+    skipped: list[str] = field(default_factory=list)  # sockets and devices: not restorable
+    unmatched: list[str] = field(default_factory=list)  # glob patterns that matched nothing
+
+
+Progress = Callable[[int, int], None]  # (files done, bytes done)
+
+
+@dataclass
+class Archiver:
+    writer: BlobWriter
+    chunker: Chunker
+    cache: FilesCache | None
+    exclude: list[str] = field(default_factory=list)
+    progress: Progress | None = None
+    prefetch: Prefetcher | None = None
+    stats: WalkStats = field(default_factory=WalkStats)
+
+    def archive(self, paths: list[Path]) -> bytes:
+        """Store everything under ``paths``; return the root tree's id.
+
+        A path with glob characters (``/etc/php*``) stands for whatever matches it now; one
+        that matches nothing is noted, not an error (a host without PHP has no /etc/php).
+        A plain path that does not exist fails the source.
+        """
+        root: dict[bytes, object] = {}
+        expanded: list[Path] = []
+        for path in paths:
+            if glob.has_magic(str(path)):
+                matches = sorted(glob.glob(str(path)))
+                if not matches:
+                    self.stats.unmatched.append(str(path))
+                expanded += [Path(match) for match in matches]
+            else:
+                expanded.append(path)
+        if not expanded:
+            raise SourceUnreadable(", ".join(map(str, paths)), "no path matches")
+        for path in expanded:
+            parts = [os.fsencode(p) for p in path.parts[1:]]
+            if not parts:
+                raise SourceUnreadable("/", "backing up the whole filesystem root is not supported")
+            node = root
+            for part in parts[:-1]:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    break  # an ancestor is itself a listed path: it covers this one
+                node = child
+            else:
+                node.setdefault(parts[-1], None)  # None: archive the real path here
+        return self._virtual_dir(b"/", root)
+
+    def _virtual_dir(self, prefix: bytes, children: dict[bytes, object]) -> bytes:
+        nodes = []
+        for name, sub in sorted(children.items()):
+            path = os.path.join(prefix, name)
+            if sub is None:
+                st = self._lstat(path, listed=True)
+                node = self._entry(path, name, st, listed=True) if st is not None else None
+                if node is not None:
+                    nodes.append(node)
+                continue
+            st = self._lstat(path, listed=True)
+            if st is None:  # listed paths raise instead; this keeps the type checker informed
+                continue
+            subtree = self._virtual_dir(path, sub)  # type: ignore[arg-type]
+            nodes.append(self._node(name, NodeType.DIR, st, subtree=subtree))
+        return self.writer.add_tree(Tree(nodes), os.fsdecode(prefix))
+
+    def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            if listed:
+                raise SourceUnreadable(os.fsdecode(path), "no such file or directory") from None
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        except OSError as exc:
+            raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+
+    def _excluded(self, path: bytes, name: bytes, is_dir: bool) -> bool:
+        spath, sname = os.fsdecode(path), os.fsdecode(name)
+        for pattern in self.exclude:
+            if pattern.endswith("/"):
+                if is_dir and fnmatch.fnmatchcase(sname, pattern.rstrip("/")):
+                    return True
+            elif "/" in pattern:
+                if fnmatch.fnmatchcase(spath, pattern):
+                    return True
+            elif fnmatch.fnmatchcase(sname, pattern):
+                return True
+        return False
+
+    def _entry(
+        self,
+        path: bytes,
+        name: bytes,
+        st: os.stat_result,
+        cached: list[bytes] | None = None,
+        *,
+        listed: bool = False,
+    ) -> Node | None:
+        mode = st.st_mode
+        if not listed and self._excluded(path, name, stat.S_ISDIR(mode)):
+            return None
+        if stat.S_ISREG(mode):
+            return self._file(path, name, st, cached)
+        if stat.S_ISDIR(mode):
+            return self._dir(path, name, st)
+        if stat.S_ISLNK(mode):
+            return self._symlink(path, name, st)
+        if stat.S_ISFIFO(mode):
+            return self._node(name, NodeType.FIFO, st)
+        # Sockets and device nodes are recreated by the services that own them.
+        self.stats.skipped.append(os.fsdecode(path))
+        return None
+
+    def _symlink(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        try:
+            target = os.readlink(path)
+        except FileNotFoundError:
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        self.stats.symlinks += 1
+        return self._node(name, NodeType.SYMLINK, st, target=target)
+
+    def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except FileNotFoundError:
+            self.stats.vanished.append(os.fsdecode(path))
+            return None
+        except OSError as exc:
+            raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+        entries = []
+        for child in names:
+            child_path = os.path.join(path, child)
+            child_st = self._lstat(child_path)
+            if child_st is None:
+                continue
+            cached = None
+            if stat.S_ISREG(child_st.st_mode) and self.cache is not None:
+                cached = self.cache.lookup(child_path, FileState.of(child_st))
+                if cached is not None and not all(self.writer.known(b) for b in cached):
+                    cached = None
+            if cached is None and stat.S_ISREG(child_st.st_mode) and self.prefetch:
+                self.prefetch.want(child_path)
+            entries.append((child_path, child, child_st, cached))
+        nodes = []
+        for child_path, child, child_st, cached in entries:
+            node = self._entry(child_path, child, child_st, cached)
+            if node is not None:
+                nodes.append(node)
+        self.stats.dirs += 1
+        subtree = self.writer.add_tree(Tree(nodes), os.fsdecode(path))
+        return self._node(name, NodeType.DIR, st, subtree=subtree)
+
+    def _file(
+        self, path: bytes, name: bytes, st: os.stat_result, cached: list[bytes] | None
+    ) -> Node | None:
+        state = FileState.of(st)
+        content = cached
+        size = st.st_size
+        if content is None:
+            try:
+                content, size = self._read(path, st)
+            except (FileNotFoundError, _Replaced):
+                self.stats.vanished.append(os.fsdecode(path))
+                return None
+            except OSError as exc:
+                raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+            if self.cache:
+                self.cache.record(path, state, content)
+        elif self.cache:
+            self.cache.record(path, state, content)
+        self.stats.files += 1
+        self.stats.bytes += size
+        if self.progress:
+            self.progress(self.stats.files, self.stats.bytes)
+        link_group = f"{st.st_dev}:{st.st_ino}" if st.st_nlink > 1 else None
+        return self._node(
+            name, NodeType.FILE, st, size=size, content=tuple(content), link_group=link_group
+        )
+
+    def _read(self, path: bytes, st: os.stat_result) -> tuple[list[bytes], int]:
+        content: list[bytes] = []
+        size = 0
+        with open(_open_listed(path, st), "rb", buffering=0) as handle:
+            chunks: Iterable[bytes | memoryview]
+            if st.st_size < self.chunker.min_size:
+                # Small files are one blob. One that grew past a chunk while we looked is
+                # chunked from what we read.
+                data = handle.read()
+                small = len(data) < self.chunker.min_size
+                chunks = ([data] if data else []) if small else self.chunker.chunks(BytesIO(data))
+            else:
+                chunks = self.chunker.chunks(handle)
+            for chunk in chunks:
+                content.append(self.writer.add(BlobType.DATA, chunk))
+                size += len(chunk)
+        self.stats.files_read += 1
+        self.stats.bytes_read += size
+        return content, size
+
+    def _node(self, name: bytes, kind: NodeType, st: os.stat_result, **extra: object) -> Node:
+        return Node(
+            name=name,
+            type=kind,
+            mode=stat.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime_ns=st.st_mtime_ns,
+            user=_user(st.st_uid),
+            group=_group(st.st_gid),
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+class _Replaced(Exception):
+    """The file at a path is no longer the one listed (swapped while the walk went on)."""
+
+
+# Never a symlink's target; O_NONBLOCK: a FIFO swapped in must not block the open.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_listed(path: bytes, listed: os.stat_result) -> int:
+    """A descriptor of the regular file ``listed`` (its lstat) at ``path``. A file swapped
+    for a symlink, a FIFO or another file since the lstat is _Replaced, never read: in a
+    directory others can write to, the swap would store another file's content here."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # now a symlink
+            raise _Replaced from None
+        raise
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (
+        listed.st_dev,
+        listed.st_ino,
+    ):
+        os.close(fd)
+        raise _Replaced
+    return fd
+
+
+class Prefetcher:
+    """Asks the kernel to start reading the files the walk will read next.
+
+    The walk reads one file at a time; with the next files' pages already on their way
+    (posix_fadvise WILLNEED), reading overlaps with chunking, hashing and compressing.
+    Only files the files cache does not cover are announced, so an unchanged tree costs
+    no extra I/O. Best effort: any error just means no prefetch.
+    """
+
+    def __init__(self, depth: int = 512) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def want(self, path: bytes) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(path)
+
+    def close(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            os.close(fd)
+
+
+@cache
+def _user(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@cache
+def _group(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None

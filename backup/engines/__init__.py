@@ -1,0 +1,2 @@
+"""Database engines: the client programs, their sandboxing, and throwaway servers for drills,
+restores and the demo."""

@@ -1,0 +1,295 @@
+"""``ops backup check``: is every snapshot restorable from what the repository holds?
+
+Structure: every index object authentic, every indexed pack present at its indexed size, and
+(with the identity) every snapshot's trees and data blobs indexed. ``--read-data``: packs are
+downloaded, decrypted and every blob checked against its id. Damage is reported by pack and
+by the snapshots and file paths it touches. Packs no index names are leftovers of interrupted
+runs: harmless, and ``forget --prune`` removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from portalops.backup.repo.keys import IdentityMissing
+from portalops.backup.repo.pack import MAX_PACK_SIZE
+from portalops.backup.repo.repository import DamagedObject, Repository
+from portalops.backup.repo.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
+from portalops.backup.repo.tree import NodeType, show_name
+from portalops.backup.restore.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
+from portalops.core.atomic import write_atomic
+
+PATHS_PER_PROBLEM = 20
+
+
+@dataclass
+class Problem:
+    obj: str  # the pack, index or snapshot object at fault
+    what: str
+    snapshots: list[str] = field(default_factory=list)  # "source@shortid"
+    paths: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "object": self.obj,
+            "problem": self.what,
+            "snapshots": self.snapshots,
+            "paths": self.paths,
+        }
+
+
+@dataclass
+class CheckResult:
+    repository: str
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    packs_read: int = 0
+    trees_checked: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    unreferenced_packs: list[str] = field(default_factory=list)  # harmless
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "repository": self.repository,
+            "ok": self.ok,
+            "snapshots": self.snapshots,
+            "packs": self.packs,
+            "blobs": self.blobs,
+            "packs_read": self.packs_read,
+            "trees_checked": self.trees_checked,
+            "problems": [p.to_json() for p in self.problems],
+            "unreferenced_packs": self.unreferenced_packs,
+            "notes": self.notes,
+        }
+
+
+def check(
+    repo: Repository,
+    read_data: float | None,
+    state_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckResult:
+    """``read_data``: None = structure only; a percentage in (0, 100] of packs to read."""
+    result = CheckResult(repo.name)
+    index = repo.load_index()
+    for problem in repo.index_problems:
+        key, _, what = problem.partition(": ")
+        result.problems.append(Problem(key, what))
+    stored = {info.key: info.size for info in repo.storage.list("packs/")}
+    damaged: dict[str, str] = {}
+    for key, record in index.packs.items():
+        size = stored.get(key)
+        if size is None:
+            damaged[key] = "pack is missing"
+        elif size != record.size:
+            damaged[key] = f"pack is {size} bytes, the index says {record.size}"
+        elif size > MAX_PACK_SIZE:
+            damaged[key] = f"pack is {size} bytes, more than any pack can be ({MAX_PACK_SIZE})"
+    result.packs = len(index.packs)
+    result.blobs = len(index.blobs)
+    result.unreferenced_packs = sorted(set(stored) - set(index.packs))
+
+    if read_data is not None:
+        _read_packs(repo, read_data, state_dir, damaged, result, progress)
+
+    for key in sorted(index.conflicting_packs):
+        result.problems.append(
+            Problem(key, "described differently by two index objects ('ops backup repair-index')")
+        )
+    for blob in sorted(index.crowded):
+        key = f"blob {blob.hex()[:16]}"
+        result.problems.append(Problem(key, "said to be in too many places ('repair-index')"))
+    refs = _listed_snapshots(repo, result)
+    if repo.identity is None:
+        result.notes.append(
+            "snapshots and trees were not walked: that needs backup.identity; "
+            "packs and index were checked"
+        )
+        result.problems += [Problem(key, what) for key, what in sorted(damaged.items())]
+        return result
+    result.trees_checked = True
+    result.problems += [Problem(key, what) for key, what in repo.key_problems()]
+    # A first pass reads each distinct tree once. Only when something is wrong does a second
+    # pass walk every snapshot in full, to name all the snapshots and paths it touches.
+    if damaged or _any_blob_missing(repo, refs, result):
+        _walk_snapshots(repo, refs, damaged, result)
+    return result
+
+
+def _listed_snapshots(repo: Repository, result: CheckResult) -> list[SnapshotRef]:
+    """The snapshots, after naming what the listing alone shows to be wrong: objects that
+    are no snapshot's name, and snapshots stated later than the storage's time allows."""
+    refs, strange = repo.snapshot_listing()
+    result.snapshots = len(refs)
+    for key in strange:
+        result.problems.append(Problem(key, "not a snapshot name (snapshots/<source>/<time>-<id>)"))
+    for ref in refs:
+        if ref.future_dated and ref.stored is not None:
+            result.problems.append(
+                Problem(
+                    ref.key,
+                    f"stated time {ref.time:%Y-%m-%d %H:%M:%SZ} is later than the storage's time "
+                    f"for the object, {ref.stored:%Y-%m-%d %H:%M:%SZ}, allows (skew allowance "
+                    f"{CLOCK_SKEW_ALLOWANCE.total_seconds() / 60:.0f} min): forged, or written "
+                    "by a host whose clock runs ahead; never 'latest', drilled or counted by "
+                    "retention",
+                    [f"{ref.source}@{ref.short_id}"],
+                )
+            )
+    return refs
+
+
+def _read_packs(
+    repo: Repository,
+    read_data: float,
+    state_dir: Path,
+    damaged: dict[str, str],
+    result: CheckResult,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Download, decrypt and verify (a rotating share of) the packs, on every core."""
+    if repo.identity is None:
+        raise IdentityMissing("the config")
+    index = repo.index
+    keys = _select_packs(repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir)
+    records = [index.packs[key] for key in keys]
+    setup = setup_for(repo)
+    if setup is not None and len(records) >= MIN_PACKS:
+        verified = run_parallel(setup, verify_pack, records)
+    else:
+        verified = ((r.key, repo.verify_pack(r.key, r)) for r in records)
+    for key, problems in verified:
+        result.packs_read += 1
+        if problems:
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            damaged[key] = "; ".join(problems[:3]) + more
+        if progress:
+            progress(result.packs_read, 0)
+
+
+def _any_blob_missing(repo: Repository, refs: list[SnapshotRef], result: CheckResult) -> bool:
+    seen: set[bytes] = set()
+    for ref in refs:
+        try:
+            stack = [repo.read_snapshot(ref).tree]
+        except (DamagedObject, ValueError, KeyError):
+            return True
+        while stack:
+            tree_id = stack.pop()
+            if tree_id in seen:
+                continue
+            seen.add(tree_id)
+            if tree_id not in repo.index:
+                return True
+            try:
+                tree = repo.read_tree(tree_id)
+            except (DamagedObject, ValueError, KeyError):
+                return True
+            if tree.refused:
+                return True
+            for node in tree:
+                if any(blob not in repo.index for blob in node.content):
+                    return True
+                if node.type is NodeType.DIR and node.subtree is not None:
+                    stack.append(node.subtree)
+    return False
+
+
+def _walk_snapshots(
+    repo: Repository, refs: list[SnapshotRef], damaged: dict[str, str], result: CheckResult
+) -> None:
+    """Attribute damage to snapshots and paths; find blobs no index holds."""
+    touched: dict[str, Problem] = {key: Problem(key, what) for key, what in damaged.items()}
+    missing_blobs: dict[str, Problem] = {}
+
+    def note(problem: Problem, label: str, path: str | None) -> None:
+        if label not in problem.snapshots:
+            problem.snapshots.append(label)
+        if (
+            path is not None
+            and path not in problem.paths
+            and len(problem.paths) < PATHS_PER_PROBLEM
+        ):
+            problem.paths.append(path)
+
+    def blob_problem(blob: bytes) -> Problem | None:
+        location = repo.index.get(blob)
+        if location is None:
+            key = f"blob {blob.hex()[:16]}"
+            return missing_blobs.setdefault(key, Problem(key, "blob is in no index"))
+        return touched.get(location.pack)
+
+    for ref in refs:
+        label = f"{ref.source}@{ref.short_id}"
+        try:
+            snapshot = repo.read_snapshot(ref)
+        except (DamagedObject, ValueError, KeyError) as exc:
+            result.problems.append(Problem(ref.key, f"snapshot unreadable: {exc}", [label]))
+            continue
+        stack: list[tuple[bytes, str]] = [(snapshot.tree, "/")]
+        seen: set[bytes] = set()
+        while stack:
+            tree_id, where = stack.pop()
+            if tree_id in seen:
+                continue
+            seen.add(tree_id)
+            problem = blob_problem(tree_id)
+            if problem is not None:
+                note(problem, label, where)
+                continue
+            try:
+                tree = repo.read_tree(tree_id)
+            except (DamagedObject, ValueError, KeyError) as exc:
+                location = repo.index.get(tree_id)
+                key = location.pack if location else f"blob {tree_id.hex()[:16]}"
+                note(touched.setdefault(key, Problem(key, f"tree unreadable: {exc}")), label, where)
+                continue
+            if tree.refused:  # names a restore will not create (backup/repo/tree.py)
+                key = f"tree {tree_id.hex()[:16]}"
+                what = "entries a restore refuses: " + "; ".join(
+                    f"{show_name(r.name)}: {r.reason}" for r in tree.refused
+                )
+                note(touched.setdefault(key, Problem(key, what)), label, where)
+            for node in tree:
+                path = os.path.join(where, node.display_name)
+                if node.type is NodeType.DIR and node.subtree is not None:
+                    stack.append((node.subtree, path))
+                for blob in node.content:
+                    problem = blob_problem(blob)
+                    if problem is not None:
+                        note(problem, label, path)
+    result.problems += [p for p in touched.values()] + list(missing_blobs.values())
+
+
+def _select_packs(repo: Repository, packs: list[str], percent: float, state_dir: Path) -> list[str]:
+    """All packs, or a rotating window of ``percent`` of them: run k reads window k, so
+    repeated runs cover every pack."""
+    if percent >= 100 or not packs:
+        return packs
+    state_file = state_dir / "check" / f"{repo.config.id}.json"
+    try:
+        window = int(json.loads(state_file.read_text())["next_window"])
+    except (OSError, ValueError, KeyError, TypeError):
+        window = 0
+    windows = max(1, math.ceil(100 / percent))
+    # A keyed order spreads each window over old and new packs alike.
+    ordered = sorted(
+        packs, key=lambda k: hashlib.sha256(repo.config.id.encode() + k.encode()).digest()
+    )
+    chosen = [k for i, k in enumerate(ordered) if i % windows == window % windows]
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"next_window": (window + 1) % windows, "windows": windows}
+    write_atomic(state_file, json.dumps(doc).encode())
+    return chosen

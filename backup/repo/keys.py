@@ -1,0 +1,209 @@
+"""Keys: the identity (age private key) and the writer key (id-key, chunker seed, recipients).
+
+A backup host holds only the writer key: it can hash and encrypt new data, but not decrypt
+anything already in the repository. Restores, drills and ``check --read-data`` need the
+identity, which lives on the drill host or offline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import blake3
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from portalops.backup.repo import age
+from portalops.core.atomic import write_atomic
+from portalops.core.errors import BadInput, OpsError
+
+WRITER_KEY_KIND = "portal-ops writer key"
+# Derivation contexts (BLAKE3 derive_key): each purpose gets its own key from the id-key.
+INDEX_MAC_CONTEXT = "portal-ops 2026 index mac v1"
+KEY_CHECK_CONTEXT = "portal-ops 2026 key check v1"
+
+
+class KeyFileError(BadInput):
+    """{}: {}"""
+
+
+class IdentityMissing(OpsError):
+    """this needs the repository identity (private key), which is not configured here: set
+    backup.identity in {} to the identity file written by 'ops backup keygen' (it belongs on
+    the drill host or offline, never on a backup host)"""
+
+
+@dataclass(frozen=True)
+class WriterKey:
+    """What a backup host holds: enough to add data, nothing to read it back."""
+
+    id_key: bytes  # 32 bytes: keys the BLAKE3 blob ids and the index MAC
+    chunker_seed: int  # alters FastCDC's gear table so cut points do not leak content
+    recipients: tuple[str, ...]  # age public keys the data is encrypted to
+
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return blake3.blake3(data, key=self.id_key).digest()
+
+    @property
+    def mac_key(self) -> bytes:
+        return blake3.blake3(self.id_key, derive_key_context=INDEX_MAC_CONTEXT).digest()
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the id-key without revealing it; stored in the repository config."""
+        return blake3.blake3(self.id_key, derive_key_context=KEY_CHECK_CONTEXT).hexdigest()[:32]
+
+    def encrypt(self, data: bytes) -> bytes:
+        return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": WRITER_KEY_KIND,
+            "version": 1,
+            "id_key": self.id_key.hex(),
+            "chunker_seed": self.chunker_seed,
+            "recipients": list(self.recipients),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object], where: str) -> WriterKey:
+        try:
+            if doc.get("kind") != WRITER_KEY_KIND or doc.get("version") != 1:
+                raise ValueError("not a portal-ops writer key (version 1)")
+            id_key = bytes.fromhex(str(doc["id_key"]))
+            seed = doc["chunker_seed"]
+            recipients = doc["recipients"]
+            if len(id_key) != 32 or not isinstance(seed, int) or not isinstance(recipients, list):
+                raise ValueError("malformed id_key, chunker_seed or recipients")
+            for recipient in recipients:
+                age.parse_recipient(str(recipient))
+        except (KeyError, ValueError) as exc:
+            raise KeyFileError(where, exc) from None
+        return cls(id_key, seed, tuple(str(r) for r in recipients))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The age private key: decrypts packs, trees, snapshots and the keys object."""
+
+    secret: X25519PrivateKey
+
+    @property
+    def public(self) -> str:
+        return age.public_key_string(self.secret.public_key())
+
+    def to_string(self) -> str:
+        return age.identity_string(self.secret)
+
+    @classmethod
+    def from_string(cls, text: str) -> Identity:
+        return cls(age.parse_identity(text))
+
+    def decrypt(self, data: bytes) -> bytes:
+        """Raises age.AgeError when the object is not for this identity or is damaged."""
+        return age.decrypt(data, self.secret)
+
+
+# The keys object (FORMAT.md: ``keys/<sha256>``, JSON ``{"id_key", "chunker_seed"}`` encrypted
+# to the recipients) is ~300 bytes plus ~200 per recipient. Writers can add objects under
+# keys/ too, so an identity-only admin reads them oldest first by the storage's time (on S3 a
+# writer cannot date an object before the genuine one, written at init), at most this many
+# of at most this size (a GET and a failed unwrap each: a second or two in all), and accepts
+# only the one whose id-key has the repository config's fingerprint.
+MAX_KEYS_OBJECT = 64 * 1024
+MAX_KEY_CANDIDATES = 256
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_keys_object(plaintext: bytes, recipients: tuple[str, ...]) -> WriterKey:
+    """The writer key a decrypted keys object holds; ValueError naming what is wrong."""
+    try:
+        doc = json.loads(plaintext.decode("utf-8"))
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep
+        raise ValueError("not UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    id_key, seed = doc.get("id_key"), doc.get("chunker_seed")
+    if not isinstance(id_key, str) or not _HEX32.fullmatch(id_key):
+        raise ValueError("id_key is not 32 bytes in hex")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63:
+        raise ValueError("chunker_seed is not a 63-bit number")
+    return WriterKey(bytes.fromhex(id_key), seed, recipients)
+
+
+def new_writer_key(recipients: list[str]) -> WriterKey:
+    # FastCDC XORs the seed into its gear table (shifted left once): keep it within 63 bits.
+    seed = secrets.randbits(63) | 1
+    return WriterKey(secrets.token_bytes(32), seed, tuple(recipients))
+
+
+def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -> tuple[str, str]:
+    """Write a new identity and writer key (both 0600); return (public key, fingerprint)."""
+    for path in (identity_path, writer_key_path):
+        if path.exists() and not force:
+            raise BadInput(
+                f"{path} already exists; a new key cannot read backups made with the old one. "
+                "Move it away first (or pass --force if you are sure)"
+            )
+    identity = Identity(X25519PrivateKey.generate())
+    public = identity.public
+    writer = new_writer_key([public])
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    identity_text = (
+        f"# portal-ops repository identity, created {created}\n"
+        "# Keep this offline or on the drill host only. Anyone holding it can read every backup.\n"
+        f"# public key: {public}\n{identity.to_string()}\n"
+    )
+    write_secret_file(identity_path, identity_text.encode())
+    write_secret_file(writer_key_path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
+    return public, writer.fingerprint
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 (the temp file is 0600 from its first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data, 0o600)
+
+
+def _read_secret_file(path: Path, key: str) -> bytes:
+    try:
+        info = path.stat()
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(
+                path,
+                f"permissions {stat.filemode(info.st_mode)} let others read this key "
+                f"({key}); run: chmod 600 {path}",
+            )
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(path, f"file not found (named by {key})") from None
+    except PermissionError:
+        raise KeyFileError(path, f"permission denied (named by {key})") from None
+
+
+def load_writer_key(path: Path) -> WriterKey:
+    raw = _read_secret_file(path, "backup.writer_key")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise KeyFileError(path, "not a portal-ops writer key (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise KeyFileError(path, "not a portal-ops writer key")
+    return WriterKey.from_json(doc, str(path))
+
+
+def load_identity(path: Path) -> Identity:
+    raw = _read_secret_file(path, "backup.identity").decode("utf-8", "replace")
+    lines = [line.strip() for line in raw.splitlines()]
+    secrets_ = [line for line in lines if line.startswith("AGE-SECRET-KEY-")]
+    if not secrets_:
+        raise KeyFileError(path, "no AGE-SECRET-KEY line: not an age identity file")
+    try:
+        return Identity.from_string(secrets_[0])
+    except ValueError:
+        raise KeyFileError(path, "the AGE-SECRET-KEY line is malformed") from None

@@ -1,0 +1,476 @@
+"""A repository on one storage backend: its config, keys, index, packs, trees and snapshots.
+
+Write order makes crashes harmless (FORMAT.md): packs first, then the index objects naming
+them, then the snapshot last. A crash leaves at most packs no index names, which ``check``
+reports as harmless and ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from portalops.backup.repo import index as index_codec
+from portalops.backup.repo.age import AgeError
+from portalops.backup.repo.index import Index, IndexFormatError, PackRecord
+from portalops.backup.repo.keys import (
+    MAX_KEY_CANDIDATES,
+    MAX_KEYS_OBJECT,
+    Identity,
+    IdentityMissing,
+    WriterKey,
+    parse_keys_object,
+)
+from portalops.backup.repo.pack import (
+    MAX_DATA_BLOB,
+    MAX_PACK_SIZE,
+    BlobEntry,
+    BlobFormatError,
+    decompress,
+    pack_key,
+    read_header,
+)
+from portalops.backup.repo.snapshot import Snapshot, SnapshotFormatError, SnapshotRef
+from portalops.backup.repo.storage import (
+    ObjectInfo,
+    ObjectMissing,
+    ObjectTooLarge,
+    Storage,
+    StorageError,
+)
+from portalops.backup.repo.tree import Tree
+from portalops.core.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+REPO_KIND = "portal-ops repository"
+FORMAT_VERSION = 1
+CHUNKER = {
+    "algorithm": "fastcdc2020",
+    "min": 256 * 1024,
+    "avg": 1024 * 1024,
+    "max": 4 * 1024 * 1024,
+}
+# A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
+# table): anything larger under snapshots/ was not written by this tool.
+MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
+
+
+class RepositoryError(OpsError):
+    """repository {}: {}"""
+
+
+class NotARepository(RepositoryError):
+    """repository {} ({}) has no portal-ops repository; run 'ops backup init' first"""
+
+
+class DamagedObject(RepositoryError):
+    """repository {}: {} is damaged: {}"""
+
+    exit_code = RepositoryError.exit_code
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    id: str
+    recipients: tuple[str, ...]
+    key_fingerprint: str
+    chunker: dict[str, object]
+    created: str
+
+    def encode(self) -> bytes:
+        doc = {
+            "kind": REPO_KIND,
+            "version": FORMAT_VERSION,
+            "id": self.id,
+            "recipients": list(self.recipients),
+            "key_fingerprint": self.key_fingerprint,
+            "chunker": self.chunker,
+            "created": self.created,
+        }
+        return (json.dumps(doc, indent=2) + "\n").encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> RepoConfig:
+        doc = json.loads(data)
+        if doc.get("kind") != REPO_KIND:
+            raise ValueError("not a portal-ops repository config")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ValueError(f"format version {doc.get('version')} (this tool reads 1)")
+        return cls(
+            doc["id"],
+            tuple(doc["recipients"]),
+            doc["key_fingerprint"],
+            dict(doc["chunker"]),
+            doc["created"],
+        )
+
+
+@dataclass
+class Repository:
+    storage: Storage
+    config: RepoConfig
+    writer: WriterKey
+    identity: Identity | None = None
+    index: Index = field(default_factory=Index)
+    index_problems: list[str] = field(default_factory=list)
+    settings: Any = None  # the config entry it was opened from (lets worker processes reopen it)
+    _packs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+
+    @property
+    def name(self) -> str:
+        return self.storage.name
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, storage: Storage, writer: WriterKey) -> tuple[Repository, bool]:
+        """Create the repository; if it exists with this key, open it. Returns (repo, created)."""
+        if storage.size("config") is not None:
+            return cls.open(storage, writer, None), False
+        config = RepoConfig(
+            id=secrets.token_hex(16),
+            recipients=writer.recipients,
+            key_fingerprint=writer.fingerprint,
+            chunker=dict(CHUNKER),
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        # The keys object lets the identity alone recover the id-key and seed (a restore on
+        # a fresh machine needs nothing but the identity and the repository).
+        keys = writer.encrypt(
+            json.dumps(
+                {"id_key": writer.id_key.hex(), "chunker_seed": writer.chunker_seed}
+            ).encode()
+        )
+        storage.put(f"keys/{hashlib.sha256(keys).hexdigest()}", keys)
+        storage.put("config", config.encode())
+        return cls(storage, config, writer), True
+
+    @classmethod
+    def open(
+        cls, storage: Storage, writer: WriterKey | None, identity: Identity | None
+    ) -> Repository:
+        config = cls.read_config(storage)
+        if writer is None:
+            if identity is None:
+                raise RepositoryError(
+                    storage.name, "needs backup.writer_key or backup.identity in the config"
+                )
+            writer = cls._recover_writer(storage, config, identity)
+        if writer.fingerprint != config.key_fingerprint:
+            raise RepositoryError(
+                storage.name,
+                f"the writer key does not belong to this repository (key {writer.fingerprint}, "
+                f"repository expects {config.key_fingerprint})",
+            )
+        return cls(storage, config, writer, identity)
+
+    @staticmethod
+    def read_config(storage: Storage) -> RepoConfig:
+        try:
+            raw = storage.get("config")
+        except ObjectMissing:
+            raise NotARepository(storage.name, storage.describe()) from None
+        try:
+            return RepoConfig.decode(raw)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise DamagedObject(storage.name, "config", exc) from None
+
+    @staticmethod
+    def _recover_writer(storage: Storage, config: RepoConfig, identity: Identity) -> WriterKey:
+        """The writer key from the keys object whose id-key has the config's fingerprint.
+        Writers can add objects under keys/ too: the others are skipped and reported."""
+        writer, problems = _search_keys(storage, config, identity, examine_all=False)
+        for key, what in problems[:5]:
+            log.warning("repository %s: %s skipped: %s", storage.name, key, what)
+        if len(problems) > 5:
+            log.warning(
+                "repository %s: %d more objects under keys/ skipped",
+                storage.name,
+                len(problems) - 5,
+            )
+        if writer is None:
+            raise RepositoryError(
+                storage.name,
+                "no object under keys/ holds this repository's key (fingerprint "
+                f"{config.key_fingerprint}) for this identity"
+                + (": " + "; ".join(f"{k}: {w}" for k, w in problems[:3]) if problems else ""),
+            )
+        return writer
+
+    def key_problems(self) -> list[tuple[str, str]]:
+        """(object, what is wrong) for every object under keys/ that is not this
+        repository's keys object; needs the identity. For ``check``."""
+        identity = self.identity
+        if identity is None:
+            raise IdentityMissing("the config")
+        writer, problems = _search_keys(self.storage, self.config, identity, examine_all=True)
+        if writer is None:
+            problems.append(("keys/", "no object here holds this repository's key"))
+        return problems
+
+    # -- index ---------------------------------------------------------------------------
+
+    def load_index(self) -> Index:
+        """Read every index object; ones failing their MAC are set aside and reported."""
+        merged = Index()
+        problems: list[str] = []
+        for info in sorted(self.storage.list("index/"), key=lambda i: i.key):
+            try:
+                data = self.storage.get(info.key, max_size=index_codec.MAX_INDEX_JSON)
+                records = list(index_codec.decode(data, self.writer.mac_key))
+            except IndexFormatError as exc:
+                problems.append(f"{info.key}: {exc}")
+                continue
+            except ObjectTooLarge as exc:
+                problems.append(f"{info.key}: {_too_large(exc, 'an index object')}")
+                continue
+            except ObjectMissing:
+                continue  # removed by a prune that finished after we listed
+            for record in records:
+                merged.add(record)
+            merged.objects.append(info.key)
+        for problem in problems:
+            log.warning("repository %s: index %s", self.name, problem)
+        self.index = merged
+        self.index_problems = problems
+        return merged
+
+    def write_index(self, records: list[PackRecord]) -> str:
+        data = index_codec.encode(records, self.writer.mac_key)
+        key = index_codec.index_key(data)
+        self.storage.put(key, data)
+        return key
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_pack(self, plaintext: bytes) -> tuple[str, int]:
+        stored = self.writer.encrypt(plaintext)
+        key = pack_key(stored)
+        self.storage.put(key, stored)
+        return key, len(stored)
+
+    def write_snapshot(self, snapshot: Snapshot) -> SnapshotRef:
+        stored = self.writer.encrypt(snapshot.encode())
+        ref = SnapshotRef.for_object(snapshot.source, snapshot.time, stored)
+        self.storage.put(ref.key, stored)
+        return ref
+
+    # -- reading -------------------------------------------------------------------------
+
+    def require_identity(self, config_file: str) -> Identity:
+        if self.identity is None:
+            raise IdentityMissing(config_file)
+        return self.identity
+
+    def snapshots(self, source: str | None = None) -> list[SnapshotRef]:
+        """Every snapshot (of ``source``), oldest first by stated time, each with the storage's
+        time for it; future-dated ones included (``SnapshotRef.future_dated``)."""
+        return self.snapshot_listing(source)[0]
+
+    def snapshot_listing(self, source: str | None = None) -> tuple[list[SnapshotRef], list[str]]:
+        """:meth:`snapshots`, and the keys under ``snapshots/`` that are no snapshot's name."""
+        prefix = f"snapshots/{source}/" if source else "snapshots/"
+        refs, strange = [], []
+        for info in self.storage.list(prefix):
+            ref = SnapshotRef.parse(info.key)
+            if ref is None:
+                strange.append(info.key)
+            else:
+                refs.append(ref.with_stored(info.modified))
+        return sorted(refs), sorted(strange)
+
+    def read_snapshot(self, ref: SnapshotRef) -> Snapshot:
+        """The snapshot's body; DamagedObject naming it if it is too large, does not match
+        its name, does not decrypt, or any field is malformed or disagrees with the name."""
+        try:
+            stored = self.storage.get(ref.key, max_size=MAX_SNAPSHOT_OBJECT)
+        except ObjectTooLarge as exc:
+            raise DamagedObject(self.name, ref.key, _too_large(exc, "a snapshot")) from None
+        if hashlib.sha256(stored).hexdigest() != ref.id:
+            raise DamagedObject(self.name, ref.key, "content does not match its name")
+        try:
+            snapshot = Snapshot.decode(self._decrypt(ref.key, stored))
+        except SnapshotFormatError as exc:
+            raise DamagedObject(self.name, ref.key, f"unreadable snapshot: {exc}") from None
+        if snapshot.source != ref.source or snapshot.time != ref.time:
+            raise DamagedObject(
+                self.name,
+                ref.key,
+                f"its body says source {snapshot.source!r:.40} at "
+                f"{snapshot.time:%Y-%m-%d %H:%M:%S.%fZ}, which its name does not",
+            )
+        return snapshot
+
+    def fetch_pack(self, key: str) -> bytes:
+        """A pack's stored (encrypted) bytes; thread-safe, for prefetching. A pack larger
+        than any a writer builds (``MAX_PACK_SIZE``) is refused before it is read."""
+        try:
+            return self.storage.get(key, max_size=MAX_PACK_SIZE)
+        except ObjectTooLarge as exc:
+            raise DamagedObject(self.name, key, _too_large(exc, "a pack")) from None
+
+    @property
+    def max_data_blob(self) -> int:
+        """The most bytes a data blob may hold: the chunker maximum the config states (a
+        config stating something odd gets the default)."""
+        stated = self.config.chunker.get("max")
+        if isinstance(stated, int) and 0 < stated <= 16 * MAX_DATA_BLOB:
+            return stated
+        return MAX_DATA_BLOB
+
+    def unpack_blob(self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry) -> bytes:
+        """Blob ``blob_id`` out of ``pack``'s plaintext, bounded and checked against its id;
+        DamagedObject naming the pack otherwise."""
+        stored = plaintext[entry.offset : entry.offset + entry.length]
+        try:
+            data = decompress(stored, entry, max_data=self.max_data_blob)
+        except BlobFormatError as exc:
+            raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]}: {exc}") from None
+        if self.writer.blob_id(data) != blob_id:
+            raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]} fails its id")
+        return data
+
+    def decrypt_pack(self, key: str, stored: bytes) -> bytes:
+        return self._decrypt(key, stored)
+
+    def read_pack(self, key: str) -> bytes:
+        """A pack's plaintext; kept in a small cache since restores read packs in runs."""
+        cached = self._packs.get(key)
+        if cached is not None:
+            self._packs.move_to_end(key)
+            return cached
+        plaintext = self._decrypt(key, self.fetch_pack(key))
+        self._packs[key] = plaintext
+        while len(self._packs) > 4:
+            self._packs.popitem(last=False)
+        return plaintext
+
+    def read_blob(self, blob_id: bytes) -> bytes:
+        """The blob from the first location any index gives that holds it intact (a forged
+        index may name a missing pack, or a pack where the blob fails its id)."""
+        reasons = []
+        for location in self.index.locations(blob_id):
+            try:
+                plaintext = self.read_pack(location.pack)
+                return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
+            except DamagedObject as exc:
+                reasons.append(f"{exc.args[1]}: {exc.args[2]}")
+            except OpsError as exc:  # the pack missing or unreadable
+                reasons.append(str(exc))
+        what = "; ".join(reasons) or "not in the index"
+        raise DamagedObject(self.name, f"blob {blob_id.hex()[:16]}", what)
+
+    def read_tree(self, tree_id: bytes) -> Tree:
+        return Tree.decode(self.read_blob(tree_id))
+
+    def verify_pack(self, key: str, record: PackRecord) -> list[str]:
+        """Decrypt a pack and check every blob against its id; return what is wrong."""
+        try:
+            plaintext = self._decrypt(key, self.fetch_pack(key))
+        except DamagedObject as exc:
+            return [str(exc.args[2])]
+        try:
+            header = {e.id: e for e in read_header(plaintext)}
+        except ValueError as exc:
+            return [str(exc)]
+        problems = []
+        for entry in record.blobs:
+            if header.get(entry.id) != entry:
+                problems.append(f"blob {entry.id.hex()[:16]}: index and pack header disagree")
+                continue
+            stored = plaintext[entry.offset : entry.offset + entry.length]
+            try:
+                data = decompress(stored, entry, max_data=self.max_data_blob)
+            except BlobFormatError as exc:
+                problems.append(f"blob {entry.id.hex()[:16]}: cannot decompress: {exc}")
+                continue
+            if self.writer.blob_id(data) != entry.id:
+                problems.append(f"blob {entry.id.hex()[:16]}: content does not match its id")
+        return problems
+
+    def _decrypt(self, key: str, stored: bytes) -> bytes:
+        identity = self.identity
+        if identity is None:
+            raise IdentityMissing("the config")
+        try:
+            return identity.decrypt(stored)
+        except AgeError as exc:
+            raise DamagedObject(self.name, key, f"decryption failed ({exc})") from None
+
+
+def _too_large(exc: ObjectTooLarge, what: str) -> str:
+    _, _, size, limit = exc.args
+    return f"{size} bytes, more than {what} written by this tool can be ({limit}); not read"
+
+
+def _search_keys(
+    storage: Storage, config: RepoConfig, identity: Identity, *, examine_all: bool
+) -> tuple[WriterKey | None, list[tuple[str, str]]]:
+    """The writer key of the keys object whose id-key has the config's fingerprint, and what
+    is wrong with the objects under keys/ looked at. Oldest first by the storage's time (the
+    genuine one was written at init, before any writer could add its own), at most
+    MAX_KEY_CANDIDATES of them, each at most MAX_KEYS_OBJECT bytes; with ``examine_all``
+    it goes on past the match, to report the rest."""
+    infos = sorted(storage.list("keys/"), key=_oldest_first)
+    found: WriterKey | None = None
+    found_in = ""
+    problems: list[tuple[str, str]] = []
+    for info in infos[:MAX_KEY_CANDIDATES]:
+        try:
+            writer = _read_keys_object(storage, config, identity, info)
+        except ValueError as exc:
+            problems.append((info.key, str(exc)))
+            continue
+        if found is None:
+            found, found_in = writer, info.key
+            if not examine_all:
+                break
+        elif writer.chunker_seed != found.chunker_seed:
+            # One of the two is forged (a writer holds the id-key); reads need only the id-key.
+            problems.append(
+                (
+                    info.key,
+                    f"holds this repository's id-key with another chunker seed than {found_in}",
+                )
+            )
+    if len(infos) > MAX_KEY_CANDIDATES and (found is None or examine_all):
+        problems.insert(
+            0,
+            (
+                "keys/",
+                f"{len(infos)} objects, of which only the oldest {MAX_KEY_CANDIDATES} were read",
+            ),
+        )
+    return found, problems
+
+
+def _oldest_first(info: ObjectInfo) -> tuple[bool, float, str]:
+    return (info.modified is None, info.modified.timestamp() if info.modified else 0.0, info.key)
+
+
+def _read_keys_object(
+    storage: Storage, config: RepoConfig, identity: Identity, info: ObjectInfo
+) -> WriterKey:
+    """ValueError saying why the object is not this repository's keys object."""
+    if info.size > MAX_KEYS_OBJECT:
+        raise ValueError(f"{info.size} bytes, larger than a keys object ({MAX_KEYS_OBJECT})")
+    try:
+        stored = storage.get(info.key, max_size=MAX_KEYS_OBJECT)
+        writer = parse_keys_object(identity.decrypt(stored), config.recipients)
+    except (StorageError, AgeError) as exc:
+        raise ValueError(f"cannot be read: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"not a keys object: {exc}") from None
+    if writer.fingerprint != config.key_fingerprint:
+        raise ValueError(
+            f"holds another id-key (fingerprint {writer.fingerprint}, the repository's is "
+            f"{config.key_fingerprint})"
+        )
+    return writer

@@ -1,0 +1,195 @@
+"""Adding blobs to a repository: deduplicate, compress, fill packs, seal, index.
+
+Compression runs on a small thread pool and sealing a pack (encrypt + upload) on another
+thread; zstd, ChaCha20 and file I/O release the GIL, so reading and chunking the next data
+overlaps with both. Queues are bounded (a few blobs, two packs), which bounds memory. The
+index is flushed every few packs, so a killed run's packs are found by the next run and not
+uploaded again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import zstandard
+
+from portalops.backup.repo.index import PackRecord
+from portalops.backup.repo.pack import (
+    MAX_TREE_BLOB,
+    ZSTD_LEVEL,
+    BlobType,
+    Compression,
+    PackBuilder,
+    PendingBlob,
+    compress,
+)
+from portalops.backup.repo.repository import Repository
+from portalops.backup.repo.tree import Tree
+from portalops.core.errors import ExitCode, OpsError
+
+FLUSH_EVERY_PACKS = 8
+FLUSH_EVERY_SECONDS = 120.0
+MAX_IN_FLIGHT = 2  # packs being sealed
+COMPRESS_THREADS = 2
+MAX_QUEUED = 8  # blobs waiting for or in compression (~1 MiB each)
+# Smaller blobs (most files of a webroot) are compressed on the calling thread: handing a
+# few KiB to another thread costs more in locking than the compression itself.
+OFFLOAD_MIN = 256 * 1024
+
+_local = threading.local()
+
+
+def _compress(raw: bytes) -> tuple[bytes, Compression]:
+    # A ZstdCompressor is not thread-safe: one per pool thread.
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return compress(raw, compressor)
+
+
+class TreeTooLarge(OpsError):
+    """{}: its listing is {} bytes as a tree, over the {} bytes a restore accepts; exclude
+    what fills it (a cache, sessions) or split it"""
+
+    exit_code = ExitCode.PROBLEM_FOUND
+
+
+class BlobWriter:
+    def __init__(self, repo: Repository, on_seal: Callable[[], None] | None = None) -> None:
+        self.repo = repo
+        self._on_seal = on_seal
+        self._compressing: deque[tuple[BlobType, bytes, int, Future[tuple[bytes, Compression]]]]
+        self._compressing = deque()
+        self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
+        # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
+        # prune) then touches a few small packs instead of decrypting every data pack.
+        self._builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
+        self._pending: set[bytes] = set()  # ids written this run, not yet in an index object
+        self._records: list[PackRecord] = []  # sealed packs not yet named by an index
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
+        self._in_flight: list[Future[None]] = []
+        self._last_flush = time.monotonic()
+        self.blobs_added = 0
+        self.bytes_added = 0  # stored (compressed) bytes of new blobs
+        self.raw_bytes_added = 0
+        self.packs_written = 0
+
+    def add_tree(self, tree: Tree, where: str) -> bytes:
+        """Store one directory's tree; refuse one no restore would read back (the readers'
+        cap on tree blobs), so a backup never records a directory it cannot restore."""
+        data = tree.encode()
+        if len(data) > MAX_TREE_BLOB:
+            raise TreeTooLarge(where, len(data), MAX_TREE_BLOB)
+        return self.add(BlobType.TREE, data)
+
+    def known(self, blob_id: bytes) -> bool:
+        return blob_id in self.repo.index or blob_id in self._pending
+
+    def add(self, kind: BlobType, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
+        """Store ``data`` unless the repository has it already; return its id."""
+        if blob_id is None:
+            blob_id = self.repo.writer.blob_id(data)
+        if self.known(blob_id):
+            return blob_id
+        raw = bytes(data)  # a copy: the chunker reuses its buffer for the next chunk
+        self._pending.add(blob_id)
+        if len(raw) < OFFLOAD_MIN:
+            self._store(kind, blob_id, len(raw), *_compress(raw))
+            return blob_id
+        self._compressing.append(
+            (kind, blob_id, len(raw), self._compress_pool.submit(_compress, raw))
+        )
+        while len(self._compressing) > MAX_QUEUED:
+            self._take_compressed()
+        return blob_id
+
+    def _take_compressed(self) -> None:
+        kind, blob_id, raw_length, future = self._compressing.popleft()
+        self._store(kind, blob_id, raw_length, *future.result())
+
+    def _store(
+        self,
+        kind: BlobType,
+        blob_id: bytes,
+        raw_length: int,
+        stored: bytes,
+        compression: Compression,
+    ) -> None:
+        builder = self._builders[kind]
+        builder.add(PendingBlob(blob_id, kind, stored, raw_length, compression))
+        self.blobs_added += 1
+        self.bytes_added += len(stored)
+        self.raw_bytes_added += raw_length
+        if builder.full():
+            self._seal(kind)
+
+    def _seal(self, kind: BlobType) -> None:
+        builder = self._builders[kind]
+        if not len(builder):
+            return
+        if self._on_seal is not None:
+            self._on_seal()
+        self._builders[kind] = PackBuilder()
+        self._wait(MAX_IN_FLIGHT - 1)
+        self._in_flight.append(self._pool.submit(self._seal_now, builder))
+        if (
+            len(self._records) >= FLUSH_EVERY_PACKS
+            or time.monotonic() - self._last_flush > FLUSH_EVERY_SECONDS
+        ):
+            self._flush_index()
+
+    def _seal_now(self, builder: PackBuilder) -> None:
+        plaintext, entries = builder.build()
+        key, size = self.repo.write_pack(plaintext)
+        with self._lock:
+            self._records.append(PackRecord(key, size, tuple(entries)))
+            self.packs_written += 1
+
+    def _wait(self, keep: int) -> None:
+        """Wait until at most ``keep`` seals are running; re-raise a failed seal's error."""
+        while len(self._in_flight) > keep:
+            self._in_flight.pop(0).result()
+
+    def _flush_index(self) -> None:
+        with self._lock:
+            records, self._records = self._records, []
+        if not records:
+            return
+        self.repo.write_index(records)
+        for record in records:
+            self.repo.index.add(record)
+            for entry in record.blobs:
+                self._pending.discard(entry.id)
+        self._last_flush = time.monotonic()
+
+    def finish(self) -> None:
+        """Seal the last pack and index everything; after this every blob is durable."""
+        try:
+            while self._compressing:
+                self._take_compressed()
+            for kind in self._builders:
+                self._seal(kind)
+            self._wait(0)
+            self._flush_index()
+        finally:
+            self._compress_pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Stop without indexing what is in memory; sealed packs stay for the next run."""
+        for _, _, _, pending in self._compressing:
+            pending.cancel()
+        self._compressing.clear()
+        self._compress_pool.shutdown(wait=True)
+        for future in self._in_flight:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        try:
+            self._flush_index()  # packs already on storage: index them so nothing is redone
+        except Exception:  # the run is failing anyway; its packs become harmless leftovers
+            return

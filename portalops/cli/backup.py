@@ -1,0 +1,620 @@
+"""``ops backup keygen | init | run | list | restore | check | unlock`` (Article 11)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from portalops.backup.jobs.access import Keys, load_keys, open_repository, select
+from portalops.backup.jobs.check import check
+from portalops.backup.jobs.prune import UNINDEXED_GRACE, exclusive_lock, forget, prune
+from portalops.backup.jobs.retention import Policy
+from portalops.backup.jobs.run import run_backup
+from portalops.backup.jobs.status import record_run
+from portalops.backup.repo.backends import open_storage
+from portalops.backup.repo.keys import IdentityMissing, keygen, load_writer_key
+from portalops.backup.repo.locks import Lock, list_locks, remove_all, remove_stale
+from portalops.backup.repo.repair import repair_index
+from portalops.backup.repo.repository import DamagedObject, Repository
+from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
+from portalops.backup.restore.database import restore_to_database
+from portalops.backup.restore.files import restore
+from portalops.cli.context import Context
+from portalops.cli.output import Outcome, table
+from portalops.cli.progress import progress_bars
+from portalops.core.errors import BadInput, ExitCode
+from portalops.core.runlock import LOCK_NAME as RUN_LOCK_NAME
+from portalops.core.runlock import run_lock
+from portalops.core.units import age, size
+
+
+def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("backup", help="Art. 11 backups: keys, repositories, snapshots")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = sub.add_parser("keygen", help="write a new identity and writer key (both 0600)")
+    p.add_argument("--identity", type=Path, required=True, metavar="FILE")
+    p.add_argument("--writer-key", type=Path, required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+
+    p = sub.add_parser("init", help="create the configured repositories")
+    _repository_option(p)
+
+    p = sub.add_parser("run", help="back up every configured source into every repository")
+    p.add_argument("--source", action="append", metavar="S", help="only this source (repeat)")
+    _repository_option(p)
+
+    p = sub.add_parser("list", help="snapshots, newest last")
+    p.add_argument("--source", metavar="S")
+    _repository_option(p)
+
+    p = sub.add_parser(
+        "restore", help="restore a snapshot into a directory, or a database snapshot into a server"
+    )
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
+    p.add_argument("--source", metavar="S", help="with 'latest': which source")
+    p.add_argument("--target", type=Path, metavar="DIR", help="restore the files here")
+    p.add_argument("--path", action="append", metavar="P", help="only this path (repeat)")
+    p.add_argument(
+        "--keep-setid",
+        action="store_true",
+        help="restore files' set-user/group-id bits (dropped by default: a backup host wrote them)",
+    )
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+    db = p.add_argument_group("into a database server (postgres and mariadb snapshots)")
+    db.add_argument(
+        "--to-database",
+        metavar="DSN",
+        help="load the dumps into this server: a libpq DSN, or mariadb://[user@]host[:port]",
+    )
+    db.add_argument("--database", action="append", metavar="DB", help="only this database")
+    db.add_argument("--as", dest="rename", metavar="NAME", help="restore one database as NAME")
+    db.add_argument(
+        "--defaults-file", type=Path, metavar="FILE", help="MariaDB: 0600 option file (password)"
+    )
+
+    p = sub.add_parser("check", help="verify the repository (structure, or data with --read-data)")
+    p.add_argument(
+        "--read-data",
+        nargs="?",
+        const=100.0,
+        type=_percent,
+        metavar="PCT",
+        help="also download and verify packs: all, or a rotating PCT%% subset",
+    )
+    _repository_option(p)
+
+    p = sub.add_parser("forget", help="apply the retention policy; --prune frees the space")
+    p.add_argument("--prune", action="store_true", help="then remove data no snapshot uses")
+    p.add_argument("--dry-run", action="store_true", help="show what would go; change nothing")
+    _repository_option(p)
+
+    p = sub.add_parser(
+        "repair-index",
+        help="rebuild the index from the packs themselves (when prune refuses an inconsistent one)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    _repository_option(p)
+
+    p = sub.add_parser(
+        "unlock",
+        help="remove stale locks: not refreshed for 30 min by the storage's clock, "
+        "or of gone processes on this host",
+    )
+    p.add_argument("--all", action="store_true", help="remove every lock, even live ones")
+    _repository_option(p)
+
+    parser.set_defaults(run=run)
+
+
+def _repository_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repository", action="append", metavar="R", help="only this one (repeat)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage in (0, 100], got {text!r}")
+    return value
+
+
+def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    handler = {
+        "keygen": _keygen,
+        "init": _init,
+        "run": _run,
+        "list": _list,
+        "restore": _restore,
+        "check": _check,
+        "forget": _forget,
+        "unlock": _unlock,
+        "repair-index": _repair_index,
+    }[args.action]
+    return handler(ctx, args)
+
+
+def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
+    public, fingerprint = keygen(args.identity, args.writer_key, force=args.force)
+    data = {
+        "identity": str(args.identity),
+        "writer_key": str(args.writer_key),
+        "recipient": public,
+        "key_fingerprint": fingerprint,
+    }
+    text = (
+        f"identity   {args.identity}  (private: keep it on the drill host or offline)\n"
+        f"writer key {args.writer_key}  (for backup hosts: it cannot read backups)\n"
+        f"recipient  {public}\n"
+        "Next: set backup.writer_key (and, where restores run, backup.identity) in the config, "
+        "then 'ops backup init'."
+    )
+    return Outcome(data, [text])
+
+
+def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
+    backup = ctx.settings.backup
+    if backup.writer_key is None:
+        raise BadInput(
+            f"{ctx.config_path or 'the config'}: backup.writer_key is not set; "
+            "'ops backup keygen' writes one"
+        )
+    writer = load_writer_key(backup.writer_key)
+    rows, docs, notes = [], [], []
+    for settings in select(backup, args.repository, ctx.config_path):
+        storage = open_storage(settings)
+        repo, created = Repository.init(storage, writer)
+        state = "created" if created else "already initialised"
+        rows.append((settings.name, storage.describe(), repo.config.id, state))
+        # S3: the bucket's default retention checked against object_lock_days, and write mode
+        protection = getattr(storage, "protection", None)
+        guard = protection() if protection is not None else None
+        if guard is not None:
+            notes.append(f"{settings.name}: {guard}")
+        docs.append(
+            {
+                "repository": settings.name,
+                "location": storage.describe(),
+                "id": repo.config.id,
+                "created": created,
+                "protection": guard,
+            }
+        )
+    return Outcome(docs, [table(None, ["repository", "location", "id", "state"], rows), *notes])
+
+
+def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    settings = ctx.settings
+    backup = settings.backup
+    where = ctx.config_path or "the config"
+    if not backup.sources:
+        raise BadInput(f"{where}: backup.sources is empty: nothing to back up")
+    sources = list(backup.sources)
+    if args.source:
+        known = {s.name for s in sources}
+        unknown = [s for s in args.source if s not in known]
+        if unknown:
+            raise BadInput(
+                f"unknown source {', '.join(map(repr, unknown))}; {where} defines "
+                f"{', '.join(sorted(known))}"
+            )
+        sources = [s for s in sources if s.name in args.source]
+    repositories = select(backup, args.repository, ctx.config_path)
+    keys = load_keys(backup)
+    # One run per host at a time (cron and a hand-started run, or a run still going at the
+    # next night's start); the status file below is read, merged and rewritten under it too.
+    with run_lock(settings.state_dir / RUN_LOCK_NAME, "ops backup run"):
+        with progress_bars() as bars:
+            results = run_backup(sources, repositories, keys, settings.state_dir, bars)
+        recorded = record_run(
+            settings.state_dir,
+            settings.metrics.textfile_dir,
+            results,
+            datetime.now(UTC),
+            [s.name for s in backup.sources],
+            [r.name for r in backup.repositories],
+            str(where),
+        )
+    rows = [
+        (
+            r.source,
+            r.category,
+            r.repository,
+            "ok" if r.ok else "FAILED",
+            r.snapshot[:8] if r.snapshot else "",
+            r.files,
+            size(r.bytes),
+            size(r.bytes_added),
+            f"{r.duration:.2f}s" if r.duration < 10 else f"{r.duration:.0f}s",
+            r.error or (f"{len(r.vanished)} vanished while reading" if r.vanished else ""),
+        )
+        for r in results
+    ]
+    failed = [r for r in results if not r.ok]
+    columns = ["source", "category", "repository", "result", "snapshot", "files", "size", "added"]
+    # A repository that could not be reached (3) outranks a source that failed (1). Status or
+    # metrics that could not be written are operational too: alerts would go stale (logged).
+    code = max((r.exit_code for r in failed), default=ExitCode.OK)
+    if recorded.problems:
+        code = max(code, ExitCode.OPERATIONAL)
+    return Outcome(
+        {
+            "ok": not failed,
+            "results": [r.to_json() for r in results],
+            "recorded": recorded.to_json(),
+        },
+        [table(None, [*columns, "time", "note"], rows)],
+        ExitCode(code),
+    )
+
+
+def _open_all(ctx: Context, names: list[str] | None) -> tuple[list[Repository], Keys]:
+    backup = ctx.settings.backup
+    keys = load_keys(backup)
+    return [open_repository(s, keys) for s in select(backup, names, ctx.config_path)], keys
+
+
+def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, keys = _open_all(ctx, args.repository)
+    docs: list[dict[str, Any]] = []
+    for repo in repos:
+        for ref in repo.snapshots(args.source):
+            doc: dict[str, Any] = {
+                "id": ref.id,
+                "short_id": ref.short_id,
+                "source": ref.source,
+                "time": ref.time,
+                "stored": ref.stored,
+                "future_dated": ref.future_dated,
+                "repository": repo.name,
+                "category": None,
+                "host": None,
+                "files": None,
+                "bytes": None,
+                "unreadable": None,
+            }
+            if keys.identity is not None:
+                try:
+                    snapshot = repo.read_snapshot(ref)
+                except DamagedObject as exc:  # named below; the rest are still listed
+                    doc["unreadable"] = f"{repo.name}: {ref.key}: {exc.args[2]}"
+                else:
+                    doc.update(
+                        category=snapshot.category,
+                        host=snapshot.host,
+                        files=snapshot.summary.get("files"),
+                        bytes=snapshot.summary.get("bytes"),
+                    )
+            docs.append(doc)
+    rows = [
+        (
+            d["short_id"],
+            d["repository"],
+            d["source"],
+            d["category"] or "",
+            d["time"].strftime("%Y-%m-%d %H:%M:%SZ") + (" !" if d["future_dated"] else ""),
+            "future" if d["future_dated"] else age(d["time"]),
+            "" if d["files"] is None else d["files"],
+            "" if d["bytes"] is None else size(d["bytes"]),
+        )
+        for d in docs
+    ]
+    human: list[Any] = [
+        table(
+            None, ["id", "repository", "source", "category", "time", "age", "files", "size"], rows
+        )
+    ]
+    if keys.identity is None and docs:
+        human.append("(category, files and size need backup.identity; names alone shown)")
+    if any(d["future_dated"] for d in docs):
+        human.append(
+            "! stated later than the storage's own time for the object allows (a forged "
+            "snapshot or a writer's clock far ahead): never 'latest', never drilled or counted "
+            "by retention; 'ops backup check' names it"
+        )
+    unreadable = [d["unreadable"] for d in docs if d["unreadable"]]
+    human += [f"UNREADABLE {u}" for u in unreadable]
+    return Outcome(docs, human, ExitCode.PROBLEM_FOUND if unreadable else ExitCode.OK)
+
+
+def _resolve(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:
+    refs = repo.snapshots(source)
+    if wanted == "latest":
+        every = refs
+        refs = [r for r in refs if not r.future_dated]
+        if not refs:
+            raise BadInput(
+                f"repository {repo.name} has no snapshot"
+                + (f" of source '{source}'" if source else "")
+                + (
+                    f" but {len(every)} future-dated one(s), which 'latest' never picks "
+                    "('ops backup check' names them; give an id to restore one anyway)"
+                    if every
+                    else ""
+                )
+            )
+        sources = {r.source for r in refs}
+        if source is None and len(sources) > 1:
+            raise BadInput(
+                f"'latest' of which source? repository {repo.name} has "
+                f"{', '.join(sorted(sources))}; add --source"
+            )
+        return refs[-1]
+    matches = [r for r in refs if r.id.startswith(wanted.lower())]
+    if len(wanted) < 4 or not matches:
+        raise BadInput(
+            f"no snapshot {wanted!r} in repository {repo.name}; 'ops backup list' shows them"
+        )
+    if len(matches) > 1:
+        raise BadInput(f"snapshot id {wanted!r} is ambiguous in {repo.name}; give more characters")
+    return matches[0]
+
+
+def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
+    names = [args.repository] if args.repository else None
+    repos, keys = _open_all(ctx, names)
+    repo = repos[0]
+    if keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    if (args.target is None) == (args.to_database is None):
+        raise BadInput("say where to restore: --target DIR or --to-database DSN (one of them)")
+    database_only = ("database", "rename", "defaults_file")
+    if args.to_database is None and any(getattr(args, a) for a in database_only):
+        raise BadInput("--database, --as and --defaults-file go with --to-database")
+    ref = _resolve(repo, args.snapshot, args.source)
+    snapshot = repo.read_snapshot(ref)
+    repo.load_index()
+    if args.to_database is not None:
+        return _restore_database(ctx, args, repo, ref, snapshot)
+    with progress_bars() as bars:
+        result = restore(
+            repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"),
+            name=f"{ref.source}@{ref.short_id}", keep_setid=args.keep_setid,
+        )  # fmt: skip
+    data = {
+        "repository": repo.name,
+        "snapshot": ref.id,
+        "source": ref.source,
+        "time": ref.time,
+        "target": str(args.target),
+        "files": result.files,
+        "dirs": result.dirs,
+        "symlinks": result.symlinks,
+        "bytes": result.bytes,
+        "verified_blobs": result.verified_blobs,
+        "seconds": round(result.seconds, 3),
+        "warnings": result.warnings,
+    }
+    text = (
+        f"restored {ref.source}@{ref.short_id} ({ref.time:%Y-%m-%d %H:%M:%SZ}) from {repo.name} "
+        f"into {args.target}: {result.files} files, {result.dirs} directories, "
+        f"{size(result.bytes)}, every byte verified, in {result.seconds:.1f}s"
+    )
+    return Outcome(data, [text, *result.warnings])
+
+
+def _restore_database(
+    ctx: Context,
+    args: argparse.Namespace,
+    repo: Repository,
+    ref: SnapshotRef,
+    snapshot: Snapshot,
+) -> Outcome:
+    scratch = ctx.settings.drill.scratch_dir
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
+        with progress_bars() as bars:
+            files = restore(
+                repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"),
+                name=f"{ref.source}@{ref.short_id}",
+            )  # fmt: skip
+        report = restore_to_database(
+            Path(tmp),
+            snapshot,
+            args.to_database,
+            only=args.database,
+            rename=args.rename,
+            defaults_file=args.defaults_file,
+            pg_bin_dir=ctx.settings.drill.postgres.bin_dir,
+        )
+    data = {
+        "repository": repo.name,
+        "snapshot": ref.id,
+        "source": ref.source,
+        "time": ref.time,
+        "engine": report.engine,
+        "server": report.server,
+        "databases": report.databases,
+        "bytes": files.bytes,
+        "ok": not report.problems,
+        "problems": report.problems,
+        "warnings": report.warnings,
+    }
+    restored = ", ".join(
+        db if db == name else f"{db} as {name}" for db, name in report.databases.items()
+    )
+    human: list[Any] = [
+        f"restored {ref.source}@{ref.short_id} ({ref.time:%Y-%m-%d %H:%M:%SZ}) from {repo.name} "
+        f"into {report.engine} at {report.server}: {restored}",
+        *(f"warning: {w}" for w in report.warnings),
+    ]
+    if report.problems:
+        human += ["PROBLEMS (rows unlike the backup's record, client commands refused):"]
+        human += report.problems
+    else:
+        human.append("every table's rows as recorded at backup")
+    return Outcome(data, human, ExitCode.PROBLEM_FOUND if report.problems else ExitCode.OK)
+
+
+def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, _ = _open_all(ctx, args.repository)
+    results = []
+    with progress_bars() as bars:
+        for repo in repos:
+            with Lock.acquire(repo.storage, exclusive=False, command="backup check", wait=60):
+                results.append(
+                    check(repo, args.read_data, ctx.settings.state_dir, bars(f"check {repo.name}"))
+                )
+    human: list[Any] = []
+    for r in results:
+        state = "OK" if r.ok else f"{len(r.problems)} PROBLEM(S)"
+        human.append(
+            f"{r.repository}: {state} — {r.snapshots} snapshots, {r.packs} packs, {r.blobs} blobs"
+            + (f", {r.packs_read} packs read and verified" if args.read_data else "")
+        )
+        for p in r.problems:
+            human.append(f"  {p.obj}: {p.what}")
+            if p.snapshots:
+                human.append(f"    snapshots: {', '.join(p.snapshots)}")
+            for path in p.paths:
+                human.append(f"    {path}")
+        if r.unreferenced_packs:
+            human.append(
+                f"  {len(r.unreferenced_packs)} unreferenced pack(s), left by interrupted runs "
+                "(or written by one still running): harmless; 'ops backup forget --prune' "
+                f"removes them once {UNINDEXED_GRACE.days} days old"
+            )
+        human += [f"  note: {n}" for n in r.notes]
+    failed = any(not r.ok for r in results)
+    return Outcome(
+        {"ok": not failed, "repositories": [r.to_json() for r in results]},
+        human,
+        ExitCode.PROBLEM_FOUND if failed else ExitCode.OK,
+    )
+
+
+def _unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
+    backup = ctx.settings.backup
+    docs, rows = [], []
+    for settings in select(backup, args.repository, ctx.config_path):
+        storage = open_storage(settings)
+        removed = remove_all(storage) if args.all else remove_stale(storage)
+        remaining = list_locks(storage)
+        for info in removed:
+            rows.append((settings.name, "removed", info.host, info.pid, info.command))
+        for info in remaining:
+            rows.append((settings.name, "held", info.host, info.pid, info.command))
+        docs.append(
+            {
+                "repository": settings.name,
+                "removed": [i.key for i in removed],
+                "remaining": [i.key for i in remaining],
+            }
+        )
+    return Outcome(docs, [table(None, ["repository", "lock", "host", "pid", "command"], rows)])
+
+
+def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
+    settings = ctx.settings
+    retention = settings.backup.retention
+    policy = Policy(
+        last=retention.last,
+        daily=retention.daily,
+        weekly=retention.weekly,
+        monthly=retention.monthly,
+        yearly=retention.yearly,
+    )
+    # Days and weeks are the operator's, as the backups' schedule is.
+    tz = ZoneInfo(settings.backup.schedule.timezone)
+    repos, keys = _open_all(ctx, args.repository)
+    if args.prune and keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    docs: list[dict[str, Any]] = []
+    human: list[Any] = []
+    for repo in repos:
+        if args.prune:
+            # Forget under the same lock as the prune, so it sees the snapshots of the
+            # backups it waited for.
+            with exclusive_lock(repo) as lock:
+                doc = _forget_one(repo, policy, tz, args, human, lock)
+        else:
+            doc = _forget_one(repo, policy, tz, args, human, None)
+        docs.append(doc)
+    return Outcome(docs, human)
+
+
+def _forget_one(
+    repo: Repository,
+    policy: Policy,
+    tz: tzinfo,
+    args: argparse.Namespace,
+    human: list[Any],
+    lock: Lock | None,
+) -> dict[str, Any]:
+    forgotten = forget(repo, policy, dry_run=args.dry_run, tz=tz)
+    rows = [
+        (
+            d.snapshot.short_id,
+            d.snapshot.source,
+            d.snapshot.time.strftime("%Y-%m-%d %H:%M:%SZ"),
+            "keep" if d.keep else ("would remove" if args.dry_run else "remove"),
+            ", ".join(d.reasons),
+        )
+        for d in forgotten.decisions
+    ]
+    human.append(table(repo.name, ["id", "source", "time", "action", "kept by"], rows))
+    human += [f"  under Object Lock, kept for now: {item}" for item in forgotten.locked]
+    doc: dict[str, Any] = {
+        "repository": repo.name,
+        "dry_run": args.dry_run,
+        "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
+        "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
+        "future_dated": [d.snapshot.id for d in forgotten.decisions if d.snapshot.future_dated],
+        "locked": forgotten.locked,
+        "prune": None,
+    }
+    if args.prune:
+        pruned = prune(repo, dry_run=args.dry_run, lock=lock)
+        doc["prune"] = {
+            "packs_before": pruned.packs_before,
+            "packs_deleted": pruned.packs_deleted,
+            "packs_repacked": pruned.packs_repacked,
+            "packs_written": pruned.packs_written,
+            "unreferenced_deleted": pruned.unreferenced_deleted,
+            "bytes_freed": pruned.bytes_freed,
+            "locked": pruned.locked,
+        }
+        verb = "would free" if args.dry_run else "freed"
+        human.append(
+            f"  prune: {pruned.packs_deleted} of {pruned.packs_before} packs removed "
+            f"({pruned.packs_repacked} repacked into {pruned.packs_written}), "
+            f"{verb} {size(pruned.bytes_freed)}"
+        )
+        human += [f"  under Object Lock, kept for now: {item}" for item in pruned.locked]
+    return doc
+
+
+def _repair_index(ctx: Context, args: argparse.Namespace) -> Outcome:
+    repos, keys = _open_all(ctx, args.repository)
+    if keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    docs: list[dict[str, Any]] = []
+    human: list[Any] = []
+    for repo in repos:
+        with exclusive_lock(repo) as lock, progress_bars() as bars:
+            result = repair_index(
+                repo, dry_run=args.dry_run, lock=lock, progress=bars(f"read {repo.name}")
+            )
+        docs.append(result.to_json())
+        verb = "would index" if args.dry_run else "indexed"
+        human.append(
+            f"{repo.name}: {result.packs_read} packs read, {verb} {result.blobs_indexed} blobs"
+            + (
+                ""
+                if args.dry_run
+                else f"; {result.index_objects_written} index objects written, "
+                f"{result.index_objects_replaced} replaced"
+            )
+        )
+        human += [f"  blob fails its id, left out: {item}" for item in result.dropped[:20]]
+        human += [f"  pack unreadable, left out: {item}" for item in result.unreadable[:20]]
+        human += [f"  under Object Lock, kept for now: {item}" for item in result.locked]
+    bad = any(d["dropped"] or d["unreadable"] for d in docs)
+    return Outcome(docs, human, ExitCode.PROBLEM_FOUND if bad else ExitCode.OK)

@@ -1,0 +1,108 @@
+"""``ops inventory check | domains | ansible --list | --host H``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import RenderableType
+
+from portalops.cli.context import Context
+from portalops.cli.output import Outcome, table
+from portalops.core.errors import BadInput
+from portalops.inventory.ansible import inventory_host, inventory_list
+from portalops.inventory.servers import Servers, default_servers_path, load_servers
+
+SERVERS_HELP = "the servers file (default: servers.yaml beside the units file)"
+
+
+def servers_for(ctx: Context, given: Path | None) -> Servers:
+    """The servers file given, else the one beside the units file, validated against the
+    estate."""
+    path = given if given is not None else default_servers_path(ctx.units_path)
+    return load_servers(path, ctx.estate)
+
+
+def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "inventory", help="the estate model: units, portals, domains (Art. 3)"
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = sub.add_parser(
+        "check", help="validate the units file (and the servers file beside it) and count units"
+    )
+    check.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
+    sub.add_parser("domains", help="every portal's domains, primary first")
+    ansible = sub.add_parser("ansible", help="the estate as an Ansible dynamic inventory")
+    mode = ansible.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--list", action="store_true", help="all groups and host variables")
+    mode.add_argument("--host", metavar="H", help="one server's variables")
+    ansible.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
+    parser.set_defaults(run=run)
+
+
+def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    estate = ctx.estate
+    if args.action == "check":
+        counts = estate.counts()
+        data = {
+            "file": str(estate.path),
+            "province": estate.province,
+            "zone": estate.zone,
+            "levels": estate.levels,
+            "counts": counts,
+            "portals": len(estate.portals),
+            "domains": sum(len(p.domains) for p in estate.portals),
+            "legacy_redirects": len(estate.redirects),
+        }
+        counted = [*counts.items(), ("legacy redirects", len(estate.redirects))]
+        summary = (
+            f"{estate.path}: OK — {estate.province} ({estate.zone}), {estate.levels} levels, "
+            f"{len(estate.portals)} portals, {data['domains']} domains"
+        )
+        human: list[RenderableType] = [summary]
+        # The servers file is optional here (a host running the agent keeps only the units);
+        # when it is there, or named, it must agree with the estate.
+        servers_path = args.servers or default_servers_path(estate.path)
+        if args.servers is not None or servers_path.is_file():
+            servers = load_servers(servers_path, estate)
+            data["servers"] = {
+                "file": str(servers.path),
+                "count": len(servers.servers),
+                "unserved": [p.domain for p in estate.portals if not _served(servers, p.domain)],
+            }
+            human.append(f"{servers.path}: OK — {len(servers.servers)} servers")
+            counted.append(("servers", len(servers.servers)))
+        human.append(table(None, ["unit kind", "count"], counted))
+        return Outcome(data, human)
+    if args.action == "domains":
+        docs = [
+            {
+                "unit": p.unit,
+                "kind": p.kind.value,
+                "parent": p.parent,
+                "domains": list(p.all_domains),
+                "legacy": list(p.legacy),
+            }
+            for p in estate.portals
+        ]
+        rows = [
+            (p.kind.value, p.unit, p.parent or "", ", ".join(p.domains), ", ".join(p.legacy))
+            for p in estate.portals
+        ]
+        return Outcome(
+            docs, [table(None, ["kind", "unit", "parent", "domains", "legacy (redirects)"], rows)]
+        )
+    # ansible: the script protocol prints JSON whatever --json says.
+    servers = servers_for(ctx, args.servers)
+    if args.list:
+        return Outcome(inventory_list(servers), force_json=True)
+    found = inventory_host(servers, args.host)
+    if found is None:
+        names = ", ".join(s.name for s in servers.servers) or "none"
+        raise BadInput(f"{servers.path}: no server is named '{args.host}' (servers: {names})")
+    return Outcome(found, force_json=True)
+
+
+def _served(servers: Servers, domain: str) -> bool:
+    return servers.web_host_of(domain) is not None

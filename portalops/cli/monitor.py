@@ -1,0 +1,223 @@
+"""``ops monitor check | baseline | serve``: Art. 19 availability and security-posture probes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from portalops.cli.context import Context
+from portalops.cli.output import Outcome, table
+from portalops.core.atomic import write_atomic
+from portalops.core.errors import BadInput, ExitCode, OpsError
+from portalops.inventory.model import Estate
+from portalops.monitors import defacement
+from portalops.monitors.exporter import Sweeper, make_app, sweep
+from portalops.monitors.fetch import Limits, Resolver
+from portalops.monitors.findings import Severity, worst
+from portalops.monitors.probe import Module, ProbeConfig, ProbeResult, Target
+from portalops.monitors.targets import select
+from portalops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "monitor", help="Art. 19: probe the portals' availability and security posture"
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sub.add_parser("check", help="probe now and print a table; exit 1 on failures")
+    p.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="portal domain or URL (default: all)"
+    )
+    p.add_argument("--module", action="append", choices=[m.value for m in Module],
+                   help="only this module (repeat; default: monitor.modules)")  # fmt: skip
+    p.set_defaults(run=_check)
+    p = sub.add_parser("baseline", help="record the home pages' fingerprints for defacement checks")
+    p.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="portal domain or URL (default: all)"
+    )
+    p.set_defaults(run=_baseline)
+    p = sub.add_parser("serve", help="Prometheus exporter: /metrics, /probe, /healthz")
+    p.add_argument("--listen", metavar="ADDR", help="host:port (default: monitor.listen)")
+    p.set_defaults(run=_serve)
+
+
+def _estate(ctx: Context) -> Estate | None:
+    if not ctx.settings.monitor.estate:
+        return None
+    try:
+        return ctx.estate
+    except OpsError:
+        if ctx.args.units is not None:
+            raise
+        return None  # no units file: URL targets only
+
+
+def baselines_path(settings: Settings) -> Path:
+    return settings.state_dir / "monitor" / "baselines.json"
+
+
+def load_baselines(settings: Settings) -> dict[str, defacement.Baseline]:
+    path = baselines_path(settings)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: cannot read the baselines ({exc}); take them again with "
+                       "ops monitor baseline") from None  # fmt: skip
+    return {domain: defacement.Baseline.from_json(item) for domain, item in doc.items()}
+
+
+def probe_config(settings: Settings, modules: list[str] | None = None) -> ProbeConfig:
+    monitor = settings.monitor
+    try:
+        resolver = Resolver(monitor.resolve)
+    except ValueError as exc:
+        raise BadInput(f"monitor.resolve: {exc}") from None
+    return ProbeConfig(
+        resolver=resolver,
+        ca_file=str(monitor.ca_file) if monitor.ca_file else None,
+        limits=Limits(timeout=monitor.timeout),
+        modules=tuple(Module(m) for m in (modules or monitor.modules)),
+        min_grade=monitor.min_grade,
+        baselines=load_baselines(settings),
+        drift_threshold=monitor.drift_threshold,
+    )
+
+
+def _targets(ctx: Context, wanted: list[str]) -> list[Target]:
+    targets = select(wanted, ctx.settings.monitor, _estate(ctx))
+    if not targets:
+        raise BadInput(
+            "nothing to probe: no units file (--units) and no monitor.urls in the config"
+        )
+    return targets
+
+
+def _row(r: ProbeResult) -> tuple[str, ...]:
+    findings = ", ".join(sorted({f.code for f in r.findings if f.severity != Severity.INFO}))
+    return (
+        r.target.portal,
+        r.target.domain,
+        "up" if r.success else "DOWN",
+        str(r.status_code or "-"),
+        f"{r.duration * 1000:.0f} ms",
+        "-" if r.cert_days_left is None else f"{r.cert_days_left:.0f}",
+        r.tls.version if r.tls else "-",
+        r.grade or "-",
+        findings,
+    )
+
+
+def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
+    targets = _targets(ctx, args.targets)
+    config = probe_config(ctx.settings, args.module)
+    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    failing = [
+        r
+        for r in results
+        if not r.success or worst(r.findings) in (Severity.CRITICAL, Severity.WARNING)
+    ]
+    human: list[Any] = [
+        table(
+            None,
+            [
+                "portal",
+                "domain",
+                "up",
+                "status",
+                "latency",
+                "cert days",
+                "TLS",
+                "grade",
+                "findings",
+            ],
+            [_row(r) for r in results],
+        )
+    ]
+    for r in results:
+        for f in r.findings:
+            if f.severity != Severity.INFO:
+                human.append(f"{r.target.domain}: {f.severity.value}: {f.code}: {f.message}")
+    return Outcome(
+        [r.to_json() for r in results], human, ExitCode.PROBLEM_FOUND if failing else ExitCode.OK
+    )
+
+
+def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
+    targets = _targets(ctx, args.targets)
+    config = probe_config(ctx.settings, ["http"])
+    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    stored = load_baselines(ctx.settings)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    taken, skipped = [], []
+    for r in results:
+        if r.success and r.home_html:
+            stored[r.target.domain] = defacement.Baseline.take(r.final_url, r.home_html, now)
+            taken.append(r.target.domain)
+        else:
+            reason = "; ".join(f.message for f in r.findings) or f"status {r.status_code}"
+            skipped.append((r.target.domain, reason))
+    path = baselines_path(ctx.settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {domain: b.to_json() for domain, b in sorted(stored.items())}
+    write_atomic(path, json.dumps(doc, ensure_ascii=False, indent=1).encode())
+    human: list[Any] = [f"baselines taken for {len(taken)} home pages into {path}"]
+    human += [f"not taken: {domain}: {reason}" for domain, reason in skipped]
+    return Outcome(
+        {"taken": taken, "skipped": [{"domain": d, "reason": r} for d, r in skipped],
+         "file": str(path)},
+        human,
+        ExitCode.PROBLEM_FOUND if skipped else ExitCode.OK,
+    )  # fmt: skip
+
+
+def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
+    monitor = ctx.settings.monitor
+    listen = args.listen or monitor.listen
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
+    targets = _targets(ctx, [])
+    config = probe_config(ctx.settings)
+    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
+    estate = _estate(ctx)
+
+    def lookup(item: str) -> Target:
+        if not item:
+            raise LookupError("target= is required (a portal domain or URL)")
+        try:
+            return select([item], monitor, estate)[0]
+        except BadInput as exc:
+            raise LookupError(str(exc)) from None
+
+    async def main() -> None:
+        runner = web.AppRunner(make_app(sweeper, lookup), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
+        try:
+            await site.start()
+        except OSError as exc:
+            raise OpsError(f"cannot listen on {listen}: {exc.strerror}") from None
+        print(
+            f"ops monitor: {len(targets)} targets, serving http://{listen}/metrics", file=sys.stderr
+        )
+        try:
+            await sweeper.run()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
+        asyncio.run(main())
+    return Outcome({"stopped": True}, [])

@@ -1,0 +1,73 @@
+"""What a command hands back to ops.py: a JSON document, what a person reads, an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+from portalops.core.errors import ExitCode
+
+
+@dataclass
+class Outcome:
+    """A finished command: ``data`` is the --json document, ``human`` what a person reads."""
+
+    data: Any
+    human: list[RenderableType] = field(default_factory=list)
+    exit_code: ExitCode = ExitCode.OK
+    force_json: bool = False  # protocols that only speak JSON (Ansible's inventory script)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A plain table; rich drops colour and box art when stdout is not a terminal."""
+    out = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for row in rows:
+        out.add_row(*("" if cell is None else str(cell) for cell in row))
+    return out
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def emit(outcome: Outcome, as_json: bool) -> None:
+    """Print the outcome on stdout: one JSON document, or the human rendering."""
+    if as_json or outcome.force_json:
+        sys.stdout.write(json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default))
+        sys.stdout.write("\n")
+        return
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped into grep or a mail: one line per row, never wrapped at 80 columns.
+        console = Console(highlight=False, width=100_000)
+    for part in outcome.human:
+        console.print(part)

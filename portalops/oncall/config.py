@@ -1,0 +1,286 @@
+"""The ``oncall:`` section of ops.yaml: people, rotations, escalation, delivery, Alertmanager.
+
+Durations are written the way Prometheus and Alertmanager write them (``30s``, ``5m``,
+``2h``, ``3d``, ``1h30m``) and held as seconds, so a test compresses time by configuration
+(``wait: 3s``), never by patching the service's clock.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from portalops.core.validate import LocatedError, Strict, ZoneName
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: object) -> float:
+    """``"1h30m"`` -> 5400.0 seconds; a bare number is seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value}")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a duration such as 30s, 5m, 2h, 3d or 1h30m, got {value!r}")
+    text, total, at = value.strip(), 0.0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != at:
+            break
+        total += float(match[1]) * _UNITS[match[2]]
+        at = match.end()
+    if at != len(text) or at == 0:
+        raise ValueError(f"expected a duration such as 30s, 5m, 2h, 3d or 1h30m, got {value!r}")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """5400 -> ``"1h30m"``: the Alertmanager spelling, for rendered configs and messages."""
+    if seconds <= 0:
+        return "0s"
+    parts, rest = [], round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PersonId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+
+
+def _clock(value: object) -> time:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
+        hours, minutes = divmod(value, 60)  # YAML 1.1 reads 08:00 unquoted as base 60
+        raise ValueError(f'got the number {value}: quote the time, "{hours:02d}:{minutes:02d}"')
+    if isinstance(value, time):
+        return value
+    match = _CLOCK.fullmatch(str(value))
+    if match is None:
+        raise ValueError(f'expected a time of day "HH:MM", got {value!r}')
+    return time(int(match[1]), int(match[2]))
+
+
+Clock = Annotated[time, BeforeValidator(_clock)]
+
+
+class Person(Strict):
+    """Someone who can be paged. ``channels`` are apprise URLs, tried in order until one
+    delivers (``mailto://...``, ``tgram://...``, ``json://...``); they hold secrets, so
+    portal-ops never logs them whole."""
+
+    id: PersonId
+    name: Annotated[str, Field(min_length=1)]
+    channels: list[str] = []
+    lang: Literal["vi", "en"] | None = None  # default: oncall.lang
+
+
+class Rotation(Strict):
+    """People taking turns: ``every`` day or week, handing over at ``handover`` local time;
+    the turn that contains ``start`` belongs to ``people[0]``. A bare date means that day's
+    handover (``2026-11-30`` with ``handover: "08:00"`` is 2026-11-30 08:00)."""
+
+    people: Annotated[list[PersonId], Field(min_length=1)]
+    every: Literal["day", "week"] = "week"
+    handover: Clock = time(8, 0)
+    start: datetime  # local, e.g. 2026-11-30 (a Monday: weekly turns change on Mondays)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _date_means_handover(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            start = data.get("start")
+            if isinstance(start, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", start.strip()):
+                start = date.fromisoformat(start.strip())
+            if isinstance(start, date) and not isinstance(start, datetime):
+                handover = _clock(data.get("handover", time(8, 0)))
+                data = {**data, "start": datetime.combine(start, handover)}
+        return data
+
+
+class Override(Strict):
+    """``person`` takes ``rotation`` from ``start`` to ``end`` (local times): leave, holidays."""
+
+    rotation: str
+    person: PersonId
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> Override:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} is not after start {self.start}")
+        return self
+
+
+class Step(Strict):
+    """Notify ``notify`` (a rotation's person on call, a person's id, or ``team_lead``), then
+    wait ``wait`` before the next step if nobody has acknowledged."""
+
+    notify: str
+    wait: Duration = 300.0
+
+
+class Escalation(Strict):
+    steps: Annotated[list[Step], Field(min_length=1)] = [
+        Step(notify="primary", wait=300.0),
+        Step(notify="secondary", wait=600.0),
+        Step(notify="team_lead", wait=900.0),
+    ]
+    repeat: bool = True  # start again from the first step until acknowledged or resolved
+    max_rounds: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class Delivery(Strict):
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3  # per channel, before falling through
+    retry_delay: Duration = 2.0  # doubled after each failed attempt
+    timeout: Duration = 20.0  # per attempt
+
+
+class IncidentReports(Strict):
+    """Decree 331/2026 Art. 31: a serious incident starts an initial-notice clock (24 h) and a
+    full-report clock (72 h); the team lead is reminded ``remind_before`` each deadline."""
+
+    serious: list[str] = ["critical"]  # severities that count as serious
+    initial: Duration = 24 * 3600.0
+    full: Duration = 72 * 3600.0
+    remind_before: list[Duration] = [4 * 3600.0, 3600.0]
+
+
+class TimeRange(Strict):
+    start: Clock
+    end: Clock
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_NAMES = {name: i for i, day in enumerate(WEEKDAYS) for name in (day, day[:3])}
+
+
+class Maintenance(Strict):
+    """A recurring window in which alerts of the matching portals are muted (Alertmanager
+    ``time_intervals``); empty ``portals`` and ``unit_kinds`` mean every portal."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+    weekdays: list[str] = []  # "monday", "saturday:sunday"
+    times: list[TimeRange] = []
+    portals: list[str] = []
+    unit_kinds: list[Literal["province", "department", "district", "commune"]] = []
+
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            first, _, last = spec.strip().lower().partition(":")
+            if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+                raise ValueError(
+                    f"{spec!r} is not a day or a range of days such as 'saturday' or "
+                    "'monday:friday'"
+                )
+        return specs
+
+
+class AlertmanagerRouting(Strict):
+    group_by: list[str] = ["alertname", "portal"]
+    group_wait: Duration = 30.0
+    group_interval: Duration = 300.0
+    repeat_interval: Duration = 4 * 3600.0
+    critical_repeat_interval: Duration = 3600.0
+    webhook_url: str | None = None  # default: http://<oncall.listen>/alertmanager
+    maintenance: list[Maintenance] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> AlertmanagerRouting:
+        for i, window in enumerate(self.maintenance):
+            if window.name in (w.name for w in self.maintenance[:i]):
+                raise LocatedError(
+                    ("maintenance", i, "name"),
+                    f"'{window.name}' appears twice; Alertmanager needs a distinct name for each",
+                )
+        return self
+
+
+class Oncall(Strict):
+    listen: str = "127.0.0.1:9434"  # ops oncall serve
+    public_url: str | None = None  # base of acknowledge links; default http://<listen>
+    database: Path | None = None  # default: <state_dir>/oncall/oncall.sqlite
+    # secrets, created 0600 on first use when missing: the HMAC key of acknowledge links and
+    # the bearer token Alertmanager presents on the webhook
+    link_key_file: Path | None = None  # default: <state_dir>/oncall/link.key
+    webhook_token_file: Path | None = None  # default: <state_dir>/oncall/webhook.token
+    link_ttl: Duration = 24 * 3600.0
+    timezone: ZoneName = "Asia/Ho_Chi_Minh"
+    lang: Literal["vi", "en"] = "vi"
+    tick: Duration = 5.0  # how often the service looks for due escalation steps
+    people: list[Person] = []
+    rotations: dict[str, Rotation] = {}
+    overrides: list[Override] = []
+    team_lead: PersonId | None = None
+    escalation: Escalation = Escalation()
+    delivery: Delivery = Delivery()
+    incident_reports: IncidentReports = IncidentReports()
+    alertmanager: AlertmanagerRouting = AlertmanagerRouting()
+
+    @model_validator(mode="after")
+    def _references(self) -> Oncall:
+        ids = [p.id for p in self.people]
+        for i, person_id in enumerate(ids):
+            if person_id in ids[:i]:
+                raise LocatedError(("people", i, "id"), f"'{person_id}' appears twice")
+        for name, rotation in self.rotations.items():
+            for j, person in enumerate(rotation.people):
+                self._known(person, ("rotations", name, "people", j))
+        for i, override in enumerate(self.overrides):
+            if override.rotation not in self.rotations:
+                raise LocatedError(
+                    ("overrides", i, "rotation"),
+                    f"'{override.rotation}' is not a rotation "
+                    f"({', '.join(self.rotations) or 'none'})",
+                )
+            self._known(override.person, ("overrides", i, "person"))
+        if self.team_lead is not None:
+            self._known(self.team_lead, ("team_lead",))
+        if self.people:  # an empty section is the valid default; a partial one must add up
+            self._check_steps()
+        return self
+
+    def _known(self, person: str, where: tuple[str | int, ...]) -> None:
+        ids = sorted(p.id for p in self.people)
+        if person not in ids:
+            raise LocatedError(where, f"'{person}' is not in oncall.people ({', '.join(ids)})")
+
+    def _check_steps(self) -> None:
+        known = {p.id for p in self.people}
+        for i, step in enumerate(self.escalation.steps):
+            where = ("escalation", "steps", i, "notify")
+            if step.notify == "team_lead" and self.team_lead is None:
+                raise LocatedError(where, "'team_lead' but oncall.team_lead is not set")
+            if step.notify not in {"team_lead", *self.rotations, *known}:
+                raise LocatedError(
+                    where,
+                    f"'{step.notify}' is neither a rotation "
+                    f"({', '.join(self.rotations) or 'none'}), a person nor team_lead",
+                )
+
+    def person(self, person_id: str) -> Person | None:
+        return next((p for p in self.people if p.id == person_id), None)
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def state_paths(self, state_dir: Path) -> tuple[Path, Path, Path]:
+        """(database, link key file, webhook token file), defaults under the state dir."""
+        base = state_dir / "oncall"
+        return (
+            self.database or base / "oncall.sqlite",
+            self.link_key_file or base / "link.key",
+            self.webhook_token_file or base / "webhook.token",
+        )

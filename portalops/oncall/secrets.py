@@ -1,0 +1,84 @@
+"""The on-call service's two secrets, each in a 0600 file created on first use.
+
+- the **link key** signs acknowledge links (HMAC-SHA256 over incident, person and expiry), so
+  a link in an e-mail acknowledges exactly one incident, for one person, until it expires;
+- the **webhook token** is the bearer token Alertmanager presents on ``/alertmanager``
+  (``http_config.authorization.credentials_file`` in the rendered alertmanager.yml).
+
+Neither is ever logged; a file readable by others is refused rather than used.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from portalops.core.errors import OpsError
+
+
+class SecretFileError(OpsError):
+    """the secret file {} {}"""
+
+
+def load_or_create(path: Path) -> bytes:
+    """The secret in ``path``; a new random one (0600) if the file does not exist."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SecretFileError(path, f"cannot be created: {exc.strerror}") from None
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SecretFileError(
+                path, f"is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+            )
+        value = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretFileError(path, f"cannot be read: {exc}") from None
+    if len(value) < 16:
+        raise SecretFileError(path, "holds fewer than 16 characters; delete it to regenerate")
+    return value.encode("ascii")
+
+
+@dataclass(frozen=True)
+class LinkSigner:
+    key: bytes
+
+    def signature(self, incident: int, person: str, expires: int) -> str:
+        message = f"ack:{incident}:{person}:{expires}".encode()
+        digest = hmac.new(self.key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    def link(self, base_url: str, incident: int, person: str, expires: int) -> str:
+        signature = self.signature(incident, person, expires)
+        query = urlencode({"i": incident, "p": person, "e": expires, "s": signature})
+        return f"{base_url.rstrip('/')}/ack?{query}"
+
+    def verify(self, incident: str, person: str, expires: str, signature: str, now: float) -> str:
+        """'' if the link is good; else why it is refused (for the person holding it)."""
+        if not (incident.isdigit() and expires.isdigit() and person and signature):
+            return "malformed"
+        expected = self.signature(int(incident), person, int(expires))
+        if not hmac.compare_digest(expected, signature):
+            return "bad signature"
+        if int(expires) < now:
+            return "expired"
+        return ""
+
+
+def token_matches(expected: bytes, header: str | None) -> bool:
+    """Whether an ``Authorization: Bearer ...`` header carries the token (constant time)."""
+    scheme, _, given = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
