@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from portalops.core.errors import BadInput
 from portalops.inventory.model import Estate
+from portalops.monitors.config import Monitor
 from portalops.monitors.probe import Expect, Target
-from portalops.settings import Monitor
 
 
 def _url(scheme: str, domain: str, port: int, default: int) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from portalops.backup.config import Backup
+from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.repo.backends import open_storage
 from portalops.backup.repo.keys import Identity, WriterKey, load_identity, load_writer_key
 from portalops.backup.repo.repository import Repository
 from portalops.core.errors import BadInput
-from portalops.settings import Backup
-from portalops.settings import Repository as RepoSettings
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import pymysql
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from portalops.backup.config import Drill, MariadbSource, PostgresSource, SmokeQuery
 from portalops.backup.engines.clients import (
     MARIADB_LOAD_OPTIONS,
     load_sql,
@@ -54,7 +55,6 @@ from portalops.backup.engines.scratch import (
 from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.sources.mariadb import list_tables
 from portalops.backup.sources.postgres import count_tables
-from portalops.settings import Drill, MariadbSource, PostgresSource, SmokeQuery
 
 LOAD_TIMEOUT = 6 * 3600.0  # seconds for one dump to load
 SMOKE_TIMEOUT_MS = 60_000

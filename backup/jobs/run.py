@@ -24,6 +24,8 @@ from portalops import __version__
 from portalops.backup.archive.archiver import Archiver, Prefetcher
 from portalops.backup.archive.files_cache import FilesCache
 from portalops.backup.archive.streams import Sink
+from portalops.backup.config import FilesSource, Source
+from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.jobs.access import Keys, open_repository
 from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.locks import Lock
@@ -32,8 +34,6 @@ from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.repo.writer import BlobWriter
 from portalops.backup.sources import describe_source, producer_for
 from portalops.core.errors import ExitCode, OpsError
-from portalops.settings import FilesSource, Source
-from portalops.settings import Repository as RepoSettings
 
 log = logging.getLogger(__name__)
 

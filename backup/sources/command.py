@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from portalops.backup.archive.streams import Sink, stream_command
-from portalops.settings import CommandSource
+from portalops.backup.config import CommandSource
 
 _LABEL_MAX = 60  # characters of the command line quoted in error messages
 

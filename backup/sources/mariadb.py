@@ -46,7 +46,7 @@ import time
 from typing import IO, Any
 
 from portalops.backup.archive.streams import STDERR_TAIL_LINES, Sink, SourceFailed, stream_command
-from portalops.settings import MariadbSource
+from portalops.backup.config import MariadbSource
 
 _IMPORT_ERROR: ImportError | None = None
 try:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from portalops.backup.archive.streams import Sink, SourceFailed, stream_command
-from portalops.settings import PostgresSource
+from portalops.backup.config import PostgresSource
 
 _LIBPQ_PREFIX = re.compile(
     r'^(connection failed: )?(connection to server (at|on socket) "[^"]*"(, port \d+)? failed: )?'

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import paramiko
 
 from portalops.backup.archive.streams import STDERR_TAIL_LINES, Sink, SourceFailed
-from portalops.settings import SshSource
+from portalops.backup.config import SshSource
 
 CONNECT_TIMEOUT = 30.0  # TCP connect, banner, key exchange and authentication, each
 _STDERR_KEEP = 16 * 1024  # bytes of the remote stderr kept for the error message

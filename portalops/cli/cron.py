@@ -33,11 +33,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import schedule
 
+from portalops.backup.config import WEEKDAYS, Schedule
 from portalops.cli.context import PROJECT_ROOT, Context
 from portalops.cli.output import Outcome
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput, ExitCode, OpsError
-from portalops.settings import WEEKDAYS, Schedule
 
 log = logging.getLogger(__name__)
 

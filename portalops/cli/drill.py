@@ -6,6 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
+from portalops.backup.config import MariadbSource, PostgresSource
 from portalops.backup.jobs.access import load_keys, open_repository, select
 from portalops.backup.jobs.drill import DrillResult, drill_one
 from portalops.backup.jobs.drill_db import database_drill
@@ -15,7 +16,6 @@ from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput, ExitCode
 from portalops.core.units import age, size
-from portalops.settings import MariadbSource, PostgresSource
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

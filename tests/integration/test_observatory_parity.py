@@ -63,10 +63,10 @@ import pytest
 import yaml
 
 from portalops.monitors import probe as prober
+from portalops.monitors.config import Monitor
 from portalops.monitors.fetch import Resolver
 from portalops.monitors.headers import Observed, Report, grade
 from portalops.monitors.targets import url_target
-from portalops.settings import Monitor
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import log_tail, require_binary
 

@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from portalops.backup.config import Schedule
 from portalops.cli.cron import When, all_jobs, cron_lines
 from portalops.core.errors import SourceError
-from portalops.settings import Schedule, load_settings
+from portalops.settings import load_settings
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 UTC_ZONE = ZoneInfo("Etc/UTC")

@@ -8,8 +8,8 @@ import pytest
 
 from portalops.core.errors import BadInput
 from portalops.inventory.model import load_estate
+from portalops.monitors.config import Monitor, MonitorExpect
 from portalops.monitors.targets import estate_targets, select, url_target
-from portalops.settings import Monitor, MonitorExpect
 
 PROJECT = Path(__file__).resolve().parents[2]
 PHUTHO = PROJECT / "inventory" / "examples" / "phutho-2025.yaml"

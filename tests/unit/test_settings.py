@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from portalops.backup.config import Category
 from portalops.cli.context import PROJECT_ROOT
 from portalops.core.errors import SourceError
-from portalops.settings import Category, Settings, load_settings
+from portalops.settings import Settings, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
