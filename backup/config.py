@@ -4,24 +4,13 @@ and how restore drills run. Every field has a safe default."""
 from __future__ import annotations
 
 import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from portalops.backup.sources.base import Category, Name
 from portalops.core.validate import Strict, ZoneName
-
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-
-
-class Category(StrEnum):
-    """Art. 11.2: what must be backed up every day."""
-
-    CONFIG = "config"
-    LOGS = "logs"
-    CODE = "code"
-    DATABASE = "database"
 
 
 class Repository(Strict):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from portalops.backup.config import Category
+from portalops.backup.sources.base import Category
 from portalops.cli.context import PROJECT_ROOT
 from portalops.core.errors import SourceError
 from portalops.settings import Settings, load_settings
