@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from datetime import UTC, datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -210,13 +210,13 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
     # One run per host at a time (cron and a hand-started run, or a run still going at the
     # next night's start); the status file below is read, merged and rewritten under it too.
     with run_lock(settings.state_dir / RUN_LOCK_NAME, "ops backup run"):
-        with progress_bars() as bars:
+        with progress_bars(ctx.env) as bars:
             results = run_backup(sources, repositories, keys, settings.state_dir, bars)
         recorded = record_run(
             settings.state_dir,
             settings.metrics.textfile_dir,
             results,
-            datetime.now(UTC),
+            ctx.env.now(),
             [s.name for s in backup.sources],
             [r.name for r in backup.repositories],
             str(where),
@@ -372,7 +372,7 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     repo.load_index()
     if args.to_database is not None:
         return _restore_database(ctx, args, repo, ref, snapshot)
-    with progress_bars() as bars:
+    with progress_bars(ctx.env) as bars:
         result = restore(
             repo, snapshot, args.target, args.path, bars(f"restore {ref.short_id}"),
             name=f"{ref.source}@{ref.short_id}", keep_setid=args.keep_setid,
@@ -410,7 +410,7 @@ def _restore_database(
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
-        with progress_bars() as bars:
+        with progress_bars(ctx.env) as bars:
             files = restore(
                 repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"),
                 name=f"{ref.source}@{ref.short_id}",
@@ -456,7 +456,7 @@ def _restore_database(
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     repos, _ = _open_all(ctx, args.repository)
     results = []
-    with progress_bars() as bars:
+    with progress_bars(ctx.env) as bars:
         for repo in repos:
             with Lock.acquire(repo.storage, exclusive=False, command="backup check", wait=60):
                 results.append(
@@ -598,7 +598,7 @@ def _repair_index(ctx: Context, args: argparse.Namespace) -> Outcome:
     docs: list[dict[str, Any]] = []
     human: list[Any] = []
     for repo in repos:
-        with exclusive_lock(repo) as lock, progress_bars() as bars:
+        with exclusive_lock(repo) as lock, progress_bars(ctx.env) as bars:
             result = repair_index(
                 repo, dry_run=args.dry_run, lock=lock, progress=bars(f"read {repo.name}")
             )

@@ -1,12 +1,14 @@
-"""The loaded inputs of one CLI invocation: config and estate, each read once, on first use."""
+"""The loaded inputs of one CLI invocation: config and estate, each read once, on first use,
+and the Environment (streams, terminal flags, clock) every command prints and reads time through."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from portalops.cli.environment import Environment
 from portalops.inventory.model import Estate, load_estate
 from portalops.settings import Settings, load_settings
 
@@ -28,6 +30,7 @@ def _resolve_default(relative: Path) -> Path | None:
 @dataclass
 class Context:
     args: argparse.Namespace
+    env: Environment = field(default_factory=Environment.from_process)
 
     @property
     def config_path(self) -> Path | None:

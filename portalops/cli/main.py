@@ -3,7 +3,10 @@
 
 Parses arguments, loads inventory and config once (on first use), calls one command, prints a
 table or --json, and maps errors to exit codes (0 ok, 1 problem found, 2 bad input,
-3 operational failure). No traceback reaches the user unless -v.
+3 operational failure, 130 interrupted). No traceback reaches the user unless -v.
+
+Everything it prints goes to the streams of an Environment (the process's own unless one is
+given), so tests run ``main(argv, env)`` in-process and read what a user would have seen.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TextIO
 
 from portalops import __version__
 from portalops.cli import (
@@ -27,6 +32,7 @@ from portalops.cli import (
     provision,
 )
 from portalops.cli.context import Context
+from portalops.cli.environment import Environment
 from portalops.cli.output import emit
 from portalops.core.errors import ExitCode, OpsError
 
@@ -65,34 +71,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse exits 2 on bad arguments, as we want
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    ctx = Context(args)
+def _parse(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, env: Environment
+) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code argparse chose (2 on bad arguments, 0 after
+    --help or --version); its usage and messages go to the Environment's streams."""
+    try:
+        with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
+            return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.BAD_INPUT)
+
+
+@contextmanager
+def _logging_to(stream: TextIO, verbose: bool) -> Iterator[None]:
+    """What logging.basicConfig did in a fresh process, onto the Environment's stderr, undone
+    afterwards so that in-process runs (tests) see their own logs and do not pile up handlers."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """Run one ``ops`` command line and return its exit code (with -v, a bug's exception
+    propagates so that Python prints its traceback)."""
+    env = env if env is not None else Environment.from_process()
+    parsed = _parse(build_parser(), argv, env)
+    if isinstance(parsed, int):
+        return parsed
+    with _logging_to(env.stderr, parsed.verbose):
+        return _run(Context(parsed, env), env)
+
+
+def _run(ctx: Context, env: Environment) -> int:
+    args = ctx.args
     try:
         outcome = args.run(ctx, args)
     except OpsError as exc:
         if args.verbose:
             log.exception("command failed")
-        print(f"ops: {exc}", file=sys.stderr)
+        print(f"ops: {exc}", file=env.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("ops: interrupted", file=sys.stderr)
+        print("ops: interrupted", file=env.stderr)
         return 130
     except Exception as exc:  # a bug, not a user mistake: say so, and how to see more
         if args.verbose:
             raise
         print(
             f"ops: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-            file=sys.stderr,
+            file=env.stderr,
         )
         return int(ExitCode.OPERATIONAL)
-    emit(outcome, args.json)
+    emit(outcome, args.json, env)
     return int(outcome.exit_code)
 
 

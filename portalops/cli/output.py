@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from portalops.cli.environment import Environment
 from portalops.core.errors import ExitCode
 
 
@@ -59,15 +59,21 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def emit(outcome: Outcome, as_json: bool) -> None:
-    """Print the outcome on stdout: one JSON document, or the human rendering."""
+def emit(outcome: Outcome, as_json: bool, env: Environment) -> None:
+    """Print the outcome on env.stdout: one JSON document, or the human rendering."""
     if as_json or outcome.force_json:
-        sys.stdout.write(json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default))
-        sys.stdout.write("\n")
+        env.stdout.write(json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default))
+        env.stdout.write("\n")
         return
-    console = Console(highlight=False)
-    if not console.is_terminal:
+    if env.stdout_is_tty:
+        console = Console(
+            file=env.stdout, highlight=False, force_terminal=True, _environ=env.environ
+        )
+    else:
         # Piped into grep or a mail: one line per row, never wrapped at 80 columns.
-        console = Console(highlight=False, width=100_000)
+        console = Console(
+            file=env.stdout, highlight=False, force_terminal=False, width=100_000,
+            _environ=env.environ,
+        )  # fmt: skip
     for part in outcome.human:
         console.print(part)

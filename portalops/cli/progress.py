@@ -1,9 +1,8 @@
-"""Progress bars on stderr for long work, shown only when stderr is a terminal (cron mail and
-pipes get nothing but errors)."""
+"""Progress bars on the Environment's stderr for long work, shown only when that is a terminal
+(cron mail and pipes get nothing but errors)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,14 +18,18 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from portalops.cli.environment import Environment
+
 Callback = Callable[[int, int], None]  # (items done, bytes done)
 
 
 @contextmanager
-def progress_bars(enabled: bool | None = None) -> Iterator[Callable[[str], Callback | None]]:
+def progress_bars(
+    env: Environment, enabled: bool | None = None
+) -> Iterator[Callable[[str], Callback | None]]:
     """Yields a factory: ``factory(label)`` gives a callback for one task, or None when off."""
     if enabled is None:
-        enabled = sys.stderr.isatty()
+        enabled = env.stderr_is_tty
     if not enabled:
         yield lambda _label: None
         return
@@ -38,7 +41,8 @@ def progress_bars(enabled: bool | None = None) -> Iterator[Callable[[str], Callb
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bars:
+    console = Console(file=env.stderr, _environ=env.environ)
+    with Progress(*columns, console=console, transient=True) as bars:
 
         def factory(label: str) -> Callback:
             task: TaskID = bars.add_task(label, total=None, items=0)

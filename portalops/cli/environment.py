@@ -1,0 +1,60 @@
+"""What a command may touch of the world around it: two text streams, whether they are
+terminals, the clock and the environment variables.
+
+The CLI reads these from here and never from ``sys`` or ``datetime.now`` directly, so a test
+can run ``main(argv, env)`` in its own process with ``StringIO`` streams and a fixed clock,
+and a real run (``Environment.from_process()``) behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TextIO
+
+from rich.console import Console
+
+
+def utc_now() -> datetime:
+    """The real clock, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def _rich_sees_a_terminal(stream: TextIO) -> bool:
+    """As rich judges it (isatty, and the FORCE_COLOR / TTY_COMPATIBLE overrides), so that
+    passing the answer back to rich explicitly changes nothing for a real run."""
+    return Console(file=stream).is_terminal
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The streams, terminal flags, clock and variables one CLI invocation runs with."""
+
+    stdout: TextIO
+    stderr: TextIO
+    stdout_is_tty: bool = False  # tables for a person (wrapped, coloured) vs one line per row
+    stderr_is_tty: bool = False  # progress bars only when someone watches
+    clock: Callable[[], datetime] = utc_now
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_process(cls) -> Environment:
+        """The real process: sys.stdout/stderr, the system clock, os.environ."""
+        return cls(
+            stdout=sys.stdout,
+            stderr=sys.stderr,
+            stdout_is_tty=_rich_sees_a_terminal(sys.stdout),
+            stderr_is_tty=sys.stderr.isatty(),
+            clock=utc_now,
+            environ=os.environ,
+        )
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware; a naive clock is a bug in whoever built us."""
+        moment = self.clock()
+        if moment.tzinfo is None:
+            raise ValueError("Environment.clock must return a timezone-aware datetime")
+        return moment
