@@ -32,9 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # the monitors package, when run as a plain script
     sys.path.insert(0, str(REPO_ROOT))
 
+from portalops.monitors.catalogue import Module  # noqa: E402
 from portalops.monitors.exporter import sweep  # noqa: E402
 from portalops.monitors.fetch import Limits, Resolver  # noqa: E402
-from portalops.monitors.probe import Module, ProbeConfig, ProbeResult, Target  # noqa: E402
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from portalops.core.validate import Strict
+from portalops.monitors.catalogue import ALL_MODULES, Module
+from portalops.monitors.headers import GRADES
 
 
 class MonitorExpect(Strict):
@@ -16,10 +18,6 @@ class MonitorExpect(Strict):
     links: list[str] = []  # href prefixes, e.g. "https://dichvucong.{zone}" (Art. 5.6, 8.1)
     elements: list[str] = []  # "form", "input[name=q]": a tag, optionally [attr] or [attr=value]
     forbidden: list[str] = []  # text that must not appear
-
-
-MonitorModule = Literal["http", "tls", "dns", "headers", "exposure", "defacement", "expect"]
-GRADES = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F")
 
 
 class Monitor(Strict):
@@ -31,15 +29,7 @@ class Monitor(Strict):
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0  # per request
     http_port: Annotated[int, Field(ge=1, le=65535)] = 80
     https_port: Annotated[int, Field(ge=1, le=65535)] = 443
-    modules: list[MonitorModule] = [
-        "http",
-        "tls",
-        "dns",
-        "headers",
-        "exposure",
-        "defacement",
-        "expect",
-    ]
+    modules: list[Module] = list(ALL_MODULES)  # the catalogue's (monitors/catalogue.py)
     min_grade: str = "B"  # headers.grade_low below this
     drift_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5  # defacement.drift above this
     expect: MonitorExpect = MonitorExpect()

@@ -29,7 +29,8 @@ from datetime import datetime
 from difflib import SequenceMatcher
 from html.parser import HTMLParser
 
-from portalops.monitors.findings import Finding, Severity, excerpt
+from portalops.monitors.catalogue import DEFACEMENT
+from portalops.monitors.findings import Finding, excerpt
 
 TEXT_LIMIT = 20_000
 SHINGLE_WORDS = 3
@@ -258,9 +259,7 @@ def compare(baseline: Baseline, html: str, threshold: float = DEFAULT_THRESHOLD)
         names = ", ".join(f"'{name}'" for name, _, _, _ in new)
         _, where, context, _ = new[0]
         findings.append(
-            Finding(
-                code="defacement.marker",
-                severity=Severity.CRITICAL,
+            DEFACEMENT.MARKER.finding(
                 message=f"{baseline.url} shows what defacers write ({names}), absent from the "
                 f"baseline of {baseline.taken_at}: look at the page now and take it offline "
                 "if it is defaced.",
@@ -271,9 +270,7 @@ def compare(baseline: Baseline, html: str, threshold: float = DEFAULT_THRESHOLD)
     moved = 1 - similarity(baseline.shingles, shingles(text))
     if moved > threshold:
         findings.append(
-            Finding(
-                code="defacement.drift",
-                severity=Severity.CRITICAL,
+            DEFACEMENT.DRIFT.finding(
                 message=f"{baseline.url}: {moved:.0%} of the home page's text differs from the "
                 f"baseline of {baseline.taken_at} (threshold {threshold:.0%}). Look at the page; "
                 "if the change is a legitimate redesign, take a new baseline.",

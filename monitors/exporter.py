@@ -24,15 +24,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from portalops.monitors import exposure
-from portalops.monitors.probe import Module, ProbeConfig, ProbeResult, Target, probe
+from portalops.monitors.catalogue import EXPOSURE, HEADERS, Module
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
 
 log = logging.getLogger(__name__)
 
 LABELS = ("portal", "unit_kind", "domain")
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 TLS_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
-EXPOSURE_CODES = sorted({check.code for check in exposure.checks("example.invalid")})
+# portalops_exposed_path{code}: one series per exposure code of the catalogue, 0 or 1
+EXPOSURE_CODES = sorted(code.code for code in EXPOSURE.codes())
 
 
 async def sweep(
@@ -140,7 +141,7 @@ def _posture(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
     if r.score is not None and r.grade is not None:
         g["score"].add_metric(labels, float(r.score))
         g["grade"].add_metric([*labels, r.grade, "6"], 1.0)
-        below = any(f.code == "headers.grade_low" for f in r.findings)
+        below = any(f.code == HEADERS.GRADE_LOW.code for f in r.findings)
         g["below"].add_metric(labels, float(below))
     if r.exposure_checked:
         for code in EXPOSURE_CODES:

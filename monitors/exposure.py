@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from portalops.monitors.catalogue import EXPOSURE, Code
 from portalops.monitors.findings import Finding, Severity, excerpt
 
 READ_LIMIT = 64 * 1024
@@ -33,13 +34,21 @@ class ExposureInputError(ValueError):
 @dataclass(frozen=True)
 class PathCheck:
     """One path to fetch and how to recognise it: a matcher reads the body (at most
-    READ_LIMIT bytes) and returns a short evidence string when the content proves it."""
+    READ_LIMIT bytes) and returns a short evidence string when the content proves it; the
+    finding it becomes is the catalogue's ``entry``."""
 
-    code: str
+    entry: Code
     path: str
-    severity: Severity
     matcher: Matcher
     message: str  # "{path}" is replaced by the path
+
+    @property
+    def code(self) -> str:
+        return self.entry.code
+
+    @property
+    def severity(self) -> Severity:
+        return self.entry.severity
 
 
 @dataclass(frozen=True)
@@ -276,7 +285,6 @@ _LISTING = (
     "listing off (nginx: autoindex off; Apache: Options -Indexes)."
 )
 
-_CRITICAL, _WARNING = Severity.CRITICAL, Severity.WARNING
 BACKUP_NAMES = (
     "backup.zip", "backup.tar.gz", "backup.rar", "www.zip", "www.tar.gz", "web.zip", "site.zip",
     "html.zip", "public_html.zip", "source.zip", "site.sql", "db.sql", "database.sql",
@@ -289,22 +297,22 @@ LISTED_DIRECTORIES = (
 
 
 def _backup(path: str) -> PathCheck:
-    return PathCheck("exposure.backup_file", path, _CRITICAL, _archive, _BACKUP)
+    return PathCheck(EXPOSURE.BACKUP_FILE, path, _archive, _BACKUP)
 
 
 CHECKS: tuple[PathCheck, ...] = (
-    PathCheck("exposure.git", "/.git/config", _CRITICAL, _git_config, _GIT),
-    PathCheck("exposure.git", "/.git/HEAD", _CRITICAL, _git_head, _GIT),
-    PathCheck("exposure.env", "/.env", _CRITICAL, _dotenv, _ENV),
-    PathCheck("exposure.svn", "/.svn/entries", _CRITICAL, _svn_entries, _SVN),
-    PathCheck("exposure.svn", "/.svn/wc.db", _CRITICAL, _svn_wc_db, _SVN),
+    PathCheck(EXPOSURE.GIT, "/.git/config", _git_config, _GIT),
+    PathCheck(EXPOSURE.GIT, "/.git/HEAD", _git_head, _GIT),
+    PathCheck(EXPOSURE.ENV, "/.env", _dotenv, _ENV),
+    PathCheck(EXPOSURE.SVN, "/.svn/entries", _svn_entries, _SVN),
+    PathCheck(EXPOSURE.SVN, "/.svn/wc.db", _svn_wc_db, _SVN),
     *(_backup(f"/{name}") for name in BACKUP_NAMES),
-    PathCheck("exposure.phpinfo", "/phpinfo.php", _CRITICAL, _phpinfo, _PHPINFO),
-    PathCheck("exposure.phpinfo", "/info.php", _CRITICAL, _phpinfo, _PHPINFO),
-    PathCheck("exposure.server_status", "/server-status", _WARNING, _server_status, _STATUS),
-    PathCheck("exposure.server_status", "/nginx_status", _WARNING, _server_status, _STATUS),
+    PathCheck(EXPOSURE.PHPINFO, "/phpinfo.php", _phpinfo, _PHPINFO),
+    PathCheck(EXPOSURE.PHPINFO, "/info.php", _phpinfo, _PHPINFO),
+    PathCheck(EXPOSURE.SERVER_STATUS, "/server-status", _server_status, _STATUS),
+    PathCheck(EXPOSURE.SERVER_STATUS, "/nginx_status", _server_status, _STATUS),
     *(
-        PathCheck("exposure.directory_listing", d, _WARNING, _directory_listing, _LISTING)
+        PathCheck(EXPOSURE.DIRECTORY_LISTING, d, _directory_listing, _LISTING)
         for d in LISTED_DIRECTORIES
     ),
 )
@@ -366,9 +374,7 @@ def judge(fetched: Sequence[Fetched], not_found: Fetched | None) -> list[Finding
         evidence = check.matcher(response.body)
         if evidence is None or (not_found and _same_page(response, not_found)):
             continue
-        findings[check.path] = Finding(
-            code=check.code,
-            severity=check.severity,
+        findings[check.path] = check.entry.finding(
             message=check.message.replace("{path}", check.path) + _size(response),
             evidence=excerpt(evidence, EVIDENCE_LIMIT),
             subject=check.path,

@@ -31,14 +31,16 @@ import h11
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from portalops.monitors.catalogue import HTTP, TLS, Code
+
 USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
 READ_SIZE = 65536
 
 
 class FetchError(Exception):
-    """A probe that could not complete: ``code`` is a stable finding code."""
+    """A probe that could not complete: ``code`` is the finding code it becomes."""
 
-    def __init__(self, code: str, message: str, phase: str) -> None:
+    def __init__(self, code: Code, message: str, phase: str) -> None:
         super().__init__(message)
         self.code, self.message, self.phase = code, message, phase
 
@@ -113,7 +115,7 @@ class Resolver:
             infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(
-                "http.down", f"cannot resolve {host}: {exc.strerror}", "resolve"
+                HTTP.DOWN, f"cannot resolve {host}: {exc.strerror}", "resolve"
             ) from None
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
@@ -176,14 +178,14 @@ def cert_info(der: bytes) -> CertInfo:
     )
 
 
-def classify_verify_error(error: ssl.SSLCertVerificationError) -> tuple[str, str]:
+def classify_verify_error(error: ssl.SSLCertVerificationError) -> tuple[Code, str]:
     """(finding code, message) for a failed certificate verification."""
     message = error.verify_message or str(error)
     if error.verify_code == 10 or "expired" in message:  # X509_V_ERR_CERT_HAS_EXPIRED
-        return "tls.expired", f"certificate has expired ({message})"
+        return TLS.EXPIRED, f"certificate has expired ({message})"
     if error.verify_code == 62 or "Hostname mismatch" in message:  # X509_V_ERR_HOSTNAME_MISMATCH
-        return "tls.hostname_mismatch", f"certificate is not for this name ({message})"
-    return "tls.untrusted", f"certificate is not trusted ({message})"
+        return TLS.HOSTNAME_MISMATCH, f"certificate is not for this name ({message})"
+    return TLS.UNTRUSTED, f"certificate is not trusted ({message})"
 
 
 @dataclass
@@ -213,7 +215,7 @@ async def fetch(
     """GET ``url`` once (no redirects followed); raises :class:`FetchError`."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError("http.down", f"{url} is not an http(s) URL", "resolve")
+        raise FetchError(HTTP.DOWN, f"{url} is not an http(s) URL", "resolve")
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     clock = _Clock()
@@ -222,7 +224,7 @@ async def fetch(
         async with asyncio.timeout(limits.timeout):
             addresses = await resolver.resolve(host, port, family)
             if not addresses:
-                raise FetchError("http.down", f"{host} has no address of that family", phase)
+                raise FetchError(HTTP.DOWN, f"{host} has no address of that family", phase)
             clock.lap(phase)
             phase = "connect"
             address = addresses[0]
@@ -230,7 +232,7 @@ async def fetch(
                 reader, writer = await asyncio.open_connection(address, port)
             except OSError as exc:
                 raise FetchError(
-                    "http.down", f"cannot connect to {address} port {port}: {exc.strerror}", phase
+                    HTTP.DOWN, f"cannot connect to {address} port {port}: {exc.strerror}", phase
                 ) from None
             try:
                 clock.lap(phase)
@@ -247,10 +249,10 @@ async def fetch(
                 writer.transport.abort()  # no lingering close handshake: we are done with it
     except TimeoutError:
         raise FetchError(
-            "http.timeout", f"no complete answer within {limits.timeout:g} s ({phase})", phase
+            HTTP.TIMEOUT, f"no complete answer within {limits.timeout:g} s ({phase})", phase
         ) from None
     except (ConnectionError, ssl.SSLError, OSError) as exc:
-        raise FetchError("http.down", f"{phase}: {_os_message(exc)}", phase) from None
+        raise FetchError(HTTP.DOWN, f"{phase}: {_os_message(exc)}", phase) from None
 
 
 async def _handshake(writer: asyncio.StreamWriter, host: str, context: ssl.SSLContext) -> TlsInfo:
@@ -261,7 +263,7 @@ async def _handshake(writer: asyncio.StreamWriter, host: str, context: ssl.SSLCo
         raise FetchError(code, message, "tls") from None
     except ssl.SSLError as exc:
         raise FetchError(
-            "tls.handshake", f"TLS handshake failed: {exc.reason or exc}", "tls"
+            TLS.HANDSHAKE, f"TLS handshake failed: {exc.reason or exc}", "tls"
         ) from None
     ssl_object = writer.get_extra_info("ssl_object")
     der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
@@ -314,9 +316,7 @@ async def _exchange(
                 conn.receive_data(await reader.read(READ_SIZE))
                 continue
         except h11.RemoteProtocolError as exc:
-            raise FetchError(
-                "http.down", _protocol_message(exc, limits), _where(response)
-            ) from None
+            raise FetchError(HTTP.DOWN, _protocol_message(exc, limits), _where(response)) from None
         if isinstance(event, h11.Response):
             response = event
             clock.lap("processing")
@@ -332,7 +332,7 @@ async def _exchange(
             continue
     if response is None:
         raise FetchError(
-            "http.down", "the server closed the connection without answering", "processing"
+            HTTP.DOWN, "the server closed the connection without answering", "processing"
         )
     clock.lap("transfer")
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers]

@@ -33,6 +33,8 @@ GRADE_CHART = (
     (100, "A+"), (90, "A"), (85, "A-"), (80, "B+"), (70, "B"), (65, "B-"), (60, "C+"),
     (50, "C"), (45, "C-"), (40, "D+"), (30, "D"), (25, "D-"), (0, "F"),
 )  # fmt: skip
+# The letters, best first: monitor.min_grade is one of them.
+GRADES = tuple(letter for _, letter in GRADE_CHART)
 
 # Observatory's SCORE_TABLE (src/grader/charts.js): result id, score modifier, whether the test
 # counts as passed (from each src/analyzer/tests/*.js), and a short explanation of our own.

@@ -20,11 +20,21 @@ import ssl
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from portalops.monitors import defacement, exposure
+from portalops.monitors.catalogue import (
+    ALL_MODULES,
+    DNS,
+    EXPECT,
+    HEADERS,
+    HTTP,
+    PROBE,
+    TLS,
+    Code,
+    Module,
+)
 from portalops.monitors.fetch import (
     FetchError,
     Limits,
@@ -36,8 +46,8 @@ from portalops.monitors.fetch import (
     insecure_context,
     now_utc,
 )
-from portalops.monitors.findings import Finding, Severity
-from portalops.monitors.headers import Observed
+from portalops.monitors.findings import Finding
+from portalops.monitors.headers import GRADES, Observed
 from portalops.monitors.headers import grade as grade_headers
 
 log = logging.getLogger(__name__)
@@ -45,7 +55,6 @@ log = logging.getLogger(__name__)
 MAX_REDIRECTS = 10
 EXPIRY_WARNING_DAYS = 21
 EXPIRY_CRITICAL_DAYS = 7
-GRADES = ("A+", "A", "A-", "B+", "B", "B-", "C+", "C", "C-", "D+", "D", "D-", "F")
 
 # Mozilla's "intermediate" configuration (v5.7): the TLS 1.2 suites it allows, by OpenSSL name;
 # every TLS 1.3 suite is allowed.
@@ -62,19 +71,6 @@ MOZILLA_INTERMEDIATE_TLS12 = frozenset(
         "DHE-RSA-CHACHA20-POLY1305",
     }
 )
-
-
-class Module(StrEnum):
-    HTTP = "http"
-    TLS = "tls"
-    DNS = "dns"
-    HEADERS = "headers"
-    EXPOSURE = "exposure"
-    DEFACEMENT = "defacement"
-    EXPECT = "expect"
-
-
-ALL_MODULES = tuple(Module)
 
 
 @dataclass(frozen=True)
@@ -123,8 +119,9 @@ class ProbeResult:
     findings: list[Finding] = field(default_factory=list)
     home_html: str = ""  # kept for baselines; not exported
 
-    def add(self, code: str, severity: Severity, message: str, evidence: str = "") -> None:
-        self.findings.append(Finding(code, severity, message, evidence))
+    def add(self, code: Code, message: str, evidence: str = "", *, escalated: bool = False) -> None:
+        """A finding of ``code`` at the catalogue's severity (its escalated one if asked)."""
+        self.findings.append(code.finding(message, evidence, escalated=escalated))
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -173,7 +170,7 @@ async def probe(target: Target, config: ProbeConfig) -> ProbeResult:
     except Exception as exc:
         log.exception("probe of %s failed", target.url)
         result.success = False
-        result.add("probe.error", Severity.CRITICAL, f"the prober failed: {type(exc).__name__}")
+        result.add(PROBE.ERROR, f"the prober failed: {type(exc).__name__}")
     result.duration = time.monotonic() - started
     return result
 
@@ -234,16 +231,14 @@ async def _http(
             nxt = urljoin(url, location.strip())
             if nxt in chain:
                 result.add(
-                    "http.redirect_loop",
-                    Severity.CRITICAL,
+                    HTTP.REDIRECT_LOOP,
                     f"redirect loop: {' → '.join([*chain, nxt])}"[:300],
                 )
                 result.status_code = response.status
                 return None
             if len(chain) > MAX_REDIRECTS:
                 result.add(
-                    "http.redirect_loop",
-                    Severity.CRITICAL,
+                    HTTP.REDIRECT_LOOP,
                     f"more than {MAX_REDIRECTS} redirects from {chain[0]}",
                 )
                 return None
@@ -263,16 +258,14 @@ async def _http(
     )
     if not 200 <= response.status < 300:
         result.add(
-            "http.status",
-            Severity.CRITICAL,
+            HTTP.STATUS,
             f"{response.url} answered {response.status} {response.reason}",
         )
     _redirect_checks(target, chain, response, result)
     if 200 <= response.status < 300 and not _is_utf8(response):
         charset = _charset(response) or "none declared"
         result.add(
-            "http.not_utf8",
-            Severity.WARNING,
+            HTTP.NOT_UTF8,
             f"the page is not declared UTF-8 (charset: {charset}); Art. 3.1 asks for Unicode",
         )
     result.chain = chain
@@ -282,9 +275,9 @@ async def _http(
 async def _fetch_failed(
     url: str, exc: FetchError, config: ProbeConfig, result: ProbeResult
 ) -> None:
-    result.add(exc.code, Severity.CRITICAL, f"{url}: {exc.message}")
+    result.add(exc.code, f"{url}: {exc.message}")
     result.final_url = url
-    if exc.code.startswith("tls.") and exc.code != "tls.handshake":
+    if exc.code in (TLS.EXPIRED, TLS.HOSTNAME_MISMATCH, TLS.UNTRUSTED):
         # the certificate failed verification: read it anyway, for its expiry
         try:
             unverified = await fetch(
@@ -313,8 +306,7 @@ def _redirect_checks(
         host = urlsplit(final.url).hostname or ""
         if host != target.redirect_to:
             result.add(
-                "http.legacy_not_redirected",
-                Severity.WARNING,
+                HTTP.LEGACY_NOT_REDIRECTED,
                 f"legacy name {target.domain} ends at {final.url}, not at {target.redirect_to}",
             )
         return
@@ -322,8 +314,7 @@ def _redirect_checks(
         second = urlsplit(chain[1]) if len(chain) > 1 else None
         if second is None or second.scheme != "https":
             result.add(
-                "http.no_https_redirect",
-                Severity.WARNING,
+                HTTP.NO_HTTPS_REDIRECT,
                 f"{target.http_url} does not redirect to HTTPS"
                 + (f" (it answers {final.status})" if second is None else ""),
             )
@@ -434,14 +425,12 @@ async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) 
     netloc = urlsplit(https_url).netloc
     if result.legacy_tls:
         result.add(
-            "tls.legacy_protocol",
-            Severity.WARNING,
+            TLS.LEGACY_PROTOCOL,
             f"{netloc} still accepts TLS 1.0/1.1 (Mozilla intermediate: TLS 1.2+)",
         )
     if outside.cipher is not None:
         result.add(
-            "tls.weak_cipher",
-            Severity.WARNING,
+            TLS.WEAK_CIPHER,
             f"{netloc} accepts TLS 1.2 suites outside Mozilla's intermediate profile",
             evidence=f"offered only those, the server chose {outside.cipher}",
         )
@@ -454,8 +443,7 @@ async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) 
         and outside.cipher is None
     ):
         result.add(
-            "tls.weak_cipher",
-            Severity.WARNING,
+            TLS.WEAK_CIPHER,
             f"negotiated {tls.cipher}, not in Mozilla's intermediate profile",
         )
     cert = tls.cert
@@ -464,18 +452,16 @@ async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) 
             cert.key_type == "EC" and cert.key_bits < 256
         ):
             result.add(
-                "tls.weak_cipher",
-                Severity.WARNING,
+                TLS.WEAK_CIPHER,
                 f"{cert.key_type} key of {cert.key_bits} bits "
                 "(Mozilla intermediate: RSA 2048, EC 256)",
             )
         days = result.cert_days_left
         if days is not None and 0 <= days < EXPIRY_WARNING_DAYS:
-            severity = Severity.CRITICAL if days < EXPIRY_CRITICAL_DAYS else Severity.WARNING
             result.add(
-                "tls.expiring",
-                severity,
+                TLS.EXPIRING,
                 f"certificate expires in {days:.1f} days ({cert.not_after:%Y-%m-%d %H:%M}Z)",
+                escalated=days < EXPIRY_CRITICAL_DAYS,
             )
 
 
@@ -493,9 +479,7 @@ async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None
             result.addresses[name] = []
     result.dns_seconds = time.monotonic() - started
     if not result.addresses["AAAA"]:
-        result.add(
-            "dns.no_aaaa", Severity.INFO, f"{host} has no AAAA record: not reachable over IPv6"
-        )
+        result.add(DNS.NO_AAAA, f"{host} has no AAAA record: not reachable over IPv6")
         return
     # "Answers over IPv6" means an HTTP answer, not an open port: any status will do, but
     # the handshake is verified as it is over IPv4 (an IPv6 vhost with the wrong certificate
@@ -514,8 +498,7 @@ async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None
     except FetchError as exc:
         result.ipv6_reachable = False
         result.add(
-            "dns.ipv6_unreachable",
-            Severity.WARNING,
+            DNS.IPV6_UNREACHABLE,
             f"{host} has AAAA {address} but does not answer over IPv6 on port {port}",
             evidence=exc.message,
         )
@@ -524,20 +507,21 @@ async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None
 # -- headers, expectations, exposure ---------------------------------------------------------
 
 
-_HEADER_FINDINGS = {
-    "hsts-not-implemented": ("headers.hsts_missing", "no Strict-Transport-Security header"),
-    "csp-not-implemented": ("headers.csp_missing", "no Content-Security-Policy"),
-    "csp-not-implemented-but-reporting-enabled": ("headers.csp_missing", "CSP is report-only"),
+# Observatory result id -> the finding it becomes, and its message
+_HEADER_FINDINGS: dict[str, tuple[Code, str]] = {
+    "hsts-not-implemented": (HEADERS.HSTS_MISSING, "no Strict-Transport-Security header"),
+    "csp-not-implemented": (HEADERS.CSP_MISSING, "no Content-Security-Policy"),
+    "csp-not-implemented-but-reporting-enabled": (HEADERS.CSP_MISSING, "CSP is report-only"),
     "csp-implemented-with-unsafe-inline": (
-        "headers.csp_unsafe_inline",
+        HEADERS.CSP_UNSAFE_INLINE,
         "CSP allows 'unsafe-inline' scripts",
     ),
     "x-frame-options-not-implemented": (
-        "headers.xfo_missing",
+        HEADERS.XFO_MISSING,
         "no X-Frame-Options (or CSP frame-ancestors)",
     ),
     "x-content-type-options-not-implemented": (
-        "headers.xcto_missing",
+        HEADERS.XCTO_MISSING,
         "no X-Content-Type-Options: nosniff",
     ),
 }
@@ -551,11 +535,10 @@ def _headers(response: Response, html: str, result: ProbeResult, min_grade: str)
     for outcome in report.outcomes:
         if outcome.result in _HEADER_FINDINGS:
             code, message = _HEADER_FINDINGS[outcome.result]
-            result.add(code, Severity.WARNING, message, f"{outcome.result} ({outcome.modifier:+d})")
+            result.add(code, message, f"{outcome.result} ({outcome.modifier:+d})")
     if GRADES.index(report.grade) > GRADES.index(min_grade):
         result.add(
-            "headers.grade_low",
-            Severity.WARNING,
+            HEADERS.GRADE_LOW,
             f"security headers grade {report.grade} ({report.score}/100, Observatory "
             f"algorithm {report.algorithm_version}), below {min_grade}",
         )
@@ -583,7 +566,7 @@ def _expect(expect: Expect, html: str, result: ProbeResult) -> None:
     for prefix in expect.links:
         if not any(link.startswith(prefix) for link in parser.links):
             result.expect_failed += 1
-            result.add("expect.missing", Severity.WARNING, f"no link to {prefix} on the home page")
+            result.add(EXPECT.MISSING, f"no link to {prefix} on the home page")
     for selector in expect.elements:
         match = _SELECTOR.match(selector.strip().lower())
         if match is None:
@@ -594,17 +577,14 @@ def _expect(expect: Expect, html: str, result: ProbeResult) -> None:
             for t, a in parser.tags
         ):
             result.expect_failed += 1
-            result.add(
-                "expect.missing", Severity.WARNING, f"no {selector} element on the home page"
-            )
+            result.add(EXPECT.MISSING, f"no {selector} element on the home page")
     lowered = html.lower()
     for text in expect.forbidden:
         at = lowered.find(text.lower())
         if at >= 0:
             result.expect_failed += 1
             result.add(
-                "expect.forbidden",
-                Severity.CRITICAL,
+                EXPECT.FORBIDDEN,
                 f"forbidden text {text!r} on the home page",
                 html[max(0, at - 60) : at + len(text) + 60],
             )

@@ -20,10 +20,11 @@ from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput, ExitCode, OpsError
 from portalops.inventory.model import Estate
 from portalops.monitors import defacement
+from portalops.monitors.catalogue import Module
 from portalops.monitors.exporter import Sweeper, make_app, sweep
 from portalops.monitors.fetch import Limits, Resolver
 from portalops.monitors.findings import Severity, worst
-from portalops.monitors.probe import Module, ProbeConfig, ProbeResult, Target
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target
 from portalops.monitors.targets import select
 from portalops.settings import Settings
 

@@ -63,6 +63,7 @@ import pytest
 import yaml
 
 from portalops.monitors import probe as prober
+from portalops.monitors.catalogue import Module
 from portalops.monitors.config import Monitor
 from portalops.monitors.fetch import Resolver
 from portalops.monitors.headers import Observed, Report, grade
@@ -208,7 +209,7 @@ def graded_in_process(
     config = prober.ProbeConfig(
         resolver=Resolver(monitor.resolve),
         ca_file=str(sites.ca_file),
-        modules=(prober.Module.HTTP, prober.Module.HEADERS),
+        modules=(Module.HTTP, Module.HEADERS),
     )
     result = asyncio.run(prober.probe(url_target(url, monitor), config))
     assert len(seen) == 1, f"the prober graded {len(seen)} responses of {url}: {result.findings}"
