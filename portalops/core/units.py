@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+BINARY_UNITS = ("KiB", "MiB", "GiB", "TiB")
 
-def size(n: int | None) -> str:
+
+def size(n: int | None, largest: str = "TiB") -> str:
+    """``512 B``, ``3.2 MiB``: bytes in the largest binary unit (up to ``largest``) that keeps
+    the number at 1024 or more of the next smaller one; empty for None."""
     if n is None:
         return ""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    value, unit = float(n), "B"
+    for bigger in BINARY_UNITS[: BINARY_UNITS.index(largest) + 1]:
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def age(when: datetime, now: datetime | None = None) -> str:
