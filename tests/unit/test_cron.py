@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from portalops import schedule
 from portalops.backup.config import Schedule
-from portalops.cli.cron import When, all_jobs, cron_lines
 from portalops.core.errors import SourceError
+from portalops.schedule import Daemon, When, all_jobs, cron_lines
 from portalops.settings import load_settings
+from tests.fixtures.cli import run_ops
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 UTC_ZONE = ZoneInfo("Etc/UTC")
@@ -116,3 +120,82 @@ def test_schedule_defaults_and_normalised_forms(tmp_path: Path) -> None:
     path.write_text('backup:\n  schedule: {backup: "3:05", read_data: "saturday 7:45"}\n')
     schedule = load_settings(path).backup.schedule
     assert (schedule.backup, schedule.read_data, schedule.check) == ("03:05", "Sat 07:45", "05:00")
+
+
+class FakeLocalTime:
+    """A local clock whose UTC offset the test moves (a daylight-saving change), and a sleep
+    that only counts naps and stops the daemon after the last one."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self.offsets = offsets  # hours, one per nap
+        self.naps = 0
+        self.daemon: Daemon | None = None
+
+    def now(self) -> datetime:
+        hours = self.offsets[min(self.naps, len(self.offsets) - 1)]
+        return NOW.astimezone(timezone(timedelta(hours=hours)))
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds <= 1.0  # a signal must be acted on within a second
+        self.naps += 1
+        if self.naps >= len(self.offsets) and self.daemon is not None:
+            self.daemon.stop("TEST")
+
+
+def test_daemon_replans_when_the_local_offset_changes(tmp_path: Path) -> None:
+    clock = FakeLocalTime([7, 7, 8, 8])
+    jobs = [j for j in all_jobs([]) if j.role == "admin"]  # the drill is not available
+    daemon = Daemon(jobs, tmp_path / "ops.yaml", Schedule(), clock=clock.now, sleep=clock.sleep)
+    clock.daemon = daemon
+    daemon.serve()
+    assert daemon.stop_signal == "TEST"
+    assert clock.naps == 4
+    assert daemon.plans == 2  # at the start, and once when UTC+07:00 became UTC+08:00
+    assert daemon.planned_offset == timedelta(hours=8)
+    assert [j.name for j in daemon.skipped] == ["drill"]
+    # 05:00 in Ho Chi Minh City is 06:00 at UTC+08:00: the plan follows the new offset.
+    assert sorted(str(j.at_time) for j in daemon.scheduler.get_jobs()) == [
+        "05:00:00",
+        "06:00:00",
+        "07:00:00",
+    ]
+    assert daemon.runs == []
+
+
+def test_daemon_clock_must_be_aware(tmp_path: Path) -> None:
+    jobs = [j for j in all_jobs([]) if j.name == "backup"]
+    daemon = Daemon(jobs, tmp_path / "ops.yaml", Schedule(), clock=datetime.now, sleep=time.sleep)
+    with pytest.raises(ValueError, match="aware"):
+        daemon.serve()
+
+
+def test_ops_cron_in_process_with_a_fixed_clock(tmp_path: Path) -> None:
+    """The command only parses and renders: its JSON is cron_lines' for the Environment's
+    clock, and --install writes exactly that text (0644)."""
+    config = tmp_path / "ops.yaml"
+    config.write_text(
+        "backup:\n  sources:\n    - {name: web, kind: files, category: code, paths: [/srv]}\n"
+    )
+    target = tmp_path / "portal-ops"
+    argv = ("--json", "cron", "--machine-tz", "Europe/Berlin", "--file", str(target))
+    result = run_ops(*argv, config=config, clock=lambda: NOW)
+    assert result.code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    jobs = [j for j in all_jobs([]) if j.role == "writer"]
+    berlin = (ZoneInfo("Europe/Berlin"), "Europe/Berlin")
+    expected = cron_lines(jobs, config.resolve(), Schedule(), "root", berlin, NOW)
+    assert doc == {"file": str(target), "lines": expected, "installed": False}
+    assert "(UTC+01:00)" in "\n".join(expected)  # November: the clock given, not today's
+    result = run_ops("cron", "--install", "--file", str(target), config=config, clock=lambda: NOW)
+    assert result.code == 0, result.stderr
+    assert (
+        target.read_text()
+        == "\n".join(
+            cron_lines(jobs, config.resolve(), Schedule(), "root", schedule.system_zone(), NOW)
+        )
+        + "\n"
+    )
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    result = run_ops("cron", "--user", "Bad User", config=config, clock=lambda: NOW)
+    assert result.code == 2
+    assert "--user 'Bad User' is not a user name" in result.stderr
