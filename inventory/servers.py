@@ -27,6 +27,8 @@ from portalops.inventory.model import Estate, Portal, UnitKind
 MAX_DB_IDENTIFIER = 63
 DB_PREFIX = "portal_"
 SERVERS_FILE = "servers.yaml"
+# The --servers option's help, for every command that reads the servers file.
+SERVERS_HELP = "the servers file (default: servers.yaml beside the units file)"
 
 _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62})$")
 
@@ -150,6 +152,12 @@ def site_slug(estate: Estate, portal: Portal) -> str:
     suffix = "." + estate.zone
     relative = domain[: -len(suffix)] if domain.endswith(suffix) else domain
     return re.sub(r"[.-]", "_", relative.lower())
+
+
+def servers_for(estate: Estate, given: Path | None = None) -> Servers:
+    """The servers file ``given``, else the one beside the units file, validated against the
+    estate."""
+    return load_servers(given if given is not None else default_servers_path(estate.path), estate)
 
 
 def load_servers(path: Path, estate: Estate) -> Servers:

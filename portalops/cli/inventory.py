@@ -11,16 +11,13 @@ from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput
 from portalops.inventory.ansible import inventory_host, inventory_list
-from portalops.inventory.servers import Servers, default_servers_path, load_servers
-
-SERVERS_HELP = "the servers file (default: servers.yaml beside the units file)"
-
-
-def servers_for(ctx: Context, given: Path | None) -> Servers:
-    """The servers file given, else the one beside the units file, validated against the
-    estate."""
-    path = given if given is not None else default_servers_path(ctx.units_path)
-    return load_servers(path, ctx.estate)
+from portalops.inventory.servers import (
+    SERVERS_HELP,
+    Servers,
+    default_servers_path,
+    load_servers,
+    servers_for,
+)
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +91,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
             docs, [table(None, ["kind", "unit", "parent", "domains", "legacy (redirects)"], rows)]
         )
     # ansible: the script protocol prints JSON whatever --json says.
-    servers = servers_for(ctx, args.servers)
+    servers = servers_for(ctx.estate, args.servers)
     if args.list:
         return Outcome(inventory_list(servers), force_json=True)
     found = inventory_host(servers, args.host)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from portalops.cli.context import PROJECT_ROOT, Context
-from portalops.cli.inventory import SERVERS_HELP, servers_for
 from portalops.cli.output import Outcome
+from portalops.inventory.servers import SERVERS_HELP, servers_for
 from portalops.provision import (
     PlaybookFailed,
     ansible_env,
@@ -50,7 +50,7 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     # Bad units or servers files end here with FILE:LINE (exit 2), not as an inventory warning.
-    servers = servers_for(ctx, args.servers)
+    servers = servers_for(ctx.estate, args.servers)
     playbook = resolve_playbook(PROJECT_ROOT, args.playbook)
     binary = find_ansible_playbook()
     extra = list(args.ansible_args)
