@@ -18,11 +18,13 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from portalops.core.errors import BadInput
 from portalops.monitors import defacement, exposure
 from portalops.monitors.catalogue import (
     ALL_MODULES,
@@ -35,6 +37,7 @@ from portalops.monitors.catalogue import (
     Code,
     Module,
 )
+from portalops.monitors.config import Monitor
 from portalops.monitors.fetch import (
     FetchError,
     Limits,
@@ -46,7 +49,7 @@ from portalops.monitors.fetch import (
     insecure_context,
     now_utc,
 )
-from portalops.monitors.findings import Finding
+from portalops.monitors.findings import Finding, Severity, worst
 from portalops.monitors.headers import GRADES, Observed
 from portalops.monitors.headers import grade as grade_headers
 
@@ -123,6 +126,11 @@ class ProbeResult:
         """A finding of ``code`` at the catalogue's severity (its escalated one if asked)."""
         self.findings.append(code.finding(message, evidence, escalated=escalated))
 
+    @property
+    def failing(self) -> bool:
+        """Down, or a finding of severity warning or critical: ``ops monitor check`` exits 1."""
+        return not self.success or worst(self.findings) in (Severity.CRITICAL, Severity.WARNING)
+
     def to_json(self) -> dict[str, object]:
         return {
             "target": self.target.url,
@@ -156,6 +164,28 @@ class ProbeConfig:
     min_grade: str = "B"
     baselines: dict[str, defacement.Baseline] = field(default_factory=dict)  # by domain
     drift_threshold: float = 0.5
+
+
+def configure(
+    monitor: Monitor,
+    baselines: dict[str, defacement.Baseline],
+    modules: Sequence[str] | None = None,
+) -> ProbeConfig:
+    """The ProbeConfig for the ``monitor`` section: ``modules`` (names) replace
+    ``monitor.modules`` when given; BadInput for a ``monitor.resolve`` pin that will not do."""
+    try:
+        resolver = Resolver(monitor.resolve)
+    except ValueError as exc:
+        raise BadInput(f"monitor.resolve: {exc}") from None
+    return ProbeConfig(
+        resolver=resolver,
+        ca_file=str(monitor.ca_file) if monitor.ca_file else None,
+        limits=Limits(timeout=monitor.timeout),
+        modules=tuple(Module(m) for m in (modules or monitor.modules)),
+        min_grade=monitor.min_grade,
+        baselines=baselines,
+        drift_threshold=monitor.drift_threshold,
+    )
 
 
 async def probe(target: Target, config: ProbeConfig) -> ProbeResult:

@@ -5,26 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
-from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput, ExitCode, OpsError
 from portalops.inventory.model import Estate
-from portalops.monitors import defacement
+from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
 from portalops.monitors.exporter import Sweeper, make_app, sweep
-from portalops.monitors.fetch import Limits, Resolver
-from portalops.monitors.findings import Severity, worst
-from portalops.monitors.probe import ProbeConfig, ProbeResult, Target
+from portalops.monitors.findings import Severity
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, configure
 from portalops.monitors.targets import select
 from portalops.settings import Settings
 
@@ -64,37 +59,8 @@ def _estate(ctx: Context) -> Estate | None:
         return None  # no units file: URL targets only
 
 
-def baselines_path(settings: Settings) -> Path:
-    return settings.state_dir / "monitor" / "baselines.json"
-
-
-def load_baselines(settings: Settings) -> dict[str, defacement.Baseline]:
-    path = baselines_path(settings)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: cannot read the baselines ({exc}); take them again with "
-                       "ops monitor baseline") from None  # fmt: skip
-    return {domain: defacement.Baseline.from_json(item) for domain, item in doc.items()}
-
-
 def probe_config(settings: Settings, modules: list[str] | None = None) -> ProbeConfig:
-    monitor = settings.monitor
-    try:
-        resolver = Resolver(monitor.resolve)
-    except ValueError as exc:
-        raise BadInput(f"monitor.resolve: {exc}") from None
-    return ProbeConfig(
-        resolver=resolver,
-        ca_file=str(monitor.ca_file) if monitor.ca_file else None,
-        limits=Limits(timeout=monitor.timeout),
-        modules=tuple(Module(m) for m in (modules or monitor.modules)),
-        min_grade=monitor.min_grade,
-        baselines=load_baselines(settings),
-        drift_threshold=monitor.drift_threshold,
-    )
+    return configure(settings.monitor, load_baselines(settings.state_dir), modules)
 
 
 def _targets(ctx: Context, wanted: list[str]) -> list[Target]:
@@ -125,11 +91,7 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, args.module)
     results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
-    failing = [
-        r
-        for r in results
-        if not r.success or worst(r.findings) in (Severity.CRITICAL, Severity.WARNING)
-    ]
+    failing = [r for r in results if r.failing]
     human: list[Any] = [
         table(
             None,
@@ -160,20 +122,9 @@ def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, ["http"])
     results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
-    stored = load_baselines(ctx.settings)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    taken, skipped = [], []
-    for r in results:
-        if r.success and r.home_html:
-            stored[r.target.domain] = defacement.Baseline.take(r.final_url, r.home_html, now)
-            taken.append(r.target.domain)
-        else:
-            reason = "; ".join(f.message for f in r.findings) or f"status {r.status_code}"
-            skipped.append((r.target.domain, reason))
-    path = baselines_path(ctx.settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {domain: b.to_json() for domain, b in sorted(stored.items())}
-    write_atomic(path, json.dumps(doc, ensure_ascii=False, indent=1).encode())
+    now = ctx.env.now().isoformat(timespec="seconds")
+    done = refresh(ctx.settings.state_dir, results, now)
+    taken, skipped, path = done.taken, done.skipped, done.file
     human: list[Any] = [f"baselines taken for {len(taken)} home pages into {path}"]
     human += [f"not taken: {domain}: {reason}" for domain, reason in skipped]
     return Outcome(
