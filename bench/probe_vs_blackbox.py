@@ -440,7 +440,13 @@ class Bench:
             f"{LOOPBACK} localhost\n" + "".join(f"{LOOPBACK} {n}\n" for n in self.names)
         )
         log(f"issuing certificates (RSA-2048 root, intermediate, leaf *.{ZONE}) ...")
-        from tests.fixtures.pki import ThrowawayPKI  # noqa: PLC0415 - needs REPO_ROOT on path
+        try:  # the wrapper bench/probe_vs_blackbox puts the repository on PYTHONPATH
+            from tests.fixtures.pki import ThrowawayPKI  # noqa: PLC0415 - only when run
+        except ImportError as exc:
+            raise CannotRun(
+                f"cannot import the test PKI ({exc}): run bench/probe_vs_blackbox, or set "
+                f"PYTHONPATH={REPO_ROOT}"
+            ) from None
 
         (work / "pki").mkdir()
         self.pki = ThrowawayPKI(work / "pki", common_name="portal-ops bench Root CA")
@@ -1046,8 +1052,6 @@ def workdir(keep: bool) -> Iterator[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # tests.fixtures.pki
     hosts_before = sha256_file(Path("/etc/hosts"))
     try:
         find_tools(args)
