@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from portalops.cli.context import PROJECT_ROOT
+from tests.fixtures.paths import PROJECT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,9 +22,9 @@ BIN = Path(sys.executable).parent
 LINTED = ["playbooks", "inventory/group_vars"]
 
 
-def _run(argv: list[str], cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], cwd: Path = PROJECT) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(PROJECT_ROOT / "ansible.cfg")
+    env["ANSIBLE_CONFIG"] = str(PROJECT / "ansible.cfg")
     env["NO_COLOR"] = "1"
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(
@@ -33,10 +33,10 @@ def _run(argv: list[str], cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProce
 
 
 def test_roles_are_there() -> None:
-    roles = sorted(p.name for p in (PROJECT_ROOT / "playbooks/roles").iterdir() if p.is_dir())
+    roles = sorted(p.name for p in (PROJECT / "playbooks/roles").iterdir() if p.is_dir())
     assert "common" in roles
     for role in roles:
-        base = PROJECT_ROOT / "playbooks/roles" / role
+        base = PROJECT / "playbooks/roles" / role
         assert (base / "tasks/main.yml").is_file(), role
         assert (base / "meta/argument_specs.yml").is_file(), f"{role}: no meta/argument_specs.yml"
 
@@ -75,7 +75,7 @@ def test_ansible_lint_catches_what_the_profile_forbids(tmp_path: Path) -> None:
             str(BIN / "ansible-lint"),
             "--nocolor",
             "-c",
-            str(PROJECT_ROOT / ".ansible-lint"),
+            str(PROJECT / ".ansible-lint"),
             "bad.yml",
         ],
         cwd=tmp_path,

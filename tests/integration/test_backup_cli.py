@@ -10,17 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.cli import Result
 
 pytestmark = pytest.mark.integration
 
 
-def assert_clean_failure(result: object, code: int, *needles: str) -> None:
-    returncode = result.returncode  # type: ignore[attr-defined]
-    stderr = result.stderr  # type: ignore[attr-defined]
-    assert returncode == code, (returncode, stderr)
-    assert "Traceback" not in stderr
+def assert_clean_failure(result: Result, code: int, *needles: str) -> None:
+    assert result.code == code, (result.code, result.stderr)
+    assert "Traceback" not in result.stderr
     for needle in needles:
-        assert needle in stderr, (needle, stderr)
+        assert needle in result.stderr, (needle, result.stderr)
 
 
 def test_keygen_writes_private_files_and_never_overwrites(local_backup_env: BackupEnv) -> None:

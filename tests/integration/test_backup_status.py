@@ -1,5 +1,6 @@
 """After ``ops backup run``: the status file, the Prometheus metrics rendered from it, and the
-host-wide run lock, all through the real CLI on a local repository."""
+host-wide run lock, all through the real CLI (in-process, see BackupEnv.ops) on a local
+repository; the lock holders that must die without cleaning up are real processes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portalops.backup.jobs.status import FAMILIES, METRICS_NAME, STATUS_NAME
 from portalops.core.runlock import LOCK_NAME, run_lock
-from tests.fixtures.backup_env import PROJECT, BackupEnv
+from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.paths import PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +200,8 @@ def test_a_killed_run_does_not_block_the_next(local_backup_env: BackupEnv, tmp_p
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from portalops.runlock import run_lock\n"
+            "import sys, time; from pathlib import Path\n"
+            "from portalops.core.runlock import run_lock\n"
             "with run_lock(Path(sys.argv[1]), 'ops backup run'):\n"
             "    print('locked', flush=True); time.sleep(600)\n",
             str(lock),

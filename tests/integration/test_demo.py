@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.fixtures.cli import run_ops
+from tests.fixtures.paths import OPS_PY
 
-PROJECT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 
 def test_demo_backs_up_twice_and_drills(tmp_path: Path) -> None:
+    # A real process: the demo prints its steps to sys.stdout as they run, and its drill
+    # restores through a forkserver pool that would outlive an in-process call.
     demo = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, str(PROJECT / "ops.py"), "--json", "demo", "--dir", str(demo)],
+        [sys.executable, str(OPS_PY), "--json", "demo", "--dir", str(demo)],
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -38,7 +41,7 @@ def test_demo_backs_up_twice_and_drills(tmp_path: Path) -> None:
     assert not list(Path(tempfile.gettempdir()).glob("portal-ops-drill-*"))
     # Run again: the directory is recreated, not refused.
     again = subprocess.run(
-        [sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(demo)],
+        [sys.executable, str(OPS_PY), "demo", "--dir", str(demo)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
@@ -49,10 +52,7 @@ def test_demo_refuses_a_directory_that_is_not_a_demo(tmp_path: Path) -> None:
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "data.txt").write_text("do not delete")
-    done = subprocess.run(
-        [sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(precious)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_ops("demo", "--dir", str(precious))
     assert done.returncode == 2
     assert "not a portal-ops demo directory" in done.stderr
     assert (precious / "data.txt").read_text() == "do not delete"

@@ -36,6 +36,7 @@ from tests.fixtures.monitoring_stack import (
     running_prometheus,
     wait_for_samples,
 )
+from tests.fixtures.paths import OPS_PY, PROJECT
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import (
     free_port,
@@ -49,7 +50,6 @@ from tests.fixtures.procs import (
 
 pytestmark = pytest.mark.integration
 
-PROJECT = Path(__file__).resolve().parents[2]
 GRAFANA = PROJECT / "config" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "portal-ops.yml"
@@ -337,14 +337,14 @@ def stack(portal_sites: PortalSites) -> Iterator[Stack]:
     every second, once every series the dashboards read is there."""
     with temp_dir("dashboards") as root:
         demo = root / "demo"
-        run([sys.executable, str(PROJECT / "ops.py"), "demo", "--dir", str(demo)],
+        run([sys.executable, str(OPS_PY), "demo", "--dir", str(demo)],
             what="ops demo (backups and a drill, for their metrics)", timeout=300)  # fmt: skip
         textfiles = demo / "metrics"
         assert {p.name for p in textfiles.glob("*.prom")} == {
             "portal_ops_backup.prom",
             "portal_ops_drill.prom",
         }
-        ops = [sys.executable, str(PROJECT / "ops.py"), "--config",
+        ops = [sys.executable, str(OPS_PY), "--config",
                str(_write_monitor_config(root, portal_sites))]  # fmt: skip
         _take_baselines(ops, portal_sites)
         port, log = free_port(), root / "exporter.log"

@@ -24,7 +24,8 @@ import pytest
 import yaml
 import zstandard
 
-from tests.fixtures.backup_env import PROJECT, BackupEnv, s3_backup_env
+from tests.fixtures.backup_env import BackupEnv, s3_backup_env
+from tests.fixtures.paths import OPS_PY
 from tests.hostile.forge import Blob, Forger
 from tests.hostile.genuine import FILES, assert_no_internal_error, files_under, genuine_backup
 
@@ -68,7 +69,7 @@ def ops(env: BackupEnv, *args: str) -> subprocess.CompletedProcess[str]:
     peak_file = env.root / "peak.kib"
     peak_file.unlink(missing_ok=True)
     result = subprocess.run(
-        [sys.executable, "-c", _PEAK_RUNNER, str(PROJECT / "ops.py"),
+        [sys.executable, "-c", _PEAK_RUNNER, str(OPS_PY),
          "--config", str(env.config), *args],
         capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, **env.env, "OPS_PEAK_FILE": str(peak_file)},

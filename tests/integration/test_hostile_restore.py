@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.backup_env import PROJECT, BackupEnv
+from tests.fixtures.backup_env import PROJECT, BackupEnv, Result
 from tests.hostile.forge import Blob, Forger
 from tests.hostile.genuine import FILES, an_hour_ago, files_under, forged_id, genuine_backup
 
@@ -61,7 +61,7 @@ def listing(root: Path, skip: Path | None = None) -> dict[str, object]:
 
 def restore(
     env: BackupEnv, snapshot: str, target: Path, *extra: str, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
+) -> Result:
     result = env.ops(
         "backup", "restore", snapshot, "--target", str(target), *extra, timeout=timeout
     )

@@ -22,12 +22,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.hostile import HostileServers
+from tests.fixtures.paths import PROJECT
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import free_port
 
 pytestmark = pytest.mark.integration
 
-PROJECT = Path(__file__).resolve().parents[2]
 NOTABLE = ("critical", "warning")
 
 

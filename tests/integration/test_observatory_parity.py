@@ -68,12 +68,12 @@ from portalops.monitors.config import Monitor
 from portalops.monitors.fetch import Resolver
 from portalops.monitors.headers import Observed, Report, grade
 from portalops.monitors.targets import url_target
+from tests.fixtures.paths import PROJECT
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import log_tail, require_binary
 
 pytestmark = pytest.mark.integration
 
-PROJECT = Path(__file__).resolve().parents[2]
 SCANNER = PROJECT / "tests" / "observatory"
 PACKAGE = "@mdn/mdn-http-observatory"
 INSTALL = "npm ci --prefix tests/observatory --ignore-scripts"

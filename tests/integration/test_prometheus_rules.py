@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import require_binary
 
 pytestmark = pytest.mark.integration
 
-PROJECT = Path(__file__).resolve().parents[2]
 PROMETHEUS = PROJECT / "config" / "prometheus"
 CONFIG = PROMETHEUS / "prometheus.yml"
 RULES = PROMETHEUS / "rules" / "portal-ops.rules.yml"

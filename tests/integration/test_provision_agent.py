@@ -18,8 +18,6 @@ backup at night. The files under /opt/portal-ops and /etc/portal-ops stay (inert
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,8 +28,9 @@ from typing import Any
 
 import pytest
 
-from portalops.cli.context import PROJECT_ROOT
 from tests.fixtures.ansible_host import TEST_HOST, Converge, Recap
+from tests.fixtures.cli import run_ops
+from tests.fixtures.paths import PROJECT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,11 +83,8 @@ class Agent:
 
 def _keygen(work: Path) -> tuple[Path, Path]:
     identity, writer = work / "identity.txt", work / "writer.key"
-    subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "ops.py"), "backup", "keygen",
-         "--identity", str(identity), "--writer-key", str(writer)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    made = run_ops("backup", "keygen", "--identity", str(identity), "--writer-key", str(writer))
+    assert made.code == 0, made.stderr
     return identity, writer
 
 
@@ -363,7 +359,7 @@ def test_grafana_provisioning_files(agent: Agent, monitoring_converged: Recap) -
     host = agent.host
     for kind in ("datasources", "dashboards"):
         assert host.file(f"/etc/grafana/provisioning/{kind}/portal-ops.yml").is_file
-    dashboards = sorted(p.name for p in (PROJECT_ROOT / "config/grafana/dashboards").iterdir())
+    dashboards = sorted(p.name for p in (PROJECT / "config/grafana/dashboards").iterdir())
     for name in dashboards:
         assert host.file(f"/var/lib/grafana/dashboards/portal-ops/{name}").is_file
 

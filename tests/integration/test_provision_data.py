@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from portalops.cli.context import PROJECT_ROOT
 from tests.fixtures.ansible_host import (
     TEST_HOST,
     VAULT_FILE,
@@ -30,6 +28,8 @@ from tests.fixtures.ansible_host import (
     Recap,
     converge_context,
 )
+from tests.fixtures.cli import run_ops
+from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import free_port, require_binary, require_module, run, wait_until
 from tests.fixtures.sshd import SSHServer
 
@@ -148,21 +148,12 @@ class _Snapshot:
 
 def estate_hostvars(converge: Converge) -> dict[str, Any]:
     """``testhost``'s variables as the inventory script derives them from the estate copy."""
-    out = run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "ops.py"),
-            "--units",
-            str(converge.units),
-            "inventory",
-            "ansible",
-            "--servers",
-            str(converge.servers),
-            "--list",
-        ],
-        what="ops inventory ansible --list",
-    )
-    hostvars: dict[str, Any] = json.loads(out)["_meta"]["hostvars"][TEST_HOST]
+    listed = run_ops(
+        "--units", str(converge.units),
+        "inventory", "ansible", "--servers", str(converge.servers), "--list",
+    )  # fmt: skip
+    assert listed.code == 0, f"ops inventory ansible --list: {listed.stderr}"
+    hostvars: dict[str, Any] = json.loads(listed.stdout)["_meta"]["hostvars"][TEST_HOST]
     return hostvars
 
 
@@ -170,7 +161,7 @@ def vault_passwords() -> dict[str, str]:
     """The throwaway passwords, decrypted the way an operator would look at them."""
     out = run(
         [
-            str(PROJECT_ROOT / ".venv" / "bin" / "ansible-vault"),
+            str(PROJECT / ".venv" / "bin" / "ansible-vault"),
             "view",
             "--vault-password-file",
             str(VAULT_PASSWORD_FILE),
@@ -457,7 +448,7 @@ def _line_diff(old: str, new: str) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def mariadb_estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test servers file with MariaDB as the portals' engine."""
-    servers = yaml.safe_load((PROJECT_ROOT / "tests/fixtures/provision/servers.yaml").read_text())
+    servers = yaml.safe_load((PROJECT / "tests/fixtures/provision/servers.yaml").read_text())
     for server in servers["servers"]:
         server["database"] = "mariadb"
     path = tmp_path_factory.mktemp("mariadb-estate") / "servers.yaml"

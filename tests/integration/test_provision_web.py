@@ -19,7 +19,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from portalops.cli.context import PROJECT_ROOT
 from portalops.inventory.model import load_estate
 from tests.fixtures.ansible_host import TEST_HOST, Converge, Recap
+from tests.fixtures.cli import run_ops
 from tests.fixtures.pebble import PebbleACME, pebble_context
 from tests.fixtures.pki import ThrowawayPKI
 from tests.fixtures.procs import LOOPBACK, require_binary, wait_until
@@ -186,10 +185,8 @@ def monitor_check(workdir: Path, units: Path, acme: PebbleACME, names: list[str]
         ),
         encoding="utf-8",
     )
-    argv = [sys.executable, str(PROJECT_ROOT / "ops.py"), "--config", str(config),
-            "--units", str(units), "--json", "monitor", "check"]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode in (0, 1), f"ops monitor check: {done.stderr[-2000:]}"
+    done = run_ops("--units", str(units), "--json", "monitor", "check", config=config)
+    assert done.code in (0, 1), f"ops monitor check: {done.stderr[-2000:]}"
     return json.loads(done.stdout)
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from portalops.core.errors import BadInput
 from portalops.inventory.model import load_estate
 from portalops.monitors.config import Monitor, MonitorExpect
 from portalops.monitors.targets import estate_targets, select, url_target
+from tests.fixtures.paths import PROJECT
 
-PROJECT = Path(__file__).resolve().parents[2]
 PHUTHO = PROJECT / "inventory" / "examples" / "phutho-2025.yaml"
 
 

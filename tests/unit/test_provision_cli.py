@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from portalops.cli.context import PROJECT_ROOT
-from portalops.cli.main import main
 from portalops.core.errors import BadInput
 from portalops.provision import HostRecap, parse_recap, resolve_playbook
+from tests.fixtures.cli import run_ops
+from tests.fixtures.paths import OPS_PY, PROJECT
 
-OPS = [sys.executable, str(PROJECT_ROOT / "ops.py")]
-FIXTURES = PROJECT_ROOT / "tests/fixtures/provision"
+FIXTURES = PROJECT / "tests/fixtures/provision"
 
 RECAP = """\
 PLAY [Common] ******************************************************************
@@ -51,12 +50,12 @@ def test_parse_recap() -> None:
 
 
 def test_resolve_playbook() -> None:
-    playbooks = PROJECT_ROOT / "playbooks"
-    assert resolve_playbook(PROJECT_ROOT, None) == playbooks / "site.yml"
-    assert resolve_playbook(PROJECT_ROOT, "common") == playbooks / "common.yml"
-    assert resolve_playbook(PROJECT_ROOT, "common.yml") == playbooks / "common.yml"
+    playbooks = PROJECT / "playbooks"
+    assert resolve_playbook(PROJECT, None) == playbooks / "site.yml"
+    assert resolve_playbook(PROJECT, "common") == playbooks / "common.yml"
+    assert resolve_playbook(PROJECT, "common.yml") == playbooks / "common.yml"
     with pytest.raises(BadInput, match=r"no such playbook; the playbooks are: .*common"):
-        resolve_playbook(PROJECT_ROOT, "nope")
+        resolve_playbook(PROJECT, "nope")
 
 
 def _provision(*args: str) -> list[str]:
@@ -70,30 +69,28 @@ def _provision(*args: str) -> list[str]:
     ]
 
 
-def test_missing_ansible_playbook_exits_3(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_ansible_playbook_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert main(_provision("--playbook", "common")) == 3
-    err = capsys.readouterr().err
-    assert "ansible-playbook not found" in err
-    assert "scripts/setup-python dev" in err
+    result = run_ops(*_provision("--playbook", "common"))
+    assert result.code == 3
+    assert "ansible-playbook not found" in result.stderr
+    assert "scripts/setup-python dev" in result.stderr
 
 
-def test_unknown_playbook_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(_provision("--playbook", "frobnicate")) == 2
-    assert "frobnicate.yml: no such playbook" in capsys.readouterr().err
+def test_unknown_playbook_exits_2() -> None:
+    result = run_ops(*_provision("--playbook", "frobnicate"))
+    assert result.code == 2
+    assert "frobnicate.yml: no such playbook" in result.stderr
 
 
-def test_bad_servers_file_exits_2_before_ansible_runs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_servers_file_exits_2_before_ansible_runs(tmp_path: Path) -> None:
     servers = tmp_path / "servers.yaml"
     servers.write_text("servers:\n  - {name: a, address: nowhere, roles: [web]}\n")
     argv = ["--units", str(FIXTURES / "units.yaml"), "provision", "--servers", str(servers)]
-    assert main(argv) == 2
-    assert f"{servers}:2: servers[0].address" in capsys.readouterr().err
+    result = run_ops(*argv)
+    assert result.code == 2
+    assert f"{servers}:2: servers[0].address" in result.stderr
 
 
 def test_unreachable_host_exits_with_ansible_playbooks_code(tmp_path: Path) -> None:
@@ -115,8 +112,14 @@ def test_unreachable_host_exits_with_ansible_playbooks_code(tmp_path: Path) -> N
             }
         )
     )
+    # A real process: the run needs a bare environment (PATH, HOME) for ansible-playbook, and
+    # ops provision still streams ansible's output to sys.stdout, not the Environment's.
     result = subprocess.run(
-        [*OPS, *_provision("--playbook", "common", "--check", "--", "-i", str(overrides))],
+        [
+            sys.executable,
+            str(OPS_PY),
+            *_provision("--playbook", "common", "--check", "--", "-i", str(overrides)),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
