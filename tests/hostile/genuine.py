@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.fixtures.backup_env import BackupEnv
+from tests.hostile.forge import Forger
 
 FILES = {
     "index.html": "<h1>Cổng thông tin điện tử xã Đạo Trù</h1>\n".encode(),
@@ -45,3 +46,27 @@ def an_hour_ago() -> datetime:
 def assert_no_internal_error(text: str) -> None:
     assert "Traceback" not in text, text
     assert "internal error" not in text, text
+
+
+def restored_files(env: BackupEnv, target: Path, snapshot: str = "latest") -> dict[str, bytes]:
+    """Restore ``snapshot`` (default: the latest of ``webroot``) and read the webroot back."""
+    args = ["backup", "restore", snapshot, "--target", str(target)]
+    if snapshot == "latest":
+        args += ["--source", "webroot"]
+    env.ops(*args, check=True)
+    [root] = [p for p in target.rglob("www") if p.is_dir()]
+    return files_under(root)
+
+
+def forger(env: BackupEnv) -> Forger:
+    """An attacker holding this environment's writer key and write access to its store."""
+    return Forger(env.writer_key, env.write_object)
+
+
+def genuine_index_records(env: BackupEnv) -> list[dict[str, object]]:
+    """Every pack record of the index objects in the store (before any forgery)."""
+    return [
+        record
+        for key in env.object_keys("index/")
+        for record in Forger.read_index(env.read_object(key))
+    ]

@@ -15,8 +15,15 @@ import pytest
 
 from tests.fixtures.backup_env import BackupEnv
 from tests.hostile.forge import Forger
-from tests.hostile.genuine import FILES, assert_no_internal_error, forged_id, genuine_backup
-from tests.integration.test_hostile_retention import forger, genuine_index_records, restored_files
+from tests.hostile.genuine import (
+    FILES,
+    assert_no_internal_error,
+    forged_id,
+    forger,
+    genuine_backup,
+    genuine_index_records,
+    restored_files,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -15,31 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.backup_env import BackupEnv
-from tests.hostile.forge import Blob, Forger
-from tests.hostile.genuine import FILES, files_under, genuine_backup
+from tests.hostile.forge import Blob
+from tests.hostile.genuine import (
+    FILES,
+    forger,
+    genuine_backup,
+    genuine_index_records,
+    restored_files,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def restored_files(env: BackupEnv, target: Path, snapshot: str = "latest") -> dict[str, bytes]:
-    args = ["backup", "restore", snapshot, "--target", str(target)]
-    if snapshot == "latest":
-        args += ["--source", "webroot"]
-    env.ops(*args, check=True)
-    [root] = [p for p in target.rglob("www") if p.is_dir()]
-    return files_under(root)
-
-
-def forger(env: BackupEnv) -> Forger:
-    return Forger(env.writer_key, env.write_object)
-
-
-def genuine_index_records(env: BackupEnv) -> list[dict[str, object]]:
-    return [
-        record
-        for key in env.object_keys("index/")
-        for record in Forger.read_index(env.read_object(key))
-    ]
 
 
 def test_forty_future_dated_snapshots_are_never_latest_counted_or_drilled(
