@@ -261,6 +261,23 @@ def test_main_writes_only_to_the_environments_streams(
     assert capfd.readouterr() == ("", "")
 
 
+def test_progress_bars_only_on_a_terminal_stderr(
+    local_backup_env: BackupEnv, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A person at a terminal sees a bar per source; cron mail and pipes see nothing."""
+    _one_source(local_backup_env, tmp_path)
+    argv = ["--config", str(local_backup_env.config), "backup", "run"]
+    for tty in (False, True):
+        out, err = io.StringIO(), io.StringIO()
+        # TTY_COMPATIBLE: rich draws on a StringIO as it would on a terminal
+        environ = {"TERM": "xterm", "TTY_COMPATIBLE": "1"}
+        env = Environment(stdout=out, stderr=err, stderr_is_tty=tty, environ=environ)
+        assert main(argv, env) == 0, err.getvalue()
+        assert ("site → main" in err.getvalue()) is tty, err.getvalue()
+        assert "site → main" not in out.getvalue()
+    assert capfd.readouterr() == ("", "")
+
+
 # -- real processes ------------------------------------------------------------------------
 
 
