@@ -27,37 +27,17 @@ user)."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-import psycopg
-import pymysql
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-from portalops.backup.engines.clients import (
-    MARIADB_LOAD_OPTIONS,
-    load_sql,
-    open_dump,
-    psql_restricted,
-)
-from portalops.backup.engines.scratch import ScratchServerError, run_tool
-from portalops.backup.jobs.drill_db import (
-    DB_ERRORS,
-    LOAD_TIMEOUT,
-    db_name,
-    recorded_databases,
-    verify_mariadb,
-    verify_postgres,
-)
+from portalops.backup.engines import mariadb, postgres
+from portalops.backup.engines.clients import load_sql
+from portalops.backup.engines.drills import LOAD_TIMEOUT, db_name, recorded_databases
+from portalops.backup.engines.scratch import ScratchServerError
 from portalops.backup.repo.snapshot import Snapshot
 from portalops.core.errors import BadInput, ExitCode, OpsError
-
-CONNECT_TIMEOUT = 30
 
 
 class RestoreFailed(OpsError):
@@ -82,10 +62,10 @@ class DatabaseRestore:
 
 def engine_of(restored: Path) -> str:
     """``postgres`` or ``mariadb``, from the files a database snapshot holds."""
-    if any(restored.glob("*.dump")):
-        return "postgres"
-    if any(p.name != "users.sql" for p in restored.glob("*.sql")):
-        return "mariadb"
+    if any(restored.glob(f"*{postgres.SUFFIX}")):
+        return postgres.NAME
+    if any(p.name != mariadb.USERS for p in restored.glob(f"*{mariadb.SUFFIX}")):
+        return mariadb.NAME
     raise BadInput(
         "the snapshot holds no database dump (*.dump or *.sql): it is not a database source's"
     )
@@ -108,9 +88,11 @@ def restore_to_database(
     links = sorted(p.name for p in restored.iterdir() if not stat.S_ISREG(p.lstat().st_mode))
     if links:
         raise NotADump(snapshot.source, ", ".join(links))
-    suffix = ".dump" if engine == "postgres" else ".sql"
+    suffix = postgres.SUFFIX if engine == postgres.NAME else mariadb.SUFFIX
     dumps = {
-        db_name(p, suffix): p for p in sorted(restored.glob(f"*{suffix}")) if p.name != "users.sql"
+        db_name(p, suffix): p
+        for p in sorted(restored.glob(f"*{suffix}"))
+        if p.name != mariadb.USERS
     }
     selected = list(only) if only else sorted(dumps)
     unknown = [db for db in selected if db not in dumps]
@@ -123,27 +105,12 @@ def restore_to_database(
         raise BadInput("--as renames one database: choose it with --database")
     plan = {db: rename or db for db in selected}
     chosen = {db: dumps[db] for db in selected}
-    if engine == "postgres":
+    if engine == postgres.NAME:
         return _postgres(restored, snapshot, dsn, chosen, plan, pg_bin_dir)
     return _mariadb(restored, snapshot, dsn, chosen, plan, defaults_file)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
-
-
-def _pg_program(name: str, bin_dir: Path | None) -> str:
-    if bin_dir is not None:
-        return str(bin_dir / name)
-    versions = sorted(
-        (p for p in Path("/usr/lib/postgresql").glob(f"*/bin/{name}") if p.parts[-3].isdigit()),
-        key=lambda p: int(p.parts[-3]),
-    )
-    if versions:  # the newest reads every older dump; Debian's /usr/bin wrapper may not
-        return str(versions[-1])
-    found = shutil.which(name)
-    if found is None:
-        raise BadInput(f"{name} not found: install the Debian package postgresql-client-15")
-    return found
 
 
 def _postgres(
@@ -154,67 +121,46 @@ def _postgres(
     plan: dict[str, str],
     bin_dir: Path | None,
 ) -> DatabaseRestore:
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise BadInput(f"--to-database: not a libpq connection string: {exc}") from None
-    if "password" in params:
-        raise BadInput("--to-database: the DSN holds a password; put it in a 0600 PGPASSFILE")
-    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
-    maintenance = str(params.get("dbname") or "postgres")
+    params = postgres.parse_dsn(dsn, "--to-database")
+    params.setdefault("connect_timeout", postgres.CONNECT_TIMEOUT)
     where = f"postgres {params.get('host') or 'local socket'}:{params.get('port') or 5432}"
-    report = DatabaseRestore("PostgreSQL", where)
-
-    def conninfo(db: str) -> str:
-        return make_conninfo("", **{**params, "dbname": db})
-
-    # libpq's PG* variables would override nothing the DSN sets, but could add to it
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PG") or k in ("PGPASSFILE", "PGPASSWORD")
-    }
+    report = DatabaseRestore(postgres.TITLE, where)
+    server = postgres.Server(
+        params,
+        postgres.client_env(("PGPASSFILE", "PGPASSWORD")),
+        lambda name: postgres.program(name, bin_dir),
+    )
     try:
-        with psycopg.connect(conninfo(maintenance), autocommit=True) as conn:
-            rows = conn.execute("SELECT datname FROM pg_database").fetchall()
-    except psycopg.Error as exc:
+        with server.connect(server.maintenance) as conn:
+            existing = postgres.databases(conn)
+    except postgres.errors() as exc:
         raise RestoreFailed(f"cannot connect to {where}: {' '.join(str(exc).split())}") from None
-    _refuse_existing({str(r[0]) for r in rows}, plan, where)
+    _refuse_existing(existing, plan, where)
     globals_sql = restored / "globals.sql"
     if os.path.lexists(globals_sql):
-        loaded = load_sql(
-            psql_restricted(_pg_program("psql", bin_dir), conninfo(maintenance)), globals_sql,
-            what="psql globals.sql", timeout=LOAD_TIMEOUT, env=env, strict=False,
-        )  # fmt: skip
+        loaded = load_sql(postgres.globals_client(server), globals_sql, what="psql globals.sql",
+                          timeout=LOAD_TIMEOUT, env=server.env, strict=False)  # fmt: skip
         report.problems += loaded.refused
         report.warnings += [
             f"globals.sql: {line.split('ERROR:', 1)[1].strip()} (left as it is)"
             for line in loaded.stderr.splitlines()
             if "ERROR:" in line
         ]
-    restore_program = _pg_program("pg_restore", bin_dir)
+    server.program("pg_restore")  # found before the first database is created
     for db, dump in dumps.items():
         name = plan[db]
-        if name == db:  # --create: the database comes back with its owner, encoding, locale
-            argv = [restore_program, "--create", "--exit-on-error", "--no-password",
-                    "-d", conninfo(maintenance)]  # fmt: skip
-        else:
-            with psycopg.connect(conninfo(maintenance), autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
-                )
-            argv = [restore_program, "--exit-on-error", "--no-password", "-d", conninfo(name)]
+        create = name == db  # the database comes back with its owner, encoding, locale
+        if not create:
+            postgres.create_database(server, name)
         try:
-            with open_dump(dump) as handle:  # the archive on stdin: a file, so seekable
-                run_tool(argv, what=f"pg_restore of {dump.name}", timeout=LOAD_TIMEOUT,
-                         env=env, stdin=handle)  # fmt: skip
+            postgres.load(server, dump, name, create=create)
         except ScratchServerError as exc:
             raise RestoreFailed(f"{exc}; database {name} on {where} is incomplete") from None
         report.databases[db] = name
         record = _record(snapshot, db, report)
         if record is not None:
-            with psycopg.connect(conninfo(name), autocommit=True) as conn:
-                report.problems += verify_postgres(conn, name, record)
+            with server.connect(name) as conn:
+                report.problems += postgres.verify(conn, name, record)
     return report
 
 
@@ -238,73 +184,6 @@ def _refuse_existing(existing: set[str], plan: dict[str, str], where: str) -> No
 # -- MariaDB ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _MariadbTarget:
-    host: str | None
-    port: int | None
-    socket: str | None
-    user: str | None
-
-    @property
-    def where(self) -> str:
-        return (
-            f"mariadb {self.socket}" if self.socket else f"mariadb {self.host}:{self.port or 3306}"
-        )
-
-
-def _parse_mariadb(dsn: str) -> _MariadbTarget:
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mariadb", "mysql"):
-        raise BadInput(
-            f"--to-database {dsn!r}: a MariaDB snapshot needs mariadb://[user@]host[:port] "
-            "or mariadb://[user@]localhost?socket=/run/mysqld/mysqld.sock"
-        )
-    if parts.password:
-        raise BadInput("--to-database: the DSN holds a password; use a 0600 --defaults-file")
-    socket = parse_qs(parts.query).get("socket", [None])[0]
-    try:
-        port = parts.port
-    except ValueError:
-        raise BadInput(f"--to-database {dsn!r}: the port is not a number") from None
-    return _MariadbTarget(
-        parts.hostname or "localhost",
-        port,
-        socket,
-        unquote(parts.username) if parts.username else None,
-    )
-
-
-def _mariadb_client(
-    target: _MariadbTarget, defaults_file: Path | None
-) -> tuple[list[str], dict[str, Any]]:
-    """The mariadb client's argv and pymysql's connect arguments for ``target``."""
-    client = ["mariadb"]
-    connect: dict[str, Any] = {"charset": "utf8mb4", "connect_timeout": CONNECT_TIMEOUT,
-                               "autocommit": True}  # fmt: skip
-    if defaults_file is not None:
-        st = defaults_file.stat() if defaults_file.exists() else None
-        if st is None:
-            raise BadInput(f"--defaults-file {defaults_file} does not exist")
-        if st.st_mode & 0o077:
-            raise BadInput(
-                f"--defaults-file {defaults_file} holds a password but is open to other users "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run chmod 600 {defaults_file}"
-            )
-        client.append(f"--defaults-file={defaults_file}")  # must come first
-        connect["read_default_file"] = str(defaults_file)
-    if target.socket:
-        client.append(f"--socket={target.socket}")
-        connect["unix_socket"] = target.socket
-    else:
-        client += [f"--host={target.host}", "--protocol=tcp", f"--port={target.port or 3306}"]
-        connect.update(host=target.host, port=target.port or 3306)
-    if target.user:
-        client.append(f"--user={target.user}")
-        connect["user"] = target.user
-    client += MARIADB_LOAD_OPTIONS
-    return client, connect
-
-
 def _mariadb(
     restored: Path,
     snapshot: Snapshot,
@@ -313,52 +192,39 @@ def _mariadb(
     plan: dict[str, str],
     defaults_file: Path | None,
 ) -> DatabaseRestore:
-    target = _parse_mariadb(dsn)
-    report = DatabaseRestore("MariaDB", target.where)
-    client, connect = _mariadb_client(target, defaults_file)
+    server = mariadb.parse_dsn(dsn, defaults_file)
+    report = DatabaseRestore(mariadb.TITLE, server.where)
     try:
-        conn = pymysql.connect(**connect)
-    except pymysql.MySQLError as exc:
-        raise RestoreFailed(f"cannot connect to {target.where}: {exc.args[-1]}") from None
+        conn = server.connect()
+    except mariadb.errors() as exc:
+        raise RestoreFailed(f"cannot connect to {server.where}: {exc.args[-1]}") from None
     try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW DATABASES")
-            _refuse_existing({str(r[0]) for r in cur.fetchall()}, plan, target.where)
+        _refuse_existing(mariadb.databases(conn), plan, server.where)
         for db, dump in dumps.items():
             name = plan[db]
-            with conn.cursor() as cur:
-                cur.execute(
-                    f"CREATE DATABASE {_quote(name)}"
-                    " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-                )
+            mariadb.create_database(conn, name)
             try:
-                load_sql([*client, "--database", name], dump, what=f"loading {dump.name}",
-                         timeout=LOAD_TIMEOUT)  # fmt: skip
+                mariadb.load(server, dump, name)
             except ScratchServerError as exc:
                 raise RestoreFailed(
-                    f"{exc}; database {name} on {target.where} is incomplete"
+                    f"{exc}; database {name} on {server.where} is incomplete"
                 ) from None
             report.databases[db] = name
             record = _record(snapshot, db, report)
             if record is not None:
-                report.problems += verify_mariadb(conn, name, record)
-        users = restored / "users.sql"
+                report.problems += mariadb.verify(conn, name, record)
+        users = restored / mariadb.USERS
         if os.path.lexists(users):
-            # --force: an account that exists already is reported, the rest still load
-            loaded = load_sql([*client, "--force"], users, what="loading users.sql",
-                              timeout=LOAD_TIMEOUT, check=False, strict=False)  # fmt: skip
+            # an account that exists already is reported, the rest still load
+            loaded = mariadb.load_users(server, users, keep_going=True)
             report.problems += loaded.refused
             report.warnings += [
                 f"users.sql: {line.strip()} (left as it is)"
                 for line in loaded.stderr.splitlines()
                 if line.startswith("ERROR") and not line.startswith("ERROR at line")
             ]
-    except DB_ERRORS as exc:
-        raise RestoreFailed(f"{target.where}: {' '.join(str(exc).split())}") from None
+    except (*postgres.errors(), *mariadb.errors()) as exc:
+        raise RestoreFailed(f"{server.where}: {' '.join(str(exc).split())}") from None
     finally:
         conn.close()
     return report
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from portalops.backup.engines import mariadb, postgres
 from tests.fixtures.backup_env import BackupEnv, latest_stats, restore, snapshot_sources
 from tests.fixtures.databases import (
     my_connect,
@@ -639,3 +640,41 @@ def test_mariadb_dump_cut_off_mid_stream_fails_the_source(
     assert f"mariadb-dump of database '{db}' exited with status" in error
     assert "Lost connection to server during query when dumping table `filler`" in error
     assert snapshot_sources(env) == {"webroot"}
+
+
+# -- the engines' quoting, through the servers themselves --------------------------------------
+
+HOSTILE_NAMES = ['we"ird', "back`tick", "dấu cách; --", "dot.ted", "back\\slash", "'; DROP"]
+
+
+def test_postgres_engine_counts_tables_with_hostile_names(
+    postgres_server: PostgresServer, pg_database: Callable[..., str]
+) -> None:
+    db = pg_database()
+    schema = 'sch"ema `x`'
+    with pg_connect(postgres_server, db) as conn:
+        conn.execute(f"CREATE SCHEMA {postgres.quote(schema)}")
+        for rows, table in enumerate(HOSTILE_NAMES, start=1):
+            target = f"{postgres.quote(schema)}.{postgres.quote(table)}"
+            conn.execute(f"CREATE TABLE {target} (id int)")
+            conn.execute(f"INSERT INTO {target} SELECT generate_series(1, {rows})")
+        counted = postgres.count_rows(conn)
+    assert counted == {f"{schema}.{t}": n for n, t in enumerate(HOSTILE_NAMES, start=1)}
+
+
+def test_mariadb_engine_counts_tables_with_hostile_names(
+    mariadb_server: MariaDBServer, my_database: Callable[[], str]
+) -> None:
+    db = my_database()
+    conn = my_connect(mariadb_server)
+    try:
+        with conn.cursor() as cur:
+            for rows, table in enumerate(HOSTILE_NAMES, start=1):
+                target = f"{mariadb.quote(db)}.{mariadb.quote(table)}"
+                cur.execute(f"CREATE TABLE {target} (id int)")
+                insert = f"INSERT INTO {target} VALUES (%s)"  # noqa: S608 - quoted by the engine
+                cur.executemany(insert, [(i,) for i in range(rows)])
+        counted = mariadb.count_rows(conn, db)
+    finally:
+        conn.close()
+    assert counted == {t: n for n, t in enumerate(HOSTILE_NAMES, start=1)}
