@@ -3,13 +3,13 @@ and how restore drills run. Every field has a safe default."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from portalops.backup.sources.base import Category, Name
+from portalops.core.timefmt import HHMM, parse_hhmm, sexagesimal_clock
 from portalops.core.validate import Strict, ZoneName
 
 
@@ -131,14 +131,13 @@ Source = Annotated[
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _FULL_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _DAY_NAMES = {n.lower(): d for d, full in zip(WEEKDAYS, _FULL_DAYS, strict=True) for n in (d, full)}
-_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
 
 
 def _schedule_time(value: object) -> str:
     """'HH:MM' (every day) or 'Day HH:MM' (every week), normalised: '02:30', 'Sun 06:00'."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
-        # YAML 1.1 reads an unquoted 12:30 as a number in base 60 (750).
-        hours, minutes = divmod(value, 60)
+    base60 = sexagesimal_clock(value)  # YAML 1.1 reads an unquoted 12:30 as 750
+    if base60 is not None:
+        hours, minutes = base60
         raise ValueError(
             f"got the number {value}: YAML reads an unquoted {hours}:{minutes:02d} as a number "
             f'in base 60; quote the time: "{hours:02d}:{minutes:02d}"'
@@ -148,16 +147,16 @@ def _schedule_time(value: object) -> str:
         raise ValueError(f"{wanted}, got {value!r}")
     parts = value.split()
     day = None
-    if len(parts) == 2 and _CLOCK.fullmatch(parts[1]):
+    if len(parts) == 2 and HHMM.fullmatch(parts[1]):
         day = _DAY_NAMES.get(parts[0].lower())
         if day is None:
             raise ValueError(f"{wanted}; {parts[0]!r} is not a day (Mon, Tue, ... Sun)")
     elif len(parts) != 1:
         raise ValueError(f"{wanted}, got {value!r}")
-    match = _CLOCK.fullmatch(parts[-1])
-    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+    parsed = parse_hhmm(parts[-1])
+    if parsed is None:
         raise ValueError(f"{wanted}, got {value!r}")
-    clock = f"{int(match[1]):02d}:{match[2]}"
+    clock = f"{parsed:%H:%M}"
     return f"{day} {clock}" if day else clock
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
+from portalops.core.netaddr import is_port, parse_host_port, parse_pin
 from portalops.core.validate import Strict
 from portalops.monitors.catalogue import ALL_MODULES, Module
 from portalops.monitors.headers import GRADES
@@ -44,8 +45,8 @@ class Monitor(Strict):
     @classmethod
     def _uplink(cls, addresses: list[str]) -> list[str]:
         for address in addresses:
-            host, _, port = address.rpartition(":")
-            if not (host and port.isdigit() and 0 < int(port) < 65536):
+            parsed = parse_host_port(address)
+            if parsed is None or not parsed[0] or not is_port(parsed[1]):
                 raise ValueError(f"uplink address {address!r} is not host:port")
         return addresses
 
@@ -53,9 +54,7 @@ class Monitor(Strict):
     @classmethod
     def _pins(cls, pins: list[str]) -> list[str]:
         for pin in pins:
-            host, _, rest = pin.partition(":")
-            port, _, address = rest.partition(":")
-            if not (host and port.isdigit() and address):
+            if parse_pin(pin) is None:
                 raise ValueError(f"resolve pin {pin!r} is not host:port:address")
         return pins
 

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from portalops.core.netaddr import parse_host_port, unbracket
 from portalops.monitors.catalogue import EXPOSURE, HEADERS, Module
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
 
@@ -174,10 +175,13 @@ def render(results: Iterable[ProbeResult], uplink: Mapping[str, bool] | None = N
 
 async def reachable(address: str, timeout: float) -> bool:
     """Whether a TCP connection to ``host:port`` opens within ``timeout``."""
-    host, _, port = address.rpartition(":")
+    parsed = parse_host_port(address)
+    if parsed is None:
+        return False
+    host, port = parsed
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            _, writer = await asyncio.open_connection(unbracket(host), port)
     except (OSError, TimeoutError):
         return False
     writer.transport.abort()

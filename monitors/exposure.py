@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from portalops.core.units import size as byte_size
 from portalops.monitors.catalogue import EXPOSURE, Code
 from portalops.monitors.findings import Finding, Severity, excerpt
 
@@ -388,11 +389,9 @@ def _size(response: Fetched) -> str:
     total = headers.get("content-range", "").rpartition("/")[2] or headers.get("content-length")
     if not total or not total.strip().isdigit():
         return ""
-    size, unit = float(total), ""
-    for bigger in ("KiB", "MiB", "GiB"):
-        if size >= 1024:
-            size, unit = size / 1024, bigger
-    return f" Size: {size:.1f} {unit}." if unit else f" Size: {total.strip()} bytes."
+    if int(total) < 1024:
+        return f" Size: {total.strip()} bytes."
+    return f" Size: {byte_size(int(total), largest='GiB')}."
 
 
 # --- Soft-404 guard --------------------------------------------------------------------------

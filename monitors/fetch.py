@@ -31,6 +31,7 @@ import h11
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from portalops.core.netaddr import parse_pin, unbracket
 from portalops.monitors.catalogue import HTTP, TLS, Code
 
 USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
@@ -121,11 +122,11 @@ class Resolver:
 
 
 def _parse_pin(pin: str) -> tuple[str, int, str]:
-    host, sep, rest = pin.partition(":")
-    port, sep2, address = rest.partition(":")
-    if not (sep and sep2 and port.isdigit() and host and address):
+    parsed = parse_pin(pin)
+    if parsed is None:
         raise ValueError(f"resolve pin {pin!r} is not host:port:address")
-    return host.lower(), int(port), address.strip("[]")
+    host, port, address = parsed
+    return host.lower(), port, unbracket(address)
 
 
 def _family(address: str) -> int:

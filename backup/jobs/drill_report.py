@@ -4,14 +4,16 @@ for node_exporter's textfile collector (``portalops_drill_*``)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge
 
 from portalops.backup.jobs.drill import DrillResult
 from portalops.core.atomic import write_atomic
+from portalops.core.metricsfile import write_textfile
+from portalops.core.timefmt import iso_z, parse_iso_z
 
 HISTORY_KEEP = 400  # about a year of daily drills
 
@@ -31,7 +33,7 @@ def write_report(state_dir: Path, results: list[DrillResult], now: datetime) -> 
     except (OSError, ValueError):
         state = {"sources": {}}
     entries: dict[str, Any] = {_key(e): e for e in state.get("sources", {}).values()}
-    stamp = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    stamp = iso_z(now)
     for result in results:
         doc = json.loads(json.dumps(result.to_json(), default=_iso))
         key = _key(doc)
@@ -89,16 +91,14 @@ def write_metrics(textfile_dir: Path, state: dict[str, Any], rto_seconds: float)
         last_ok.labels(*values).set(1 if entry["last_run_ok"] else 0)
         seconds.labels(*values).set(entry["restore_seconds"])
         if entry.get("last_success"):
-            when = datetime.fromisoformat(entry["last_success"].replace("Z", "+00:00"))
+            when = parse_iso_z(entry["last_success"])
             last_success.labels(*values).set(when.timestamp())
-    path = textfile_dir / "portal_ops_drill.prom"
-    write_to_textfile(str(path), registry)
-    return path
+    return write_textfile(textfile_dir / "portal_ops_drill.prom", registry)
 
 
 def _iso(value: object) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return iso_z(value)
     raise TypeError(type(value).__name__)
 
 

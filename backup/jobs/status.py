@@ -23,11 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge
 
 from portalops.backup.jobs.run import SourceResult
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import OpsError
+from portalops.core.metricsfile import write_textfile
+from portalops.core.timefmt import iso_z, parse_iso_z
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,6 @@ FAMILIES = {
 
 class StatusWriteError(OpsError):
     """cannot write the backup status file {}: {}"""
-
-
-class MetricsWriteError(OpsError):
-    """cannot write the metrics file {}: {} (metrics.textfile_dir in {})"""
 
 
 @dataclass(frozen=True)
@@ -253,13 +251,8 @@ def registry_for(status: Status) -> CollectorRegistry:
 
 
 def write_metrics(textfile_dir: Path, status: Status, where: str) -> Path:
-    """Write the metrics file atomically (client_python writes a temp file and renames it)."""
-    path = textfile_dir / METRICS_NAME
-    try:
-        write_to_textfile(str(path), registry_for(status))
-    except OSError as exc:
-        raise MetricsWriteError(path, exc.strerror or str(exc), where) from None
-    return path
+    """Write the metrics file atomically; MetricsWriteError if it cannot be written."""
+    return write_textfile(textfile_dir / METRICS_NAME, registry_for(status), where)
 
 
 def record_run(
@@ -304,7 +297,7 @@ def record_run(
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso_z(value)
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -312,7 +305,7 @@ def _parse_time(value: object) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO-8601 time, got {value!r}")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = parse_iso_z(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

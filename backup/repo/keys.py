@@ -12,7 +12,6 @@ import re
 import secrets
 import stat
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import blake3
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from portalops.backup.repo import age
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput, OpsError
+from portalops.core.timefmt import utc_now_z
 
 WRITER_KEY_KIND = "portal-ops writer key"
 # Derivation contexts (BLAKE3 derive_key): each purpose gets its own key from the id-key.
@@ -153,7 +153,7 @@ def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -
     identity = Identity(X25519PrivateKey.generate())
     public = identity.public
     writer = new_writer_key([public])
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = utc_now_z()
     identity_text = (
         f"# portal-ops repository identity, created {created}\n"
         "# Keep this offline or on the drill host only. Anyone holding it can read every backup.\n"

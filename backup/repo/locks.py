@@ -44,6 +44,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from portalops.backup.repo.storage import ObjectInfo, ObjectMissing, Storage, StorageError
 from portalops.core.errors import OpsError
+from portalops.core.timefmt import iso_z
 
 log = logging.getLogger(__name__)
 
@@ -638,7 +639,7 @@ def _seconds(age: timedelta) -> str:
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return iso_z(when, "microseconds")
 
 
 __all__ = [

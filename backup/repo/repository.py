@@ -13,7 +13,6 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from portalops.backup.repo import index as index_codec
@@ -46,6 +45,7 @@ from portalops.backup.repo.storage import (
 )
 from portalops.backup.repo.tree import Tree
 from portalops.core.errors import OpsError
+from portalops.core.timefmt import utc_now_z
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Repository:
             recipients=writer.recipients,
             key_fingerprint=writer.fingerprint,
             chunker=dict(CHUNKER),
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=utc_now_z(),
         )
         # The keys object lets the identity alone recover the id-key and seed (a restore on
         # a fresh machine needs nothing but the identity and the repository).

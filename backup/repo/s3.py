@@ -34,7 +34,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC
 from functools import partial
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +59,7 @@ from portalops.backup.repo.storage import (
     ObjectTooLarge,
     StorageError,
 )
+from portalops.core.timefmt import iso_z
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -614,7 +614,7 @@ def _retained_until(head: HeadObjectOutputTypeDef) -> str | None:
     if head.get("ObjectLockLegalHoldStatus") == "ON":
         return "its legal hold is removed"
     if until is not None:
-        return until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso_z(until, "seconds")
     if head.get("ObjectLockMode"):
         return "an unknown date"
     return None

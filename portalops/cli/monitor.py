@@ -14,6 +14,7 @@ from aiohttp import web
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput, ExitCode, OpsError
+from portalops.core.netaddr import parse_host_port, unbracket
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
@@ -138,9 +139,10 @@ def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     monitor = ctx.settings.monitor
     listen = args.listen or monitor.listen
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    parsed = parse_host_port(listen)
+    if parsed is None:
         raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
+    host, port = parsed
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
     sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
@@ -157,7 +159,7 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     async def main() -> None:
         runner = web.AppRunner(make_app(sweeper, lookup), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
+        site = web.TCPSite(runner, unbracket(host) or "127.0.0.1", port)
         try:
             await site.start()
         except OSError as exc:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from portalops.cli.environment import Environment
 from portalops.core.errors import ExitCode
+from portalops.core.timefmt import iso_z
 
 
 @dataclass
@@ -49,7 +50,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return iso_z(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Path):

@@ -15,10 +15,10 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 from portalops.core.errors import OpsError
+from portalops.core.timefmt import utc_now_z
 
 LOCK_NAME = "backup-run.lock"
 
@@ -55,7 +55,7 @@ def run_lock(path: Path, command: str) -> Iterator[None]:
             os.fchmod(fd, 0o644)  # it holds no secret; umask 077 must not hide the holder
         info = {
             "pid": os.getpid(),
-            "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "started": utc_now_z(),
             "host": socket.gethostname(),
             "command": command,
         }

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from portalops.core.timefmt import parse_hhmm, sexagesimal_clock
 from portalops.core.validate import LocatedError, Strict, ZoneName
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -54,19 +55,19 @@ def format_duration(seconds: float) -> str:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PersonId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 
 
 def _clock(value: object) -> time:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
-        hours, minutes = divmod(value, 60)  # YAML 1.1 reads 08:00 unquoted as base 60
+    base60 = sexagesimal_clock(value)  # YAML 1.1 reads 08:00 unquoted as base 60
+    if base60 is not None:
+        hours, minutes = base60
         raise ValueError(f'got the number {value}: quote the time, "{hours:02d}:{minutes:02d}"')
     if isinstance(value, time):
         return value
-    match = _CLOCK.fullmatch(str(value))
-    if match is None:
+    clock = parse_hhmm(str(value))
+    if clock is None:
         raise ValueError(f'expected a time of day "HH:MM", got {value!r}')
-    return time(int(match[1]), int(match[2]))
+    return clock
 
 
 Clock = Annotated[time, BeforeValidator(_clock)]

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import apprise
 from apprise.plugins import N_MGR
 
+from portalops.core.timefmt import iso_z
 from portalops.oncall.config import Oncall, Person, Rotation
 
 # Stands for "since ever" as the start of the shift before a rotation's first turn, when no
@@ -34,10 +35,6 @@ BEGINNING = datetime(1, 1, 2, tzinfo=UTC)
 _PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1)}
 _TICK = timedelta(microseconds=1)  # datetimes are whole microseconds: b - _TICK is just before b
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31})://")
-
-
-def _utc_z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,8 @@ class Shift:
         return {
             "rotation": self.rotation,
             "person": self.person,
-            "start": None if self.start == BEGINNING else _utc_z(self.start),
-            "end": _utc_z(self.end),
+            "start": None if self.start == BEGINNING else iso_z(self.start),
+            "end": iso_z(self.end),
             "override": self.override,
         }
 
@@ -83,8 +80,8 @@ class Gap:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "start": _utc_z(self.start),
-            "end": _utc_z(self.end),
+            "start": iso_z(self.start),
+            "end": iso_z(self.end),
             "rotation": self.rotation,
             "person": self.person,
             "problem": self.problem,

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from portalops.core.timefmt import iso_z_epoch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -174,7 +175,7 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
 def _iso(stamp: float | None) -> str | None:
     if stamp is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    return iso_z_epoch(stamp)
 
 
 class Store:
