@@ -11,7 +11,7 @@ A resolution is sent to everyone who was paged.
 Serious incidents (``incident_reports.serious`` severities) also start the two report clocks
 of Decree 331/2026 Art. 31; the team lead is reminded ``remind_before`` each deadline.
 
-All of it is state in :class:`~monitors.oncall.store.Store`, advanced by :meth:`Escalator.tick`
+All of it is state in :class:`~portalops.oncall.store.Store`, advanced by :meth:`Escalator.tick`
 (pure bookkeeping: it only writes ``pending`` pages) and delivered by
 :meth:`Escalator.deliver_pending`; the service loops over both.
 """
@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -36,14 +36,27 @@ from portalops.oncall.store import Incident, Page, Store
 
 log = logging.getLogger(__name__)
 
+#: Seconds since the epoch; :data:`time.time` in service, a clock the test moves in tests.
+Clock = Callable[[], float]
+#: Called after each tick of :meth:`Escalator.run` with the time the tick ran at.
+TickHook = Callable[[float], None]
+
 
 @dataclass
 class Escalator:
+    """The escalation state machine over one :class:`Store`.
+
+    Every time it reads comes from ``clock`` and ``after_tick`` is told of every tick of
+    :meth:`run`, so a test moves time and waits for the tick that saw it instead of sleeping
+    through escalation waits."""
+
     oncall: Oncall
     store: Store
     signer: LinkSigner
     base_url: str  # where acknowledge links point
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Clock = time.time
+    after_tick: TickHook | None = None
     _in_flight: set[int] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -215,15 +228,15 @@ class Escalator:
     async def _deliver(self, page: Page) -> None:
         try:
             person = self.oncall.person(page.person) if page.person else None
-            message = self._message(page, time.time()) if person else None
+            message = self._message(page, self.clock()) if person else None
             if person is None or message is None:
                 why = "nothing to send" if person else f"{page.person} is not in oncall.people"
                 self.store.finish_page(page.id, ok=False, channel=None, error=why,
-                                       now=time.time())  # fmt: skip
+                                       now=self.clock())  # fmt: skip
                 return
             result = await deliver(person, message, self.oncall.delivery)
             self.store.finish_page(
-                page.id, ok=result.ok, channel=result.channel, error=result.error, now=time.time()
+                page.id, ok=result.ok, channel=result.channel, error=result.error, now=self.clock()
             )
             log.info("page %d (%s, incident %s) to %s: %s via %s", page.id, page.kind,
                      page.incident, page.person, "sent" if result.ok else "FAILED",
@@ -258,11 +271,14 @@ class Escalator:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            now = self.clock()
             try:
-                self.tick(time.time())
+                self.tick(now)
                 self.deliver_pending()
             except Exception:
                 log.exception("escalation tick failed; trying again at the next tick")
+            if self.after_tick is not None:
+                self.after_tick(now)
             wake = asyncio.create_task(self.wake.wait())
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait(
@@ -276,7 +292,7 @@ class Escalator:
         """Until the next due step, at most one tick."""
         due = self.store.next_due()
         tick = self.oncall.tick
-        return tick if due is None else max(0.05, min(tick, due - time.time()))
+        return tick if due is None else max(0.05, min(tick, due - self.clock()))
 
 
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from portalops.oncall.config import Oncall
-from portalops.oncall.engine import Escalator
+from portalops.oncall.engine import Clock, Escalator, TickHook
 from portalops.oncall.secrets import LinkSigner, load_or_create, token_matches
 from portalops.oncall.store import Store
 
@@ -93,7 +93,7 @@ class OncallApp:
             return web.json_response({"error": "unauthorized"}, status=401)
         try:
             payload: Any = await request.json()
-            summary = self.escalator.receive(payload, time.time())
+            summary = self.escalator.receive(payload, self.escalator.clock())
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"bad payload: {exc}"}, status=400)
         return web.json_response({"ok": True, **summary})
@@ -106,7 +106,11 @@ class OncallApp:
         """(lang, refusal reason or '', incident id)."""
         incident, person = str(fields.get("i", "")), str(fields.get("p", ""))
         why = self.escalator.signer.verify(
-            incident, person, str(fields.get("e", "")), str(fields.get("s", "")), time.time()
+            incident,
+            person,
+            str(fields.get("e", "")),
+            str(fields.get("s", "")),
+            self.escalator.clock(),
         )
         if not why and self.oncall.person(person) is None:
             why = "unknown person"
@@ -141,7 +145,7 @@ class OncallApp:
             log.warning("acknowledge refused for incident %s: %s", incident_id or "?", why)
             return _page(lang, text["refused"].format(why=why), "", status=403)
         person = str(form["p"])
-        done = self.escalator.store.acknowledge(int(incident_id), person, time.time())
+        done = self.escalator.store.acknowledge(int(incident_id), person, self.escalator.clock())
         if done is None:
             incident = self.escalator.store.incident(int(incident_id))
             status = incident.status if incident else "unknown"
@@ -162,28 +166,51 @@ class OncallApp:
         return web.Response(text="ok\n")
 
 
-def make_escalator(oncall: Oncall, state_dir: Path, listen: str) -> tuple[Escalator, bytes]:
+def make_escalator(
+    oncall: Oncall,
+    state_dir: Path,
+    listen: str,
+    *,
+    clock: Clock = time.time,
+    after_tick: TickHook | None = None,
+) -> tuple[Escalator, bytes]:
     database, link_key, token_file = oncall.state_paths(state_dir)
     store = Store(database)
     signer = LinkSigner(load_or_create(link_key))
     token = load_or_create(token_file)
     base_url = oncall.public_url or f"http://{listen}"
-    return Escalator(oncall, store, signer, base_url), token
+    escalator = Escalator(oncall, store, signer, base_url, clock=clock, after_tick=after_tick)
+    return escalator, token
 
 
-async def serve(oncall: Oncall, state_dir: Path, host: str, port: int, listen: str) -> None:
-    """Run until SIGTERM or SIGINT; deliveries in flight get a bounded grace period."""
+async def serve(
+    oncall: Oncall,
+    state_dir: Path,
+    host: str,
+    port: int,
+    listen: str,
+    *,
+    clock: Clock = time.time,
+    after_tick: TickHook | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop`` is set, or (without one, as ``ops oncall serve``) until SIGTERM or
+    SIGINT; deliveries in flight get a bounded grace period.
+
+    ``clock`` and ``after_tick`` are the escalator's (:class:`Escalator`): a test that runs
+    the service in its own thread moves the clock and waits for the tick that saw it."""
     # apprise masks secrets in what it logs, but its debug lines are noise at 2 a.m.
     logging.getLogger("apprise").setLevel(max(logging.INFO, log.getEffectiveLevel()))
-    escalator, token = make_escalator(oncall, state_dir, listen)
+    escalator, token = make_escalator(oncall, state_dir, listen, clock=clock, after_tick=after_tick)
     runner = web.AppRunner(OncallApp(oncall, escalator, token).app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     log.info("on-call service listening on %s:%d (database %s)", host, port,
              escalator.store.path)  # fmt: skip
     try:

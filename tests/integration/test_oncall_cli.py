@@ -1,12 +1,11 @@
-"""``ops oncall who | check | test | alertmanager-config`` through the real CLI: exit codes,
-JSON, messages; ``test`` delivers through real SMTP (aiosmtpd) and a real HTTP endpoint
-(apprise's generic ``json://`` webhook), and a dead channel fails the command."""
+"""``ops oncall who | check | test | alertmanager-config | ack | incidents`` through the CLI's
+``main(argv, env)`` in this process: exit codes, JSON, messages; ``test`` delivers through
+real SMTP (aiosmtpd) and a real HTTP endpoint (apprise's generic ``json://`` webhook), and a
+dead channel fails the command."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -16,22 +15,19 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.cli import Result, run_ops
 from tests.fixtures.monitoring_stack import amtool
 from tests.fixtures.procs import LOOPBACK, free_port, run
 from tests.fixtures.smtp import SMTPServer
 
 pytestmark = pytest.mark.integration
 
-PROJECT = Path(__file__).resolve().parents[2]
 
-
-def ops(config: dict[str, Any], root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ops(config: dict[str, Any], root: Path, *args: str) -> Result:
+    """``ops --config ROOT/ops.yaml ARGS`` in this process, ``config`` written there first."""
     path = root / "ops.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, str(PROJECT / "ops.py"), "--config", str(path), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = run_ops(*args, config=path)
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
