@@ -4,13 +4,14 @@ An engine module owns everything portal-ops does with that database server: the 
 source streams into a snapshot, loading dumps into a server (``ops backup restore
 --to-database`` and drills), counting rows (recorded at backup, compared after a load),
 quoting identifiers, and the throwaway server a drill loads into. The sources, the drills and
-the restores call these; none of them speaks a database's language itself.
+the restores call these; none of them speaks a database's language itself. What the engines'
+drills share is in :mod:`.drills`, what their restores share in :mod:`.restores`.
 
 :class:`Engine` is the contract each module meets (``tests/unit/test_engines.py`` checks
 every listed one). The client libraries (psycopg, pymysql) load with the engine module, so
 this registry imports no engine until one is asked for: a host backing up only files never
 loads them. The client programs' sandboxing is in :mod:`.clients`, the throwaway servers in
-:mod:`.scratch`, what both engines' drills share in :mod:`.drills`.
+:mod:`.scratch`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from portalops.backup.engines.drills import DumpDrill, SmokeQuery
+    from portalops.backup.engines.restores import DatabaseRestore
+    from portalops.backup.repo.snapshot import Snapshot
 
 ENGINES = ("postgres", "mariadb")  # module names under portalops.backup.engines
 
@@ -57,6 +60,7 @@ class Engine(Protocol):
     NAME: str  # the source kind and the key here: "postgres"
     TITLE: str  # in reports: "PostgreSQL"
     SUFFIX: str  # a database's dump in a snapshot is <database><SUFFIX>
+    SERVER_FILES: tuple[str, ...]  # the server's own files beside the dumps (accounts, roles)
 
     def errors(self) -> tuple[type[Exception], ...]:
         """What its client library raises when a server or a query fails."""
@@ -77,6 +81,21 @@ class Engine(Protocol):
 
     def load(self, server: Any, dump: Path, name: str) -> None:
         """Load ``dump`` into the (existing) database ``name`` of ``server``."""
+
+    def restore(
+        self,
+        restored: Path,
+        snapshot: Snapshot,
+        dsn: str,
+        dumps: dict[str, Path],
+        plan: dict[str, str],
+        *,
+        defaults_file: Path | None = None,
+        bin_dir: Path | None = None,
+    ) -> DatabaseRestore:
+        """Load ``dumps`` (database in the backup -> its file in ``restored``) into the
+        server ``dsn`` under the names ``plan`` gives, nothing existing overwritten, and
+        count each against the snapshot's record (``ops backup restore --to-database``)."""
 
     def throwaway(
         self, scratch_dir: Path | None, run_as: str, bin_dir: Path | None = None

@@ -68,6 +68,12 @@ from portalops.backup.engines.drills import (
     db_name,
     file_name,
 )
+from portalops.backup.engines.restores import (
+    DatabaseRestore,
+    RestoreFailed,
+    record_of,
+    refuse_existing,
+)
 from portalops.backup.engines.scratch import (
     MY_ADMIN,
     MariadbScratch,
@@ -90,6 +96,7 @@ NAME = "mariadb"
 TITLE = "MariaDB"
 SUFFIX = ".sql"  # <database>.sql, plus users.sql
 USERS = "users.sql"  # the accounts and grants, beside the databases' dumps
+SERVER_FILES: tuple[str, ...] = (USERS,)  # files with SUFFIX that are not a database's dump
 STDERR_TAIL_LINES = 12  # of mariadb-dump's stderr, in a failure (as of any streamed command)
 
 SYSTEM_DATABASES = frozenset({"information_schema", "performance_schema", "sys", "mysql"})
@@ -653,6 +660,62 @@ def load_users(server: Server, path: Path, *, keep_going: bool = False) -> Loade
                         env=server.env, check=False, strict=False)  # fmt: skip
     return load_sql(server.command(), path, what="loading users.sql", timeout=LOAD_TIMEOUT,
                     env=server.env)  # fmt: skip
+
+
+# -- restore (ops backup restore --to-database) -------------------------------------------
+
+
+def restore(
+    restored: Path,
+    snapshot: Snapshot,
+    dsn: str,
+    dumps: dict[str, Path],
+    plan: dict[str, str],
+    *,
+    defaults_file: Path | None = None,
+    bin_dir: Path | None = None,
+) -> DatabaseRestore:
+    """Load ``dumps`` into the server ``dsn`` (``mariadb://[user@]host[:port]`` or
+    ``mariadb://[user@]localhost?socket=PATH``, the password in the 0600 option file
+    ``defaults_file``) under the names ``plan`` gives: each database created (utf8mb4), its
+    dump loaded and counted against the record; ``users.sql`` last, where accounts that exist
+    already are reported and left as they are. ``bin_dir`` is PostgreSQL's."""
+    server = parse_dsn(dsn, defaults_file)
+    report = DatabaseRestore(TITLE, server.where)
+    try:
+        conn = server.connect()
+    except errors() as exc:
+        raise RestoreFailed(f"cannot connect to {server.where}: {exc.args[-1]}") from None
+    try:
+        refuse_existing(databases(conn), plan, server.where)
+        for db, dump in dumps.items():
+            name = plan[db]
+            create_database(conn, name)
+            try:
+                load(server, dump, name)
+            except ScratchServerError as exc:
+                raise RestoreFailed(
+                    f"{exc}; database {name} on {server.where} is incomplete"
+                ) from None
+            report.databases[db] = name
+            record = record_of(snapshot, db, report)
+            if record is not None:
+                report.problems += verify(conn, name, record)
+        users = restored / USERS
+        if os.path.lexists(users):
+            # an account that exists already is reported, the rest still load
+            loaded = load_users(server, users, keep_going=True)
+            report.problems += loaded.refused
+            report.warnings += [
+                f"users.sql: {line.strip()} (left as it is)"
+                for line in loaded.stderr.splitlines()
+                if line.startswith("ERROR") and not line.startswith("ERROR at line")
+            ]
+    except errors() as exc:
+        raise RestoreFailed(f"{server.where}: {' '.join(str(exc).split())}") from None
+    finally:
+        conn.close()
+    return report
 
 
 # -- throwaway server and drill --------------------------------------------------------------

@@ -46,6 +46,12 @@ from portalops.backup.engines.drills import (
     db_name,
     file_name,
 )
+from portalops.backup.engines.restores import (
+    DatabaseRestore,
+    RestoreFailed,
+    record_of,
+    refuse_existing,
+)
 from portalops.backup.engines.scratch import (
     PG_SUPERUSER,
     PostgresScratch,
@@ -70,6 +76,10 @@ except ImportError as exc:  # a host without the client library: said when a dum
 NAME = "postgres"
 TITLE = "PostgreSQL"
 SUFFIX = ".dump"  # <database>.dump, plus globals.sql
+GLOBALS = "globals.sql"  # the cluster's roles, beside the databases' dumps
+SERVER_FILES: tuple[str, ...] = (
+    GLOBALS,
+)  # files beside the dumps that are not a database's (no SUFFIX)
 
 CONNECT_TIMEOUT = 30  # seconds, unless the DSN sets connect_timeout
 APPLICATION_NAME = "portal-ops backup"
@@ -233,7 +243,7 @@ def _dump_globals(
         # pg_authid (the password hashes) is superuser-only; roles and grants still come
         argv.append("--no-role-passwords")
     out.stream_command(
-        "globals.sql",
+        GLOBALS,
         argv,
         timeout=_remaining(source, deadline),
         what="pg_dumpall --globals-only",
@@ -454,6 +464,68 @@ def globals_client(server: Server) -> list[str]:
     )
 
 
+# -- restore (ops backup restore --to-database) -------------------------------------------
+
+
+def restore(
+    restored: Path,
+    snapshot: Snapshot,
+    dsn: str,
+    dumps: dict[str, Path],
+    plan: dict[str, str],
+    *,
+    defaults_file: Path | None = None,
+    bin_dir: Path | None = None,
+) -> DatabaseRestore:
+    """Load ``dumps`` (database in the backup -> its dump) into the server ``dsn`` under the
+    names ``plan`` gives: ``globals.sql`` first (roles, so ownership restores; roles that
+    exist already are reported and left as they are), then ``pg_restore --create`` for each
+    database, which keeps its owner, encoding and locale; a database restored under another
+    name is created here and the dump restored into it. Each is counted against the record.
+    ``defaults_file`` is MariaDB's; the password comes from ``PGPASSFILE``."""
+    params = parse_dsn(dsn, "--to-database")
+    params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    where = f"postgres {params.get('host') or 'local socket'}:{params.get('port') or 5432}"
+    report = DatabaseRestore(TITLE, where)
+    server = Server(
+        params,
+        client_env(("PGPASSFILE", "PGPASSWORD")),
+        lambda name: program(name, bin_dir),
+    )
+    try:
+        with server.connect(server.maintenance) as conn:
+            existing = databases(conn)
+    except errors() as exc:
+        raise RestoreFailed(f"cannot connect to {where}: {' '.join(str(exc).split())}") from None
+    refuse_existing(existing, plan, where)
+    globals_sql = restored / GLOBALS
+    if os.path.lexists(globals_sql):
+        loaded = load_sql(globals_client(server), globals_sql, what="psql globals.sql",
+                          timeout=LOAD_TIMEOUT, env=server.env, strict=False)  # fmt: skip
+        report.problems += loaded.refused
+        report.warnings += [
+            f"globals.sql: {line.split('ERROR:', 1)[1].strip()} (left as it is)"
+            for line in loaded.stderr.splitlines()
+            if "ERROR:" in line
+        ]
+    server.program("pg_restore")  # found before the first database is created
+    for db, dump in dumps.items():
+        name = plan[db]
+        create = name == db  # the database comes back with its owner, encoding, locale
+        if not create:
+            create_database(server, name)
+        try:
+            load(server, dump, name, create=create)
+        except ScratchServerError as exc:
+            raise RestoreFailed(f"{exc}; database {name} on {where} is incomplete") from None
+        report.databases[db] = name
+        record = record_of(snapshot, db, report)
+        if record is not None:
+            with server.connect(name) as conn:
+                report.problems += verify(conn, name, record)
+    return report
+
+
 # -- throwaway server and drill --------------------------------------------------------------
 
 
@@ -510,8 +582,8 @@ class Drill(DumpDrill):
             )
             params = conninfo_to_dict(scratch.conninfo("postgres"))
             server = Server(params, scratch.env, scratch.bin, self.run_as)
-            if os.path.lexists(restored / "globals.sql"):  # roles first: the dumps name owners
-                _apply_globals(server, restored / "globals.sql")
+            if os.path.lexists(restored / GLOBALS):  # roles first: the dumps name owners
+                _apply_globals(server, restored / GLOBALS)
             return server
         params = {"connect_timeout": 30, **conninfo_to_dict(self.dsn)}
         params.setdefault("dbname", "postgres")

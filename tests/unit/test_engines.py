@@ -23,7 +23,17 @@ from portalops.backup.engines.drills import compare, db_name, file_name
 from portalops.backup.sources import database_kinds
 
 ENGINES_DIR = Path(engines.__file__).resolve().parent
-CONTRACT = ("errors", "dump", "count_rows", "verify", "quote", "load", "throwaway", "drill")
+CONTRACT = (
+    "errors",
+    "dump",
+    "count_rows",
+    "verify",
+    "quote",
+    "load",
+    "restore",
+    "throwaway",
+    "drill",
+)
 
 
 def test_every_module_defining_an_engine_is_listed_once() -> None:
