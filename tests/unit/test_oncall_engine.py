@@ -1,0 +1,120 @@
+"""The escalation engine on a clock the test holds: steps fall due exactly when their waits
+end, an acknowledgement ends them for good, and the service loop reads only the engine's
+clock and tells its hook of every tick. A real SQLite store; nothing is delivered."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from portalops.oncall.config import Oncall
+from portalops.oncall.engine import Escalator
+from portalops.oncall.secrets import LinkSigner
+from portalops.oncall.store import Store
+
+START = 1_796_000_000.0  # 2026-11-30, a Monday: the rotations below have begun
+WAIT = 300.0
+
+
+def oncall(**changes: Any) -> Oncall:
+    data: dict[str, Any] = {
+        "tick": "0.05s",
+        "team_lead": "chi",
+        "people": [
+            {"id": "an", "name": "Nguyễn Văn An"},
+            {"id": "binh", "name": "Trần Thị Bình"},
+            {"id": "chi", "name": "Lê Minh Chí"},
+        ],
+        "rotations": {
+            "primary": {"people": ["an"], "start": "2026-01-05"},
+            "secondary": {"people": ["binh"], "start": "2026-01-05"},
+        },
+        "escalation": {
+            "steps": [
+                {"notify": "primary", "wait": f"{WAIT:g}s"},
+                {"notify": "secondary", "wait": f"{WAIT:g}s"},
+                {"notify": "team_lead", "wait": f"{WAIT:g}s"},
+            ],
+            "repeat": False,
+        },
+    }
+    data.update(changes)
+    return Oncall.model_validate(data)
+
+
+def escalator(tmp_path: Path, clock: list[float]) -> Escalator:
+    return Escalator(
+        oncall(),
+        Store(tmp_path / "oncall.sqlite"),
+        LinkSigner(b"k" * 32),
+        "http://127.0.0.1:9434",
+        clock=lambda: clock[0],
+    )
+
+
+def firing() -> dict[str, Any]:
+    return {
+        "groupKey": '{}:{alertname="PortalDown"}',
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "PortalDown", "severity": "warning", "domain": "a.vn"},
+                "fingerprint": "fa",
+            }
+        ],
+    }
+
+
+def paged(engine: Escalator) -> list[str | None]:
+    return [p.person for p in engine.store.pages() if p.kind == "page"]
+
+
+def test_each_step_falls_due_when_its_wait_ends_and_an_acknowledgement_ends_them(
+    tmp_path: Path,
+) -> None:
+    clock = [START]
+    engine = escalator(tmp_path, clock)
+    assert engine.receive(firing(), START)["opened"] == [1]
+    engine.tick(START)
+    assert paged(engine) == ["an"]
+    engine.tick(START + WAIT - 0.001)
+    assert paged(engine) == ["an"]
+    engine.tick(START + WAIT)
+    assert paged(engine) == ["an", "binh"]
+    assert engine.store.acknowledge(1, "binh", START + WAIT + 1) is not None
+    for later in (2 * WAIT, 10 * WAIT, 1000 * WAIT):
+        engine.tick(START + later)
+    assert paged(engine) == ["an", "binh"]  # the team lead is never woken
+    engine.store.close()
+
+
+def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path) -> None:
+    clock = [START]
+    engine = escalator(tmp_path, clock)
+    engine.receive(firing(), START)
+    ticks: list[float] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        def after(now: float) -> None:
+            ticks.append(now)
+            if len(ticks) == 1:
+                clock[0] = START + WAIT  # the next tick sees the first wait over
+            else:
+                stop.set()
+
+        engine.after_tick = after
+        await asyncio.wait_for(engine.run(stop), timeout=10)
+        await engine.drain(timeout=5)
+
+    asyncio.run(run())
+    assert ticks == [START, START + WAIT]
+    assert paged(engine) == ["an", "binh"]
+    # nobody has a channel here: each page was tried, failed, and says why
+    assert [(p.state, p.error) for p in engine.store.pages()] == [
+        ("failed", "an has no channels"),
+        ("failed", "binh has no channels"),
+    ]
+    engine.store.close()
