@@ -92,6 +92,8 @@ from typing import Any, TypeVar
 import aiohttp
 from benchlib import git_revision, killpg, log, machine_info, tool_version
 
+from portalops.core import procs
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MEASURE_CHILD = Path(__file__).resolve().parent / "measure_child.py"
 SWEEP_CHILD = Path(__file__).resolve().parent / "probe_vs_blackbox_sweep.py"
@@ -262,19 +264,17 @@ class Server:
             raise
 
     def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.proc.poll() is not None:
-                raise CannotRun(
-                    f"{self.name} exited with code {self.proc.returncode} at start-up:\n"
-                    f"$ {shlex.join(self.argv)}\n{tail(self.logfile)}"
-                )
-            if time.monotonic() > deadline:
-                raise CannotRun(
-                    f"{self.name} did not answer within {timeout:.0f} s:\n"
-                    f"$ {shlex.join(self.argv)}\n{tail(self.logfile)}"
-                )
-            time.sleep(0.05)
+        try:
+            procs.wait_ready(ready, what=self.name, timeout=timeout, proc=self.proc, interval=0.05)
+        except procs.NotReady as exc:
+            how = (
+                f"exited with code {exc.returncode} at start-up"
+                if exc.returncode is not None
+                else f"did not answer within {timeout:.0f} s"
+            )
+            raise CannotRun(
+                f"{self.name} {how}:\n$ {shlex.join(self.argv)}\n{tail(self.logfile)}"
+            ) from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -17,94 +17,78 @@ A drill proves a dump restores by restoring it. The servers here are the drill's
 
 from __future__ import annotations
 
-import logging
 import os
 import pwd
 import secrets
 import shutil
 import signal
 import stat
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import psycopg
 import pymysql
 from psycopg.conninfo import make_conninfo
 
-from portalops.core.errors import OpsError
+from portalops.core import procs
+from portalops.core.procs import (
+    LOG_TAIL,
+    STOP_TIMEOUT,
+    ProcessFailed,
+    as_user,
+    hand_over,
+    run_bounded,
+    run_tool,
+    tail,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "LOG_TAIL",
+    "MY_ADMIN",
+    "PG_PORT",
+    "PG_SUPERUSER",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "MariadbScratch",
+    "PostgresScratch",
+    "ScratchServerError",
+    "as_user",
+    "check_reachable",
+    "ensure_user",
+    "find_mariadb_bin",
+    "find_postgres_bin",
+    "hand_over",
+    "mariadb_running",
+    "postgres_running",
+    "run_bounded",
+    "run_tool",
+    "tail",
+    "throwaway_mariadb",
+    "throwaway_postgres",
+]
 
 START_TIMEOUT = 120.0  # seconds for initdb / install-db and for the server to accept clients
-STOP_TIMEOUT = 30.0
 PG_PORT = 5432  # names the socket file only: the throwaway cluster has no TCP listener
 PG_SUPERUSER = "postgres"
 MY_ADMIN = "portal_ops_drill"  # MariaDB account the drill works as (users.sql cannot touch it)
-LOG_TAIL = 8
 SOCKET_PATH_MAX = 107  # sun_path, minus the terminating NUL
-STDERR_HEAD = 1 << 20  # bytes of a tool's stderr kept from its start …
-STDERR_TAIL = 64 << 10  # … and from its end
 
-
-class ScratchServerError(OpsError):
-    """{}"""
+#: What a throwaway server, or a tool run for it, raises when it fails: the process helpers'
+#: own error, so that one ``except`` catches a failed tool and a failed server alike.
+ScratchServerError = ProcessFailed
 
 
 # -- the unprivileged user -------------------------------------------------------------------
 
 
 def ensure_user(name: str) -> None:
-    """Create the system user ``name`` if we are root and it is missing (idempotent)."""
-    if os.geteuid() != 0 or _user_exists(name):
-        return
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    done = subprocess.run(
-        [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", "--comment", "portal-ops restore drills", name],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if not _user_exists(name):  # another drill may have won the race: that is fine too
-        raise ScratchServerError(
-            f"cannot create the system user {name!r} for throwaway database servers: "
-            f"{done.stderr.strip() or f'useradd exited with code {done.returncode}'}"
-        )
-    log.info("created the system user %s: throwaway database servers run as it", name)
-
-
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
-def as_user(argv: Sequence[str], user: str, *, bind_low_ports: bool = False) -> list[str]:
-    """``argv`` run as ``user`` when we are root (setpriv execs in place: the pid we hold is
-    the server's own); unchanged otherwise, since we are unprivileged already.
-    ``bind_low_ports`` keeps one capability, binding ports below 1024, for ``nginx -t``."""
-    if os.geteuid() != 0:
-        return list(argv)
-    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    caps = (
-        ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
-        if bind_low_ports
-        else []
+    """Create the drill's system user ``name`` if we are root and it is missing (idempotent)."""
+    procs.ensure_user(
+        name, comment="portal-ops restore drills", purpose="throwaway database servers"
     )
-    return [setpriv, f"--reuid={user}", f"--regid={user}", "--init-groups", *caps, "--", *argv]
-
-
-def hand_over(path: Path, user: str) -> None:
-    """Give ``path`` to ``user`` (when we are root; else it is ours already)."""
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam(user)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 @contextmanager
@@ -147,151 +131,41 @@ def check_reachable(base: Path, user: str, who: str = "the throwaway database se
             )
 
 
-def _env(root: Path) -> dict[str, str]:
-    # nothing of the caller's: no PG*/MYSQL* variables, locale or HOME surprises
-    return {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": str(root),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "TZ": "UTC",
-    }
-
-
-# -- processes -------------------------------------------------------------------------------
-
-
-def run_tool(
-    argv: Sequence[str],
-    *,
-    what: str,
-    timeout: float,
-    env: dict[str, str] | None = None,
-    stdin: IO[bytes] | None = None,
-    cwd: Path | None = None,
-    check: bool = True,
-) -> str:
-    """Run a command to completion and return its stderr; if it fails (and ``check``), the
-    stderr goes into the error."""
-    code, stderr = run_bounded(argv, what=what, timeout=timeout, env=env, stdin=stdin, cwd=cwd)
-    if check and code != 0:
-        raise ScratchServerError(
-            f"{what} failed (exit code {code}): {tail(stderr) or 'no message'}"
-        )
-    return stderr
-
-
-def run_bounded(
-    argv: Sequence[str],
-    *,
-    what: str,
-    timeout: float,
-    env: dict[str, str] | None = None,
-    stdin: IO[bytes] | None = None,
-    cwd: Path | None = None,
-) -> tuple[int, str]:
-    """(exit code, stderr) of a command run to completion. Its stdout is discarded and its
-    stderr kept to a bounded size: a tool fed a hostile dump can print without end (every
-    failing statement echoed back), and none of it may fill this process's memory."""
-    with tempfile.TemporaryFile() as err:
-        try:
-            done = subprocess.run(
-                list(argv),
-                stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                timeout=timeout,
-                env=env,
-                cwd=cwd,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise ScratchServerError(f"{what}: {argv[0]} not found") from None
-        except subprocess.TimeoutExpired:
-            raise ScratchServerError(f"{what}: did not finish within {timeout:.0f} s") from None
-        return done.returncode, _read_bounded(err)
-
-
-def _read_bounded(handle: IO[bytes]) -> str:
-    """The head and the tail of what ``handle`` holds, the middle left out if it is long."""
-    size = handle.seek(0, os.SEEK_END)
-    handle.seek(0)
-    if size <= STDERR_HEAD + STDERR_TAIL:
-        return handle.read().decode("utf-8", "replace")
-    head = handle.read(STDERR_HEAD)
-    handle.seek(size - STDERR_TAIL)
-    tail = handle.read()
-    left_out = size - len(head) - len(tail)
-    return (
-        head.decode("utf-8", "replace").rpartition("\n")[0]
-        + f"\n… ({left_out} bytes left out)\n"
-        + tail.decode("utf-8", "replace").partition("\n")[2]
-    )
-
-
-def tail(text: str, lines: int = LOG_TAIL) -> str:
-    kept = [" ".join(line.split()) for line in text.strip().splitlines()[-lines:]]
-    return " | ".join(line for line in kept if line)
-
-
-def _start(
-    argv: list[str], log_path: Path, env: dict[str, str], cwd: Path
-) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
-        )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """``sig`` (the server's "shut down now"), then SIGKILL for the whole process group."""
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # backends left behind keep the group id
-
-
-def _wait_ready(
-    ready: Callable[[], bool], proc: subprocess.Popen[bytes], log_path: Path, what: str
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        with suppress(Exception):  # a starting server refuses a lot; its log says why
-            if ready():
-                return
-        if proc.poll() is not None:
-            raise ScratchServerError(
-                f"{what} exited with code {proc.returncode} while starting: {_log_tail(log_path)}"
-            )
-        if time.monotonic() > deadline:
-            raise ScratchServerError(
-                f"{what} did not accept connections within {START_TIMEOUT:.0f} s: "
-                f"{_log_tail(log_path)}"
-            )
-        time.sleep(0.1)
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        return tail(path.read_text(encoding="utf-8", errors="replace")) or "(empty log)"
-    except OSError as exc:
-        return f"(cannot read {path}: {exc.strerror})"
-
-
 def _check_socket_path(path: Path) -> None:
     if len(os.fsencode(path)) > SOCKET_PATH_MAX:
         raise ScratchServerError(
             f"the socket path {path} is longer than {SOCKET_PATH_MAX} bytes; "
             "set drill.scratch_dir to a shorter directory"
         )
+
+
+def _initialise(argv: list[str], user: str, root: Path, what: str) -> None:
+    """Run a server's data directory maker (initdb, install-db) as ``user`` in ``root``."""
+    run_tool(
+        as_user(argv, user), what=what, timeout=START_TIMEOUT, env=procs.clean_env(root), cwd=root
+    )
+
+
+@contextmanager
+def _server(
+    argv: list[str],
+    user: str,
+    root: Path,
+    log_name: str,
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    stop_signal: signal.Signals,
+) -> Iterator[None]:
+    """``argv`` started as ``user`` in ``root`` (logging to ``root/log_name``), waited for
+    until ``ready``, and stopped with ``stop_signal`` (then its process group killed) on exit."""
+    log_path = root / log_name
+    proc = procs.start(as_user(argv, user), log_path, env=procs.clean_env(root), cwd=root)
+    try:
+        procs.wait_ready(ready, what=what, timeout=START_TIMEOUT, proc=proc, log=log_path)
+        yield
+    finally:
+        procs.stop(proc, stop_signal)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -304,10 +178,11 @@ class PostgresScratch:
     bin_dir: Path
     socket_dir: Path
     env: dict[str, str]
+    port: int = PG_PORT  # names the socket file (and the TCP port, where one listens)
 
     def conninfo(self, dbname: str) -> str:
         return make_conninfo(
-            "", host=str(self.socket_dir), port=PG_PORT, user=PG_SUPERUSER, dbname=dbname
+            "", host=str(self.socket_dir), port=self.port, user=PG_SUPERUSER, dbname=dbname
         )
 
     def bin(self, name: str) -> str:
@@ -343,37 +218,56 @@ def find_postgres_bin(configured: Path | None, *hints: Path | None) -> Path:
 @contextmanager
 def throwaway_postgres(bin_dir: Path, base: Path | None, user: str) -> Iterator[PostgresScratch]:
     """A fresh PostgreSQL cluster in scratch space, stopped and deleted on exit."""
-    with _server_dir("pg", base, user) as (root, sock):
-        data = root / "data"
-        _check_socket_path(sock / f".s.PGSQL.{PG_PORT}")
-        env = _env(root)
-        run_tool(
-            as_user(
-                [str(bin_dir / "initdb"), "--pgdata", str(data), "--username", PG_SUPERUSER,
-                 "--encoding", "UTF8", "--locale", "C.UTF-8", "--auth", "trust", "--no-sync",
-                 "--no-instructions"],
-                user,
-            ),
-            what="initdb for the throwaway drill cluster", timeout=START_TIMEOUT, env=env,
-            cwd=root,
-        )  # fmt: skip
-        log_path = root / "postgres.log"
-        proc = _start(
-            as_user(
-                [str(bin_dir / "postgres"), "-D", str(data), "-p", str(PG_PORT), "-k", str(sock),
-                 "-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"],
-                user,
-            ),
-            log_path, env, root,
-        )  # fmt: skip
-        try:
-            server = PostgresScratch(bin_dir, sock, env)
-            _wait_ready(
-                lambda: _pg_ready(server), proc, log_path, "the throwaway PostgreSQL cluster"
-            )
-            yield server
-        finally:
-            _stop(proc, signal.SIGINT)  # SIGINT: fast shutdown; SIGTERM waits for clients
+    with (
+        _server_dir("pg", base, user) as (root, sock),
+        postgres_running(
+            bin_dir, root, sock, user,
+            settings={"listen_addresses": "", "unix_socket_permissions": "0700"},
+            what="the throwaway PostgreSQL cluster",
+            initdb_what="initdb for the throwaway drill cluster",
+        ) as server,
+    ):  # fmt: skip
+        yield server
+
+
+@contextmanager
+def postgres_running(
+    bin_dir: Path,
+    root: Path,
+    sock: Path,
+    user: str,
+    *,
+    settings: Mapping[str, str],
+    what: str,
+    initdb_what: str,
+    port: int = PG_PORT,
+    hba: str | None = None,
+) -> Iterator[PostgresScratch]:
+    """A cluster made by initdb in ``root/data`` (superuser ``postgres``, UTF-8, trust unless
+    ``hba`` replaces pg_hba.conf), run as ``user`` with its socket in ``sock``, its log in
+    ``root/postgres.log`` and the ``settings`` given (``-c``); stopped on exit. The caller
+    owns both directories, and decides where the server listens: :func:`throwaway_postgres`
+    on its socket only."""
+    data = root / "data"
+    _check_socket_path(sock / f".s.PGSQL.{port}")
+    _initialise(
+        [str(bin_dir / "initdb"), "--pgdata", str(data), "--username", PG_SUPERUSER,
+         "--encoding", "UTF8", "--locale", "C.UTF-8", "--auth", "trust", "--no-sync",
+         "--no-instructions"],
+        user, root, initdb_what,
+    )  # fmt: skip
+    if hba is not None:
+        (data / "pg_hba.conf").write_text(hba, encoding="utf-8")
+    argv = [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sock)]
+    for name, value in settings.items():
+        argv += ["-c", f"{name}={value}"]
+    server = PostgresScratch(bin_dir, sock, procs.clean_env(root), port)
+    # SIGINT: fast shutdown; SIGTERM waits for clients
+    with _server(
+        argv, user, root, "postgres.log", lambda: _pg_ready(server),
+        what=what, stop_signal=signal.SIGINT,
+    ):  # fmt: skip
+        yield server
 
 
 def _pg_ready(server: PostgresScratch) -> bool:
@@ -404,9 +298,8 @@ class MariadbScratch:
         }
 
 
-@contextmanager
-def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
-    """A fresh MariaDB server in scratch space, stopped and deleted on exit."""
+def find_mariadb_bin() -> tuple[str, str]:
+    """(mariadb-install-db, mariadbd) as found on PATH (or mariadbd's Debian place)."""
     install_db = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
     mariadbd = shutil.which("mariadbd") or shutil.which("mysqld") or "/usr/sbin/mariadbd"
     if install_db is None or not os.path.exists(mariadbd):
@@ -415,54 +308,79 @@ def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
             "throwaway drill server: install the Debian package mariadb-server "
             "(scripts/setup-system does)"
         )
-    with _server_dir("my", base, user) as (root, run_dir):
-        data, tmp = root / "data", root / "tmp"
-        tmp.mkdir()
-        hand_over(tmp, user)
-        sock = run_dir / "mysqld.sock"
-        _check_socket_path(sock)
-        env = _env(root)
-        # --no-defaults first on both, or they read /etc/mysql (and its /run/mysqld) anyway
-        run_tool(
-            as_user(
-                [install_db, "--no-defaults", f"--datadir={data}",
-                 "--auth-root-authentication-method=normal", "--skip-test-db",
-                 "--skip-name-resolve", "--skip-log-bin"],
-                user,
-            ),
-            what="mariadb-install-db for the throwaway drill server", timeout=START_TIMEOUT,
-            env=env, cwd=root,
-        )  # fmt: skip
-        log_path = root / "mariadbd.log"
-        proc = _start(
-            as_user(
-                [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}",
-                 "--skip-networking", f"--pid-file={run_dir / 'mysqld.pid'}", f"--tmpdir={tmp}",
-                 f"--secure-file-priv={tmp}",
-                 "--skip-name-resolve", "--skip-log-bin", "--character-set-server=utf8mb4",
-                 "--collation-server=utf8mb4_unicode_ci", "--innodb-buffer-pool-size=128M"],
-                user,
-            ),
-            log_path, env, root,
-        )  # fmt: skip
-        try:
-            _wait_ready(lambda: _my_root_ready(sock), proc, log_path, "the throwaway MariaDB")
-            password = secrets.token_urlsafe(18)  # [A-Za-z0-9_-]: nothing to escape below
-            _my_root_execute(
-                sock,
-                f"CREATE USER '{MY_ADMIN}'@'localhost' IDENTIFIED BY '{password}'",
-                f"GRANT ALL PRIVILEGES ON *.* TO '{MY_ADMIN}'@'localhost' WITH GRANT OPTION",
-                # users.sql grants PROXY (root's own), which takes PROXY WITH GRANT OPTION
-                f"GRANT PROXY ON ''@'%' TO '{MY_ADMIN}'@'localhost' WITH GRANT OPTION",
-            )
-            options = root / "client.cnf"
-            fd = os.open(options, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(f"[client]\nuser={MY_ADMIN}\npassword={password}\nsocket={sock}\n")
-            hand_over(options, user)  # the mariadb client runs as the user too
-            yield MariadbScratch(sock, password, options, env)
-        finally:
-            _stop(proc, signal.SIGTERM)
+    return install_db, mariadbd
+
+
+@contextmanager
+def throwaway_mariadb(base: Path | None, user: str) -> Iterator[MariadbScratch]:
+    """A fresh MariaDB server in scratch space, stopped and deleted on exit."""
+    programs = find_mariadb_bin()
+    with (
+        _server_dir("my", base, user) as (root, run_dir),
+        mariadb_running(
+            programs, root, run_dir, user,
+            options=["--skip-networking", f"--secure-file-priv={root / 'tmp'}",
+                     "--innodb-buffer-pool-size=128M"],
+            what="the throwaway MariaDB",
+            install_what="mariadb-install-db for the throwaway drill server",
+        ) as sock,
+    ):  # fmt: skip
+        password = secrets.token_urlsafe(18)  # [A-Za-z0-9_-]: nothing to escape below
+        _my_root_execute(
+            sock,
+            f"CREATE USER '{MY_ADMIN}'@'localhost' IDENTIFIED BY '{password}'",
+            f"GRANT ALL PRIVILEGES ON *.* TO '{MY_ADMIN}'@'localhost' WITH GRANT OPTION",
+            # users.sql grants PROXY (root's own), which takes PROXY WITH GRANT OPTION
+            f"GRANT PROXY ON ''@'%' TO '{MY_ADMIN}'@'localhost' WITH GRANT OPTION",
+        )
+        options = root / "client.cnf"
+        fd = os.open(options, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"[client]\nuser={MY_ADMIN}\npassword={password}\nsocket={sock}\n")
+        hand_over(options, user)  # the mariadb client runs as the user too
+        yield MariadbScratch(sock, password, options, procs.clean_env(root))
+
+
+@contextmanager
+def mariadb_running(
+    programs: tuple[str, str],
+    root: Path,
+    run_dir: Path,
+    user: str,
+    *,
+    options: Sequence[str],
+    what: str,
+    install_what: str,
+) -> Iterator[Path]:
+    """A server made by ``programs`` (mariadb-install-db, mariadbd) in ``root/data`` with a
+    passwordless root, run as ``user`` with the ``options`` given, its socket and pid file in
+    ``run_dir``, its temp dir ``root/tmp``, its log ``root/mariadbd.log``; yields the socket
+    path once root gets in through it, and stops the server on exit. Neither program reads an
+    option file (``--no-defaults``); the caller decides where the server listens."""
+    install_db, mariadbd = programs
+    data, tmp = root / "data", root / "tmp"
+    tmp.mkdir()
+    hand_over(tmp, user)
+    sock = run_dir / "mysqld.sock"
+    _check_socket_path(sock)
+    # --no-defaults first on both, or they read /etc/mysql (and its /run/mysqld) anyway
+    _initialise(
+        [install_db, "--no-defaults", f"--datadir={data}",
+         "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve",
+         "--skip-log-bin"],
+        user, root, install_what,
+    )  # fmt: skip
+    argv = [
+        mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}",
+        f"--pid-file={run_dir / 'mysqld.pid'}", f"--tmpdir={tmp}", "--skip-name-resolve",
+        "--skip-log-bin", "--character-set-server=utf8mb4",
+        "--collation-server=utf8mb4_unicode_ci", *options,
+    ]  # fmt: skip
+    with _server(
+        argv, user, root, "mariadbd.log", lambda: _my_root_ready(sock),
+        what=what, stop_signal=signal.SIGTERM,
+    ):  # fmt: skip
+        yield sock
 
 
 def _my_root_ready(sock: Path) -> bool:
