@@ -1,15 +1,22 @@
-"""The process helpers fail loudly and clean up: the fixtures' failure paths depend on them."""
+"""The process helpers fail loudly and clean up: the fixtures' failure paths depend on them,
+and so do the drills' throwaway servers (:mod:`portalops.core.procs`, shared by both)."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from portalops.core import procs
 from tests.fixtures.procs import (
+    SERVICE_USER,
+    ensure_service_user,
     free_port,
     require_binary,
     require_module,
@@ -127,3 +134,69 @@ def test_run_returns_stdout_or_fails_with_output() -> None:
     assert "initdb: bad locale" in str(excinfo.value)
     with pytest.raises(pytest.fail.Exception, match="did not finish within 0 s"):
         run(["sleep", "5"], what="sleeping", timeout=0.2)
+
+
+# -- portalops.core.procs, as the drills and the bench see it (errors, not pytest failures) --
+
+
+def test_not_ready_says_why_for_the_caller_to_word(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    proc = start_process([sys.executable, "-c", "print('FATAL: bad setting'); exit(2)"], log)
+    with pytest.raises(procs.NotReady) as excinfo:
+        procs.wait_ready(lambda: 1 / 0 == 0, what="the cluster", timeout=30, proc=proc, log=log)
+    error = excinfo.value
+    assert error.returncode == 2
+    assert isinstance(error.last_error, ZeroDivisionError)
+    assert str(error) == "the cluster exited with code 2 while starting: FATAL: bad setting"
+    assert error.exit_code == 3  # an OpsError: the drill reports it like any operational one
+
+    with pytest.raises(procs.NotReady) as excinfo:
+        procs.wait_ready(lambda: False, what="the cluster", timeout=0.2, interval=0.05)
+    assert excinfo.value.returncode is None
+    assert str(excinfo.value) == "the cluster did not accept connections within 0 s"
+
+
+def test_run_bounded_keeps_the_head_and_tail_of_endless_stderr() -> None:
+    script = (
+        "import sys\n"
+        "sys.stderr.write('first line\\n' + 'x' * 100 + '\\n')\n"
+        "for _ in range(40000): sys.stderr.write('ERROR: syntax error at or near \"x\"\\n')\n"
+        "sys.stderr.write('last line\\n'); sys.exit(3)\n"
+    )
+    code, stderr = procs.run_bounded([sys.executable, "-c", script], what="psql", timeout=30)
+    assert code == 3
+    assert stderr.startswith("first line\n")
+    assert stderr.endswith("last line\n")
+    assert "bytes left out)" in stderr
+    assert len(stderr) < procs.STDERR_HEAD + procs.STDERR_TAIL + 100
+
+
+def test_run_tool_names_the_step_and_quotes_the_tail() -> None:
+    with pytest.raises(procs.ProcessFailed) as excinfo:
+        procs.run_tool(["sh", "-c", "echo 'initdb: bad  locale' >&2; exit 4"],
+                       what="initdb", timeout=10)  # fmt: skip
+    assert str(excinfo.value) == "initdb failed (exit code 4): initdb: bad locale"
+    with pytest.raises(procs.ProcessFailed, match=r"^pg_restore: /nonexistent/pg_restore not"):
+        procs.run_tool(["/nonexistent/pg_restore"], what="pg_restore", timeout=10)
+    with pytest.raises(procs.ProcessFailed, match=r"^sleeping: did not finish within 0 s"):
+        procs.run_tool(["sleep", "5"], what="sleeping", timeout=0.2)
+    assert procs.run_tool(["sh", "-c", "echo warn >&2; exit 1"], what="x", timeout=10,
+                          check=False) == "warn\n"  # fmt: skip
+
+
+def test_as_user_drops_root_and_keeps_no_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_service_user()
+    monkeypatch.setenv("PGPASSWORD", "leaked")
+    argv = procs.as_user(["sh", "-c", "id -u; echo $HOME $PGPASSWORD"], SERVICE_USER)
+    out = subprocess.run(argv, env=procs.clean_env(tmp_path), capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    expected = pwd.getpwnam(SERVICE_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert out == [str(expected), str(tmp_path)]
+
+
+def test_ensure_user_is_a_no_op_for_an_existing_user() -> None:
+    procs.ensure_user("nobody", comment="unused", purpose="nothing")
+    assert procs.user_exists("nobody")
+    assert not procs.user_exists("portalops-no-such-user")
