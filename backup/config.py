@@ -1,14 +1,18 @@
 """The ``backup`` and ``drill`` sections of ops.yaml: repositories, retention, sources, schedule,
-and how restore drills run. Every field has a safe default."""
+and how restore drills run. Every field has a safe default.
+
+The source models live with their kinds (``portalops.backup.sources.<kind>``); ``Source`` is
+the registry's union of them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
-from portalops.backup.sources.base import Category, Name
+from portalops.backup.sources import Source
+from portalops.backup.sources.base import Name
 from portalops.core.timefmt import HHMM, parse_hhmm, sexagesimal_clock
 from portalops.core.validate import Strict, ZoneName
 
@@ -32,100 +36,6 @@ class Retention(Strict):
     weekly: Annotated[int, Field(ge=0)] = 8
     monthly: Annotated[int, Field(ge=0)] = 12
     yearly: Annotated[int, Field(ge=0)] = 3
-
-
-class FilesSource(Strict):
-    name: Name
-    kind: Literal["files"]
-    category: Category
-    paths: Annotated[list[Path], Field(min_length=1)]
-    exclude: list[str] = []
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute(cls, paths: list[Path]) -> list[Path]:
-        for path in paths:
-            if not path.is_absolute():
-                raise ValueError(f"'{path}' is not an absolute path")
-        return paths
-
-
-class PostgresSource(Strict):
-    """pg_dump -Fc -Z0 of each database, streamed, plus pg_dumpall --globals-only.
-    Passwords come from PGPASSFILE / ~/.pgpass or the environment, never from here."""
-
-    name: Name
-    kind: Literal["postgres"]
-    category: Category = Category.DATABASE
-    dsn: str = ""  # libpq keywords, e.g. "host=127.0.0.1 port=5432 user=backup"
-    databases: list[str] | Literal["all"] = "all"
-    bin_dir: Path | None = None  # where pg_dump and pg_dumpall live (default: PATH)
-    timeout: Annotated[float, Field(gt=0)] = 6 * 3600
-
-    @field_validator("dsn")
-    @classmethod
-    def _no_password(cls, dsn: str) -> str:
-        if "password" in dsn.lower():
-            raise ValueError(
-                "passwords do not belong in ops.yaml; use a 0600 PGPASSFILE (~/.pgpass) "
-                "or the PGPASSWORD environment variable of the cron job"
-            )
-        return dsn
-
-
-class MariadbSource(Strict):
-    """mariadb-dump --single-transaction of each database, streamed, with table statistics.
-    Credentials come from a 0600 option file (defaults_file), never from here."""
-
-    name: Name
-    kind: Literal["mariadb"]
-    category: Category = Category.DATABASE
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 3306
-    socket: Path | None = None
-    user: str | None = None
-    defaults_file: Path | None = None  # [client] user=..., password=...
-    databases: list[str] | Literal["all"] = "all"
-    timeout: Annotated[float, Field(gt=0)] = 6 * 3600
-    # row counts from the dump's own snapshot: commits wait while mariadb-dump starts
-    # (BACKUP STAGE BLOCK_COMMIT, needs RELOAD; at most a few seconds, usually milliseconds)
-    consistent_counts: bool = True
-    users: bool = True  # users.sql: accounts, roles and grants (mariadb-dump --system=users)
-
-
-class CommandSource(Strict):
-    """A local command's standard output, stored as one file (e.g. nft list ruleset)."""
-
-    name: Name
-    kind: Literal["command"]
-    category: Category = Category.CONFIG
-    command: Annotated[list[str], Field(min_length=1)]
-    filename: str | None = None  # default: <name>.txt
-    timeout: Annotated[float, Field(gt=0)] = 600
-    allow_empty: bool = False
-
-
-class SshSource(Strict):
-    """A command's output on a remote host or network device, over SSH with a pinned key."""
-
-    name: Name
-    kind: Literal["ssh"]
-    category: Category = Category.CONFIG
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
-    user: str
-    key: Path
-    known_hosts: Path  # the host key must be listed here: unknown or changed keys fail
-    command: str
-    filename: str | None = None  # default: <name>.txt
-    timeout: Annotated[float, Field(gt=0)] = 600
-    allow_empty: bool = False
-
-
-Source = Annotated[
-    FilesSource | PostgresSource | MariadbSource | CommandSource | SshSource,
-    Field(discriminator="kind"),
-]
 
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

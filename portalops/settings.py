@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import model_validator
 
 from portalops.backup.config import Backup, Drill
+from portalops.backup.sources import database_kinds
 from portalops.core.validate import LocatedError, Strict, parse_model
 from portalops.core.yamlsrc import load_yaml
 from portalops.monitors.config import Monitor
@@ -42,13 +43,19 @@ class Settings(Strict):
                     f"names source '{query.source}', which backup.sources does not define "
                     f"({', '.join(kinds) or 'none'})",
                 )
-            if kind not in ("postgres", "mariadb"):
+            databases = database_kinds()
+            if kind not in databases:
                 raise LocatedError(
                     where,
                     f"source '{query.source}' is a {kind} source; smoke queries run on "
-                    "postgres and mariadb sources only",
+                    f"{_either(databases)} sources only",
                 )
         return self
+
+
+def _either(kinds: tuple[str, ...]) -> str:
+    """'postgres and mariadb', 'a, b and c'."""
+    return " and ".join(filter(None, (", ".join(kinds[:-1]), kinds[-1])))
 
 
 def load_settings(path: Path | None) -> Settings:

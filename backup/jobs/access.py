@@ -46,6 +46,4 @@ def select(backup: Backup, names: list[str] | None, config_file: Path | None) ->
 
 
 def open_repository(settings: RepoSettings, keys: Keys) -> Repository:
-    repo = Repository.open(open_storage(settings), keys.writer, keys.identity)
-    repo.settings = settings
-    return repo
+    return Repository.open(open_storage(settings), keys.writer, keys.identity, settings)

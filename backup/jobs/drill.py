@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portalops.backup.jobs.drill_db import DB_ERRORS, DatabaseDrill
+from portalops.backup.jobs.drill_db import DB_ERRORS
 from portalops.backup.jobs.drill_nginx import nginx_test
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.repo.tree import NodeType
 from portalops.backup.restore.files import restore, walk
+from portalops.backup.sources.base import DatabaseDrill
 from portalops.core.errors import OpsError
 
 log = logging.getLogger(__name__)

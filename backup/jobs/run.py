@@ -21,10 +21,6 @@ from pathlib import Path
 from typing import Literal
 
 from portalops import __version__
-from portalops.backup.archive.archiver import Archiver, Prefetcher
-from portalops.backup.archive.files_cache import FilesCache
-from portalops.backup.archive.streams import Sink
-from portalops.backup.config import FilesSource, Source
 from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.jobs.access import Keys, open_repository
 from portalops.backup.repo.chunker import Chunker
@@ -32,7 +28,7 @@ from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.repo.writer import BlobWriter
-from portalops.backup.sources import describe_source, producer_for
+from portalops.backup.sources import Source, store
 from portalops.core.errors import ExitCode, OpsError
 
 log = logging.getLogger(__name__)
@@ -157,52 +153,16 @@ def _backup_one(
     writer = BlobWriter(repo, on_seal=lock.check)
     chunker = Chunker(repo.writer.chunker_seed, repo.config.chunker)
     report = progress(f"{source.name} → {repo.name}") if progress else None
-    if isinstance(source, FilesSource):
-        cache = FilesCache(state_dir / "cache" / repo.config.id / f"{source.name}.sqlite")
-        prefetch = Prefetcher()
-        archiver = Archiver(
-            writer, chunker, cache, list(source.exclude), progress=report, prefetch=prefetch
-        )
-        try:
-            root = archiver.archive(list(source.paths))
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            cache.discard()
-            raise
-        finally:
-            prefetch.close()
-        stats = archiver.stats
-        counts = {
-            "files": stats.files,
-            "dirs": stats.dirs,
-            "symlinks": stats.symlinks,
-            "bytes": stats.bytes,
-            "files_read": stats.files_read,
-            "bytes_read": stats.bytes_read,
-            "vanished": len(stats.vanished),
-            "skipped": len(stats.skipped),
-        }
-        paths, extra, on_success = [str(p) for p in source.paths], {}, cache.commit
-        vanished, skipped = stats.vanished[:20], stats.skipped[:20]
-    else:
-        sink = Sink(source.name, writer, chunker, progress=report)
-        try:
-            extra = producer_for(source.kind)(source, sink)
-            root = sink.root()
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        counts = {"files": len(sink.nodes), "dirs": 0, "bytes": sink.size}
-        paths, on_success, vanished, skipped = [describe_source(source)], None, [], []
+    cache_file = state_dir / "cache" / repo.config.id / f"{source.name}.sqlite"
+    stored = store(source, writer, chunker, cache_file, report)
+    counts = stored.counts
     snapshot = Snapshot(
         source=source.name,
         category=source.category.value,
         host=socket.gethostname(),
         time=time_started,
-        tree=root,
-        paths=paths,
+        tree=stored.root,
+        paths=stored.paths,
         tool=f"portal-ops {__version__}",
         summary={
             **counts,
@@ -210,15 +170,15 @@ def _backup_one(
             "raw_bytes_added": writer.raw_bytes_added,
             "blobs_added": writer.blobs_added,
         },
-        stats=extra,
+        stats=stored.stats,
     )
     step("snapshot", source.name)
     # The data is stored and indexed; a prune must not have run since the index was read
     # (its blobs would be gone), so the lock must still be ours, in storage too.
     lock.check()
     ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
-    if on_success is not None:
-        on_success()
+    if stored.on_success is not None:
+        stored.on_success()
     return SourceResult(
         source=source.name,
         category=source.category.value,
@@ -233,6 +193,6 @@ def _backup_one(
         raw_bytes_added=writer.raw_bytes_added,
         blobs_added=writer.blobs_added,
         packs_written=writer.packs_written,
-        vanished=vanished,
-        skipped=skipped,
+        vanished=stored.vanished,
+        skipped=stored.skipped,
     )

@@ -13,10 +13,10 @@ import logging
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 from portalops.backup.repo import index as index_codec
 from portalops.backup.repo.age import AgeError
+from portalops.backup.repo.backends import RepositoryLike
 from portalops.backup.repo.index import Index, IndexFormatError, PackRecord
 from portalops.backup.repo.keys import (
     MAX_KEY_CANDIDATES,
@@ -120,7 +120,8 @@ class Repository:
     identity: Identity | None = None
     index: Index = field(default_factory=Index)
     index_problems: list[str] = field(default_factory=list)
-    settings: Any = None  # the config entry it was opened from (lets worker processes reopen it)
+    # the config entry it was opened from: lets worker processes reopen the storage
+    settings: RepositoryLike | None = None
     _packs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
 
     @property
@@ -154,7 +155,11 @@ class Repository:
 
     @classmethod
     def open(
-        cls, storage: Storage, writer: WriterKey | None, identity: Identity | None
+        cls,
+        storage: Storage,
+        writer: WriterKey | None,
+        identity: Identity | None,
+        settings: RepositoryLike | None = None,
     ) -> Repository:
         config = cls.read_config(storage)
         if writer is None:
@@ -169,7 +174,7 @@ class Repository:
                 f"the writer key does not belong to this repository (key {writer.fingerprint}, "
                 f"repository expects {config.key_fingerprint})",
             )
-        return cls(storage, config, writer, identity)
+        return cls(storage, config, writer, identity, settings=settings)
 
     @staticmethod
     def read_config(storage: Storage) -> RepoConfig:

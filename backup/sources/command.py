@@ -8,12 +8,35 @@ into the snapshot, and a non-zero exit, a timeout or an empty output fails the s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from portalops.backup.archive.streams import Sink, stream_command
-from portalops.backup.config import CommandSource
+from portalops.backup.sources.base import Category, Name
+from portalops.core.validate import Strict
 
+if TYPE_CHECKING:
+    from portalops.backup.config import Drill
+
+KIND = "command"
 _LABEL_MAX = 60  # characters of the command line quoted in error messages
+
+
+class CommandSource(Strict):
+    """A local command's standard output, stored as one file (e.g. nft list ruleset)."""
+
+    name: Name
+    kind: Literal["command"]
+    category: Category = Category.CONFIG
+    command: Annotated[list[str], Field(min_length=1)]
+    filename: str | None = None  # default: <name>.txt
+    timeout: Annotated[float, Field(gt=0)] = 600
+    allow_empty: bool = False
+
+
+def describe(source: CommandSource) -> str:
+    return "command:" + " ".join(source.command)
 
 
 def produce(source: CommandSource, sink: Sink) -> dict[str, Any]:
@@ -28,6 +51,10 @@ def produce(source: CommandSource, sink: Sink) -> dict[str, Any]:
     )
     # stream_command raises on any other status: what got here exited 0
     return {"command": list(source.command), "bytes": size, "exit_code": 0}
+
+
+def drill(source: CommandSource, drill_config: Drill) -> None:
+    """No database step: the restored output is checked byte for byte like any file."""
 
 
 def _label(argv: list[str]) -> str:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from portalops.backup.sources import KINDS
 from portalops.backup.sources.base import Category
 from portalops.cli.context import PROJECT_ROOT
 from portalops.core.errors import SourceError
@@ -50,13 +51,8 @@ def test_shipped_example_is_valid() -> None:
     settings = load_settings(PROJECT_ROOT / "config" / "ops.example.yaml")
     categories = {s.category for s in settings.backup.sources}
     assert categories == {Category.CONFIG, Category.LOGS, Category.CODE, Category.DATABASE}
-    assert {s.kind for s in settings.backup.sources} == {
-        "files",
-        "command",
-        "postgres",
-        "mariadb",
-        "ssh",
-    }
+    # the example shows every registered source kind
+    assert {s.kind for s in settings.backup.sources} == {kind.KIND for kind in KINDS}
     assert settings.backup.repositories[1].object_lock_days == 35
 
 
