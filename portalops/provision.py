@@ -142,14 +142,9 @@ def build_argv(
 ) -> list[str]:
     """ansible-playbook's arguments: the estate inventory first, then whatever ``extra`` adds
     (more ``-i`` sources, ``-e``, ``--vault-password-file``, ``--tags``)."""
-    argv = [binary, "-i", str(root / INVENTORY_SCRIPT), str(playbook)]
-    if limit:
-        argv += ["--limit", limit]
-    if check:
-        argv.append("--check")
-    if diff:
-        argv.append("--diff")
-    return [*argv, *extra]
+    limits = ["--limit", limit] if limit else []
+    modes = [flag for flag, wanted in (("--check", check), ("--diff", diff)) if wanted]
+    return [binary, "-i", str(root / INVENTORY_SCRIPT), str(playbook), *limits, *modes, *extra]
 
 
 def ansible_env(root: Path, units: Path, servers: Path) -> dict[str, str]:
