@@ -15,6 +15,7 @@ from pathlib import Path
 
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput
+from portalops.core.netaddr import is_port, parse_host_port, unbracket
 from portalops.oncall import amconfig, rota
 from portalops.oncall.config import Oncall, Person
 from portalops.oncall.messages import test as test_message
@@ -32,10 +33,11 @@ MAX_WEEKS = 104
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:9434`` too) as (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    parsed = parse_host_port(value)
+    if parsed is None or not is_port(parsed[1]):
         raise BadInput(f"listen address {value!r}: expected host:port, e.g. 127.0.0.1:9434")
-    return host.strip("[]"), int(port)
+    host, port = parsed
+    return unbracket(host), port
 
 
 def run_service(oncall: Oncall, state_dir: Path, listen: str | None) -> None:
