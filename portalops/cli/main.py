@@ -80,6 +80,8 @@ def _parse(
         with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
             return parser.parse_args(argv)
     except SystemExit as exc:
+        if exc.code is None:
+            return int(ExitCode.OK)
         return exc.code if isinstance(exc.code, int) else int(ExitCode.BAD_INPUT)
 
 
