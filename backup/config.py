@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from portalops.backup.sources import Source
 from portalops.backup.sources.base import Name
+from portalops.backup.sources.postgres import no_password_in_dsn
 from portalops.core.timefmt import HHMM, parse_hhmm, sexagesimal_clock
 from portalops.core.validate import Strict, ZoneName
 
@@ -127,9 +128,7 @@ class DrillPostgres(Strict):
     @field_validator("dsn")
     @classmethod
     def _no_password(cls, dsn: str | None) -> str | None:
-        if dsn is not None and "password" in dsn.lower():
-            raise ValueError("passwords do not belong in ops.yaml; use a 0600 PGPASSFILE")
-        return dsn
+        return None if dsn is None else no_password_in_dsn(dsn, "use a 0600 PGPASSFILE")
 
 
 class Drill(Strict):

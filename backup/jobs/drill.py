@@ -78,7 +78,13 @@ class DrillResult:
 
 
 # what a step can meet in damaged data or a failing tool; anything else is a bug and surfaces
-_EXPECTED = (OpsError, OSError, ValueError, KeyError, *DB_ERRORS)
+_EXPECTED: tuple[type[BaseException], ...] = (
+    OpsError,
+    OSError,
+    ValueError,
+    KeyError,
+    *DB_ERRORS,
+)
 
 
 class _Timer:
