@@ -17,6 +17,7 @@ loads them. The client programs' sandboxing is in :mod:`.clients`, the throwaway
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -37,6 +38,21 @@ class DumpFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def time_left(deadline: float, timeout: float) -> float:
+    """Seconds a dump has left before ``deadline`` (``time.monotonic``), its source's
+    ``timeout`` seconds after it started; :class:`DumpFailed` once none are left."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DumpFailed(f"did not finish within {timeout:.0f} s")
+    return left
+
+
+def some(names: list[str], limit: int = 20) -> str:
+    """A list of names for a message, cut after ``limit``."""
+    shown = ", ".join(names[:limit]) or "none"
+    return f"{shown}, … ({len(names)} in all)" if len(names) > limit else shown
 
 
 class StreamCommand(Protocol):

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from portalops.backup.engines import DumpFailed, DumpOutput
+from portalops.backup.engines import DumpFailed, DumpOutput, some, time_left
 from portalops.backup.engines.clients import MARIADB_LOAD_OPTIONS, Loaded, load_sql
 from portalops.backup.engines.drills import (
     LOAD_TIMEOUT,
@@ -193,7 +193,7 @@ def dump(source: DumpOptions, out: DumpOutput) -> dict[str, Any]:
         out.stream_command(
             "users.sql",
             [dump, *client, "--system=users", "--skip-dump-date"],
-            timeout=_remaining(source, deadline),
+            timeout=time_left(deadline, source.timeout),
             what="mariadb-dump --system=users",
         )
     return {"server_version": version, "databases": stats}
@@ -273,7 +273,7 @@ def _databases(conn: Connection[Any], source: DumpOptions) -> list[str]:
         if db not in visible:
             raise DumpFailed(
                 f"database {db!r} does not exist on {_where(source)}, or this account may not "
-                f"see it (it sees: {_some(visible)})",
+                f"see it (it sees: {some(visible)})",
             )
     return list(source.databases)
 
@@ -286,7 +286,7 @@ def _dump_database(
     db: str,
     deadline: float,
 ) -> dict[str, Any]:
-    budget = _remaining(source, deadline)
+    budget = time_left(deadline, source.timeout)
     snap = _connect(source, read_timeout=budget)
     try:
         try:
@@ -297,8 +297,8 @@ def _dump_database(
             raise DumpFailed(f"database {db!r}: {_message(exc)}") from None
         counter.start()
         try:
-            proc.stream(out, file_name(db, SUFFIX), _remaining(source, deadline))
-            counts = counter.result(source, _remaining(source, deadline))
+            proc.stream(out, file_name(db, SUFFIX), time_left(deadline, source.timeout))
+            counts = counter.result(source, time_left(deadline, source.timeout))
         finally:
             proc.kill()  # a no-op unless something above failed
             if counter.is_alive():
@@ -538,18 +538,6 @@ def _scalar(conn: Connection[Any], query: str) -> Any:
         cur.execute(query)
         row = cur.fetchone()
     return None if row is None else row[0]
-
-
-def _remaining(source: DumpOptions, deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise DumpFailed(f"did not finish within {source.timeout:.0f} s")
-    return left
-
-
-def _some(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit]) or "none"
-    return f"{shown}, … ({len(names)} in all)" if len(names) > limit else shown
 
 
 def _message(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from portalops.backup.engines import DumpFailed, DumpOutput
+from portalops.backup.engines import DumpFailed, DumpOutput, some, time_left
 from portalops.backup.engines.clients import load_sql, open_dump, psql_restricted
 from portalops.backup.engines.drills import (
     LOAD_TIMEOUT,
@@ -215,7 +215,7 @@ def _databases(conn: psycopg.Connection[Any], source: DumpOptions, where: str) -
     for db in source.databases:
         if db not in allowed:
             raise DumpFailed(
-                f"database {db!r} does not exist on {where} (it has: {_some(list(allowed))})"
+                f"database {db!r} does not exist on {where} (it has: {some(list(allowed))})"
             )
         if not allowed[db]:
             raise DumpFailed(f"database {db!r} on {where} allows no connections")
@@ -245,7 +245,7 @@ def _dump_globals(
     out.stream_command(
         GLOBALS,
         argv,
-        timeout=_remaining(source, deadline),
+        timeout=time_left(deadline, source.timeout),
         what="pg_dumpall --globals-only",
     )
 
@@ -268,7 +268,7 @@ def _dump_database(
                 "SELECT set_config('statement_timeout', %s, false),"
                 " set_config('idle_in_transaction_session_timeout', '0', false),"
                 " set_config('row_security', 'off', false)",
-                (f"{int(_remaining(source, deadline) * 1000)}ms",),
+                (f"{int(time_left(deadline, source.timeout) * 1000)}ms",),
             )
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = str(_scalar(conn, "SELECT pg_export_snapshot()"))
@@ -288,7 +288,7 @@ def _dump_database(
                 "-d",
                 _conninfo(params, db),
             ],
-            timeout=_remaining(source, deadline),
+            timeout=time_left(deadline, source.timeout),
             what=f"pg_dump of database {db!r}",
         )
     finally:
@@ -302,23 +302,11 @@ def _binary(source: DumpOptions, name: str) -> str:
     return str(Path(source.bin_dir) / name) if source.bin_dir else name
 
 
-def _remaining(source: DumpOptions, deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise DumpFailed(f"did not finish within {source.timeout:.0f} s")
-    return left
-
-
 def _message(exc: BaseException) -> str:
     # libpq's messages span lines ("Connection refused\n\tIs the server running..."); one
     # line reads better in a report
     lines = (" ".join(line.split()) for line in str(exc).splitlines())
     return "; ".join(line for line in lines if line) or type(exc).__name__
-
-
-def _some(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(names[:limit]) or "none"
-    return f"{shown}, … ({len(names)} in all)" if len(names) > limit else shown
 
 
 # -- count -----------------------------------------------------------------------------------

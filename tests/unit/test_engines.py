@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,16 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from portalops.backup import engines
-from portalops.backup.engines import ENGINES, Engine, engine, mariadb, postgres
+from portalops.backup.engines import (
+    ENGINES,
+    DumpFailed,
+    Engine,
+    engine,
+    mariadb,
+    postgres,
+    some,
+    time_left,
+)
 from portalops.backup.engines.drills import compare, db_name, file_name
 from portalops.backup.sources import database_kinds
 
@@ -121,3 +131,15 @@ def test_compare_names_every_difference_and_stops_after_five() -> None:
     many = compare("portal", {f"t{i}": 0 for i in range(8)}, {})
     assert len(many) == 6
     assert many[-1] == "database portal: … and 3 more tables differ"
+
+
+def test_a_dump_past_its_deadline_fails_naming_its_timeout() -> None:
+    assert 9 < time_left(time.monotonic() + 10, 10) <= 10
+    with pytest.raises(DumpFailed, match="did not finish within 60 s"):
+        time_left(time.monotonic() - 0.001, 60)
+
+
+def test_long_lists_of_names_are_cut() -> None:
+    assert some([]) == "none"
+    assert some(["a", "b"]) == "a, b"
+    assert some([str(i) for i in range(25)]) == f"{', '.join(map(str, range(20)))}, … (25 in all)"
