@@ -12,6 +12,12 @@ every listed one). The client libraries (psycopg, pymysql) load with the engine 
 this registry imports no engine until one is asked for: a host backing up only files never
 loads them. The client programs' sandboxing is in :mod:`.clients`, the throwaway servers in
 :mod:`.scratch`.
+
+To add an engine: write ``backup/engines/<name>.py`` meeting :class:`Engine` (its throwaway
+server may live there too, built on :mod:`portalops.core.procs`) and add ``<name>`` to
+:data:`ENGINES`; then its source kind ``backup/sources/<name>.py``, whose ``produce`` and
+``drill`` hand over to ``engine(KIND)``. ``tests/unit/test_engines.py`` checks the contract by
+itself; add an integration test against a real server and the kind to ``docs/backup.md``.
 """
 
 from __future__ import annotations

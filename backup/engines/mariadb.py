@@ -3,12 +3,9 @@
 Dump (the ``mariadb`` source): ``mariadb-dump --single-transaction`` of each database,
 streamed, with exact row counts of every table.
 
-``databases: all`` means every database the account can see except the server's own:
-``information_schema``, ``performance_schema`` and ``sys`` are views of the running server,
-and ``mysql`` holds accounts and server state that do not restore into another server as
-tables; the accounts and grants come as ``users.sql`` instead (``mariadb-dump
---system=users``, portable CREATE USER / GRANT statements). Name ``mysql`` explicitly to get
-the raw tables too.
+``databases: all`` leaves out the server's own databases (:data:`SYSTEM_DATABASES`; the
+``mariadb`` source kind says why); the accounts and grants come as ``users.sql``
+(``mariadb-dump --system=users``, portable CREATE USER / GRANT statements).
 
 Row counts and dump from one snapshot
 -------------------------------------
