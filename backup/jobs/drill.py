@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portalops.backup.jobs.drill_db import DB_ERRORS
+from portalops.backup.engines import ENGINES, engine
 from portalops.backup.jobs.drill_nginx import nginx_test
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
@@ -77,13 +77,14 @@ class DrillResult:
         }
 
 
-# what a step can meet in damaged data or a failing tool; anything else is a bug and surfaces
+# What a step can meet in damaged data or a failing tool, the database engines' client errors
+# included; anything else is a bug and surfaces.
 _EXPECTED: tuple[type[BaseException], ...] = (
     OpsError,
     OSError,
     ValueError,
     KeyError,
-    *DB_ERRORS,
+    *(error for name in ENGINES for error in engine(name).errors()),
 )
 
 

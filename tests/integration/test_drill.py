@@ -9,33 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.nginx import nginx_tree
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-
-
-def nginx_tree(root: Path, *, broken: bool = False) -> Path:
-    """A Debian-shaped /etc/nginx with includes by absolute path, as real configs have."""
-    etc = root / "etc" / "nginx"
-    (etc / "conf.d").mkdir(parents=True)
-    (etc / "mime.types").write_text("types { text/html html; text/css css; }\n")
-    (etc / "nginx.conf").write_text(
-        "worker_processes 1;\n"
-        "pid /run/nginx.pid;\n"
-        "events { worker_connections 64; }\n"
-        "http {\n"
-        f"    include {etc}/mime.types;\n"
-        "    access_log /var/log/nginx/access.log;\n"
-        "    error_log /var/log/nginx/error.log;\n"
-        f"    include {etc}/conf.d/*.conf;\n"
-        "}\n"
-    )
-    vhost = "server { listen 127.0.0.1:8080; server_name daotru.tamdao.vinhphuc.gov.vn; }\n"
-    if broken:
-        vhost = "servr { listen 8080; }\n"  # a typo nginx -t rejects
-    (etc / "conf.d" / "daotru.conf").write_text(vhost)
-    return etc
 
 
 def setup_env(

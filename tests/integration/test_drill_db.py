@@ -22,11 +22,13 @@ import pytest
 from portalops.backup.repo.snapshot import Snapshot
 from tests.fixtures.backup_env import BackupEnv, repository
 from tests.fixtures.databases import (
-    my_query,
+    ARTICLES,
     my_source,
     option_file,
     pg_connect,
     pg_source,
+    seed_mariadb,
+    seed_postgres,
 )
 from tests.fixtures.mariadb import MariaDBServer
 from tests.fixtures.postgres import PostgresServer
@@ -34,25 +36,6 @@ from tests.fixtures.postgres import PostgresServer
 pytestmark = pytest.mark.integration
 
 DRILL_USER = "portal-ops-drill"
-ARTICLES = 240
-
-
-def seed_postgres(server: PostgresServer, db: str) -> None:
-    with pg_connect(server, db) as conn:
-        conn.execute("CREATE TABLE articles (id serial PRIMARY KEY, title text NOT NULL)")
-        conn.execute("CREATE TABLE units (code int PRIMARY KEY, name text NOT NULL)")
-        conn.execute(
-            "INSERT INTO articles (title)"
-            " SELECT 'Thông báo số ' || g FROM generate_series(1, %s) g",
-            (ARTICLES,),
-        )
-        conn.execute("INSERT INTO units VALUES (1, 'Xã Đạo Trù'), (2, 'Thị trấn Tam Đảo')")
-
-
-def seed_mariadb(server: MariaDBServer, db: str) -> None:
-    my_query(server, "CREATE TABLE tin_bai (id INT PRIMARY KEY AUTO_INCREMENT, title TEXT)", db=db)
-    for i in range(1, 61):
-        my_query(server, "INSERT INTO tin_bai (title) VALUES (%s)", (f"Tin số {i}",), db=db)
 
 
 def drill(env: BackupEnv, *args: str) -> tuple[int, dict[str, Any], str]:

@@ -29,12 +29,20 @@ import pytest
 from psycopg import sql
 
 from tests.fixtures.backup_env import BackupEnv
-from tests.fixtures.databases import my_query, my_source, option_file, pg_connect, pg_source
+from tests.fixtures.databases import (
+    ARTICLES,
+    my_query,
+    my_source,
+    option_file,
+    pg_connect,
+    pg_source,
+    seed_mariadb,
+    seed_postgres,
+)
 from tests.fixtures.mariadb import MariaDBServer
+from tests.fixtures.nginx import nginx_tree
 from tests.fixtures.postgres import PostgresServer
 from tests.hostile.forge import Forger
-from tests.integration.test_drill import nginx_tree
-from tests.integration.test_drill_db import ARTICLES, seed_mariadb, seed_postgres
 
 pytestmark = pytest.mark.integration
 

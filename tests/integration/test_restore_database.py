@@ -16,15 +16,17 @@ from psycopg import sql
 
 from tests.fixtures.backup_env import BackupEnv
 from tests.fixtures.databases import (
+    ARTICLES,
     my_query,
     my_source,
     option_file,
     pg_connect,
     pg_source,
+    seed_mariadb,
+    seed_postgres,
 )
 from tests.fixtures.mariadb import MariaDBServer
 from tests.fixtures.postgres import PostgresServer
-from tests.integration.test_drill_db import ARTICLES, seed_mariadb, seed_postgres
 
 pytestmark = pytest.mark.integration
 
