@@ -1,4 +1,5 @@
-"""Open the configured repositories with whatever keys this host holds."""
+"""Open the configured repositories with whatever keys this host holds; pick the sources,
+repositories and snapshots a command names."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.repo.backends import open_storage
 from portalops.backup.repo.keys import Identity, WriterKey, load_identity, load_writer_key
 from portalops.backup.repo.repository import Repository
+from portalops.backup.repo.snapshot import SnapshotRef
+from portalops.backup.sources import Source
 from portalops.core.errors import BadInput
 
 
@@ -47,3 +50,55 @@ def select(backup: Backup, names: list[str] | None, config_file: Path | None) ->
 
 def open_repository(settings: RepoSettings, keys: Keys) -> Repository:
     return Repository.open(open_storage(settings), keys.writer, keys.identity, settings)
+
+
+def select_sources(
+    backup: Backup, names: list[str] | None, config_file: Path | None, job: str
+) -> list[Source]:
+    """The sources named (all configured ones if none), in config order; ``job`` says what
+    an empty list would leave undone ("back up", "drill")."""
+    where = config_file or "the config"
+    known = [s.name for s in backup.sources]
+    if not known:
+        raise BadInput(f"{where}: backup.sources is empty: nothing to {job}")
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise BadInput(
+            f"unknown source {', '.join(map(repr, unknown))}; {where} defines {', '.join(known)}"
+        )
+    return [s for s in backup.sources if not names or s.name in names]
+
+
+def resolve_snapshot(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:
+    """``latest`` (of ``source``; never a future-dated snapshot) or an id prefix of at least
+    four characters, in ``repo``; anything else is bad input naming what there is."""
+    refs = repo.snapshots(source)
+    if wanted == "latest":
+        every = refs
+        refs = [r for r in refs if not r.future_dated]
+        if not refs:
+            raise BadInput(
+                f"repository {repo.name} has no snapshot"
+                + (f" of source '{source}'" if source else "")
+                + (
+                    f" but {len(every)} future-dated one(s), which 'latest' never picks "
+                    "('ops backup check' names them; give an id to restore one anyway)"
+                    if every
+                    else ""
+                )
+            )
+        sources = {r.source for r in refs}
+        if source is None and len(sources) > 1:
+            raise BadInput(
+                f"'latest' of which source? repository {repo.name} has "
+                f"{', '.join(sorted(sources))}; add --source"
+            )
+        return refs[-1]
+    matches = [r for r in refs if r.id.startswith(wanted.lower())]
+    if len(wanted) < 4 or not matches:
+        raise BadInput(
+            f"no snapshot {wanted!r} in repository {repo.name}; 'ops backup list' shows them"
+        )
+    if len(matches) > 1:
+        raise BadInput(f"snapshot id {wanted!r} is ambiguous in {repo.name}; give more characters")
+    return matches[0]

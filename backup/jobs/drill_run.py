@@ -12,37 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from portalops.backup.config import Backup, Drill
-from portalops.backup.jobs.access import load_keys, open_repository, select
+from portalops.backup.jobs.access import load_keys, open_repository, select, select_sources
 from portalops.backup.jobs.drill import DrillResult, drill_one
 from portalops.backup.jobs.drill_report import write_metrics, write_report
 from portalops.backup.repo.keys import IdentityMissing
 from portalops.backup.repo.repository import Repository
 from portalops.backup.sources import Source, drill_for
-from portalops.core.errors import BadInput
 
 Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def select_sources(
-    backup: Backup, names: list[str] | None, config_file: Path | None
-) -> list[Source]:
-    """The sources named (all configured ones if none), in config order."""
-    where = config_file or "the config"
-    known = [s.name for s in backup.sources]
-    wanted = names or known
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise BadInput(
-            f"unknown source {', '.join(map(repr, unknown))}; {where} defines "
-            f"{', '.join(known) or 'none'}"
-        )
-    if not wanted:
-        raise BadInput(f"{where}: backup.sources is empty: nothing to drill")
-    return [s for s in backup.sources if s.name in wanted]
 
 
 def run_drills(
@@ -56,7 +37,7 @@ def run_drills(
 ) -> list[DrillResult]:
     """Drill the named sources (all if None) in the named repositories (all if None); a
     source without a snapshot is a failed result, not an exception. Needs the identity."""
-    chosen = select_sources(backup, sources, config_file)
+    chosen = select_sources(backup, sources, config_file, "drill")
     keys = load_keys(backup)
     if keys.identity is None:
         raise IdentityMissing(config_file or "the config")

@@ -154,6 +154,27 @@ def exclusive_lock(repo: Repository) -> Lock:
     )
 
 
+@dataclass
+class RetentionRun:
+    """``ops backup forget [--prune]`` on one repository: what was forgotten, what pruned."""
+
+    forgotten: ForgetResult
+    pruned: PruneResult | None = None
+
+
+def forget_and_prune(
+    repo: Repository, policy: Policy, tz: tzinfo, *, dry_run: bool, and_prune: bool
+) -> RetentionRun:
+    """Apply ``policy`` (days and weeks in ``tz``, the operator's, as the backups' schedule
+    is), then, with ``and_prune``, free what no snapshot uses. Pruning forgets under the same
+    exclusive lock as it prunes, so it sees the snapshots of the backups it waited for."""
+    if not and_prune:
+        return RetentionRun(forget(repo, policy, dry_run=dry_run, tz=tz))
+    with exclusive_lock(repo) as lock:
+        forgotten = forget(repo, policy, dry_run=dry_run, tz=tz)
+        return RetentionRun(forgotten, prune(repo, dry_run=dry_run, lock=lock))
+
+
 def prune(
     repo: Repository,
     *,

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from portalops.backup.jobs.access import Keys, load_keys, open_repository, select
+from portalops.backup.jobs.access import (
+    Keys,
+    load_keys,
+    open_repository,
+    resolve_snapshot,
+    select,
+    select_sources,
+)
 from portalops.backup.jobs.check import check
-from portalops.backup.jobs.prune import UNINDEXED_GRACE, exclusive_lock, forget, prune
+from portalops.backup.jobs.prune import (
+    UNINDEXED_GRACE,
+    RetentionRun,
+    exclusive_lock,
+    forget_and_prune,
+)
 from portalops.backup.jobs.retention import Policy
 from portalops.backup.jobs.run import run_backup
 from portalops.backup.jobs.status import record_run
@@ -193,18 +204,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
     settings = ctx.settings
     backup = settings.backup
     where = ctx.config_path or "the config"
-    if not backup.sources:
-        raise BadInput(f"{where}: backup.sources is empty: nothing to back up")
-    sources = list(backup.sources)
-    if args.source:
-        known = {s.name for s in sources}
-        unknown = [s for s in args.source if s not in known]
-        if unknown:
-            raise BadInput(
-                f"unknown source {', '.join(map(repr, unknown))}; {where} defines "
-                f"{', '.join(sorted(known))}"
-            )
-        sources = [s for s in sources if s.name in args.source]
+    sources = select_sources(backup, args.source, ctx.config_path, "back up")
     repositories = select(backup, args.repository, ctx.config_path)
     keys = load_keys(backup)
     # One run per host at a time (cron and a hand-started run, or a run still going at the
@@ -323,39 +323,6 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(docs, human, ExitCode.PROBLEM_FOUND if unreadable else ExitCode.OK)
 
 
-def _resolve(repo: Repository, wanted: str, source: str | None) -> SnapshotRef:
-    refs = repo.snapshots(source)
-    if wanted == "latest":
-        every = refs
-        refs = [r for r in refs if not r.future_dated]
-        if not refs:
-            raise BadInput(
-                f"repository {repo.name} has no snapshot"
-                + (f" of source '{source}'" if source else "")
-                + (
-                    f" but {len(every)} future-dated one(s), which 'latest' never picks "
-                    "('ops backup check' names them; give an id to restore one anyway)"
-                    if every
-                    else ""
-                )
-            )
-        sources = {r.source for r in refs}
-        if source is None and len(sources) > 1:
-            raise BadInput(
-                f"'latest' of which source? repository {repo.name} has "
-                f"{', '.join(sorted(sources))}; add --source"
-            )
-        return refs[-1]
-    matches = [r for r in refs if r.id.startswith(wanted.lower())]
-    if len(wanted) < 4 or not matches:
-        raise BadInput(
-            f"no snapshot {wanted!r} in repository {repo.name}; 'ops backup list' shows them"
-        )
-    if len(matches) > 1:
-        raise BadInput(f"snapshot id {wanted!r} is ambiguous in {repo.name}; give more characters")
-    return matches[0]
-
-
 def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     names = [args.repository] if args.repository else None
     repos, keys = _open_all(ctx, names)
@@ -367,7 +334,7 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     database_only = ("database", "rename", "defaults_file")
     if args.to_database is None and any(getattr(args, a) for a in database_only):
         raise BadInput("--database, --as and --defaults-file go with --to-database")
-    ref = _resolve(repo, args.snapshot, args.source)
+    ref = resolve_snapshot(repo, args.snapshot, args.source)
     snapshot = repo.read_snapshot(ref)
     repo.load_index()
     if args.to_database is not None:
@@ -513,15 +480,7 @@ def _unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
     settings = ctx.settings
-    retention = settings.backup.retention
-    policy = Policy(
-        last=retention.last,
-        daily=retention.daily,
-        weekly=retention.weekly,
-        monthly=retention.monthly,
-        yearly=retention.yearly,
-    )
-    # Days and weeks are the operator's, as the backups' schedule is.
+    policy = Policy(**settings.backup.retention.model_dump())
     tz = ZoneInfo(settings.backup.schedule.timezone)
     repos, keys = _open_all(ctx, args.repository)
     if args.prune and keys.identity is None:
@@ -529,49 +488,37 @@ def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
     docs: list[dict[str, Any]] = []
     human: list[Any] = []
     for repo in repos:
-        if args.prune:
-            # Forget under the same lock as the prune, so it sees the snapshots of the
-            # backups it waited for.
-            with exclusive_lock(repo) as lock:
-                doc = _forget_one(repo, policy, tz, args, human, lock)
-        else:
-            doc = _forget_one(repo, policy, tz, args, human, None)
-        docs.append(doc)
+        done = forget_and_prune(repo, policy, tz, dry_run=args.dry_run, and_prune=args.prune)
+        docs.append(_render_forget(repo.name, done, args.dry_run, human))
     return Outcome(docs, human)
 
 
-def _forget_one(
-    repo: Repository,
-    policy: Policy,
-    tz: tzinfo,
-    args: argparse.Namespace,
-    human: list[Any],
-    lock: Lock | None,
+def _render_forget(
+    name: str, done: RetentionRun, dry_run: bool, human: list[Any]
 ) -> dict[str, Any]:
-    forgotten = forget(repo, policy, dry_run=args.dry_run, tz=tz)
+    forgotten, pruned = done.forgotten, done.pruned
     rows = [
         (
             d.snapshot.short_id,
             d.snapshot.source,
             d.snapshot.time.strftime("%Y-%m-%d %H:%M:%SZ"),
-            "keep" if d.keep else ("would remove" if args.dry_run else "remove"),
+            "keep" if d.keep else ("would remove" if dry_run else "remove"),
             ", ".join(d.reasons),
         )
         for d in forgotten.decisions
     ]
-    human.append(table(repo.name, ["id", "source", "time", "action", "kept by"], rows))
+    human.append(table(name, ["id", "source", "time", "action", "kept by"], rows))
     human += [f"  under Object Lock, kept for now: {item}" for item in forgotten.locked]
     doc: dict[str, Any] = {
-        "repository": repo.name,
-        "dry_run": args.dry_run,
+        "repository": name,
+        "dry_run": dry_run,
         "keep": [d.snapshot.id for d in forgotten.decisions if d.keep],
         "remove": [d.snapshot.id for d in forgotten.decisions if not d.keep],
         "future_dated": [d.snapshot.id for d in forgotten.decisions if d.snapshot.future_dated],
         "locked": forgotten.locked,
         "prune": None,
     }
-    if args.prune:
-        pruned = prune(repo, dry_run=args.dry_run, lock=lock)
+    if pruned is not None:
         doc["prune"] = {
             "packs_before": pruned.packs_before,
             "packs_deleted": pruned.packs_deleted,
@@ -581,7 +528,7 @@ def _forget_one(
             "bytes_freed": pruned.bytes_freed,
             "locked": pruned.locked,
         }
-        verb = "would free" if args.dry_run else "freed"
+        verb = "would free" if dry_run else "freed"
         human.append(
             f"  prune: {pruned.packs_deleted} of {pruned.packs_before} packs removed "
             f"({pruned.packs_repacked} repacked into {pruned.packs_written}), "
