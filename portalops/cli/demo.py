@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from portalops.cli.context import Context
@@ -29,9 +28,10 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     def show(step: Step) -> None:
         if args.json:
             return
-        print(f"\n== {step.title}\n$ {' '.join(step.argv)}")
-        print(step.output)
-        sys.stdout.flush()
+        out = ctx.env.stdout
+        print(f"\n== {step.title}\n$ {' '.join(step.argv)}", file=out)
+        print(step.output, file=out)
+        out.flush()
 
     try:
         result = run_demo(root, show)

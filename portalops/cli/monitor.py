@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 from typing import Any
 
 from aiohttp import web
@@ -165,7 +164,8 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         except OSError as exc:
             raise OpsError(f"cannot listen on {listen}: {exc.strerror}") from None
         print(
-            f"ops monitor: {len(targets)} targets, serving http://{listen}/metrics", file=sys.stderr
+            f"ops monitor: {len(targets)} targets, serving http://{listen}/metrics",
+            file=ctx.env.stderr,
         )
         try:
             await sweeper.run()

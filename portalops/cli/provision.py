@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from portalops.cli.context import PROJECT_ROOT, Context
@@ -66,7 +65,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     # ansible-playbook's output is the progress report: on stdout for a person, on stderr
     # when stdout carries the --json document.
     result = run_playbook(
-        argv, env, playbook, out=sys.stderr if args.json else sys.stdout, cwd=Path.cwd()
+        argv, env, playbook, out=ctx.env.stderr if args.json else ctx.env.stdout, cwd=Path.cwd()
     )
     shown = (
         str(playbook.relative_to(PROJECT_ROOT))
