@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run ``ops`` from a checkout without installing it: ``./ops.py backup status``.
+"""Run ``ops`` from a checkout without installing it: ``./ops.py backup list``.
 
 The command line itself is portalops.cli.main; installing portal-ops puts the same entry point on
 PATH as ``ops``.

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import yaml
 
 from portalops.backup.engines.scratch import (
@@ -33,7 +32,9 @@ from portalops.backup.engines.scratch import (
     throwaway_postgres,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The directory holding the portalops package (a checkout or site-packages): the demo runs
+# ``python -m portalops`` with it on the path, installed or not.
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 PG_DATABASE = "portal_daotru"
 DEMO_USER = "portal-ops-drill"  # the demo's PostgreSQL runs as the drill's user (when root)
 
@@ -119,6 +120,8 @@ def build_portal(root: Path, seed: int = 2026, *, sqlite: bool = True) -> Path:
 
 def next_day(root: Path, www: Path, pg: PostgresScratch | None) -> None:
     """A day of a portal's life: a new article, a database insert, more log lines."""
+    import psycopg  # noqa: PLC0415 - only the demo needs it: other commands never load it
+
     (www / "tin-tuc" / "bai-6.html").write_text(
         "<article><h2>Thông báo mới</h2><p>Nội dung ngày hôm sau.</p></article>\n",
         encoding="utf-8",
@@ -142,6 +145,8 @@ def next_day(root: Path, www: Path, pg: PostgresScratch | None) -> None:
 
 def start_postgres(stack: ExitStack) -> PostgresScratch | None:
     """The portal's PostgreSQL, seeded; None when the server programs are not installed."""
+    import psycopg  # noqa: PLC0415 - only the demo needs it: other commands never load it
+
     try:
         bin_dir = find_postgres_bin(None)
         pg = stack.enter_context(throwaway_postgres(bin_dir, None, DEMO_USER))
@@ -230,7 +235,7 @@ def _run_steps(
 ) -> DemoResult:
     result = DemoResult(root)
     result.database = "PostgreSQL (throwaway cluster)" if pg is not None else "SQLite"
-    ops = [sys.executable, str(PROJECT_ROOT / "ops.py"), "--config", str(config)]
+    ops = [sys.executable, "-m", "portalops", "--config", str(config)]
     keys = root / "keys"
     keygen = ["backup", "keygen", "--identity", str(keys / "identity.txt")]
     keygen += ["--writer-key", str(keys / "writer.key")]
@@ -251,7 +256,7 @@ def _run_steps(
         step = Step(title, ["ops", "--config", str(config), *args])
         done = subprocess.run(
             [*ops, *args], capture_output=True, text=True, timeout=600, check=False,
-            env={**os.environ, "COLUMNS": "160"},
+            env={**os.environ, "COLUMNS": "160", "PYTHONPATH": _python_path()},
         )  # fmt: skip
         step.returncode = done.returncode
         step.output = (done.stdout + done.stderr).rstrip()
@@ -260,6 +265,11 @@ def _run_steps(
         if done.returncode != 0:
             break
     return result
+
+
+def _python_path() -> str:
+    rest = os.environ.get("PYTHONPATH")
+    return f"{PACKAGE_PARENT}{os.pathsep}{rest}" if rest else str(PACKAGE_PARENT)
 
 
 def _remove_demo(root: Path) -> None:

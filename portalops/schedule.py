@@ -45,9 +45,6 @@ CRON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STOP_GRACE = 120.0  # seconds a job gets to stop after SIGINT before it is killed
 NAP = 1.0  # the daemon's sleep between checks: a signal is acted on within a second
 
-# Where ops.py lives: the checkout, or the installed tree.
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True)
 class Job:
@@ -162,13 +159,13 @@ def find_job(name: str, known_commands: Iterable[str]) -> Job:
 
 def ops_command() -> list[str]:
     """This very portal-ops, by absolute path: the console script beside the interpreter (a
-    venv's bin/), else the interpreter running ops.py. Symlinks are kept: a venv's python is
-    one, and resolving it would leave the venv."""
+    venv's bin/), else ``python -m portalops`` with the interpreter running this. Symlinks are
+    kept: a venv's python is one, and resolving it would leave the venv."""
     python = Path(os.path.abspath(sys.executable))
     script = python.parent / "ops"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [str(python), str(_PROJECT_ROOT / "ops.py")]
+    return [str(python), "-m", "portalops"]
 
 
 def job_argv(job: Job, config: Path) -> list[str]:

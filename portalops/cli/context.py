@@ -8,20 +8,24 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from portalops import inventory
 from portalops.cli.environment import Environment
 from portalops.inventory.model import Estate, load_estate
 from portalops.settings import Settings, load_settings
 
-# Where the project's own files live (the checkout, or the installed tree's data).
+# The checkout (config/, playbooks/, ansible.cfg beside the package); installed from a wheel,
+# site-packages, where those are absent.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("config/ops.yaml")
 DEFAULT_UNITS = Path("inventory/units.yaml")
+# The estate shipped with the package: inventory/units.yaml in a checkout, and in a wheel too
+# (portalops/inventory/units.yaml, package data).
+PACKAGED_UNITS = Path(inventory.__file__).parent / "units.yaml"
 
 
-def _resolve_default(relative: Path) -> Path | None:
-    """The working directory's copy, else the project's own, else None."""
-    for base in (Path.cwd(), PROJECT_ROOT):
-        candidate = base / relative
+def _resolve_default(relative: Path, *fallbacks: Path) -> Path | None:
+    """The working directory's copy, else the checkout's, else the first fallback that exists."""
+    for candidate in (Path.cwd() / relative, PROJECT_ROOT / relative, *fallbacks):
         if candidate.is_file():
             return candidate
     return None
@@ -43,7 +47,7 @@ class Context:
         if given is not None:
             return given
         # A missing default is reported by the loader with the path it looked at.
-        return _resolve_default(DEFAULT_UNITS) or DEFAULT_UNITS
+        return _resolve_default(DEFAULT_UNITS, PACKAGED_UNITS) or DEFAULT_UNITS
 
     @cached_property
     def settings(self) -> Settings:

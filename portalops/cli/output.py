@@ -1,4 +1,4 @@
-"""What a command hands back to ops.py: a JSON document, what a person reads, an exit code."""
+"""What a command hands back to cli.main: a JSON document, what a person reads, an exit code."""
 
 from __future__ import annotations
 
