@@ -29,10 +29,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-import pymysql
-from psycopg.conninfo import make_conninfo
-
 from portalops.core import procs
 from portalops.core.procs import (
     LOG_TAIL,
@@ -181,6 +177,8 @@ class PostgresScratch:
     port: int = PG_PORT  # names the socket file (and the TCP port, where one listens)
 
     def conninfo(self, dbname: str) -> str:
+        from psycopg.conninfo import make_conninfo  # noqa: PLC0415 - loaded when used
+
         return make_conninfo(
             "", host=str(self.socket_dir), port=self.port, user=PG_SUPERUSER, dbname=dbname
         )
@@ -271,6 +269,8 @@ def postgres_running(
 
 
 def _pg_ready(server: PostgresScratch) -> bool:
+    import psycopg  # noqa: PLC0415 - the client libraries load only when a server runs
+
     with psycopg.connect(server.conninfo("postgres"), connect_timeout=2):
         return True
 
@@ -389,6 +389,8 @@ def _my_root_ready(sock: Path) -> bool:
 
 
 def _my_root_execute(sock: Path, *statements: str) -> None:
+    import pymysql  # noqa: PLC0415 - the client libraries load only when a server runs
+
     conn = pymysql.connect(unix_socket=str(sock), user="root", password="", connect_timeout=2)
     try:
         with conn.cursor() as cur:

@@ -336,3 +336,16 @@ def test_sigint_exits_130_without_traceback(local_backup_env: BackupEnv, tmp_pat
     assert proc.returncode == 130, stderr
     assert "ops: interrupted" in stderr
     assert "Traceback" not in stderr
+
+
+def test_the_command_line_loads_no_client_library_until_a_command_needs_one() -> None:
+    """Every ``ops`` run imports every command module: none may pull in the database, SSH or
+    S3 clients (a writer host backing up files only may not even have them working)."""
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, portalops.cli.main\n"
+         "clients = ('psycopg', 'pymysql', 'paramiko', 'boto3')\n"
+         "print(sorted(m for m in clients if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "[]"
