@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from portalops.core.errors import BadInput, OpsError
 from portalops.core.netaddr import parse_host_port, unbracket
 from portalops.monitors.catalogue import EXPOSURE, HEADERS, Module
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
@@ -273,3 +274,33 @@ def make_app(sweeper: Sweeper, lookup: Callable[[str], Target]) -> web.Applicati
     app.router.add_get("/probe", probe_now)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+class CannotListen(OpsError):
+    """cannot listen on {}: {}"""
+
+
+async def serve(
+    sweeper: Sweeper,
+    lookup: Callable[[str], Target],
+    listen: str,
+    on_listening: Callable[[], None] = lambda: None,
+) -> None:
+    """Serve /metrics, /probe and /healthz on ``listen`` ("host:port", "[::1]:port") and sweep
+    until cancelled; ``on_listening`` is called once the socket is bound."""
+    parsed = parse_host_port(listen)
+    if parsed is None:
+        raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
+    host, port = parsed
+    runner = web.AppRunner(make_app(sweeper, lookup), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, unbracket(host) or "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(listen, exc.strerror) from None
+        on_listening()
+        await sweeper.run()
+    finally:
+        await runner.cleanup()

@@ -8,16 +8,13 @@ import contextlib
 import logging
 from typing import Any
 
-from aiohttp import web
-
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput, ExitCode, OpsError
-from portalops.core.netaddr import parse_host_port, unbracket
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
-from portalops.monitors.exporter import Sweeper, make_app, sweep
+from portalops.monitors.exporter import Sweeper, serve, sweep
 from portalops.monitors.findings import Severity
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, configure
 from portalops.monitors.targets import select
@@ -138,10 +135,6 @@ def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     monitor = ctx.settings.monitor
     listen = args.listen or monitor.listen
-    parsed = parse_host_port(listen)
-    if parsed is None:
-        raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
-    host, port = parsed
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
     sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
@@ -155,23 +148,12 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         except BadInput as exc:
             raise LookupError(str(exc)) from None
 
-    async def main() -> None:
-        runner = web.AppRunner(make_app(sweeper, lookup), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, unbracket(host) or "127.0.0.1", port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise OpsError(f"cannot listen on {listen}: {exc.strerror}") from None
+    def listening() -> None:
         print(
             f"ops monitor: {len(targets)} targets, serving http://{listen}/metrics",
             file=ctx.env.stderr,
         )
-        try:
-            await sweeper.run()
-        finally:
-            await runner.cleanup()
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
-        asyncio.run(main())
+        asyncio.run(serve(sweeper, lookup, listen, listening))
     return Outcome({"stopped": True}, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -339,3 +340,21 @@ def test_ipv6_reachability_is_an_answer_over_ipv6(
     assert "hostname" in finding["evidence"].lower()
     assert no_aaaa["ipv6_reachable"] is None
     assert "dns.no_aaaa" in {f["code"] for f in no_aaaa["findings"]}
+
+
+def test_serve_names_a_listen_address_it_cannot_use(tmp_path: Path) -> None:
+    """A malformed --listen is bad input (2); a taken port is an operational failure (3);
+    both named, neither a traceback, and nothing is probed."""
+    from tests.fixtures.cli import run_ops
+
+    bad = run_ops("monitor", "serve", "--listen", "nowhere", cwd=tmp_path)
+    assert bad.code == 2, bad.stderr
+    assert "--listen 'nowhere': expected host:port" in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        busy = run_ops("monitor", "serve", "--listen", address, cwd=tmp_path)
+    assert busy.code == 3, busy.stderr
+    assert f"ops: cannot listen on {address}: " in busy.stderr
+    assert "Traceback" not in bad.stderr + busy.stderr
