@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from portalops.backup.config import Backup
 from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.repo.backends import open_storage
 from portalops.backup.repo.keys import Identity, WriterKey, load_identity, load_writer_key
-from portalops.backup.repo.repository import Repository
+from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import SnapshotRef
 from portalops.backup.sources import Source
 from portalops.core.errors import BadInput
@@ -102,3 +103,72 @@ def resolve_snapshot(repo: Repository, wanted: str, source: str | None) -> Snaps
     if len(matches) > 1:
         raise BadInput(f"snapshot id {wanted!r} is ambiguous in {repo.name}; give more characters")
     return matches[0]
+
+
+@dataclass(frozen=True)
+class Initialised:
+    repository: str
+    location: str
+    id: str
+    created: bool  # False: it existed already, nothing was written
+    protection: str | None  # S3: the bucket's retention and write mode, as checked
+
+
+def init_repositories(
+    backup: Backup, names: list[str] | None, config_file: Path | None
+) -> list[Initialised]:
+    """Create each named repository (all if none) that does not exist yet, with the writer
+    key; on S3, check the bucket's protection against ``object_lock_days`` first."""
+    if backup.writer_key is None:
+        raise BadInput(
+            f"{config_file or 'the config'}: backup.writer_key is not set; "
+            "'ops backup keygen' writes one"
+        )
+    writer = load_writer_key(backup.writer_key)
+    done = []
+    for settings in select(backup, names, config_file):
+        storage = open_storage(settings)
+        repo, created = Repository.init(storage, writer)
+        protection = getattr(storage, "protection", None)
+        guard = protection() if protection is not None else None
+        done.append(Initialised(settings.name, storage.describe(), repo.config.id, created, guard))
+    return done
+
+
+def list_snapshots(
+    repositories: list[Repository], keys: Keys, source: str | None
+) -> list[dict[str, Any]]:
+    """Every snapshot (of ``source``, or all) in each repository, in the ``--json`` shape of
+    ``ops backup list``. Without the identity only what object names say is known; with it,
+    a snapshot that cannot be read is listed with the reason under ``unreadable``."""
+    docs: list[dict[str, Any]] = []
+    for repo in repositories:
+        for ref in repo.snapshots(source):
+            doc: dict[str, Any] = {
+                "id": ref.id,
+                "short_id": ref.short_id,
+                "source": ref.source,
+                "time": ref.time,
+                "stored": ref.stored,
+                "future_dated": ref.future_dated,
+                "repository": repo.name,
+                "category": None,
+                "host": None,
+                "files": None,
+                "bytes": None,
+                "unreadable": None,
+            }
+            if keys.identity is not None:
+                try:
+                    snapshot = repo.read_snapshot(ref)
+                except DamagedObject as exc:  # named; the rest are still listed
+                    doc["unreadable"] = f"{repo.name}: {ref.key}: {exc.args[2]}"
+                else:
+                    doc.update(
+                        category=snapshot.category,
+                        host=snapshot.host,
+                        files=snapshot.summary.get("files"),
+                        bytes=snapshot.summary.get("bytes"),
+                    )
+            docs.append(doc)
+    return docs

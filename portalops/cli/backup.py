@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 from portalops.backup.jobs.access import (
     Keys,
+    init_repositories,
+    list_snapshots,
     load_keys,
     open_repository,
     resolve_snapshot,
@@ -27,10 +29,10 @@ from portalops.backup.jobs.retention import Policy
 from portalops.backup.jobs.run import run_backup
 from portalops.backup.jobs.status import record_run
 from portalops.backup.repo.backends import open_storage
-from portalops.backup.repo.keys import IdentityMissing, keygen, load_writer_key
+from portalops.backup.repo.keys import IdentityMissing, keygen
 from portalops.backup.repo.locks import Lock, list_locks, remove_all, remove_stale
 from portalops.backup.repo.repair import repair_index
-from portalops.backup.repo.repository import DamagedObject, Repository
+from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.restore.database import restore_to_database
 from portalops.backup.restore.files import restore
@@ -170,33 +172,17 @@ def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
-    backup = ctx.settings.backup
-    if backup.writer_key is None:
-        raise BadInput(
-            f"{ctx.config_path or 'the config'}: backup.writer_key is not set; "
-            "'ops backup keygen' writes one"
-        )
-    writer = load_writer_key(backup.writer_key)
-    rows, docs, notes = [], [], []
-    for settings in select(backup, args.repository, ctx.config_path):
-        storage = open_storage(settings)
-        repo, created = Repository.init(storage, writer)
-        state = "created" if created else "already initialised"
-        rows.append((settings.name, storage.describe(), repo.config.id, state))
-        # S3: the bucket's default retention checked against object_lock_days, and write mode
-        protection = getattr(storage, "protection", None)
-        guard = protection() if protection is not None else None
-        if guard is not None:
-            notes.append(f"{settings.name}: {guard}")
-        docs.append(
-            {
-                "repository": settings.name,
-                "location": storage.describe(),
-                "id": repo.config.id,
-                "created": created,
-                "protection": guard,
-            }
-        )
+    done = init_repositories(ctx.settings.backup, args.repository, ctx.config_path)
+    rows = [
+        (d.repository, d.location, d.id, "created" if d.created else "already initialised")
+        for d in done
+    ]
+    notes = [f"{d.repository}: {d.protection}" for d in done if d.protection is not None]
+    docs = [
+        {"repository": d.repository, "location": d.location, "id": d.id,
+         "created": d.created, "protection": d.protection}
+        for d in done
+    ]  # fmt: skip
     return Outcome(docs, [table(None, ["repository", "location", "id", "state"], rows), *notes])
 
 
@@ -262,36 +248,7 @@ def _open_all(ctx: Context, names: list[str] | None) -> tuple[list[Repository], 
 
 def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
     repos, keys = _open_all(ctx, args.repository)
-    docs: list[dict[str, Any]] = []
-    for repo in repos:
-        for ref in repo.snapshots(args.source):
-            doc: dict[str, Any] = {
-                "id": ref.id,
-                "short_id": ref.short_id,
-                "source": ref.source,
-                "time": ref.time,
-                "stored": ref.stored,
-                "future_dated": ref.future_dated,
-                "repository": repo.name,
-                "category": None,
-                "host": None,
-                "files": None,
-                "bytes": None,
-                "unreadable": None,
-            }
-            if keys.identity is not None:
-                try:
-                    snapshot = repo.read_snapshot(ref)
-                except DamagedObject as exc:  # named below; the rest are still listed
-                    doc["unreadable"] = f"{repo.name}: {ref.key}: {exc.args[2]}"
-                else:
-                    doc.update(
-                        category=snapshot.category,
-                        host=snapshot.host,
-                        files=snapshot.summary.get("files"),
-                        bytes=snapshot.summary.get("bytes"),
-                    )
-            docs.append(doc)
+    docs = list_snapshots(repos, keys, args.source)
     rows = [
         (
             d["short_id"],
