@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from portalops.backup.repo.keys import IdentityMissing
+from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.pack import MAX_PACK_SIZE
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
@@ -73,6 +74,18 @@ class CheckResult:
             "unreferenced_packs": self.unreferenced_packs,
             "notes": self.notes,
         }
+
+
+def check_shared(
+    repo: Repository,
+    read_data: float | None,
+    state_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckResult:
+    """:func:`check` under a shared lock (waiting up to a minute for an exclusive one, a
+    prune, to finish): backups may run meanwhile, a prune may not delete under it."""
+    with Lock.acquire(repo.storage, exclusive=False, command="backup check", wait=60):
+        return check(repo, read_data, state_dir, progress)
 
 
 def check(

@@ -22,12 +22,16 @@ user)."""
 from __future__ import annotations
 
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from portalops.backup.engines import ENGINES, Engine, engine
 from portalops.backup.engines.drills import db_name
 from portalops.backup.engines.restores import DatabaseRestore, RestoreFailed
+from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot
+from portalops.backup.restore.files import RestoreResult, restore
 from portalops.core.errors import BadInput, ExitCode, OpsError
 
 __all__ = ["DatabaseRestore", "NotADump", "RestoreFailed", "engine_of", "restore_to_database"]
@@ -89,3 +93,30 @@ def restore_to_database(
     return dumps_engine.restore(
         restored, snapshot, dsn, chosen, plan, defaults_file=defaults_file, bin_dir=pg_bin_dir
     )
+
+
+def restore_snapshot_to_database(
+    repo: Repository,
+    snapshot: Snapshot,
+    dsn: str,
+    *,
+    scratch: Path | None,
+    includes: list[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    name: str | None = None,
+    only: list[str] | None = None,
+    rename: str | None = None,
+    defaults_file: Path | None = None,
+    pg_bin_dir: Path | None = None,
+) -> tuple[RestoreResult, DatabaseRestore]:
+    """Restore ``snapshot``'s files into a temporary directory under ``scratch`` (the system's
+    temp dir if None), load its dumps into ``dsn``, and remove the files again."""
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
+        files = restore(repo, snapshot, Path(tmp), includes, progress, name=name)
+        report = restore_to_database(
+            Path(tmp), snapshot, dsn, only=only, rename=rename, defaults_file=defaults_file,
+            pg_bin_dir=pg_bin_dir,
+        )  # fmt: skip
+    return files, report

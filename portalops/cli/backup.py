@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +17,7 @@ from portalops.backup.jobs.access import (
     select,
     select_sources,
 )
-from portalops.backup.jobs.check import check
+from portalops.backup.jobs.check import check_shared
 from portalops.backup.jobs.prune import (
     UNINDEXED_GRACE,
     RetentionRun,
@@ -30,11 +29,11 @@ from portalops.backup.jobs.run import run_backup
 from portalops.backup.jobs.status import record_run
 from portalops.backup.repo.backends import open_storage
 from portalops.backup.repo.keys import IdentityMissing, keygen
-from portalops.backup.repo.locks import Lock, list_locks, remove_all, remove_stale
+from portalops.backup.repo.locks import list_locks, remove_all, remove_stale
 from portalops.backup.repo.repair import repair_index
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
-from portalops.backup.restore.database import restore_to_database
+from portalops.backup.restore.database import restore_snapshot_to_database
 from portalops.backup.restore.files import restore
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
@@ -330,24 +329,13 @@ def _restore_database(
     ref: SnapshotRef,
     snapshot: Snapshot,
 ) -> Outcome:
-    scratch = ctx.settings.drill.scratch_dir
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="portal-ops-restore-", dir=scratch) as tmp:
-        with progress_bars(ctx.env) as bars:
-            files = restore(
-                repo, snapshot, Path(tmp), args.path, bars(f"restore {ref.short_id}"),
-                name=f"{ref.source}@{ref.short_id}",
-            )  # fmt: skip
-        report = restore_to_database(
-            Path(tmp),
-            snapshot,
-            args.to_database,
-            only=args.database,
-            rename=args.rename,
-            defaults_file=args.defaults_file,
-            pg_bin_dir=ctx.settings.drill.postgres.bin_dir,
-        )
+    with progress_bars(ctx.env) as bars:
+        files, report = restore_snapshot_to_database(
+            repo, snapshot, args.to_database, scratch=ctx.settings.drill.scratch_dir,
+            includes=args.path, progress=bars(f"restore {ref.short_id}"),
+            name=f"{ref.source}@{ref.short_id}", only=args.database, rename=args.rename,
+            defaults_file=args.defaults_file, pg_bin_dir=ctx.settings.drill.postgres.bin_dir,
+        )  # fmt: skip
     data = {
         "repository": repo.name,
         "snapshot": ref.id,
@@ -382,10 +370,11 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     results = []
     with progress_bars(ctx.env) as bars:
         for repo in repos:
-            with Lock.acquire(repo.storage, exclusive=False, command="backup check", wait=60):
-                results.append(
-                    check(repo, args.read_data, ctx.settings.state_dir, bars(f"check {repo.name}"))
+            results.append(
+                check_shared(
+                    repo, args.read_data, ctx.settings.state_dir, bars(f"check {repo.name}")
                 )
+            )
     human: list[Any] = []
     for r in results:
         state = "OK" if r.ok else f"{len(r.problems)} PROBLEM(S)"
