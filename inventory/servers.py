@@ -130,6 +130,10 @@ class Servers:
                     return server
         return None
 
+    def unserved(self, estate: Estate) -> list[str]:
+        """The estate's portals (by primary domain) that no web server serves yet."""
+        return [p.domain for p in estate.portals if self.web_host_of(p.domain) is None]
+
     def monitoring_addresses(self) -> list[str]:
         """Where scrapes come from: every monitoring server's addresses."""
         out: list[str] = []

@@ -13,7 +13,6 @@ from portalops.core.errors import BadInput
 from portalops.inventory.ansible import inventory_host, inventory_list
 from portalops.inventory.servers import (
     SERVERS_HELP,
-    Servers,
     default_servers_path,
     load_servers,
     servers_for,
@@ -66,7 +65,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
             data["servers"] = {
                 "file": str(servers.path),
                 "count": len(servers.servers),
-                "unserved": [p.domain for p in estate.portals if not _served(servers, p.domain)],
+                "unserved": servers.unserved(estate),
             }
             human.append(f"{servers.path}: OK — {len(servers.servers)} servers")
             counted.append(("servers", len(servers.servers)))
@@ -99,7 +98,3 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         names = ", ".join(s.name for s in servers.servers) or "none"
         raise BadInput(f"{servers.path}: no server is named '{args.host}' (servers: {names})")
     return Outcome(found, force_json=True)
-
-
-def _served(servers: Servers, domain: str) -> bool:
-    return servers.web_host_of(domain) is not None

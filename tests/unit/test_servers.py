@@ -250,3 +250,16 @@ def test_shipped_servers_file_matches_the_shipped_estate() -> None:
     test_estate = load_estate(PROJECT_ROOT / "tests/fixtures/provision/units.yaml")
     test_servers = load_servers(PROJECT_ROOT / "tests/fixtures/provision/servers.yaml", test_estate)
     assert [s.name for s in test_servers.servers] == ["testhost"]
+
+
+def test_unserved_lists_the_portals_no_web_server_carries(tmp_path: Path, estate: Estate) -> None:
+    only_province = (
+        "servers:\n  - {name: web1, address: 203.0.113.11, roles: [web], portals: [province]}\n"
+    )
+    carried = servers(tmp_path, estate, only_province)
+    unserved = carried.unserved(estate)
+    province = [p.domain for p in estate.portals if p.kind.value == "province"]
+    assert unserved == [p.domain for p in estate.portals if p.domain not in province]
+    assert province
+    assert unserved
+    assert servers(tmp_path, estate, SPLIT).unserved(estate) == []
