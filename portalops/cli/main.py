@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -133,7 +134,14 @@ def _run(ctx: Context, env: Environment) -> int:
             file=env.stderr,
         )
         return int(ExitCode.OPERATIONAL)
-    emit(outcome, args.json, env)
+    try:
+        emit(outcome, args.json, env)
+        env.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (ops --json ... | head): the command's work is done; say
+        # nothing more to it, and keep Python from complaining when it flushes at exit.
+        if env.stdout is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return int(outcome.exit_code)
 
 

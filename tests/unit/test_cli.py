@@ -349,3 +349,18 @@ def test_the_command_line_loads_no_client_library_until_a_command_needs_one() ->
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert probe.stdout.strip() == "[]"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """``ops --json ... | head``: the pipe is closed before ops writes; it finishes quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(OPS_PY), "--json", "inventory", "domains"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
