@@ -1,4 +1,5 @@
-"""Database engines: one module per engine, listed in :data:`ENGINES`.
+"""Database engines: one module per engine, ``backup/engines/<kind>.py``, for each database
+source kind (:func:`portalops.backup.sources.database_kinds`, the one list of them).
 
 An engine module owns everything portal-ops does with that database server: the dump a
 source streams into a snapshot, loading dumps into a server (``ops backup restore
@@ -14,10 +15,12 @@ loads them. The client programs' sandboxing is in :mod:`.clients`, the throwaway
 :mod:`.scratch`.
 
 To add an engine: write ``backup/engines/<name>.py`` meeting :class:`Engine` (its throwaway
-server may live there too, built on :mod:`portalops.core.procs`) and add ``<name>`` to
-:data:`ENGINES`; then its source kind ``backup/sources/<name>.py``, whose ``produce`` and
-``drill`` hand over to ``engine(KIND)``. ``tests/unit/test_engines.py`` checks the contract by
-itself; add an integration test against a real server and the kind to ``docs/backup.md``.
+server may live there too, built on :mod:`portalops.core.procs`), and its source kind
+``backup/sources/<name>.py`` (whose model's ``category`` defaults to ``database``, and whose
+``produce`` and ``drill`` hand over to ``engine(KIND)``), registered in the source registry:
+restores and drills find the engine through it. ``tests/unit/test_engines.py`` checks the
+contract by itself; add an integration test against a real server and the kind to
+``docs/backup.md``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ if TYPE_CHECKING:
     from portalops.backup.engines.drills import DumpDrill, SmokeQuery
     from portalops.backup.engines.restores import DatabaseRestore
     from portalops.backup.repo.snapshot import Snapshot
-
-ENGINES = ("postgres", "mariadb")  # module names under portalops.backup.engines
 
 
 class DumpFailed(Exception):
@@ -140,6 +141,12 @@ class Engine(Protocol):
 
 def engine(name: str) -> Engine:
     """The engine module ``name``, imported now (with its client library)."""
-    if name not in ENGINES:
-        raise LookupError(f"no database engine {name!r}; there are {', '.join(ENGINES)}")
-    return cast(Engine, importlib.import_module(f"{__name__}.{name}"))
+    if not name.isidentifier():
+        raise LookupError(f"no database engine {name!r}")
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise  # the engine is there; something it imports is not
+        raise LookupError(f"no database engine {name!r}") from None
+    return cast(Engine, module)

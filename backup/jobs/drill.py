@@ -20,12 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portalops.backup.engines import ENGINES, engine
+from portalops.backup.engines import engine
 from portalops.backup.jobs.drill_nginx import nginx_test
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.repo.tree import NodeType
 from portalops.backup.restore.files import restore, walk
+from portalops.backup.sources import database_kinds
 from portalops.backup.sources.base import DatabaseDrill
 from portalops.core.errors import OpsError
 
@@ -83,7 +84,7 @@ def _expected() -> tuple[type[BaseException], ...]:
     """What a step can meet in damaged data or a failing tool, the database engines' client
     errors included; anything else is a bug and surfaces. Asked for when a step fails, so that
     importing the drill (every ``ops`` command does) loads no database client library."""
-    engine_errors = (error for name in ENGINES for error in engine(name).errors())
+    engine_errors = (error for name in database_kinds() for error in engine(name).errors())
     return (OpsError, OSError, ValueError, KeyError, *engine_errors)
 
 

@@ -5,10 +5,11 @@ into it, then every table counted against the record the backup kept. Nothing is
 a database that already exists on the server stops the restore before anything is loaded
 (restore under another name with ``--as``, or drop it first).
 
-Which engine, from the files: the first in :data:`portalops.backup.engines.ENGINES` whose dump
-suffix they have (``*.dump`` PostgreSQL, ``*.sql`` MariaDB). This module picks the databases
-(``--database``, ``--as``); the engine's ``restore`` loads them (the DSN each takes, roles and
-accounts, what is reported: :func:`portalops.backup.engines.postgres.restore`,
+Which engine, from the files: the first database kind
+(:func:`portalops.backup.sources.database_kinds`) whose dump suffix they have (``*.dump``
+PostgreSQL, ``*.sql`` MariaDB). This module picks the databases (``--database``, ``--as``); the
+engine's ``restore`` loads them (the DSN each takes, roles and accounts, what is reported:
+:func:`portalops.backup.engines.postgres.restore`,
 :func:`portalops.backup.engines.mariadb.restore`).
 
 The dumps come from a backup host, which may be hostile. The clients run as ``ops`` (they need
@@ -26,12 +27,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from portalops.backup.engines import ENGINES, Engine, engine
+from portalops.backup.engines import Engine, engine
 from portalops.backup.engines.drills import db_name
 from portalops.backup.engines.restores import DatabaseRestore, RestoreFailed
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.restore.files import RestoreResult, restore
+from portalops.backup.sources import database_kinds
 from portalops.core.errors import BadInput, ExitCode, OpsError
 
 __all__ = ["DatabaseRestore", "NotADump", "RestoreFailed", "engine_of", "restore_to_database"]
@@ -45,11 +47,11 @@ class NotADump(OpsError):
 
 def engine_of(restored: Path) -> Engine:
     """The engine whose dumps a database snapshot's files are, from their names."""
-    for name in ENGINES:
+    for name in database_kinds():
         candidate = engine(name)
         if any(p.name not in candidate.SERVER_FILES for p in dumps_of(candidate, restored)):
             return candidate
-    kinds = " or ".join(f"*{engine(name).SUFFIX}" for name in ENGINES)
+    kinds = " or ".join(f"*{engine(name).SUFFIX}" for name in database_kinds())
     raise BadInput(f"the snapshot holds no database dump ({kinds}): it is not a database source's")
 
 

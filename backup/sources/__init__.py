@@ -16,8 +16,9 @@ A kind is one module, ``portalops.backup.sources.<kind>``, that defines:
 - ``drill(source, drill_config) -> DatabaseDrill | None``: the database step of a restore drill
   (load the dumps into a scratch server, compare row counts, run smoke queries), or None.
 
-A kind whose model's ``category`` defaults to ``database`` is a database kind: smoke queries
-(``drill.smoke``) may name its sources (:func:`database_kinds`).
+A kind whose model's ``category`` defaults to ``database`` is a database kind
+(:func:`database_kinds`): its engine is ``backup/engines/<kind>.py``, which restores and drills
+find through this list, and smoke queries (``drill.smoke``) may name its sources.
 
 Kind modules are imported with this package, for their models, so they must stay light:
 client libraries (psycopg, pymysql, paramiko) are imported inside the functions that use them
@@ -125,7 +126,8 @@ def describe_source(source: Source) -> str:
 
 
 def database_kinds() -> tuple[str, ...]:
-    """The kinds with a database step in their drill, in registry order."""
+    """The database kinds, in registry order: each has an engine module of its name
+    (:mod:`portalops.backup.engines`), and a database step in its drill."""
     return tuple(
         module.KIND
         for module in KINDS

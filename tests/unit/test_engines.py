@@ -20,7 +20,6 @@ from psycopg import sql
 
 from portalops.backup import engines
 from portalops.backup.engines import (
-    ENGINES,
     DumpFailed,
     Engine,
     engine,
@@ -46,17 +45,16 @@ CONTRACT = (
 )
 
 
-def test_every_module_defining_an_engine_is_listed_once() -> None:
+def test_every_engine_module_is_a_database_source_kind_and_the_other_way_round() -> None:
     defined = {
         path.stem
         for path in ENGINES_DIR.glob("*.py")
         if re.search(r"^NAME = ", path.read_text(), re.MULTILINE)
     }
-    assert defined == set(ENGINES)
-    assert len(set(ENGINES)) == len(ENGINES)
+    assert defined == set(database_kinds())
 
 
-@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("name", database_kinds())
 def test_an_engine_module_meets_the_contract(name: str) -> None:
     module: Any = engine(name)
     assert module.__name__ == f"portalops.backup.engines.{name}"
@@ -70,27 +68,25 @@ def test_an_engine_module_meets_the_contract(name: str) -> None:
 
 def test_engine_modules_meet_the_protocol_for_mypy_too() -> None:
     listed: list[Engine] = [postgres, mariadb]  # mypy checks each module against Engine
-    assert [e.NAME for e in listed] == list(ENGINES)
+    assert [e.NAME for e in listed] == list(database_kinds())
 
 
 def test_engines_tell_their_dumps_apart() -> None:
-    suffixes = [engine(name).SUFFIX for name in ENGINES]
+    suffixes = [engine(name).SUFFIX for name in database_kinds()]
     assert len(set(suffixes)) == len(suffixes)
 
 
-def test_every_database_source_kind_has_its_engine() -> None:
-    assert set(database_kinds()) <= set(ENGINES)
-
-
 def test_an_unknown_engine_is_named() -> None:
-    with pytest.raises(LookupError, match="no database engine 'oracle'; there are postgres"):
+    with pytest.raises(LookupError, match="no database engine 'oracle'"):
         engine("oracle")
+    with pytest.raises(LookupError, match=re.escape("no database engine '../x'")):
+        engine("../x")
 
 
 def test_the_registry_loads_no_client_library() -> None:
     script = (
         "import sys\n"
-        "from portalops.backup.engines import ENGINES, DumpOutput, DumpFailed\n"
+        "from portalops.backup.engines import DumpOutput, DumpFailed, engine\n"
         "print(sorted(m for m in ('psycopg', 'pymysql') if m in sys.modules))\n"
     )
     out = subprocess.run(
