@@ -301,10 +301,7 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
             name=f"{ref.source}@{ref.short_id}", keep_setid=args.keep_setid,
         )  # fmt: skip
     data = {
-        "repository": repo.name,
-        "snapshot": ref.id,
-        "source": ref.source,
-        "time": ref.time,
+        **_restored_from(repo, ref),
         "target": str(args.target),
         "files": result.files,
         "dirs": result.dirs,
@@ -322,6 +319,11 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(data, [text, *result.warnings])
 
 
+def _restored_from(repo: Repository, ref: SnapshotRef) -> dict[str, Any]:
+    """What every restore's JSON says of where it came from."""
+    return {"repository": repo.name, "snapshot": ref.id, "source": ref.source, "time": ref.time}
+
+
 def _restore_database(
     ctx: Context,
     args: argparse.Namespace,
@@ -337,10 +339,7 @@ def _restore_database(
             defaults_file=args.defaults_file, pg_bin_dir=ctx.settings.drill.postgres.bin_dir,
         )  # fmt: skip
     data = {
-        "repository": repo.name,
-        "snapshot": ref.id,
-        "source": ref.source,
-        "time": ref.time,
+        **_restored_from(repo, ref),
         "engine": report.engine,
         "server": report.server,
         "databases": report.databases,
