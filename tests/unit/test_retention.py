@@ -329,7 +329,7 @@ def _bucket(rule: str, when: datetime) -> str:
     }[rule]
 
 
-# --- one source's decisions in a repository a writer may have forged into (backup.prune) ---
+# --- one source's decisions in a repository a writer may have forged into (jobs.prune) ------
 
 
 def _ref(stated: datetime, stored: datetime, name: str) -> SnapshotRef:
