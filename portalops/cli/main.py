@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -93,6 +94,10 @@ def _logging_to(stream: TextIO, verbose: bool) -> Iterator[None]:
     root = logging.getLogger()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Only this run's records: threads that were there before it (none in a fresh process;
+    # a test's servers when ops runs in-process) log elsewhere, not into this command's stderr.
+    earlier = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
+    handler.addFilter(lambda record: record.thread not in earlier)
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)

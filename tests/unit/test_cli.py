@@ -364,3 +364,30 @@ def test_a_reader_that_goes_away_gets_no_traceback() -> None:
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_an_in_process_run_does_not_take_in_the_logs_of_threads_that_were_there_before() -> None:
+    """A test's servers may log from their own threads while ops runs in-process; that is not
+    the command's stderr (in a real process there are no such threads)."""
+    import logging
+    import threading
+
+    stop, said = threading.Event(), threading.Event()
+
+    def chatter() -> None:
+        while not stop.wait(0.001):
+            logging.getLogger("asyncio").warning("a server thread's warning")
+            said.set()
+
+    thread = threading.Thread(target=chatter, name="fixture-server", daemon=True)
+    thread.start()
+    try:
+        said.wait(5)
+        said.clear()
+        done = run_ops("-v", "--json", "inventory", "check")
+        assert said.is_set()  # it went on talking while ops ran
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert done.code == 0, done.stderr
+    assert "a server thread's warning" not in done.stderr
