@@ -42,8 +42,9 @@ ANSIBLE_EXIT_CODES = {
 
 
 class AnsibleMissing(OpsError):
-    """ansible-playbook not found beside {} nor on PATH; 'scripts/setup-python dev' installs
-    ansible-core and the collections the roles use into .venv"""
+    """ansible-playbook not found beside {} nor on PATH: 'ops provision' needs the provision
+    extra (ansible-core and the collections the roles use); install it into this environment
+    with: pip install 'portal-ops[provision]' (in a checkout: scripts/setup-python dev)"""
 
 
 class PlaybookFailed(OpsError):

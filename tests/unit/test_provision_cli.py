@@ -76,6 +76,7 @@ def test_missing_ansible_playbook_exits_3(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert result.code == 3
     assert "ansible-playbook not found" in result.stderr
     assert "scripts/setup-python dev" in result.stderr
+    assert "pip install 'portal-ops[provision]'" in result.stderr
 
 
 def test_unknown_playbook_exits_2() -> None:
