@@ -32,13 +32,14 @@ from portalops.cli import (
     monitor,
     oncall,
     provision,
+    systemd,
 )
 from portalops.cli.context import Context
 from portalops.cli.environment import Environment
 from portalops.cli.output import emit
 from portalops.core.errors import ExitCode, OpsError
 
-COMMANDS = (inventory, config, backup, drill, monitor, oncall, cron, demo, provision)
+COMMANDS = (inventory, config, backup, drill, monitor, oncall, cron, systemd, demo, provision)
 
 log = logging.getLogger("portalops")
 
