@@ -265,7 +265,17 @@ def netns_pair() -> Iterator[tuple[str, str]]:
     server, client = f"pops-fw-s{os.getpid()}", f"pops-fw-c{os.getpid()}"
 
     def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+        # 'ip -n' and 'ip netns exec' make / a slave mount first: in a chroot whose / is not a
+        # mount point that fails ("mount --make-rslave /" failed: Invalid argument, exit 255);
+        # scripts/check-fresh-root bind-mounts the root on itself as a booted machine has it.
+        done = subprocess.run(
+            ["ip", *args], check=False, capture_output=True, text=True, timeout=30
+        )
+        if done.returncode != 0:
+            pytest.fail(
+                f"ip {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}",
+                pytrace=False,
+            )
 
     ip("netns", "add", server)
     try:
