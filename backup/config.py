@@ -19,24 +19,39 @@ from portalops.core.validate import Strict, ZoneName
 
 
 class Repository(Strict):
+    """A backup repository every source is written to: a local directory or an S3 bucket."""
+
     name: Name
-    url: str  # a local directory, or s3://bucket/prefix
-    endpoint: str | None = None  # S3-compatible stores
+    """What commands and metrics call the repository (``ops backup list --repo NAME``)."""
+    url: str
+    """A local directory (``/var/backups/portal-ops``) or ``s3://bucket/prefix``."""
+    endpoint: str | None = None
+    """S3: the endpoint URL of an S3-compatible store (unset: AWS)."""
     region: str | None = None
-    # S3: the least default retention (COMPLIANCE, days) the bucket must have; checked before
-    # the first write, never sent with uploads (docs/s3-bucket-policy.md)
+    """S3: the region to sign requests for (unset: the client's default)."""
     object_lock_days: Annotated[int, Field(ge=0)] = 0
-    attempts: Annotated[int, Field(ge=1, le=20)] = 8  # S3: tries per request before giving up
-    # S3: accept a store that cannot refuse to overwrite (no If-None-Match): loses create-only
+    """S3: the least default retention (COMPLIANCE mode, days) the bucket must have; checked
+    before the first write, never sent with uploads (docs/s3-bucket-policy.md). 0: no check."""
+    attempts: Annotated[int, Field(ge=1, le=20)] = 8
+    """S3: tries per request before giving up."""
     allow_overwriting_writes: bool = False
+    """S3: accept a store that cannot refuse to overwrite an object (no ``If-None-Match``);
+    writes are then no longer create-only."""
 
 
 class Retention(Strict):
+    """How many snapshots of each source ``ops backup forget`` keeps, by period."""
+
     last: Annotated[int, Field(ge=0)] = 3
+    """The most recent snapshots, whatever their age."""
     daily: Annotated[int, Field(ge=0)] = 14
+    """The last snapshot of each of this many days."""
     weekly: Annotated[int, Field(ge=0)] = 8
+    """The last snapshot of each of this many weeks."""
     monthly: Annotated[int, Field(ge=0)] = 12
+    """The last snapshot of each of this many months."""
     yearly: Annotated[int, Field(ge=0)] = 3
+    """The last snapshot of each of this many years."""
 
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -75,11 +90,19 @@ class Schedule(Strict):
     """When the scheduled jobs run ('ops cron', 'ops schedule'), in local time of ``timezone``."""
 
     timezone: ZoneName = "Asia/Ho_Chi_Minh"
-    backup: str = "02:30"  # writer hosts: ops backup run (Art. 11.2: daily)
-    check: str = "05:00"  # admin host: ops backup check (Art. 11.3: checked regularly)
-    read_data: str = "Sun 06:00"  # admin host: ops backup check --read-data 10
-    prune: str = "04:00"  # admin host: ops backup forget --prune
-    drill: str = "06:30"  # admin host: ops drill (restore verification)
+    """The IANA time zone the times below are in."""
+    backup: str = "02:30"
+    """Writer hosts: ``ops backup run`` (Art. 11.2: daily). ``"HH:MM"`` every day or
+    ``"Day HH:MM"`` every week, quoted."""
+    check: str = "05:00"
+    """Admin host: ``ops backup check`` (Art. 11.3: checked regularly)."""
+    read_data: str = "Sun 06:00"
+    """Admin host: ``ops backup check --read-data 10`` (decrypts and verifies a rotating
+    10 % of the packs)."""
+    prune: str = "04:00"
+    """Admin host: ``ops backup forget --prune`` (the retention policy)."""
+    drill: str = "06:30"
+    """Admin host: ``ops drill`` (restore verification)."""
 
     @field_validator("backup", "check", "read_data", "prune", "drill", mode="before")
     @classmethod
@@ -88,12 +111,22 @@ class Schedule(Strict):
 
 
 class Backup(Strict):
+    """What is backed up, where to, for how long, and when."""
+
     writer_key: Path | None = None
+    """The writer key file backup hosts hold (mode 0600): it adds snapshots but cannot read,
+    change or delete them."""
     identity: Path | None = None
+    """The age identity that decrypts the repositories: only where restores, drills,
+    pruning and ``check --read-data`` run, never on backup hosts."""
     repositories: list[Repository] = []
+    """Where backups go; each source is written to every repository."""
     retention: Retention = Retention()
+    """Snapshots kept per source by ``ops backup forget``."""
     sources: list[Source] = []
+    """What is backed up (Art. 11.2), one entry per source; ``kind`` selects the fields."""
     schedule: Schedule = Schedule()
+    """When ``ops cron`` and ``ops schedule`` run the jobs."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Backup:
@@ -113,17 +146,25 @@ class SmokeQuery(Strict):
     """A query run on a database the drill restored; its first column must be >= min."""
 
     source: Name
+    """The database source (a name in ``backup.sources``) whose restore it runs on."""
     sql: Annotated[str, Field(min_length=1)]
+    """A read-only query; its first column of the first row is compared with ``min``."""
     min: int = 1
-    database: str | None = None  # default: the source's only database
+    """The least value the query's result may have."""
+    database: str | None = None
+    """The restored database to query (unset: the source's only database)."""
 
 
 class DrillPostgres(Strict):
-    # initdb, postgres, pg_restore, psql; default: the newest /usr/lib/postgresql/*/bin
+    """How drills run PostgreSQL: a throwaway cluster, or a scratch server of yours."""
+
     bin_dir: Path | None = None
-    # a scratch server to restore into instead of a throwaway cluster (libpq keywords, no
-    # password: PGPASSFILE); each drill creates its databases there and drops them afterwards
+    """Where initdb, postgres, pg_restore and psql live (unset: the newest
+    ``/usr/lib/postgresql/*/bin``)."""
     dsn: str | None = None
+    """A scratch server to restore into instead of a throwaway cluster (libpq keywords, no
+    password: use a 0600 PGPASSFILE); each drill creates its databases there and drops them
+    afterwards."""
 
     @field_validator("dsn")
     @classmethod
@@ -132,10 +173,18 @@ class DrillPostgres(Strict):
 
 
 class Drill(Strict):
-    rto_seconds: Annotated[float, Field(gt=0)] = 4 * 3600  # restore-time objective (Art. 19.3)
-    scratch_dir: Path | None = None  # where restores go (default: the system temp dir)
-    # the unprivileged system user throwaway database servers run as when ops runs as root
-    # (PostgreSQL refuses root); created on first use if missing
+    """Restore drills: restore the latest snapshots, check them, and time the restore."""
+
+    rto_seconds: Annotated[float, Field(gt=0)] = 4 * 3600
+    """The restore-time objective in seconds (Art. 19.3 contingency plan): a drill slower than
+    this fails."""
+    scratch_dir: Path | None = None
+    """Where drills restore to (unset: the system temp directory); the drill user must be able
+    to enter it (o+x)."""
     run_as: Name = "portal-ops-drill"
+    """The unprivileged system user throwaway database servers run as when ops runs as root
+    (PostgreSQL refuses root); created on first use if missing."""
     postgres: DrillPostgres = DrillPostgres()
+    """PostgreSQL binaries or a scratch server for drills of postgres sources."""
     smoke: list[SmokeQuery] = []
+    """Read-only queries run on the restored databases."""

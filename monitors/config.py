@@ -16,30 +16,53 @@ from portalops.monitors.headers import GRADES
 class MonitorExpect(Strict):
     """What every portal's home page must (not) have; ``{zone}`` is the province zone."""
 
-    links: list[str] = []  # href prefixes, e.g. "https://dichvucong.{zone}" (Art. 5.6, 8.1)
-    elements: list[str] = []  # "form", "input[name=q]": a tag, optionally [attr] or [attr=value]
-    forbidden: list[str] = []  # text that must not appear
+    links: list[str] = []
+    """Link (href) prefixes the page must have, e.g. ``https://dichvucong.{zone}``
+    (Art. 5.6, 8.1)."""
+    elements: list[str] = []
+    """Elements the page must have: a tag, optionally with ``[attr]`` or ``[attr=value]``
+    (``form``, ``input[name=q]``)."""
+    forbidden: list[str] = []
+    """Text that must not appear on the page (``hacked by``)."""
 
 
 class Monitor(Strict):
-    resolve: list[str] = []  # curl-style "host:port:address" pins
-    ca_file: Path | None = None  # a private CA (default: the system store)
-    listen: str = "127.0.0.1:9433"  # ops monitor serve
-    interval: Annotated[float, Field(ge=5)] = 60.0  # seconds between sweeps of a target
+    """What the prober checks on every portal, and how hard it tries."""
+
+    resolve: list[str] = []
+    """curl-style ``host:port:address`` pins that bypass DNS (staging and tests)."""
+    ca_file: Path | None = None
+    """A private CA bundle to verify certificates with (unset: the system store)."""
+    listen: str = "127.0.0.1:9433"
+    """``host:port`` the exporter (``ops monitor serve``) listens on for Prometheus."""
+    interval: Annotated[float, Field(ge=5)] = 60.0
+    """Seconds between two probes of one target."""
     concurrency: Annotated[int, Field(ge=1, le=2000)] = 50
-    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0  # per request
+    """Targets probed at the same time."""
+    timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Seconds each request may take."""
     http_port: Annotated[int, Field(ge=1, le=65535)] = 80
+    """The port plain-HTTP probes of estate domains connect to (another one in tests)."""
     https_port: Annotated[int, Field(ge=1, le=65535)] = 443
-    modules: list[Module] = list(ALL_MODULES)  # the catalogue's (monitors/catalogue.py)
-    min_grade: str = "B"  # headers.grade_low below this
-    drift_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5  # defacement.drift above this
+    """The port HTTPS probes of estate domains connect to (another one in tests)."""
+    modules: list[Module] = list(ALL_MODULES)
+    """The probe modules to run (the catalogue, docs/monitoring.md; default: all)."""
+    min_grade: str = "B"
+    """The security-header grade (Observatory scale) below which ``headers.grade_low`` is
+    reported."""
+    drift_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    """How much of the home page's text may change from its baseline (0 to 1) before
+    ``defacement.drift`` is reported."""
     expect: MonitorExpect = MonitorExpect()
-    estate: bool = True  # probe every domain of the units file (false: monitor.urls only)
-    urls: list[str] = []  # extra targets beyond the estate's portals
-    # "host:port" addresses outside the province network (a resolver, the ISP's gateway) that
-    # the monitoring host should always reach: when none answers, the host is blind
-    # (portalops_uplink_up, alert MonitoringBlind) rather than every portal being down
+    """What every portal's home page must and must not contain."""
+    estate: bool = True
+    """Probe every domain of the units file (false: only ``monitor.urls``)."""
+    urls: list[str] = []
+    """Extra URLs to probe beyond the estate's portals."""
     uplink: list[str] = []
+    """``host:port`` addresses outside the province network (a resolver, the ISP's gateway)
+    the monitoring host should always reach: when none answers, the host is blind
+    (``portalops_uplink_up``, alert MonitoringBlind) rather than every portal being down."""
 
     @field_validator("uplink")
     @classmethod

@@ -27,12 +27,19 @@ class CommandSource(Strict):
     """A local command's standard output, stored as one file (e.g. nft list ruleset)."""
 
     name: Name
+    """The source's name in snapshots, commands and metrics (``ops backup run --source``)."""
     kind: Literal["command"]
+    """``command``: a local command's standard output."""
     category: Category = Category.CONFIG
+    """What the data is under Art. 11.2: config, logs, code or database."""
     command: Annotated[list[str], Field(min_length=1)]
-    filename: str | None = None  # default: <name>.txt
+    """The argv, run without a shell: ``[nft, list, ruleset]``."""
+    filename: str | None = None
+    """The file name of the output in the snapshot (unset: ``<name>.txt``)."""
     timeout: Annotated[float, Field(gt=0)] = 600
+    """Seconds the command may run before the source fails."""
     allow_empty: bool = False
+    """Accept an empty output (by default it fails the source: usually a broken command)."""
 
 
 def describe(source: CommandSource) -> str:

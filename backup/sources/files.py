@@ -28,11 +28,20 @@ _LISTED = 20  # vanished and skipped paths named in the job's report
 
 
 class FilesSource(Strict):
+    """Directories and files of this host, archived as they are (deduplicated, with a files
+    cache so unchanged files are not read again)."""
+
     name: Name
+    """The source's name in snapshots, commands and metrics (``ops backup run --source``)."""
     kind: Literal["files"]
+    """``files``: directories and files of this host."""
     category: Category
+    """What the data is under Art. 11.2: config, logs, code or database (required here)."""
     paths: Annotated[list[Path], Field(min_length=1)]
+    """Absolute paths; globs (``/etc/php*``) that match nothing are noted, a plain path that
+    is missing fails the source."""
     exclude: list[str] = []
+    """Patterns of names to leave out (``*.tmp``, ``cache/`` for a directory)."""
 
     @field_validator("paths")
     @classmethod

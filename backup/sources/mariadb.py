@@ -37,19 +37,30 @@ class MariadbSource(Strict):
     Credentials come from a 0600 option file (defaults_file), never from here."""
 
     name: Name
+    """The source's name in snapshots, commands and metrics (``ops backup run --source``)."""
     kind: Literal["mariadb"]
+    """``mariadb``: a MariaDB (or MySQL) server's databases and accounts."""
     category: Category = Category.DATABASE
+    """What the data is under Art. 11.2 (a database)."""
     host: str = "127.0.0.1"
+    """The server's address (ignored when ``socket`` is set)."""
     port: Annotated[int, Field(ge=1, le=65535)] = 3306
+    """The server's TCP port."""
     socket: Path | None = None
+    """A Unix socket to connect through instead of host and port."""
     user: str | None = None
-    defaults_file: Path | None = None  # [client] user=..., password=...
+    """The account to dump as (unset: the option file's or the client's default)."""
+    defaults_file: Path | None = None
+    """A 0600 option file with ``[client] user=... password=...``: where the password lives."""
     databases: list[str] | Literal["all"] = "all"
+    """The databases to dump, or ``all`` (every database but the server's own schemas)."""
     timeout: Annotated[float, Field(gt=0)] = 6 * 3600
-    # row counts from the dump's own snapshot: commits wait while mariadb-dump starts
-    # (BACKUP STAGE BLOCK_COMMIT, needs RELOAD; at most a few seconds, usually milliseconds)
+    """Seconds each dump may run before the source fails."""
     consistent_counts: bool = True
-    users: bool = True  # users.sql: accounts, roles and grants (mariadb-dump --system=users)
+    """Take row counts from the dump's own snapshot: commits wait while mariadb-dump starts
+    (BACKUP STAGE BLOCK_COMMIT, needs RELOAD; at most seconds, usually milliseconds)."""
+    users: bool = True
+    """Also dump accounts, roles and grants as ``users.sql`` (mariadb-dump --system=users)."""
 
 
 def describe(source: MariadbSource) -> str:

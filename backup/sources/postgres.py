@@ -33,12 +33,20 @@ class PostgresSource(Strict):
     Passwords come from PGPASSFILE / ~/.pgpass or the environment, never from here."""
 
     name: Name
+    """The source's name in snapshots, commands and metrics (``ops backup run --source``)."""
     kind: Literal["postgres"]
+    """``postgres``: a PostgreSQL server's databases and globals."""
     category: Category = Category.DATABASE
-    dsn: str = ""  # libpq keywords, e.g. "host=127.0.0.1 port=5432 user=backup"
+    """What the data is under Art. 11.2 (a database)."""
+    dsn: str = ""
+    """libpq keywords, e.g. ``host=127.0.0.1 port=5432 user=backup``, without a password
+    (empty: the local socket as the current user)."""
     databases: list[str] | Literal["all"] = "all"
-    bin_dir: Path | None = None  # where pg_dump and pg_dumpall live (default: PATH)
+    """The databases to dump, or ``all`` (every database but the templates)."""
+    bin_dir: Path | None = None
+    """Where pg_dump and pg_dumpall live (unset: found on PATH)."""
     timeout: Annotated[float, Field(gt=0)] = 6 * 3600
+    """Seconds each dump may run before the source fails."""
 
     @field_validator("dsn")
     @classmethod

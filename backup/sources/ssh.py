@@ -43,17 +43,30 @@ class SshSource(Strict):
     """A command's output on a remote host or network device, over SSH with a pinned key."""
 
     name: Name
+    """The source's name in snapshots, commands and metrics (``ops backup run --source``)."""
     kind: Literal["ssh"]
+    """``ssh``: a command's output on a remote host or device, over SSH."""
     category: Category = Category.CONFIG
+    """What the data is under Art. 11.2: config, logs, code or database."""
     host: str
+    """The device's or host's address or name."""
     port: Annotated[int, Field(ge=1, le=65535)] = 22
+    """The SSH port."""
     user: str
+    """The (read-only) account to log in as."""
     key: Path
-    known_hosts: Path  # the host key must be listed here: unknown or changed keys fail
+    """The unencrypted private key to log in with (mode 0600; no passphrase)."""
+    known_hosts: Path
+    """A known_hosts file that must list the host's key: an unknown or changed key fails the
+    source, never accepted automatically."""
     command: str
-    filename: str | None = None  # default: <name>.txt
+    """The command run over an SSH exec channel, e.g. ``show running-config``."""
+    filename: str | None = None
+    """The file name of the output in the snapshot (unset: ``<name>.txt``)."""
     timeout: Annotated[float, Field(gt=0)] = 600
+    """Seconds the connection and command may take before the source fails."""
     allow_empty: bool = False
+    """Accept an empty output (by default it fails the source)."""
 
 
 def describe(source: SshSource) -> str:

@@ -18,9 +18,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base of every model read from a user's file: unknown keys are errors (usually typos)."""
+    """Base of every model read from a user's file: unknown keys are errors (usually typos).
+    A field's docstring (the string literal under it) is its description in the JSON Schema
+    (``ops config schema``), so the reference is written once, beside the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _zone_name(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from portalops.core.timefmt import parse_hhmm, sexagesimal_clock
 from portalops.core.validate import LocatedError, Strict, ZoneName
@@ -53,7 +53,16 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# What a YAML editor may write: seconds, or the Prometheus spelling. Titled "duration" so the
+# configuration reference names the type rather than spelling out the union.
+_DURATION_SCHEMA = {
+    "title": "duration",
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d|w))+\s*$"},
+    ],
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 PersonId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 
 
@@ -79,9 +88,14 @@ class Person(Strict):
     portal-ops never logs them whole."""
 
     id: PersonId
+    """A short lowercase id that rotations, overrides and ``team_lead`` refer to."""
     name: Annotated[str, Field(min_length=1)]
+    """The person's full name, as pages and reports show it."""
     channels: list[str] = []
-    lang: Literal["vi", "en"] | None = None  # default: oncall.lang
+    """Apprise URLs tried in order until one delivers (``mailtos://...``, ``tgram://...``);
+    they hold secrets: keep ops.yaml 0600."""
+    lang: Literal["vi", "en"] | None = None
+    """The language of this person's pages (unset: ``oncall.lang``)."""
 
 
 class Rotation(Strict):
@@ -90,9 +104,14 @@ class Rotation(Strict):
     handover (``2026-11-30`` with ``handover: "08:00"`` is 2026-11-30 08:00)."""
 
     people: Annotated[list[PersonId], Field(min_length=1)]
+    """The ids of the people taking turns, in order."""
     every: Literal["day", "week"] = "week"
+    """How long one turn lasts."""
     handover: Clock = time(8, 0)
-    start: datetime  # local, e.g. 2026-11-30 (a Monday: weekly turns change on Mondays)
+    """The local time turns change, ``"HH:MM"`` (quoted)."""
+    start: datetime
+    """When ``people[0]``'s turn starts, local time: a date (``2026-11-30``, at ``handover``)
+    or ``"2026-11-30 08:00"``; weekly turns change on the weekday of ``start``."""
 
     @model_validator(mode="before")
     @classmethod
@@ -111,10 +130,15 @@ class Override(Strict):
     """``person`` takes ``rotation`` from ``start`` to ``end`` (local times): leave, holidays."""
 
     rotation: str
+    """The rotation (a key of ``oncall.rotations``) this override replaces someone in."""
     person: PersonId
+    """Who is on call instead."""
     start: datetime
+    """From when, local time (``"2026-12-31 08:00"``)."""
     end: datetime
+    """Until when, local time; after ``start``."""
     reason: str = ""
+    """Why (leave, a holiday), for the record."""
 
     @model_validator(mode="after")
     def _order(self) -> Override:
@@ -128,38 +152,58 @@ class Step(Strict):
     wait ``wait`` before the next step if nobody has acknowledged."""
 
     notify: str
+    """Whom to page: a rotation's name (its person on call), a person's id, or ``team_lead``."""
     wait: Duration = 300.0
+    """How long to wait for an acknowledgement before the next step."""
 
 
 class Escalation(Strict):
+    """Whom an unacknowledged incident pages, in order, and how long each step waits."""
+
     steps: Annotated[list[Step], Field(min_length=1)] = [
         Step(notify="primary", wait=300.0),
         Step(notify="secondary", wait=600.0),
         Step(notify="team_lead", wait=900.0),
     ]
-    repeat: bool = True  # start again from the first step until acknowledged or resolved
+    """The steps, first to last."""
+    repeat: bool = True
+    """After the last step, start again from the first until acknowledged or resolved."""
     max_rounds: Annotated[int, Field(ge=1, le=100)] = 10
+    """The most rounds through the steps when ``repeat`` is on."""
 
 
 class Delivery(Strict):
-    attempts: Annotated[int, Field(ge=1, le=10)] = 3  # per channel, before falling through
-    retry_delay: Duration = 2.0  # doubled after each failed attempt
-    timeout: Duration = 20.0  # per attempt
+    """How hard a page is pushed through each of a person's channels."""
+
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries per channel before falling through to the next one."""
+    retry_delay: Duration = 2.0
+    """The wait before the second try, doubled after each failed try."""
+    timeout: Duration = 20.0
+    """How long one try may take."""
 
 
 class IncidentReports(Strict):
     """Decree 331/2026 Art. 31: a serious incident starts an initial-notice clock (24 h) and a
     full-report clock (72 h); the team lead is reminded ``remind_before`` each deadline."""
 
-    serious: list[str] = ["critical"]  # severities that count as serious
+    serious: list[str] = ["critical"]
+    """The alert severities that make an incident serious."""
     initial: Duration = 24 * 3600.0
+    """The deadline of the initial notice, from the incident's start."""
     full: Duration = 72 * 3600.0
+    """The deadline of the full report, from the incident's start."""
     remind_before: list[Duration] = [4 * 3600.0, 3600.0]
+    """When the team lead is reminded, before each deadline."""
 
 
 class TimeRange(Strict):
+    """A span of one day, local time."""
+
     start: Clock
+    """``"HH:MM"`` (quoted)."""
     end: Clock
+    """``"HH:MM"`` (quoted)."""
 
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -171,10 +215,16 @@ class Maintenance(Strict):
     ``time_intervals``); empty ``portals`` and ``unit_kinds`` mean every portal."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
-    weekdays: list[str] = []  # "monday", "saturday:sunday"
+    """The window's name (an Alertmanager time interval), unique."""
+    weekdays: list[str] = []
+    """Days or ranges of days: ``saturday``, ``monday:friday`` (empty: every day)."""
     times: list[TimeRange] = []
+    """Times of day the window covers (empty: the whole day)."""
     portals: list[str] = []
+    """The portals (``portal`` label) muted in the window; with ``unit_kinds`` also empty,
+    every portal."""
     unit_kinds: list[Literal["province", "department", "district", "commune"]] = []
+    """The kinds of unit whose portals are muted in the window."""
 
     @field_validator("weekdays")
     @classmethod
@@ -190,13 +240,25 @@ class Maintenance(Strict):
 
 
 class AlertmanagerRouting(Strict):
+    """What ``ops oncall alertmanager-config`` renders: grouping, timing, the webhook to the
+    on-call service, and maintenance windows."""
+
     group_by: list[str] = ["alertname", "portal"]
+    """Labels alerts are grouped by into one notification."""
     group_wait: Duration = 30.0
+    """How long a new group waits for more alerts before its first notification (critical
+    alerts wait at most 10s)."""
     group_interval: Duration = 300.0
+    """How long a group waits before notifying of alerts added to it."""
     repeat_interval: Duration = 4 * 3600.0
+    """How long before a still-firing warning is notified again."""
     critical_repeat_interval: Duration = 3600.0
-    webhook_url: str | None = None  # default: http://<oncall.listen>/alertmanager
+    """How long before a still-firing critical alert is notified again."""
+    webhook_url: str | None = None
+    """The on-call service's webhook as Alertmanager reaches it (unset:
+    ``http://<oncall.listen>/alertmanager``)."""
     maintenance: list[Maintenance] = []
+    """Recurring windows in which matching alerts are muted."""
 
     @model_validator(mode="after")
     def _names(self) -> AlertmanagerRouting:
@@ -210,25 +272,45 @@ class AlertmanagerRouting(Strict):
 
 
 class Oncall(Strict):
-    listen: str = "127.0.0.1:9434"  # ops oncall serve
-    public_url: str | None = None  # base of acknowledge links; default http://<listen>
-    database: Path | None = None  # default: <state_dir>/oncall/oncall.sqlite
-    # secrets, created 0600 on first use when missing: the HMAC key of acknowledge links and
-    # the bearer token Alertmanager presents on the webhook
-    link_key_file: Path | None = None  # default: <state_dir>/oncall/link.key
-    webhook_token_file: Path | None = None  # default: <state_dir>/oncall/webhook.token
+    """Who is paged for an alert, in which order, and how (``ops oncall serve``)."""
+
+    listen: str = "127.0.0.1:9434"
+    """``host:port`` the on-call service (``ops oncall serve``) listens on."""
+    public_url: str | None = None
+    """The base URL of acknowledge links as people reach the service (unset:
+    ``http://<listen>``)."""
+    database: Path | None = None
+    """The service's SQLite database (unset: ``<state_dir>/oncall/oncall.sqlite``)."""
+    link_key_file: Path | None = None
+    """The secret HMAC key that signs acknowledge links, created 0600 on first use (unset:
+    ``<state_dir>/oncall/link.key``)."""
+    webhook_token_file: Path | None = None
+    """The secret bearer token Alertmanager presents on the webhook, created 0600 on first
+    use (unset: ``<state_dir>/oncall/webhook.token``)."""
     link_ttl: Duration = 24 * 3600.0
+    """How long an acknowledge link stays valid."""
     timezone: ZoneName = "Asia/Ho_Chi_Minh"
+    """The IANA time zone of rotations, overrides, windows and the times pages show."""
     lang: Literal["vi", "en"] = "vi"
-    tick: Duration = 5.0  # how often the service looks for due escalation steps
+    """The default language of pages."""
+    tick: Duration = 5.0
+    """How often the service looks for due escalation steps and reminders."""
     people: list[Person] = []
+    """Everyone who can be paged."""
     rotations: dict[str, Rotation] = {}
+    """Rotations by name (``primary``, ``secondary``): who is on call when."""
     overrides: list[Override] = []
+    """Exceptions to the rotations: leave, holidays."""
     team_lead: PersonId | None = None
+    """The person escalation's ``team_lead`` step pages and report reminders go to."""
     escalation: Escalation = Escalation()
+    """Whom an unacknowledged incident pages, step by step."""
     delivery: Delivery = Delivery()
+    """Retries and timeouts of each page."""
     incident_reports: IncidentReports = IncidentReports()
+    """The report deadlines of serious incidents (Decree 331/2026 Art. 31)."""
     alertmanager: AlertmanagerRouting = AlertmanagerRouting()
+    """The Alertmanager config ``ops oncall alertmanager-config`` renders."""
 
     @model_validator(mode="after")
     def _references(self) -> Oncall:
