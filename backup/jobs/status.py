@@ -47,10 +47,16 @@ FAMILIES = {
     "portalops_backup_last_run_timestamp_seconds": "When the last run that tried it ended.",
     "portalops_backup_duration_seconds": "How long the last run of this source took.",
     "portalops_backup_bytes": "Size of the source at the last successful backup.",
-    "portalops_backup_bytes_added": (
+    "portalops_backup_added_bytes": (
         "Bytes the last successful backup added to the repository (compressed, deduplicated)."
     ),
 }
+# Old names still written beside their new ones, same value, for one release (docs/monitoring.md,
+# "Deprecated metric names"): old name -> new name. Remove in portal-ops 0.3.0.
+DEPRECATED = {"portalops_backup_bytes_added": "portalops_backup_added_bytes"}
+FAMILIES.update(
+    {old: f"Deprecated, removed in portal-ops 0.3.0: use {new}." for old, new in DEPRECATED.items()}
+)
 
 
 class StatusWriteError(OpsError):
@@ -243,8 +249,9 @@ def registry_for(status: Status) -> CollectorRegistry:
             "portalops_backup_last_run_timestamp_seconds": _ts(run.time),
             "portalops_backup_duration_seconds": run.duration,
             "portalops_backup_bytes": float(success.bytes if success else 0),
-            "portalops_backup_bytes_added": float(success.bytes_added if success else 0),
+            "portalops_backup_added_bytes": float(success.bytes_added if success else 0),
         }
+        values.update({old: values[new] for old, new in DEPRECATED.items()})
         for name, value in values.items():
             gauges[name].labels(**labels).set(value)
     return registry

@@ -79,7 +79,9 @@ def test_good_and_failed_sources(local_backup_env: BackupEnv, tmp_path: Path) ->
     assert values["portalops_backup_bytes"]["etc"] == 200_000 + len(
         "<h1>Cổng thông tin điện tử</h1>\n".encode()
     )
-    assert values["portalops_backup_bytes_added"]["etc"] > 0
+    assert values["portalops_backup_added_bytes"]["etc"] > 0
+    # the deprecated name (until 0.3.0) carries the same values
+    assert values["portalops_backup_bytes_added"] == values["portalops_backup_added_bytes"]
     good = next(r for r in run["results"] if r["source"] == "etc")
     assert values["portalops_backup_duration_seconds"]["etc"] == pytest.approx(
         good["duration_seconds"], abs=0.001

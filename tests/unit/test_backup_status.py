@@ -61,6 +61,8 @@ def test_a_failure_keeps_the_previous_success() -> None:
     )
     assert get(second, "portalops_backup_duration_seconds", "www") == 0.25
     assert get(second, "portalops_backup_bytes", "www") == 1000.0  # of the last good backup
+    assert get(second, "portalops_backup_added_bytes", "www") == 100.0
+    # the name before 0.2.0, kept one release beside the new one
     assert get(second, "portalops_backup_bytes_added", "www") == 100.0
 
 
