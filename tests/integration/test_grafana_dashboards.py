@@ -2,7 +2,10 @@
 
 The dashboards under ``config/grafana/dashboards/`` are checked three ways:
 
-- their shape: unique uid and title, every panel and query on the provisioned datasource;
+- their shape: unique uid and title; every panel, query and query variable reads its
+  datasource from the ``$datasource`` variable (no fixed uid anywhere), preset to the
+  provisioned datasource, which is not Grafana's default; the monitoring role's templates
+  give the datasource and that preset the uid and name a site chooses;
 - parsing: each expression (Grafana variables substituted by :func:`substitute`) becomes a
   recording rule that ``promtool check rules`` must accept (promtool 2.42 has no standalone
   expression checker); the rule is named after the dashboard and panel, so promtool's message
@@ -17,6 +20,7 @@ The dashboards under ``config/grafana/dashboards/`` are checked three ways:
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -67,6 +71,10 @@ BUILTIN_INTERVALS: Mapping[str, str] = {
     "__interval": "15s",
     "__range": "1h",
 }
+#: How every panel, target and query variable names its datasource: the variable.
+DATASOURCE_REF: Mapping[str, str] = {"type": "prometheus", "uid": "${datasource}"}
+#: Uids a site's own Prometheus datasource may well have already.
+GENERIC_UIDS = ("prometheus", "Prometheus", "default")
 #: Multi-value variables with "All" (``allValue: .+``), used in ``=~`` matchers only.
 ALL_VALUE_VARIABLES = ("unit_kind", "host", "category")
 
@@ -173,19 +181,27 @@ def test_the_dashboards_exist() -> None:
     assert ALL_QUERIES, "no PromQL expression found in the dashboards"
 
 
-def test_provisioning_names_the_datasource_and_the_dashboards_directory() -> None:
+def provisioned_datasource() -> dict[str, Any]:
     [datasource] = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
+    assert isinstance(datasource, dict)
+    return datasource
+
+
+def test_provisioning_names_the_datasource_and_the_dashboards_directory() -> None:
+    datasource = provisioned_datasource()
     assert datasource["type"] == "prometheus"
-    assert datasource["uid"] == "prometheus"
+    # not the default, not a generic uid: it sits beside a Prometheus the site already has
+    assert datasource["isDefault"] is False
+    assert datasource["uid"] not in GENERIC_UIDS
+    assert "portal-ops" in datasource["name"]
     assert datasource["url"] == "http://127.0.0.1:9090"
     [provider] = yaml.safe_load(DASHBOARD_PROVIDERS.read_text(encoding="utf-8"))["providers"]
     assert provider["type"] == "file"
     assert Path(provider["options"]["path"]).is_absolute()
 
 
-def test_dashboards_have_unique_uids_and_titles_and_use_the_provisioned_datasource() -> None:
-    [datasource] = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
-    uid = datasource["uid"]
+def test_dashboards_have_unique_uids_and_titles_and_read_the_datasource_variable() -> None:
+    uid = DATASOURCE_REF["uid"]
     uids: dict[str, str] = {}
     titles: dict[str, str] = {}
     problems = []
@@ -220,11 +236,144 @@ def test_dashboards_have_unique_uids_and_titles_and_use_the_provisioned_datasour
             if v.get("type") == "query"
         ]
         problems += [
-            f"{path.name}: {who} uses datasource {ds!r}, not {{'uid': {uid!r}}}"
+            f"{path.name}: {who} uses datasource {ds!r}, not {DATASOURCE_REF!r}"
             for who, ds in users
-            if not isinstance(ds, dict) or ds.get("uid") != uid
+            if ds != DATASOURCE_REF
         ]
+    assert uid == "${datasource}"
     assert not problems, "\n".join(problems)
+
+
+def datasource_uids(node: object, where: str = "") -> Iterator[tuple[str, object]]:
+    """(where, uid) of every ``datasource`` object anywhere in a dashboard, and every bare
+    ``"datasource": "<name or uid>"`` string (the older spelling)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}"
+            if key == "datasource" and isinstance(value, dict):
+                yield here, value.get("uid")
+            elif key == "datasource" and isinstance(value, str):
+                yield here, value
+            yield from datasource_uids(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from datasource_uids(value, f"{where}[{index}]")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_no_fixed_datasource_uid_anywhere(path: Path) -> None:
+    """Panels, targets, variables and annotations name the datasource through ``$datasource``
+    (Grafana's own annotation source aside): a site's uid never has to match ours."""
+    doc = load(path)
+    fixed = [
+        f"{where}: {uid!r}"
+        for where, uid in [*datasource_uids(doc["panels"]), *datasource_uids(doc["templating"])]
+        if uid not in ("${datasource}", "$datasource")
+    ]
+    fixed += [
+        f"{where}: {uid!r}"
+        for where, uid in datasource_uids(doc.get("annotations", {}))
+        if uid not in ("${datasource}", "$datasource", "-- Grafana --")
+    ]
+    assert not fixed, f"{path.name}: fixed datasource uids:\n" + "\n".join(fixed)
+    # the provisioned uid is only the variable's preset, which the role rewrites
+    text = path.read_text(encoding="utf-8")
+    assert text.count(f'"{provisioned_datasource()["uid"]}"') == 1, path.name
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_the_datasource_variable_is_preset_to_the_provisioned_datasource(path: Path) -> None:
+    variables = load(path)["templating"]["list"]
+    mine = [v for v in variables if v.get("type") == "datasource"]
+    assert [v["name"] for v in mine] == ["datasource"], f"{path.name}: {mine}"
+    [variable] = mine
+    assert variables[0] is variable, "the data source is the first variable (the others use it)"
+    assert variable["query"] == "prometheus"
+    assert not variable.get("multi")
+    assert not variable.get("includeAll")
+    datasource = provisioned_datasource()
+    assert variable["current"]["value"] == datasource["uid"]
+    assert variable["current"]["text"] == datasource["name"]
+
+
+# -- the monitoring role: the site's uid and name ------------------------------------------
+
+ROLE_PLAY = """\
+- name: Grafana's files only (the monitoring role's grafana.yml)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: The role's Grafana tasks
+      ansible.builtin.include_role:
+        name: monitoring
+        tasks_from: grafana.yml
+"""
+
+
+def _install_grafana_files(root: Path, extra_vars: Mapping[str, str]) -> str:
+    """Run the monitoring role's Grafana tasks into ``root`` with real ansible-playbook (no
+    service, no port: only files under ``root``); its output."""
+    playbook = root / "grafana.yml"
+    playbook.write_text(ROLE_PLAY, encoding="utf-8")
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "monitoring_grafana_src": str(GRAFANA),
+        "monitoring_grafana_provisioning_dir": str(root / "provisioning"),
+        "monitoring_grafana_dashboards_dir": str(root / "dashboards"),
+        **extra_vars,
+    }
+    vars_file = root / "vars.json"
+    vars_file.write_text(json.dumps(variables), encoding="utf-8")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
+        "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
+    done = subprocess.run(
+        [str(ansible_playbook), "-i", "localhost,", "-e", f"@{vars_file}", str(playbook)],
+        capture_output=True, text=True, timeout=300, check=False, env=env, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_the_monitoring_role_installs_them_under_the_sites_uid_and_name(tmp_path: Path) -> None:
+    site = {
+        "monitoring_grafana_datasource_uid": "ops-prom-vp",
+        "monitoring_grafana_datasource_name": "Prometheus (Vĩnh Phúc ops)",
+        "monitoring_prometheus_listen": "0.0.0.0:9190",
+    }
+    _install_grafana_files(tmp_path, site)
+    [datasource] = yaml.safe_load(
+        (tmp_path / "provisioning/datasources/portal-ops.yml").read_text(encoding="utf-8")
+    )["datasources"]
+    assert datasource == {
+        **provisioned_datasource(),
+        "uid": "ops-prom-vp",
+        "name": "Prometheus (Vĩnh Phúc ops)",
+        "url": "http://127.0.0.1:9190",  # Grafana asks on loopback, not 0.0.0.0
+        "isDefault": False,
+    }
+    provider = tmp_path / "provisioning/dashboards/portal-ops.yml"
+    assert provider.read_bytes() == DASHBOARD_PROVIDERS.read_bytes()
+    installed = sorted(p.name for p in (tmp_path / "dashboards").iterdir())
+    assert installed == [p.name for p in DASHBOARDS]
+    for path in DASHBOARDS:
+        doc = load(tmp_path / "dashboards" / path.name)
+        [variable] = [v for v in doc["templating"]["list"] if v["type"] == "datasource"]
+        assert variable["current"]["value"] == "ops-prom-vp"
+        assert variable["current"]["text"] == "Prometheus (Vĩnh Phúc ops)"
+        # nothing else changed: the repository's dashboard with the preset swapped
+        original = load(path)
+        for v in original["templating"]["list"]:
+            if v["type"] == "datasource":
+                v["current"] = variable["current"]
+        assert doc == original, path.name
+    again = _install_grafana_files(tmp_path, site)
+    assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0\b", again), again[-3000:]
 
 
 def test_every_expression_is_non_empty_and_has_test_values_for_its_variables() -> None:
