@@ -222,8 +222,9 @@ def _header(description: str, extra: Iterable[str] = ()) -> list[str]:
 
 def _root_job_service(job: Job, config: Path, settings: Settings, units: Path | None) -> str:
     argv = job_argv(job, config)
-    if units is not None:
-        argv[len(ops_command()) : len(ops_command())] = ["--units", str(units)]
+    if units is not None:  # after --config FILE, as the ops wrapper passes them
+        at = len(ops_command()) + 2
+        argv[at:at] = ["--units", str(units)]
     record = [*ops_command(), "--config", str(config), "systemd", "--record-success"]
     lines = _header(
         f"portal-ops {job.name}: {job.purpose}",
@@ -295,7 +296,7 @@ def _failure_template(config: Path, settings: Settings) -> str:
 
 def _long_service(
     stem: str, description: str, args: tuple[str, ...], config: Path, settings: Settings,
-    units: Path | None,
+    units: Path | None, user: str,
 ) -> str:  # fmt: skip
     argv = [*ops_command(), "--config", str(config)]
     if units is not None:
@@ -317,8 +318,8 @@ def _long_service(
         f"SyslogIdentifier={PREFIX}-{stem}",
         "Restart=on-failure",
         "RestartSec=5s",
-        f"User={SERVICE_USER}",
-        f"Group={SERVICE_USER}",
+        f"User={user}",
+        f"Group={user}",
         *HARDENING,
         "ProtectHome=true",
         "PrivateDevices=true",
@@ -345,6 +346,7 @@ def render(
     settings: Settings,
     known_commands: Iterable[str],
     units: Path | None = None,
+    service_user: str = SERVICE_USER,
 ) -> list[Unit]:
     """Every unit the roles need: per available job a service and its timer; for role monitor
     the two long-running services; and the failure template they all name in OnFailure=."""
@@ -360,7 +362,7 @@ def render(
         out.append(Unit(f"{stem}.timer", _timer(job, plan.timezone, when), True))
     if "monitor" in roles:
         for stem, description, args in SERVICES:
-            text = _long_service(stem, description, args, config, settings, units)
+            text = _long_service(stem, description, args, config, settings, units, service_user)
             out.append(Unit(f"{PREFIX}-{stem}.service", text, True))
     out.append(Unit(FAILURE_TEMPLATE, _failure_template(config, settings), False))
     return out
@@ -429,22 +431,28 @@ def _systemctl(argv: list[str]) -> None:
         raise OpsError(f"{shlex.join(argv)} failed: {done.stderr.strip() or done.returncode}")
 
 
-def prepare_host(roles: list[str], settings: Settings) -> list[str]:
+def check_user_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name) or name == "root":
+        raise BadInput(f"--service-user {name!r}: not a system user name (and not root)")
+    return name
+
+
+def prepare_host(roles: list[str], settings: Settings, user: str = SERVICE_USER) -> list[str]:
     """What the units need before they start and cannot do themselves under
     ``ProtectSystem=strict`` (/etc and /var are read-only there): the service user (role
     monitor), the drill's user (role admin), the state directories. Returns what was done."""
     done = []
     if "monitor" in roles:
         procs.ensure_user(
-            SERVICE_USER,
+            user,
             comment="portal-ops services",
             purpose="ops monitor serve, ops oncall serve",
         )
         for sub in ("monitor", "oncall"):
             path = settings.state_dir / sub
             path.mkdir(parents=True, exist_ok=True)
-            procs.hand_over(path, SERVICE_USER)
-            done.append(f"{path} owned by {SERVICE_USER}")
+            procs.hand_over(path, user)
+            done.append(f"{path} owned by {user}")
     if "admin" in roles:
         ensure_drill_user(settings.drill.run_as)
         done.append(f"drill user {settings.drill.run_as}")

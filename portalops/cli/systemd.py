@@ -69,6 +69,12 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="with --install: do not create the service user, the drill user and the state "
         "directories the units need (a provisioning tool does it)",
     )
+    p.add_argument(
+        "--service-user",
+        default=systemd.SERVICE_USER,
+        metavar="USER",
+        help=f"the system user role monitor's services run as (default: {systemd.SERVICE_USER})",
+    )
     record = p.add_mutually_exclusive_group()
     record.add_argument(
         "--record-failure",
@@ -105,7 +111,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     roles = systemd.select_units_roles(args.role, ctx.settings, where)
     config = _config(ctx)
     units_file = ctx.args.units.resolve() if getattr(ctx.args, "units", None) else None
-    units = systemd.render(roles, config, ctx.settings, args.known_commands, units_file)
+    user = systemd.check_user_name(args.service_user)
+    units = systemd.render(roles, config, ctx.settings, args.known_commands, units_file, user)
     skipped = systemd.skipped_jobs([r for r in roles if r != "monitor"], args.known_commands)
     data: dict[str, Any] = {
         "roles": roles,
@@ -120,7 +127,9 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         human += [f"# {j.name} not scheduled: {j.note}" for j in skipped]
         return Outcome(data, human)
     directory: Path = args.dir.absolute()
-    prepared = [] if args.no_prepare or args.dry_run else systemd.prepare_host(roles, ctx.settings)
+    prepared = (
+        [] if args.no_prepare or args.dry_run else systemd.prepare_host(roles, ctx.settings, user)
+    )
     done = systemd.install(units, directory, dry_run=args.dry_run)
     data.update(done, installed=not args.dry_run, prepared=prepared)
     verb = "would write" if args.dry_run else "wrote"
