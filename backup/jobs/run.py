@@ -119,6 +119,12 @@ def run_backup(
             except OSError as exc:  # local trouble (state dir full...): this source only
                 result = _failed(source, repo.name, OpsError(exc.strerror or str(exc)))
             result.duration = time.monotonic() - started
+            if result.ok:  # failures were logged, at ERROR, by _failed
+                log.info(
+                    "backup of %s into %s: snapshot %s, %d files, %d bytes added in %.1fs",
+                    source.name, repo.name, (result.snapshot or "")[:8], result.files,
+                    result.bytes_added, result.duration,
+                )  # fmt: skip
             results.append(result)
     return results
 

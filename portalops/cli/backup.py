@@ -49,23 +49,76 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     p = sub.add_parser("keygen", help="write a new identity and writer key (both 0600)")
-    p.add_argument("--identity", type=Path, required=True, metavar="FILE")
-    p.add_argument("--writer-key", type=Path, required=True, metavar="FILE")
+    p.add_argument(
+        "--identity",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the private identity: reads backups; keep it on the drill host or offline",
+    )
+    p.add_argument(
+        "--writer-key",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the writer key for backup hosts: can add backups, cannot read them",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing key files")
 
     p = sub.add_parser("init", help="create the configured repositories")
     _repository_option(p)
 
-    p = sub.add_parser("run", help="back up every configured source into every repository")
+    p = sub.add_parser(
+        "run",
+        help="back up every configured source into every repository",
+        description="Back up every source of backup.sources into every repository of "
+        "backup.repositories (Art. 11), with the writer key only: this host can add "
+        "snapshots but never read, change or delete them. Writes backup-status.json and the "
+        "portalops_backup_* metrics for node_exporter, and logs each source's outcome per "
+        "repository (at INFO in the journal). One run per host at a time.\n\n"
+        "Exit code 1 when a source failed, 3 when a repository could not be reached or the "
+        "status could not be recorded.",
+        epilog="""\
+examples:
+  ops backup run                              every source into every repository
+  ops backup run --source webroot --source portal-db
+  ops backup run --repository offsite -v      one repository, with debug logs""",
+    )
     p.add_argument("--source", action="append", metavar="S", help="only this source (repeat)")
     _repository_option(p)
 
-    p = sub.add_parser("list", help="snapshots, newest last")
-    p.add_argument("--source", metavar="S")
+    p = sub.add_parser(
+        "list",
+        help="snapshots, newest last",
+        description="List the snapshots of every repository (or those of --repository), "
+        "newest last. Without backup.identity only the names are readable (writer hosts); "
+        "category, file count and size need the identity. A snapshot dated later than the "
+        "storage allows is marked '!': it is never 'latest'.",
+        epilog="""\
+examples:
+  ops backup list
+  ops backup list --source portal-db --json
+  ops backup list --repository offsite""",
+    )
+    p.add_argument("--source", metavar="S", help="only this source's snapshots")
     _repository_option(p)
 
     p = sub.add_parser(
-        "restore", help="restore a snapshot into a directory, or a database snapshot into a server"
+        "restore",
+        help="restore a snapshot into a directory, or a database snapshot into a server",
+        description="Restore a snapshot (an id, a unique prefix, or 'latest' with --source) "
+        "into --target (made if needed), verifying every byte; nothing is ever written "
+        "outside it, and set-user/group-id bits are dropped unless --keep-setid. A database "
+        "snapshot (postgres, mariadb) can instead be loaded into a running server with "
+        "--to-database. Needs backup.identity.",
+        epilog="""\
+examples:
+  ops backup restore latest --source webroot --target /tmp/restore
+  ops backup restore 3f2a9c1e --target /tmp/restore --path var/www/html/index.php
+  ops backup restore latest --source portal-db \\
+      --to-database "host=/var/run/postgresql user=postgres" --database portal --as portal_check
+  ops backup restore latest --source cms-db --to-database mariadb://root@localhost \\
+      --defaults-file /root/.my.cnf""",
     )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
     p.add_argument("--source", metavar="S", help="with 'latest': which source")
@@ -89,7 +142,20 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--defaults-file", type=Path, metavar="FILE", help="MariaDB: 0600 option file (password)"
     )
 
-    p = sub.add_parser("check", help="verify the repository (structure, or data with --read-data)")
+    p = sub.add_parser(
+        "check",
+        help="verify the repository (structure, or data with --read-data)",
+        description="Verify each repository: every snapshot, tree and index entry refers to "
+        "data that exists (structure), and with --read-data also download and decrypt packs "
+        "and verify every blob's hash, all of them or a rotating PCT% (ten runs of "
+        "10% read everything). Holds a shared lock: backups may run meanwhile, "
+        "prune may not. Needs backup.identity. Exit code 1 when a problem is found.",
+        epilog="""\
+examples:
+  ops backup check                            structure only, quick
+  ops backup check --read-data 10             and a rotating tenth of the data
+  ops backup check --read-data --repository offsite""",
+    )
     p.add_argument(
         "--read-data",
         nargs="?",

@@ -1,22 +1,34 @@
 """The loaded inputs of one CLI invocation: config and estate, each read once, on first use,
-and the Environment (streams, terminal flags, clock) every command prints and reads time through."""
+and the Environment (streams, terminal flags, clock) every command prints and reads time through.
+
+The config is looked up as ``--config``, then ``$PORTAL_OPS_CONFIG``, then the system-wide
+``/etc/portal-ops/ops.yaml`` (what the agent role installs), then ``config/ops.yaml`` in the
+working directory or the checkout; with none of them, every section takes its safe default.
+A file named explicitly (flag or variable) that is not there is an error, never a silent
+fallback to another config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from portalops import inventory
 from portalops.cli.environment import Environment
+from portalops.core.errors import BadInput
 from portalops.inventory.model import Estate, load_estate
 from portalops.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 # The checkout (config/, playbooks/, ansible.cfg beside the package); installed from a wheel,
 # site-packages, where those are absent.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("config/ops.yaml")
+CONFIG_VARIABLE = "PORTAL_OPS_CONFIG"
 DEFAULT_UNITS = Path("inventory/units.yaml")
 # The estate shipped with the package: inventory/units.yaml in a checkout, and in a wheel too
 # (portalops/inventory/units.yaml, package data).
@@ -31,15 +43,52 @@ def _resolve_default(relative: Path, *fallbacks: Path) -> Path | None:
     return None
 
 
+def _exists(path: Path, named_by: str) -> bool:
+    """Whether ``path`` is a file; a location we may not even look into is an error rather
+    than "no config there" (a user who is not root, on a host configured for root)."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise BadInput(
+            f"{path}: permission denied ({named_by}); run as the user the config is for, "
+            "or pass --config FILE"
+        ) from None
+
+
+def find_config(given: Path | None, env: Environment) -> tuple[Path | None, str]:
+    """The config file to read and what chose it: --config, then $PORTAL_OPS_CONFIG, then
+    the system-wide file, then config/ops.yaml here or in the checkout; (None, why) when
+    there is none and the defaults apply."""
+    named = env.environ.get(CONFIG_VARIABLE, "")
+    for path, by in ((given, "--config"), (Path(named) if named else None, f"${CONFIG_VARIABLE}")):
+        if path is None:
+            continue
+        if not _exists(path, by):
+            raise BadInput(f"{path}: no such config file (named by {by})")
+        return path, by
+    system = env.system_config
+    if system is not None and _exists(system, "the system-wide config"):
+        return system, "the system-wide config"
+    found = _resolve_default(DEFAULT_CONFIG)
+    if found is not None:
+        return found, f"default {DEFAULT_CONFIG}"
+    looked = ", ".join(str(p) for p in (system, DEFAULT_CONFIG) if p is not None)
+    return None, f"no --config, no ${CONFIG_VARIABLE}, no {looked}: every section at its default"
+
+
 @dataclass
 class Context:
     args: argparse.Namespace
     env: Environment = field(default_factory=Environment.from_process)
+    # The whole command line's parser, for the commands that describe it (man page,
+    # completion); None when a test builds a Context by hand.
+    parser: argparse.ArgumentParser | None = None
 
-    @property
+    @cached_property
     def config_path(self) -> Path | None:
-        given: Path | None = self.args.config
-        return given if given is not None else _resolve_default(DEFAULT_CONFIG)
+        path, why = find_config(self.args.config, self.env)
+        log.info("config: %s (%s)", path if path is not None else "built-in defaults", why)
+        return path
 
     @property
     def units_path(self) -> Path:
@@ -51,8 +100,8 @@ class Context:
 
     @cached_property
     def settings(self) -> Settings:
-        # An explicit --config that does not exist is an error; no file at the default
-        # location means every section takes its safe default.
+        # An explicit config that does not exist is an error (config_path); no file at the
+        # default locations means every section takes its safe default.
         return load_settings(self.config_path)
 
     @cached_property

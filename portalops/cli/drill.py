@@ -14,10 +14,25 @@ from portalops.core.units import age, size
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "drill", help="Art. 11.3: restore every source's latest snapshot and test it"
+        "drill",
+        help="Art. 11.3: restore every source's latest snapshot and test it",
+        description="Restore each source's latest genuine snapshot from each repository into "
+        "scratch space and test it for real: every byte verified, restored nginx "
+        "configurations through 'nginx -t', database dumps loaded into a throwaway "
+        "PostgreSQL or MariaDB and every table's rows counted against the backup's. Each "
+        "restore is timed against drill.rto_seconds. Writes drill-status.json and the "
+        "portalops_drill_* metrics. Needs backup.identity (the drill host). Exit code 1 "
+        "when a drill failed.",
+        epilog="""\
+examples:
+  ops drill                                   every source, every repository
+  ops drill --source portal-db --repository offsite
+  ops drill --json > /var/lib/portal-ops/last-drill.json""",
     )
-    parser.add_argument("--source", action="append", metavar="S", help="only this source")
-    parser.add_argument("--repository", action="append", metavar="R", help="only this repository")
+    parser.add_argument("--source", action="append", metavar="S", help="only this source (repeat)")
+    parser.add_argument(
+        "--repository", action="append", metavar="R", help="only this repository (repeat)"
+    )
     parser.set_defaults(run=run)
 
 

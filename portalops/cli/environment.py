@@ -1,5 +1,6 @@
 """What a command may touch of the world around it: two text streams, whether they are
-terminals, the clock and the environment variables.
+terminals (or the journal), the clock, the environment variables and where the system-wide
+config lives.
 
 The CLI reads these from here and never from ``sys`` or ``datetime.now`` directly, so a test
 can run ``main(argv, env)`` in its own process with ``StringIO`` streams and a fixed clock,
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -29,6 +31,24 @@ def _rich_sees_a_terminal(stream: TextIO) -> bool:
     return Console(file=stream).is_terminal
 
 
+# Where the agent role installs the config of a managed host; found without --config.
+SYSTEM_CONFIG = Path("/etc/portal-ops/ops.yaml")
+
+
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is connected to the journal: systemd sets JOURNAL_STREAM to the
+    "device:inode" of the stream it gives a service (systemd.exec(5)); a child whose stderr
+    was redirected elsewhere inherits the variable, so the descriptor itself must match."""
+    device, colon, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (colon and device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError):  # no descriptor (StringIO: io.UnsupportedOperation), closed
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
 @dataclass(frozen=True)
 class Environment:
     """The streams, terminal flags, clock and variables one CLI invocation runs with."""
@@ -39,6 +59,11 @@ class Environment:
     stderr_is_tty: bool = False  # progress bars only when someone watches
     clock: Callable[[], datetime] = utc_now
     environ: Mapping[str, str] = field(default_factory=dict)
+    # Logs without timestamps, with <N> priorities; INFO by default (a unit's job or service).
+    stderr_is_journal: bool = False
+    # The system-wide config, looked for after --config and $PORTAL_OPS_CONFIG; None: there is
+    # none (tests, which must not pick up the one a provisioning test installed here).
+    system_config: Path | None = SYSTEM_CONFIG
 
     @classmethod
     def from_process(cls) -> Environment:
@@ -50,6 +75,8 @@ class Environment:
             stderr_is_tty=sys.stderr.isatty(),
             clock=utc_now,
             environ=os.environ,
+            stderr_is_journal=stream_is_journal(sys.stderr, os.environ),
+            system_config=SYSTEM_CONFIG,
         )
 
     def now(self) -> datetime:

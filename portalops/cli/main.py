@@ -3,7 +3,12 @@
 
 Parses arguments, loads inventory and config once (on first use), calls one command, prints a
 table or --json, and maps errors to exit codes (0 ok, 1 problem found, 2 bad input,
-3 operational failure, 130 interrupted). No traceback reaches the user unless -v.
+3 operational failure, 130 interrupted). No traceback reaches the user unless -v; a reader
+that goes away (``ops ... | head``) ends the command quietly.
+
+Logs go to stderr in one of two shapes: for a person at a terminal, with time and level; for
+the journal, a pipe or cron's mail, sd-daemon's ``<N>`` priority prefix and no timestamp (the
+journal stamps each line itself).
 
 Everything it prints goes to the streams of an Environment (the process's own unless one is
 given), so tests run ``main(argv, env)`` in-process and read what a user would have seen.
@@ -14,12 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
+import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from pathlib import Path
-from typing import TextIO
 
 from portalops import __version__
 from portalops.cli import (
@@ -32,45 +37,68 @@ from portalops.cli import (
     monitor,
     oncall,
     provision,
+    shell,
     systemd,
 )
 from portalops.cli.context import Context
 from portalops.cli.environment import Environment
 from portalops.cli.output import emit
+from portalops.cli.parser import Parser, add_global_options, finish
 from portalops.core.errors import ExitCode, OpsError
 
-COMMANDS = (inventory, config, backup, drill, monitor, oncall, cron, systemd, demo, provision)
+COMMANDS = (
+    inventory,
+    config,
+    backup,
+    drill,
+    monitor,
+    oncall,
+    cron,
+    systemd,
+    demo,
+    provision,
+    shell,
+)
 
 log = logging.getLogger("portalops")
 
 
+DESCRIPTION = """\
+Operations toolkit for the e-portals of a province's state agencies (Decision 32/2023/QĐ-UBND):
+provisioning, Art. 11 backups, Art. 19 monitoring and on-call.
+
+The global options may come before or after the command: 'ops --json backup list' and
+'ops backup list --json' are the same."""
+
+EPILOG = """\
+examples:
+  ops inventory domains --json          every portal's domains as JSON
+  ops backup run -v                     the daily backup, with debug logs
+  ops --config /srv/ops.yaml drill      the restore drill with another config
+  ops completion bash > /etc/bash_completion.d/ops
+
+The config is --config FILE, else $PORTAL_OPS_CONFIG, else /etc/portal-ops/ops.yaml, else
+config/ops.yaml in the working directory; -v logs which one was read.
+
+Exit codes: 0 all good; 1 a problem was found; 2 bad input; 3 operational failure;
+130 interrupted."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ops",
-        description="Operations toolkit for the e-portals of a province's state agencies "
-        "(Decision 32/2023/QĐ-UBND): provisioning, Art. 11 backups, Art. 19 monitoring.",
-        epilog="Exit codes: 0 all good; 1 a problem was found; 2 bad input; 3 operational failure.",
-    )
+    parser = Parser(prog="ops", description=DESCRIPTION, epilog=EPILOG)
+    add_global_options(parser, top=True)
     parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="operations config (default: config/ops.yaml; without one, safe defaults)",
+        "--version",
+        action="version",
+        version=f"portal-ops {__version__}",
+        help="print the version and exit",
     )
-    parser.add_argument(
-        "--units",
-        type=Path,
-        metavar="FILE",
-        help="estate model (default: inventory/units.yaml)",
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
     )
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="debug logs and tracebacks on stderr"
-    )
-    parser.add_argument("--version", action="version", version=f"portal-ops {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.build_parser(commands)
+    finish(parser)
     return parser
 
 
@@ -88,36 +116,101 @@ def _parse(
         return exc.code if isinstance(exc.code, int) else int(ExitCode.BAD_INPUT)
 
 
+# sd-daemon(3): "<N>" at the start of a line gives the journal its priority.
+_PRIORITIES = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+_DEBUG_PRIORITY = 7
+
+
+def priority(level: int) -> int:
+    """The syslog priority of a logging level (there is no NOTICE level in logging)."""
+    return next((prio for floor, prio in _PRIORITIES if level >= floor), _DEBUG_PRIORITY)
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message``, every line of it (a traceback too) prefixed, no timestamp:
+    the journal (or syslog, or the reader of cron's mail) has the time already."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that stays quiet when the reader of stderr has gone: one lost log
+    line is not worth a "--- Logging error ---" report on a stream nobody reads."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            return
+        super().handleError(record)
+
+
+def plain_logs(env: Environment) -> bool:
+    """Whether logs take the journal's shape: stderr is the journal, or no terminal."""
+    return env.stderr_is_journal or not env.stderr_is_tty
+
+
 @contextmanager
-def _logging_to(stream: TextIO, verbose: bool) -> Iterator[None]:
+def _logging_to(env: Environment, verbose: bool, service: bool) -> Iterator[None]:
     """What logging.basicConfig did in a fresh process, onto the Environment's stderr, undone
-    afterwards so that in-process runs (tests) see their own logs and do not pile up handlers."""
+    afterwards so that in-process runs (tests) see their own logs and do not pile up handlers.
+
+    Levels: -v is DEBUG for everything. Otherwise other libraries log warnings only, and
+    portal-ops too, except in a service or under systemd (stderr is the journal), where its
+    INFO lines (backup results, pages sent, acknowledgements, escalations) are the record."""
     root = logging.getLogger()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("portalops")
+    handler = _Handler(env.stderr)
+    handler.setFormatter(JournalFormatter() if plain_logs(env) else logging.Formatter(HUMAN_FORMAT))
     # Only this run's records: threads that were there before it (none in a fresh process;
     # a test's servers when ops runs in-process) log elsewhere, not into this command's stderr.
     earlier = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
     handler.addFilter(lambda record: record.thread not in earlier)
-    level = root.level
+    levels = root.level, ours.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    informative = (service or env.stderr_is_journal) and not verbose
+    ours.setLevel(logging.INFO if informative else logging.NOTSET)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Run one ``ops`` command line and return its exit code (with -v, a bug's exception
     propagates so that Python prints its traceback)."""
     env = env if env is not None else Environment.from_process()
-    parsed = _parse(build_parser(), argv, env)
-    if isinstance(parsed, int):
-        return parsed
-    with _logging_to(env.stderr, parsed.verbose):
-        return _run(Context(parsed, env), env)
+    parser = build_parser()
+    try:
+        parsed = _parse(parser, argv, env)
+        if isinstance(parsed, int):
+            return parsed
+        with _logging_to(env, parsed.verbose, getattr(parsed, "service", False)):
+            return _run(Context(parsed, env, parser), env)
+    except BrokenPipeError:
+        # Raised again by _run (and not a pipe of the command's own): the usage text or a
+        # last message met a closed stderr or stdout.
+        if not _readers_gone(env):
+            raise
+        return int(ExitCode.OK)
+
+
+# 128 + SIGPIPE, what a shell reports for a program the closed pipe stopped midway.
+READER_GONE_MIDWAY = 128 + signal.SIGPIPE
 
 
 def _run(ctx: Context, env: Environment) -> int:
@@ -127,28 +220,69 @@ def _run(ctx: Context, env: Environment) -> int:
     except OpsError as exc:
         if args.verbose:
             log.exception("command failed")
-        print(f"ops: {exc}", file=env.stderr)
+        _say(env, f"ops: {exc}")
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("ops: interrupted", file=env.stderr)
+        _say(env, "ops: interrupted")
         return 130
+    except BrokenPipeError as exc:
+        # ops demo | head: the reader left while the command was still writing. A broken
+        # pipe of the command's own (a child, a socket) is a failure like any other.
+        if _readers_gone(env):
+            return READER_GONE_MIDWAY
+        if args.verbose:
+            raise
+        return _internal_error(env, exc)
     except Exception as exc:  # a bug, not a user mistake: say so, and how to see more
         if args.verbose:
             raise
-        print(
-            f"ops: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-            file=env.stderr,
-        )
-        return int(ExitCode.OPERATIONAL)
+        return _internal_error(env, exc)
     try:
         emit(outcome, args.json, env)
         env.stdout.flush()
     except BrokenPipeError:
         # The reader went away (ops --json ... | head): the command's work is done; say
-        # nothing more to it, and keep Python from complaining when it flushes at exit.
-        if env.stdout is sys.stdout:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # nothing more to it. Its exit code is the outcome's.
+        if not _readers_gone(env):
+            raise
     return int(outcome.exit_code)
+
+
+def _internal_error(env: Environment, exc: Exception) -> int:
+    """A bug (without -v, which lets Python print the traceback): one line saying so."""
+    _say(env, f"ops: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)")
+    return int(ExitCode.OPERATIONAL)
+
+
+def _say(env: Environment, text: str) -> None:
+    """The command's last word on stderr; in the journal, at error priority."""
+    if env.stderr_is_journal:
+        text = "\n".join(f"<{priority(logging.ERROR)}>{line}" for line in text.splitlines())
+    try:
+        print(text, file=env.stderr)
+        env.stderr.flush()
+    except BrokenPipeError:
+        _readers_gone(env)
+
+
+def _readers_gone(env: Environment) -> bool:
+    """Whether the reader of stdout or stderr has closed its end; if so, that stream is
+    pointed at /dev/null, so that Python's flush at exit has nowhere to fail (it would
+    print "Exception ignored" and exit 120)."""
+    gone = False
+    for stream in (env.stdout, env.stderr):
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # StringIO in tests: never a pipe
+            continue
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(event & select.POLLERR for _, event in poller.poll(0)):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            gone = True
+    return gone
 
 
 if __name__ == "__main__":

@@ -40,9 +40,22 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "targets", nargs="*", metavar="TARGET", help="portal domain or URL (default: all)"
     )
     p.set_defaults(run=_baseline)
-    p = sub.add_parser("serve", help="Prometheus exporter: /metrics, /probe, /healthz")
+    p = sub.add_parser(
+        "serve",
+        help="Prometheus exporter: /metrics, /probe, /healthz",
+        description="Probe every target (each portal's domains and monitor.urls) every "
+        "monitor.interval and serve the results to Prometheus: /metrics for the last sweep, "
+        "/probe?target=DOMAIN for one target now, /healthz. A long-running service (the "
+        "monitoring role runs it under systemd): logs at INFO unless -v; SIGTERM or Ctrl-C "
+        "stops it.",
+        epilog="""\
+examples:
+  ops monitor serve                           on monitor.listen (default 127.0.0.1:9433)
+  ops monitor serve --listen 127.0.0.1:9533 -v
+  curl -s 'http://127.0.0.1:9433/probe?target=daotru.tamdao.vinhphuc.gov.vn'""",
+    )
     p.add_argument("--listen", metavar="ADDR", help="host:port (default: monitor.listen)")
-    p.set_defaults(run=_serve)
+    p.set_defaults(run=_serve, service=True)
 
 
 def _estate(ctx: Context) -> Estate | None:

@@ -21,9 +21,24 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "oncall", help="Art. 19.3: on-call rotation, escalation and paging"
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = sub.add_parser("serve", help="receive Alertmanager's webhooks and page people")
+    p = sub.add_parser(
+        "serve",
+        help="receive Alertmanager's webhooks and page people",
+        description="Receive Alertmanager's webhooks (bearer token), open an incident per "
+        "alert group, page whoever the rotation puts on call through their channels "
+        "(apprise), escalate along oncall.escalation until someone acknowledges (signed "
+        "link, or 'ops oncall ack'), and send the incident-report reminders. A long-running "
+        "service: pages sent, acknowledgements and escalations are logged at INFO (the "
+        "journal's record); SIGTERM or Ctrl-C stops it after a bounded wait for deliveries "
+        "in flight.",
+        epilog="""\
+examples:
+  ops oncall serve                            on oncall.listen (default 127.0.0.1:9434)
+  ops oncall serve --listen 127.0.0.1:9534 -v
+  ops oncall alertmanager-config --output /etc/prometheus/alertmanager.yml""",
+    )
     p.add_argument("--listen", metavar="ADDR", help="host:port (default: oncall.listen)")
-    p.set_defaults(run=_serve)
+    p.set_defaults(run=_serve, service=True)
     p = sub.add_parser("who", help="who is on call now (or --at TIME)")
     p.add_argument("--at", metavar="TIME", help='local time, e.g. "2026-12-24 09:00"')
     p.set_defaults(run=_who)

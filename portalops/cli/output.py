@@ -27,6 +27,9 @@ class Outcome:
     human: list[RenderableType] = field(default_factory=list)
     exit_code: ExitCode = ExitCode.OK
     force_json: bool = False  # protocols that only speak JSON (Ansible's inventory script)
+    # Printed exactly as it is instead of ``human`` (a script, a man page, a config file): no
+    # table renderer to wrap its lines or read its brackets as markup.
+    raw: str | None = None
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
@@ -65,6 +68,9 @@ def emit(outcome: Outcome, as_json: bool, env: Environment) -> None:
     if as_json or outcome.force_json:
         env.stdout.write(json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default))
         env.stdout.write("\n")
+        return
+    if outcome.raw is not None:
+        env.stdout.write(outcome.raw)
         return
     if env.stdout_is_tty:
         console = Console(

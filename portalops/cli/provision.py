@@ -25,6 +25,11 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Run playbooks/site.yml (or one concern's playbook) against the servers of "
         "the servers file, with the project's ansible.cfg. Exits with ansible-playbook's code. "
         "Arguments after '--' go to ansible-playbook unchanged (e.g. -- --tags ssh -e x=y).",
+        epilog="""\
+examples:
+  ops provision --check --diff                what site.yml would change, everywhere
+  ops provision --limit web2 --playbook web   one concern on one server
+  ops provision --playbook monitoring -- -vv     ansible-playbook's own -vv""",
     )
     parser.add_argument(
         "--limit", metavar="HOSTS", help="only these hosts or groups (Ansible pattern)"

@@ -9,6 +9,7 @@ turns that data into tables and JSON. Times come in as arguments, so a caller de
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from portalops.oncall.notify import channel_name, send_one
 from portalops.oncall.rota import Gap, Shift
 from portalops.oncall.service import serve
 from portalops.oncall.store import Incident, Page, Store
+
+log = logging.getLogger(__name__)
 
 #: the highest ``--weeks`` of ``ops oncall check``: two years of hourly checks
 MAX_WEEKS = 104
@@ -135,6 +138,8 @@ def acknowledge(
         done = store.acknowledge(incident_id, by, now)
     finally:
         store.close()
+    if done is not None:
+        log.info("incident %d acknowledged by %s (ops oncall ack)", incident_id, by)
     return Acknowledged(done or incident, done is not None)
 
 
