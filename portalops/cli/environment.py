@@ -61,9 +61,10 @@ class Environment:
     environ: Mapping[str, str] = field(default_factory=dict)
     # Logs without timestamps, with <N> priorities; INFO by default (a unit's job or service).
     stderr_is_journal: bool = False
-    # The system-wide config, looked for after --config and $PORTAL_OPS_CONFIG; None: there is
-    # none (tests, which must not pick up the one a provisioning test installed here).
-    system_config: Path | None = SYSTEM_CONFIG
+    # The system-wide config, looked for after --config and $PORTAL_OPS_CONFIG (SYSTEM_CONFIG
+    # in a real run); None: there is none, as for a test, which must not pick up the one a
+    # provisioning test installed on this machine.
+    system_config: Path | None = None
 
     @classmethod
     def from_process(cls) -> Environment:
