@@ -348,3 +348,24 @@ def test_both_readers_gone_and_an_error_to_say(tmp_path: Path) -> None:
             os.close(write_end)
     assert failed == 2
     assert helped == 0
+
+
+def test_a_reader_gone_before_the_command_is_done_is_128_plus_sigpipe(tmp_path: Path) -> None:
+    """The exporter's banner meets a closed stderr before it serves: ops stops as a program
+    killed by SIGPIPE would be reported (141), quietly, instead of serving to nobody's log."""
+    config = tmp_path / "ops.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "monitor:\n  estate: false\n  urls: ['http://127.0.0.1:9/']\n",
+        encoding="utf-8",
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        code = ops_process(
+            "--config", str(config), "monitor", "serve", "--listen", "127.0.0.1:0",
+            stdout=subprocess.DEVNULL, stderr=write_end,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert code == 128 + signal.SIGPIPE
