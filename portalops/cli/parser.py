@@ -24,7 +24,11 @@ GLOBAL_TITLE = "global options (before or after the command)"
 
 class Formatter(argparse.HelpFormatter):
     """Fill each paragraph of a description or epilog to the terminal width, except indented
-    lines (examples, lists), which are printed as written."""
+    lines (examples, lists), which are printed as written. Lines break at spaces only, never
+    inside /etc/portal-ops or on-call."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         out: list[str] = []
@@ -39,6 +43,7 @@ class Formatter(argparse.HelpFormatter):
                         width,
                         initial_indent=indent,
                         subsequent_indent=indent,
+                        break_on_hyphens=False,
                     )
                 )
         return "\n\n".join(out)

@@ -188,6 +188,7 @@ def test_the_global_options_are_in_every_commands_help() -> None:
     top = run_ops("--help")
     assert "before or after the command" in top.stdout
     assert "$PORTAL_OPS_CONFIG" in top.stdout
+    assert top.stdout.count("/etc/portal-ops/ops.yaml") == 2  # never broken at its hyphen
 
 
 # -- where the config comes from ------------------------------------------------------------
