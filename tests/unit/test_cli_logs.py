@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ import yaml
 from portalops.cli.environment import Environment, stream_is_journal
 from portalops.cli.main import JournalFormatter, _logging_to, main, priority
 from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.oncall import alert, http, webhook
 from tests.fixtures.paths import OPS_PY
 from tests.fixtures.procs import free_port, wait_until
 
@@ -225,8 +225,10 @@ def test_a_service_logs_info_but_other_libraries_only_warnings() -> None:
     assert logging.getLogger("portalops").level == logging.NOTSET  # undone afterwards
 
 
-def test_oncall_serve_logs_at_info_without_v(tmp_path: Path) -> None:
-    """The real service, stderr a pipe: it says where it listens and that it stopped."""
+def test_oncall_serve_logs_pages_and_acks_at_info_without_v(tmp_path: Path) -> None:
+    """The real service, stderr a file (not a terminal): without -v it logs where it listens,
+    the incident a webhook opened, the escalation step paging someone and the page's fate;
+    ``ops oncall ack`` logs the acknowledgement; all at <6>, nothing at <7>."""
     port = free_port()
     config = tmp_path / "ops.yaml"
     config.write_text(yaml.safe_dump({
@@ -236,8 +238,11 @@ def test_oncall_serve_logs_at_info_without_v(tmp_path: Path) -> None:
             "people": [{"id": "an", "name": "Nguyễn Văn An", "channels": ["json://127.0.0.1:9/"]}],
             "rotations": {"primary": {"people": ["an"], "start": "2026-11-30"}},
             "escalation": {"steps": [{"notify": "primary", "wait": "5m"}]},
+            "delivery": {"attempts": 1, "timeout": "2s"},
+            "tick": "0.2s",
         },
     }, allow_unicode=True), encoding="utf-8")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "stderr"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -245,23 +250,41 @@ def test_oncall_serve_logs_at_info_without_v(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL, stderr=sink, start_new_session=True,
         )  # fmt: skip
     try:
-
-        def healthy() -> bool:
-            url = f"http://127.0.0.1:{port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-
-        wait_until(healthy, timeout=30, what="ops oncall serve", log=log, proc=proc)
+        wait_until(lambda: http(f"{url}/healthz", timeout=1)[0] == 200, timeout=30,
+                   what="ops oncall serve", log=log, proc=proc)  # fmt: skip
+        token = (tmp_path / "state" / "oncall" / "webhook.token").read_text().strip()
+        posted = http(
+            f"{url}/alertmanager",
+            json.dumps(webhook(alert())).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        assert posted[0] == 200, posted
+        wait_until(lambda: "page 1 (page, incident 1) to an: " in log.read_text(), timeout=30,
+                   what="the page's delivery logged", log=log, proc=proc)  # fmt: skip
+        acked = run_with_stderr_pipe(
+            "--config", str(config), "oncall", "ack", "1", "--by", "an", journal=""
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert acked[0] == 0, acked
+    assert (
+        "<6>portalops.oncall.commands: incident 1 acknowledged by an (ops oncall ack)\n"
+        in (acked[2])
+    )
     lines = log.read_text(encoding="utf-8").splitlines()
     assert lines[0] == f"<6>portalops.cli.context: config: {config} (--config)", lines
     listening = f"<6>portalops.oncall.service: on-call service listening on 127.0.0.1:{port} "
     assert lines[1].startswith(listening), lines
+    for expected in (
+        "<6>portalops.oncall.engine: webhook: opened [1], updated [], resolved []",
+        "<6>portalops.oncall.engine: incident 1 step 1 (round 1): paging an (primary)",
+        "<6>portalops.oncall.engine: page 1 (page, incident 1) to an: FAILED",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)
     assert lines[-1] == "<6>portalops.oncall.service: on-call service stopped", lines
     assert not [line for line in lines if line.startswith("<7>")], lines
 
