@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from portalops.inventory.servers import DB_PREFIX, Engine, Server, ServerRole, Servers, Site
+from portalops.inventory.targets import node_targets, portal_server_info
 
 
 def _site(site: Site) -> dict[str, Any]:
@@ -54,6 +55,9 @@ def dns_records(servers: Servers) -> list[dict[str, Any]]:
 def hostvars(servers: Servers, server: Server) -> dict[str, Any]:
     """Variables Ansible sees for one server; the playbooks read these."""
     out: dict[str, Any] = {"ansible_host": str(server.address)}
+    # the server's own address, also where a test or an operator points ansible_host elsewhere
+    # (a jump host, a tunnel): node_exporter listens there
+    out["portal_address"] = str(server.address)
     if server.ssh_port is not None:
         out["ansible_port"] = server.ssh_port
     out["portal_ssh_port"] = server.ssh_port or 22
@@ -68,6 +72,10 @@ def hostvars(servers: Servers, server: Server) -> dict[str, Any]:
         out["portal_databases"] = [_database(site) for site in server.databases]
     if server.has(ServerRole.DNS):
         out["portal_dns_records"] = dns_records(servers)
+    if server.has(ServerRole.MONITORING):
+        # what its Prometheus scrapes (file_sd) and which server serves each domain (textfile)
+        out["portal_node_targets"] = node_targets(servers)
+        out["portal_server_info"] = portal_server_info(servers)
     return out
 
 

@@ -1,8 +1,9 @@
-"""``ops inventory check | domains | ansible --list | --host H``."""
+"""``ops inventory check | domains | ansible --list | --host H | prometheus-targets``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from rich.console import RenderableType
@@ -16,6 +17,13 @@ from portalops.inventory.servers import (
     default_servers_path,
     load_servers,
     servers_for,
+)
+from portalops.inventory.targets import (
+    FILE_SD_PATH,
+    NODE_EXPORTER_PORT,
+    node_targets,
+    portal_server_info,
+    write_file,
 )
 
 
@@ -34,6 +42,33 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     mode.add_argument("--list", action="store_true", help="all groups and host variables")
     mode.add_argument("--host", metavar="H", help="one server's variables")
     ansible.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
+    targets = sub.add_parser(
+        "prometheus-targets",
+        help="every server's node_exporter as Prometheus file_sd JSON",
+        description=(
+            "Every server of the servers file as a target of Prometheus's 'node' job, labelled "
+            "host, roles (',agent,web,') and portal_kinds; the monitoring role writes the same "
+            f"list to {FILE_SD_PATH}. With --info, also which server serves each portal domain "
+            "(portalops_portal_server_info, a node_exporter textfile)."
+        ),
+    )
+    targets.add_argument("--servers", type=Path, metavar="FILE", help=SERVERS_HELP)
+    targets.add_argument(
+        "--port",
+        type=int,
+        default=NODE_EXPORTER_PORT,
+        metavar="N",
+        help=f"node_exporter's port on every server (default: {NODE_EXPORTER_PORT})",
+    )
+    targets.add_argument(
+        "--output", type=Path, metavar="FILE", help="write the JSON here (default: stdout)"
+    )
+    targets.add_argument(
+        "--info",
+        type=Path,
+        metavar="FILE",
+        help="also write the portal-to-server info metric here (a .prom textfile)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -89,6 +124,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         return Outcome(
             docs, [table(None, ["kind", "unit", "parent", "domains", "legacy (redirects)"], rows)]
         )
+    if args.action == "prometheus-targets":
+        return _prometheus_targets(ctx, args)
     # ansible: the script protocol prints JSON whatever --json says.
     servers = servers_for(ctx.estate, args.servers)
     if args.list:
@@ -98,3 +135,23 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         names = ", ".join(s.name for s in servers.servers) or "none"
         raise BadInput(f"{servers.path}: no server is named '{args.host}' (servers: {names})")
     return Outcome(found, force_json=True)
+
+
+def _prometheus_targets(ctx: Context, args: argparse.Namespace) -> Outcome:
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port {args.port}: a TCP port is 1..65535")
+    servers = servers_for(ctx.estate, args.servers)
+    groups = node_targets(servers, args.port)
+    written: dict[str, str] = {}
+    if args.info is not None:
+        write_file(args.info, portal_server_info(servers))
+        written["info"] = str(args.info)
+    if args.output is None:
+        # file_sd JSON on stdout whatever --json says: it is the file's content
+        return Outcome(groups, force_json=True)
+    write_file(args.output, json.dumps(groups, indent=2) + "\n")
+    written["targets"] = str(args.output)
+    lines: list[RenderableType] = [f"wrote {args.output}: {len(groups)} node_exporter targets"]
+    if args.info is not None:
+        lines.append(f"wrote {args.info}: which server serves each portal domain")
+    return Outcome(written | {"count": len(groups)}, lines)
