@@ -171,6 +171,30 @@ def test_portal_ops_is_installed_with_the_estate(agent: Agent, agent_converged: 
     assert effective.rc == 0, effective.stderr
 
 
+def test_dependencies_are_the_locked_versions(agent: Agent, agent_converged: Recap) -> None:
+    """Reproducible installs: every distribution in the host's virtualenv is at the version
+    requirements/runtime.lock pins (installed with --require-hashes, the wheel with --no-deps),
+    none is missing, and pip finds nothing broken."""
+    pins = dict(
+        line.split(" ", 1)[0].split("==")
+        for line in (PROJECT / "requirements" / "runtime.lock").read_text("utf-8").splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    )
+    listed = host_run_ok(agent, "/opt/portal-ops/venv/bin/python -m pip list --format json")
+    installed = {d["name"].lower().replace("_", "-"): d["version"] for d in json.loads(listed)}
+    wanted = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    assert {n: installed.get(n) for n in wanted} == wanted
+    assert installed.pop("portal-ops")
+    host_run_ok(agent, "/opt/portal-ops/venv/bin/python -m pip check")
+
+
+def host_run_ok(agent: Agent, command: str) -> str:
+    """``command``'s stdout on the converged host; fails the test on a non-zero exit."""
+    done = agent.host.run(command)
+    assert done.rc == 0, f"{command}: exit {done.rc}: {done.stdout}{done.stderr}"
+    return str(done.stdout)
+
+
 def test_writer_key_only(agent: Agent, agent_converged: Recap) -> None:
     host = agent.host
     key = host.file(WRITER_KEY)
