@@ -6,7 +6,9 @@ The producers, each run for real and its real output linted:
   good and a failing source (every series present);
 - the drill's textfile (``portal_ops_drill.prom``), left by ``ops drill``;
 - the exporter's ``/metrics``, scraped from a running ``ops monitor serve`` probing the
-  ``portal_sites`` nginx, uplink check included.
+  ``portal_sites`` nginx, uplink check included;
+- the textfile of ``ops inventory prometheus-targets --info`` (which server serves each
+  portal), for the project's own estate.
 
 Two checks: ``promtool check metrics`` (Prometheus' linter: counters end in ``_total``, base
 units, snake case, help text...), and the unit rule of the Prometheus naming guide, which
@@ -36,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from portalops.backup.jobs.status import DEPRECATED, METRICS_NAME
 from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.cli import run_ops
 from tests.fixtures.monitoring_stack import promtool
 from tests.fixtures.paths import OPS_PY, PROJECT
 from tests.fixtures.portal_sites import PortalSites
@@ -272,6 +275,16 @@ def _exporter(root: Path, sites: PortalSites) -> str:
     return scraped[0]
 
 
+def _server_info(root: Path) -> str:
+    """The ``--info`` textfile of ``ops inventory prometheus-targets`` for the project's own
+    estate (inventory/units.yaml and servers.yaml)."""
+    info = root / "portal_ops_servers.prom"
+    done = run_ops("inventory", "prometheus-targets", "--output", str(root / "nodes.json"),
+                   "--info", str(info), cwd=PROJECT)  # fmt: skip
+    assert done.code == 0, done.stdout + done.stderr
+    return info.read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """producer -> its real output, each producer run once for the module."""
@@ -285,10 +298,13 @@ def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory)
     found["ops monitor serve (/metrics)"] = _exporter(
         tmp_path_factory.mktemp("exporter"), portal_sites
     )
+    found["ops inventory prometheus-targets (--info)"] = _server_info(
+        tmp_path_factory.mktemp("inventory")
+    )
     return found
 
 
-PRODUCERS = ("ops backup run", "ops drill", "ops monitor serve")
+PRODUCERS = ("ops backup run", "ops drill", "ops monitor serve", "ops inventory")
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)
