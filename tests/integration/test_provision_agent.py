@@ -18,6 +18,8 @@ backup at night. The files under /opt/portal-ops and /etc/portal-ops stay (inert
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -252,6 +254,42 @@ def test_cron_line_runs_the_backup(agent: Agent, agent_converged: Recap) -> None
 
 def test_cron_runs(agent: Agent, agent_converged: Recap) -> None:
     assert agent.host.service("cron").is_running
+
+
+def test_systemd_hosts_get_verified_timers(
+    agent: Agent, agent_converged: Recap, tmp_path: Path
+) -> None:
+    """Where systemd runs the host, the role installs the units of `ops systemd --role writer`
+    instead of the cron file. Forced here (this machine has no systemd as PID 1): the units go
+    into a directory of the test's, nothing is started, and systemd-analyze verifies them as
+    installed; the cron converge afterwards puts the cron file back."""
+    host = agent.host
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    try:
+        agent.run("agent", ops_agent_scheduler="systemd",
+                  ops_agent_systemd_dir=str(unit_dir)).assert_ok()  # fmt: skip
+        assert not host.file(CRON_FILE).exists  # one scheduler: no job runs twice
+        rendered = json.loads(host.check_output("%s --json systemd --role writer", OPS))["units"]
+        installed = sorted(unit_dir.iterdir())
+        assert [p.name for p in installed] == sorted(u["name"] for u in rendered)
+        for unit in rendered:
+            assert (unit_dir / unit["name"]).read_text(encoding="utf-8") == unit["text"]
+        assert "\nOnCalendar=*-*-* 02:30:00 Asia/Ho_Chi_Minh\n" in (
+            unit_dir / "portal-ops-backup.timer"
+        ).read_text(encoding="utf-8")
+        service = (unit_dir / "portal-ops-backup.service").read_text(encoding="utf-8")
+        assert f"\nExecStart={VENV_OPS} --config {CONFIG} --units " in service
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", *map(str, installed)],
+            env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{unit_dir}:", SYSTEMD_LOG_COLOR="0"),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stderr
+        assert verify.stderr == ""
+    finally:
+        agent.run("agent").assert_ok()
+    assert host.file(CRON_FILE).exists
 
 
 def test_agent_second_converge_changes_nothing(agent: Agent, agent_converged: Recap) -> None:
