@@ -17,7 +17,13 @@ from portalops.core.errors import BadInput
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # The drill job is enabled once an 'ops drill' command exists: ask the parser itself.
     known = commands.choices
-    p = commands.add_parser("cron", help="the /etc/cron.d lines for this host's scheduled jobs")
+    p = commands.add_parser(
+        "cron",
+        help="the /etc/cron.d lines for this host's scheduled jobs (hosts without systemd)",
+        description="The /etc/cron.d file that runs this host's scheduled jobs at the times of "
+        "backup.schedule, converted to the machine's zone (Debian's cron ignores CRON_TZ). "
+        "Where systemd runs the host, 'ops systemd' installs the same jobs as timers instead.",
+    )
     _role_option(p)
     p.add_argument("--install", action="store_true", help="write the file (atomically, 0644)")
     p.add_argument("--user", default="root", help="run the jobs as this user (default: root)")
