@@ -180,6 +180,17 @@ def writable_paths(job: Job | None, settings: Settings) -> list[Path]:
     return seen
 
 
+def service_paths(settings: Settings) -> list[Path]:
+    """What ``ops monitor serve`` and ``ops oncall serve`` write: the state directory (the
+    prober's baselines, the on-call state), and the directories of the on-call database and
+    secrets where ops.yaml puts them elsewhere."""
+    paths = [settings.state_dir]
+    for path in settings.oncall.state_paths(settings.state_dir):
+        if not path.parent.is_relative_to(settings.state_dir) and path.parent not in paths:
+            paths.append(path.parent)
+    return paths
+
+
 def _rw_line(paths: Iterable[Path]) -> str:
     # '-': a path missing at start (a repository not created yet) does not fail the unit
     return "ReadWritePaths=" + " ".join(f"-{_quote_path(p)}" for p in paths)
@@ -332,7 +343,7 @@ def _long_service(
         "SystemCallFilter=@system-service",
         "SystemCallFilter=~@privileged",
         "UMask=0077",
-        _rw_line([settings.state_dir]),
+        _rw_line(service_paths(settings)),
         "",
         "[Install]",
         "WantedBy=multi-user.target",

@@ -314,3 +314,12 @@ def test_failure_unit_records_the_failure(tmp_path: Path) -> None:
     bad = run_ops("--config", str(config), "systemd", "--record-failure", "x; rm -rf /")
     assert bad.code == 2
     assert "not a systemd unit name" in bad.stderr
+
+
+def test_services_may_write_where_the_oncall_state_is(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    elsewhere = tmp_path / "oncall-db"
+    config.write_text(config.read_text() + f"oncall:\n  database: {elsewhere / 'oncall.sqlite'}\n")
+    units = {u["name"]: str(u["text"]) for u in _render(config, "--role", "monitor")}
+    rw = f"\nReadWritePaths=-{tmp_path / 'state'} -{elsewhere}\n"
+    assert rw in units["portal-ops-oncall.service"]
