@@ -11,6 +11,7 @@ and one where it must stay silent.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import unicodedata
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.cli import run_ops
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import require_binary
 
@@ -130,9 +132,13 @@ def test_config_scrapes_the_exporter_node_exporter_and_itself() -> None:
     config = load(CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"portal-ops", "node", "prometheus"}
-    targets = {name: job["static_configs"][0]["targets"] for name, job in jobs.items()}
+    targets = {name: job["static_configs"][0]["targets"] for name, job in jobs.items()
+               if name != "node"}  # fmt: skip
     assert targets["portal-ops"] == ["127.0.0.1:9433"]
-    assert targets["node"] == ["127.0.0.1:9100"]
+    # every server's node_exporter, from the file the monitoring role writes (relative to
+    # prometheus.yml: /etc/prometheus/file_sd/portal-ops-nodes.json)
+    assert jobs["node"]["file_sd_configs"] == [{"files": ["file_sd/portal-ops-nodes.json"]}]
+    assert "static_configs" not in jobs["node"]
     assert jobs["portal-ops"].get("metrics_path", "/metrics") == "/metrics"
     assert jobs["portal-ops"]["scrape_interval"] == "30s"
     assert [(CONFIG.parent / f).resolve() for f in config["rule_files"]] == [RULES]
@@ -142,6 +148,29 @@ def test_config_scrapes_the_exporter_node_exporter_and_itself() -> None:
     # ops.yaml has the backup and drill jobs write to
     example = yaml.safe_load((CONFIG.parents[1] / "ops.example.yaml").read_text("utf-8"))
     assert str(example["metrics"]["textfile_dir"]) in CONFIG.read_text(encoding="utf-8")
+
+
+def test_promtool_accepts_the_node_targets_the_inventory_generates(tmp_path: Path) -> None:
+    """The config with the file_sd file that ``ops inventory prometheus-targets`` writes from
+    the shipped servers file: promtool reads the targets and checks every label."""
+    shutil.copy(CONFIG, tmp_path / "prometheus.yml")
+    shutil.copytree(RULES.parent, tmp_path / "rules")
+    (tmp_path / "file_sd").mkdir()
+    targets = tmp_path / "file_sd" / "portal-ops-nodes.json"
+    done = run_ops("inventory", "prometheus-targets", "--output", str(targets))
+    assert done.code == 0, done.stderr
+    output = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert "SUCCESS" in output, output
+    assert "WARNING" not in output, output
+    # and a label promtool refuses makes it fail: the check reads the file
+    targets.write_text('[{"targets": ["a:9100"], "labels": {"bad label": "x"}}]')
+    failed = subprocess.run(
+        [require_binary("promtool", "prometheus"), "check", "config",
+         str(tmp_path / "prometheus.yml")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert failed.returncode != 0
+    assert "not a valid label name" in failed.stdout + failed.stderr
 
 
 # --- the rules' contract --------------------------------------------------------------------
