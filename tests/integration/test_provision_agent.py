@@ -43,6 +43,7 @@ WRITER_KEY = "/etc/portal-ops/writer.key"
 CRON_FILE = "/etc/cron.d/portal-ops"
 STATE_DIR = "/var/lib/portal-ops"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+SERVICE_USER = "portal-ops"  # ops monitor serve and ops oncall serve run as it
 SERVICES = (
     "cron",
     "prometheus",
@@ -370,6 +371,12 @@ def test_services_answer(agent: Agent, monitoring_converged: Recap) -> None:
         _wait_ok(url)
     for name in ("portal-ops-monitor", "portal-ops-oncall"):
         assert agent.host.service(name).is_running, name
+        # not root: the init script starts the server as the service user (--chuid)
+        pid = agent.host.file(f"/run/{name}.pid").content_string.strip()
+        owner = agent.host.check_output("ps -o user:32= -p %s", pid).strip()
+        assert owner == SERVICE_USER, (name, owner)
+    config = agent.host.file(CONFIG)
+    assert (config.group, config.mode) == (SERVICE_USER, 0o640)  # the services read it
 
 
 def test_node_exporter_reads_the_textfile_directory(
@@ -404,10 +411,16 @@ def test_alertmanager_pages_through_ops_oncall(agent: Agent, monitoring_converge
     _wait_ok("http://127.0.0.1:9093/-/ready")
     status = json.loads(_body("http://127.0.0.1:9093/api/v2/status"))
     assert "http://127.0.0.1:9434/alertmanager" in status["config"]["original"]
+    # each reads its own 0600 copy: the service's, and Alertmanager's (named in its config)
     token_file = f"{STATE_DIR}/oncall/webhook.token"
-    token = host.run("runuser -u prometheus -- cat %s", token_file)
+    am_token_file = "/etc/prometheus/portal-ops-webhook.token"
+    assert f"credentials_file: {am_token_file}" in status["config"]["original"]
+    token = host.run("runuser -u prometheus -- cat %s", am_token_file)
     assert token.rc == 0, token.stderr
-    assert host.file(token_file).mode == 0o600
+    mine = host.file(token_file)
+    assert (mine.user, mine.mode) == (SERVICE_USER, 0o600)
+    assert host.file(am_token_file).mode == 0o600
+    assert token.stdout == mine.content_string
     body = json.dumps({"version": "4", "status": "firing", "alerts": []}).encode()
     url = "http://127.0.0.1:9434/alertmanager"
     assert _get(url, body, {"Content-Type": "application/json"}) == 401
