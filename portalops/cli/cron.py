@@ -23,6 +23,11 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="The /etc/cron.d file that runs this host's scheduled jobs at the times of "
         "backup.schedule, converted to the machine's zone (Debian's cron ignores CRON_TZ). "
         "Where systemd runs the host, 'ops systemd' installs the same jobs as timers instead.",
+        epilog="""\
+examples:
+  ops cron --role writer                      print a portal server's cron file
+  ops cron --role writer --role admin --install   write /etc/cron.d/portal-ops
+  ops cron --role admin --machine-tz UTC      times converted for a machine kept in UTC""",
     )
     _role_option(p)
     p.add_argument("--install", action="store_true", help="write the file (atomically, 0644)")

@@ -29,7 +29,18 @@ from portalops.inventory.targets import (
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "inventory", help="the estate model: units, portals, domains (Art. 3)"
+        "inventory",
+        help="the estate model: units, portals, domains (Art. 3)",
+        description="Read the estate model: the units file (inventory/units.yaml: the "
+        "province, its departments, districts and communes, each portal's domains derived "
+        "as Art. 3 prescribes) and the servers file beside it (which server carries what). "
+        "Check them, list the domains, or hand them to Ansible and Prometheus.",
+        epilog="""\
+examples:
+  ops inventory check                         validate both files, count the units
+  ops inventory domains --json                every portal's domains as JSON
+  ops inventory ansible --list                the dynamic inventory ansible-playbook reads
+  ops inventory check --units inventory/examples/phutho-2025.yaml""",
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = sub.add_parser(

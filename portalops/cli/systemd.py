@@ -23,9 +23,9 @@ Without --install the units are printed. On hosts without systemd use 'ops cron'
 
 EPILOG = """\
 examples:
-  ops systemd --role writer                      print a portal server's units
-  ops systemd --role admin --install             install the drill host's timers and start them
-  ops systemd --role monitor --install --dry-run show what would be written and run
+  ops systemd --role writer                          print a portal server's units
+  ops systemd --role admin --install                 install the drill host's timers, start them
+  ops systemd --role monitor --install --dry-run     show what would be written and run
   ops systemd --role writer --install --dir /tmp/units   write the files only"""
 
 

@@ -35,6 +35,8 @@ MAIN_COMMANDS = (
     "ops monitor serve",
     "ops oncall serve",
     "ops provision",
+    "ops inventory",
+    "ops cron",
 )
 
 # -- where the global options go ------------------------------------------------------------
@@ -151,6 +153,18 @@ def test_main_commands_have_a_description_and_examples_that_parse(name: str) -> 
     assert any(e[: len(name.split()) - 1] == name.split()[1:] for e in examples), examples
     for argv in examples:
         assert _parse_status(argv) == 0, f"ops {shlex.join(argv)} does not parse"
+
+
+def test_every_example_in_every_epilog_parses() -> None:
+    """An example is a promise: each ``ops ...`` line of any command's epilog is accepted by
+    the parser (the explanation after it is three spaces or more away)."""
+    wrong = [
+        f"{name}: ops {shlex.join(argv)}"
+        for name, parser in _parsers()
+        for argv in _examples(parser.epilog or "")
+        if _parse_status(argv) != 0
+    ]
+    assert wrong == []
 
 
 def _examples(epilog: str) -> list[list[str]]:
