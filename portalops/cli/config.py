@@ -59,8 +59,8 @@ def _schema(args: argparse.Namespace) -> Outcome:
 
 def _check(ctx: Context) -> Outcome:
     settings = ctx.settings
-    path = ctx.config_path
-    source = str(path) if path else "built-in defaults (no config/ops.yaml found)"
+    path, why = ctx.config_choice
+    source = f"{path} ({why})" if path else f"built-in defaults ({why})"
     backup = settings.backup
     data = {"file": str(path) if path else None, "settings": settings.model_dump(mode="json")}
     lines = [

@@ -85,10 +85,15 @@ class Context:
     parser: argparse.ArgumentParser | None = None
 
     @cached_property
-    def config_path(self) -> Path | None:
+    def config_choice(self) -> tuple[Path | None, str]:
+        """The config file (None: the built-in defaults) and what chose it."""
         path, why = find_config(self.args.config, self.env)
         log.info("config: %s (%s)", path if path is not None else "built-in defaults", why)
-        return path
+        return path, why
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.config_choice[0]
 
     @property
     def units_path(self) -> Path:

@@ -4,7 +4,6 @@ file and the daemon live in :mod:`portalops.schedule`."""
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,8 @@ examples:
     p = commands.add_parser("schedule", help="run this host's scheduled jobs in the foreground")
     _role_option(p)
     p.add_argument("--once", metavar="JOB", help="run this job now and exit (backup, check, ...)")
-    p.set_defaults(run=run, known_commands=known)
+    # A daemon: each run's start and exit code is its log, at INFO whatever -v says.
+    p.set_defaults(run=run, known_commands=known, service=True)
 
 
 def _role_option(p: argparse.ArgumentParser) -> None:
@@ -103,8 +103,6 @@ def _cron(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _schedule(ctx: Context, args: argparse.Namespace) -> Outcome:
     config = _config(ctx)
     plan = ctx.settings.backup.schedule
-    # Each run's start and exit code is the daemon's log: shown whatever -v says.
-    schedule.log.setLevel(logging.INFO)
     if args.once:
         job = schedule.find_job(args.once, args.known_commands)
         result = schedule.run_job(job, config)

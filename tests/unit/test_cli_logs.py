@@ -118,7 +118,7 @@ def test_in_the_journal_info_lines_without_timestamp(config: Path) -> None:
     code, out, err = run_with_stderr_pipe("--config", str(config), "config", "check", journal="")
     assert code == 0, err
     assert err == f"<6>portalops.cli.context: config: {config} (--config)\n"
-    assert out.startswith(f"{config}: OK")
+    assert out.startswith(f"{config} (--config): OK")
 
 
 def test_a_pipe_that_is_not_the_journal_gets_warnings_only(config: Path) -> None:
