@@ -220,15 +220,24 @@ class _Builder:
         return Servers(self.source.path, self.estate, tuple(servers))
 
     def _unique_names(self) -> None:
-        seen: dict[str, int] = {}
-        for i, spec in enumerate(self.spec.servers):
-            if spec.name in seen:
-                first = self.source.line(("servers", seen[spec.name], "name"))
-                self.problem(
-                    ("servers", i, "name"), f"'{spec.name}' is already defined on line {first}"
-                )
-            else:
-                seen[spec.name] = i
+        """Names, addresses and IPv6 addresses are each one server's: a copied address would
+        make two scrape targets of one machine and leave the other unwatched."""
+        for key in ("name", "address", "ipv6"):
+            seen: dict[str, int] = {}
+            for i, spec in enumerate(self.spec.servers):
+                value = getattr(spec, key)
+                if value is None:
+                    continue
+                text = str(value)
+                if text in seen:
+                    first = self.source.line(("servers", seen[text], key))
+                    owner = self.spec.servers[seen[text]].name
+                    whose = "defined" if key == "name" else f"the {key} of '{owner}'"
+                    self.problem(
+                        ("servers", i, key), f"'{text}' is already {whose} on line {first}"
+                    )
+                else:
+                    seen[text] = i
 
     def _slugs(self) -> dict[str, str]:
         """Primary domain -> slug; two portals whose slugs collide cannot both get a database."""

@@ -214,6 +214,13 @@ def test_no_servers_is_an_empty_inventory(tmp_path: Path, estate: Estate) -> Non
         ("servers:\n  - {name: a, address: 10.0.0.1, roles: [web]}\n"
          "  - {name: a, address: 10.0.0.2, roles: [dns]}\n",
          ["3: servers[1].name: 'a' is already defined on line 2"]),
+        # A copied address: two scrape targets for one machine, the other one unwatched.
+        ("servers:\n  - {name: a, address: 10.0.0.1, roles: [web]}\n"
+         "  - {name: b, address: 10.0.0.1, roles: [dns]}\n",
+         ["3: servers[1].address: '10.0.0.1' is already the address of 'a' on line 2"]),
+        ("servers:\n  - {name: a, address: 10.0.0.1, ipv6: '2001:db8::1', roles: [web]}\n"
+         "  - {name: b, address: 10.0.0.2, ipv6: '2001:DB8:0::1', roles: [dns]}\n",
+         ["3: servers[1].ipv6: '2001:db8::1' is already the ipv6 of 'a' on line 2"]),
         ("servers:\n  - {name: a, address: 10.0.0.1, roles: [web], portals: [communes]}\n",
          ["2: servers[0].portals[0]: 'communes' is neither a unit kind (commune, department, "
           "district, province) nor a domain of"]),
