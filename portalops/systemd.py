@@ -7,8 +7,12 @@ schedule's zone itself (systemd 252 understands ``... 02:30:00 Asia/Ho_Chi_Minh`
 conversion to the machine's zone is needed and a daylight-saving change needs no re-install.
 ``Persistent=true`` runs a job missed while the host was down at the next boot. A failed unit
 starts ``portal-ops-failure@<unit>.service``, which logs the failure (the journal) and sets
-``portalops_job_failed{unit="..."}`` in node_exporter's textfile directory; the job's own
-successful run sets it back to 0.
+``portalops_job_failed{unit="..."}`` in node_exporter's textfile directory (alert
+``ScheduledJobFailed``); the job's own successful run, or a service's successful start, sets it
+back to 0. A long-running service restarts on failure (every 5 s); only when it crash-loops
+(5 starts within 10 minutes) does systemd give up, mark it failed and start the failure unit.
+A job that hangs is stopped after ``TimeoutStartSec=`` (20 h for a daily job, 3 days for a
+weekly one), so it cannot block its later runs for ever.
 
 Who runs what, and why:
 
@@ -18,8 +22,9 @@ Who runs what, and why:
   takes root to switch to). They get every capability they may need to *read* and hand over,
   but may *write* only where their output goes: ``ProtectSystem=strict`` with
   ``ReadWritePaths=`` the state directory, the textfile directory, the local repositories and
-  the drill's scratch space. Capabilities no job uses (modules, raw I/O, the clock, admin...)
-  are dropped from the bounding set.
+  the drill's scratch space. Command sources run arbitrary admin commands (``nft list
+  ruleset``, ``lvs``, ``iptables-save``...), so only the capabilities no reading or dumping command
+  needs (kernel modules, the clock, reboot, MAC policy...) are dropped from the bounding set.
 - **monitor** (``ops monitor serve``, ``ops oncall serve``) run as the system user
   ``portal-ops``: they only listen on a port, probe over the network and write their state.
 """
@@ -28,12 +33,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,13 +72,37 @@ METRICS_FILE = "portal_ops_jobs.prom"
 RESULTS_FILE = "systemd-jobs.json"
 UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|timer|socket|target|path|mount)")
 
-#: Capabilities no portal-ops job or service uses: dropped from every unit's bounding set.
-DROPPED_CAPS = (
-    "CAP_SYS_ADMIN CAP_SYS_MODULE CAP_SYS_RAWIO CAP_SYS_BOOT CAP_SYS_TIME CAP_SYS_PTRACE "
-    "CAP_SYS_PACCT CAP_SYS_TTY_CONFIG CAP_MKNOD CAP_NET_ADMIN CAP_NET_RAW CAP_LINUX_IMMUTABLE "
-    "CAP_AUDIT_CONTROL CAP_AUDIT_READ CAP_AUDIT_WRITE CAP_MAC_ADMIN CAP_MAC_OVERRIDE "
-    "CAP_SYSLOG CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_LEASE CAP_IPC_LOCK CAP_BPF CAP_PERFMON"
+#: Capabilities dropped from the backup's bounding set (role writer): only those no command
+#: that *reads* or *dumps* the host needs, since a command source may run any admin command as
+#: root (``nft list ruleset`` needs CAP_NET_ADMIN, ``iptables-save`` CAP_NET_RAW, ``lvs``
+#: CAP_SYS_ADMIN and CAP_SYS_RAWIO, ``auditctl -l`` CAP_AUDIT_CONTROL: all kept). Tracing
+#: other processes (CAP_SYS_PTRACE) is no part of reading or dumping: dropped.
+#: docs/backup.md says how to add one back with a drop-in.
+WRITER_DROPPED_CAPS = (
+    "CAP_SYS_MODULE CAP_SYS_PTRACE CAP_SYS_BOOT CAP_SYS_TIME CAP_SYS_PACCT CAP_SYS_TTY_CONFIG "
+    "CAP_MKNOD CAP_LINUX_IMMUTABLE CAP_AUDIT_WRITE CAP_MAC_ADMIN CAP_MAC_OVERRIDE CAP_SYSLOG "
+    "CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_LEASE CAP_BPF CAP_PERFMON"
 )
+#: Dropped from the other root units (role admin's checks, prunes and drills, the failure
+#: unit): they run only ops itself and the throwaway database servers, never a command
+#: source, so the network, system and audit administration go too.
+DROPPED_CAPS = (
+    f"{WRITER_DROPPED_CAPS} CAP_SYS_ADMIN CAP_SYS_RAWIO CAP_NET_ADMIN CAP_NET_RAW "
+    "CAP_AUDIT_CONTROL CAP_AUDIT_READ CAP_IPC_LOCK"
+)
+#: systemd's limit on a unit name (UNIT_NAME_MAX).
+UNIT_NAME_MAX = 255
+#: Results of units not heard from for this long are dropped from the store and the metric
+#: (a unit removed from the host must not keep its last result for ever).
+RESULT_MAX_AGE_S = 30 * 86400
+#: How long a job may run before systemd stops it (and its OnFailure= runs): a hung run must
+#: not block the next ones. A daily job gets most of a day, a weekly one three days.
+DAILY_TIMEOUT = "20h"
+WEEKLY_TIMEOUT = "3d"
+#: A crash-looping service (Restart=on-failure every 5 s) gives up after this many starts in
+#: this interval: it is then "failed" and its OnFailure= unit records it.
+START_LIMIT_INTERVAL = "10min"
+START_LIMIT_BURST = 5
 
 #: Hardening every unit shares (systemd.exec(5)); what differs (user, writable paths) is added.
 HARDENING = (
@@ -162,6 +192,36 @@ def _local_repositories(settings: Settings) -> list[Path]:
     return out
 
 
+def _unit_paths(settings: Settings, roles: Iterable[str]) -> list[tuple[str, Path]]:
+    """(config key, path) of every path from ops.yaml the roles' units name."""
+    paths = [("state_dir", settings.state_dir)]
+    if settings.metrics.textfile_dir is not None:
+        paths.append(("metrics.textfile_dir", settings.metrics.textfile_dir))
+    if any(r != "monitor" for r in roles):
+        for repo in settings.backup.repositories:
+            if not repo.url.startswith("s3://"):
+                key = f"backup.repositories[{repo.name}].url"
+                paths.append((key, Path(repo.url.removeprefix("file://"))))
+        if settings.drill.scratch_dir is not None:
+            paths.append(("drill.scratch_dir", settings.drill.scratch_dir))
+    return paths
+
+
+def check_paths(settings: Settings, roles: Iterable[str], **given: Path | None) -> None:
+    """Refuse a relative or non-normalized path before it reaches a unit: a unit runs from /,
+    so 'backups' or 'file://backups' would name /backups there, not what it names for the
+    operator's shell; '..' would let ReadWritePaths= open more than it seems to. ``given``:
+    other paths by the name to report (--config, --units)."""
+    named = _unit_paths(settings, roles) + [(k, p) for k, p in given.items() if p is not None]
+    for key, path in named:
+        if not path.is_absolute():
+            raise BadInput(
+                f"{key}: {str(path)!r} is relative; a unit runs from /: give a full path"
+            )
+        if ".." in path.parts:
+            raise BadInput(f"{key}: {str(path)!r} is not a normalized path (no '..')")
+
+
 def writable_paths(job: Job | None, settings: Settings) -> list[Path]:
     """Exactly what ``job`` writes (``None``: the failure unit): the state directory (status
     files, caches, on-call state), the textfile directory, local repositories (backups, locks,
@@ -199,17 +259,23 @@ def _rw_line(paths: Iterable[Path]) -> str:
 def _quote_path(path: Path) -> str:
     text = str(path.absolute())
     if any(c.isspace() or c in "\"'\\%$;" for c in text):
-        raise BadInput(f"{text!r}: a path with spaces, quotes, '%' or '$' cannot go in a unit")
+        raise BadInput(
+            f"{text!r}: a path with spaces, quotes, a backslash, ';', '%' or '$' cannot go in a "
+            "unit"
+        )
     return text
 
 
 def _exec(argv: list[str]) -> str:
-    """A command line for ExecStart=: systemd's quoting is close to the shell's; '%' and '$'
-    are systemd's specifiers and variables, so they are refused rather than escaped."""
+    """A command line for ExecStart=: systemd's quoting is close to the shell's, but it
+    C-unescapes inside quotes too (shlex.join's quoting would not survive a backslash), '%'
+    and '$' are its specifiers and variables, and a lone ';' separates commands: all these are
+    refused rather than escaped."""
     for part in argv:
-        if "%" in part or "$" in part or "\n" in part:
+        if any(c in part for c in "%$\\\n") or part == ";":
             raise BadInput(
-                f"cannot put {part!r} in a unit's command: it holds '%', '$' or a newline"
+                f"cannot put {part!r} in a unit's command: it holds '%', '$', a backslash, a "
+                "newline or is ';'"
             )
     return shlex.join(argv)
 
@@ -222,16 +288,20 @@ def _specifiers_escaped(text: str) -> str:
     return text.replace("%", "%%")
 
 
-def _header(description: str, extra: Iterable[str] = ()) -> list[str]:
+def _header(description: str, extra: Iterable[str] = (), specifier: str = "") -> list[str]:
+    """The [Unit] section's start; ``specifier`` (e.g. '%i') follows the escaped free text
+    unescaped, so systemd expands it."""
     return [
         "# Written by 'ops systemd --install': change ops.yaml and re-run it, not this file.",
         "[Unit]",
-        f"Description={_specifiers_escaped(description)}",
+        f"Description={_specifiers_escaped(description)}{specifier}",
         *extra,
     ]
 
 
-def _root_job_service(job: Job, config: Path, settings: Settings, units: Path | None) -> str:
+def _root_job_service(
+    job: Job, when: When, config: Path, settings: Settings, units: Path | None
+) -> str:
     argv = job_argv(job, config)
     if units is not None:  # after --config FILE, as the ops wrapper passes them
         at = len(ops_command()) + 2
@@ -250,6 +320,8 @@ def _root_job_service(job: Job, config: Path, settings: Settings, units: Path | 
         "[Service]",
         "Type=oneshot",
         f"ExecStart={_exec(argv)}",
+        # a hung run is stopped (and recorded as failed) before it blocks the next ones
+        f"TimeoutStartSec={DAILY_TIMEOUT if when.weekday is None else WEEKLY_TIMEOUT}",
         # '-': recording the result must not turn a good run into a failed unit
         f"ExecStartPost=-{_exec(record)} %n",
         f"SyslogIdentifier={job_unit(job)}",
@@ -261,7 +333,7 @@ def _root_job_service(job: Job, config: Path, settings: Settings, units: Path | 
         # a drill's throwaway PostgreSQL needs /dev/shm; a backup needs no device
         *([] if job.role == "admin" else ["PrivateDevices=true"]),
         _rw_line(writable_paths(job, settings)),
-        f"CapabilityBoundingSet=~{DROPPED_CAPS}",
+        f"CapabilityBoundingSet=~{WRITER_DROPPED_CAPS if job.role == 'writer' else DROPPED_CAPS}",
         "Nice=10",
         "IOSchedulingClass=best-effort",
         "IOSchedulingPriority=7",
@@ -287,12 +359,12 @@ def _timer(job: Job, zone: str, when: When) -> str:
 
 def _failure_template(config: Path, settings: Settings) -> str:
     argv = [*ops_command(), "--config", str(config), "systemd", "--record-failure"]
-    lines = _header("portal-ops: record the failure of %i")
+    lines = _header("portal-ops: record the failure of ", specifier="%i")
     lines += [
         "",
         "[Service]",
         "Type=oneshot",
-        f"ExecStart={shlex.join(argv)} %i",
+        f"ExecStart={_exec(argv)} %i",
         f"SyslogIdentifier={PREFIX}-failure",
         "User=root",
         *HARDENING,
@@ -313,12 +385,17 @@ def _long_service(
     if units is not None:
         argv += ["--units", str(units)]
     argv += list(args)
+    record = [*ops_command(), "--config", str(config), "systemd", "--record-success"]
     lines = _header(
         f"{description} (ops {' '.join(args)})",
         [
             "After=network-online.target",
             "Wants=network-online.target",
             f"OnFailure={PREFIX}-failure@%n.service",
+            # without a limit that Restart= reaches, a crash loop never makes the unit
+            # "failed" and OnFailure= never runs
+            f"StartLimitIntervalSec={START_LIMIT_INTERVAL}",
+            f"StartLimitBurst={START_LIMIT_BURST}",
         ],
     )
     lines += [
@@ -326,6 +403,9 @@ def _long_service(
         "[Service]",
         "Type=exec",
         f"ExecStart={_exec(argv)}",
+        # started: a recovered service's portalops_job_failed returns to 0 ('-': recording
+        # must not fail the service; it runs as root, '+', to write the root-owned files)
+        f"ExecStartPost=+-{_exec(record)} %n",
         f"SyslogIdentifier={PREFIX}-{stem}",
         "Restart=on-failure",
         "RestartSec=5s",
@@ -361,6 +441,7 @@ def render(
 ) -> list[Unit]:
     """Every unit the roles need: per available job a service and its timer; for role monitor
     the two long-running services; and the failure template they all name in OnFailure=."""
+    check_paths(settings, roles, **{"--config": config, "--units": units})
     known = list(known_commands)
     plan = settings.backup.schedule
     out: list[Unit] = []
@@ -369,7 +450,8 @@ def render(
             continue
         when = When.parse(getattr(plan, job.name))
         stem = job_unit(job)
-        out.append(Unit(f"{stem}.service", _root_job_service(job, config, settings, units), False))
+        text = _root_job_service(job, when, config, settings, units)
+        out.append(Unit(f"{stem}.service", text, False))
         out.append(Unit(f"{stem}.timer", _timer(job, plan.timezone, when), True))
     if "monitor" in roles:
         for stem, description, args in SERVICES:
@@ -454,28 +536,48 @@ def prepare_host(roles: list[str], settings: Settings, user: str = SERVICE_USER)
     monitor), the drill's user (role admin), the state directories. Returns what was done."""
     done = []
     if "monitor" in roles:
-        procs.ensure_user(
-            user,
-            comment="portal-ops services",
-            purpose="ops monitor serve, ops oncall serve",
+        _prepare(
+            f"create the system user {user}",
+            lambda: procs.ensure_user(
+                user, comment="portal-ops services", purpose="ops monitor serve, ops oncall serve"
+            ),
         )
         for sub in ("monitor", "oncall"):
             path = settings.state_dir / sub
-            path.mkdir(parents=True, exist_ok=True)
-            procs.hand_over(path, user)
+            _prepare(f"create {path}", _mkdir, path)
+            _prepare(f"hand {path} over to {user}", procs.hand_over, path, user)
             done.append(f"{path} owned by {user}")
     if "admin" in roles:
-        ensure_drill_user(settings.drill.run_as)
-        done.append(f"drill user {settings.drill.run_as}")
+        run_as = settings.drill.run_as
+        _prepare(f"create the drill user {run_as}", ensure_drill_user, run_as)
+        done.append(f"drill user {run_as}")
     for path in writable_paths(None, settings):
-        path.mkdir(parents=True, exist_ok=True)
+        _prepare(f"create {path}", _mkdir, path)
     return done
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _prepare(what: str, step: Callable[..., object], *args: object) -> None:
+    """One step of :func:`prepare_host`; an OS error (not root, read-only /etc, no useradd)
+    becomes an operational error that says which step failed."""
+    try:
+        step(*args)
+    except OSError as exc:
+        raise OpsError(
+            f"ops systemd --install: cannot {what}: {exc.strerror or exc} (run it as root, or "
+            "pass --no-prepare where a provisioning tool does it)"
+        ) from None
 
 
 # -- recording results ------------------------------------------------------------------------
 
 
 def check_unit_name(name: str) -> str:
+    if len(name) > UNIT_NAME_MAX:
+        raise BadInput(f"{name[:40]!r}...: a unit name is at most {UNIT_NAME_MAX} characters")
     if not UNIT_NAME.fullmatch(name):
         raise BadInput(f"{name!r} is not a systemd unit name (e.g. portal-ops-backup.service)")
     return name
@@ -503,18 +605,46 @@ class _Results(Collector):
         yield when
 
 
+def _load_results(store: Path, now: float) -> dict[str, dict[str, float]]:
+    """The stored results, treated as hostile: an unreadable file, an entry that is not a
+    {"failed": 0|1, "at": time} under a unit name, is dropped with a warning; an entry older
+    than :data:`RESULT_MAX_AGE_S` is dropped silently (its unit is gone)."""
+    try:
+        raw: object = json.loads(store.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s): starting a new one", store, exc)
+        return {}
+    if not isinstance(raw, dict):
+        log.warning("%s: not a JSON object: starting a new one", store)
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for unit, entry in raw.items():
+        try:
+            check_unit_name(unit)
+            failed, at = entry["failed"], entry["at"]
+            if failed not in (0, 1) or isinstance(failed, bool) or isinstance(at, bool):
+                raise ValueError(failed)
+            at = float(at)
+            if not math.isfinite(at):
+                raise ValueError(at)
+        except (BadInput, TypeError, KeyError, ValueError):
+            log.warning("%s: dropped the malformed entry %.80r", store, unit)
+            continue
+        if now - at <= RESULT_MAX_AGE_S:
+            out[unit] = {"failed": float(failed), "at": at}
+    return out
+
+
 def record_result(unit: str, failed: bool, settings: Settings, where: str) -> Path | None:
     """Remember the unit's result in the state directory and rewrite the textfile (all units'
     results: each run rewrites the whole file). Returns the textfile, or None without one."""
     check_unit_name(unit)
     store = settings.state_dir / RESULTS_FILE
-    try:
-        results: dict[str, dict[str, float]] = json.loads(store.read_text(encoding="utf-8"))
-        if not isinstance(results, dict):
-            results = {}
-    except (OSError, ValueError):
-        results = {}
-    results[unit] = {"failed": 1.0 if failed else 0.0, "at": round(time.time(), 3)}
+    now = time.time()
+    results = _load_results(store, now)
+    results[unit] = {"failed": 1.0 if failed else 0.0, "at": round(now, 3)}
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(store, json.dumps(results, indent=1, sort_keys=True).encode(), 0o644)

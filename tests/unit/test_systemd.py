@@ -323,3 +323,174 @@ def test_services_may_write_where_the_oncall_state_is(tmp_path: Path) -> None:
     units = {u["name"]: str(u["text"]) for u in _render(config, "--role", "monitor")}
     rw = f"\nReadWritePaths=-{tmp_path / 'state'} -{elsewhere}\n"
     assert rw in units["portal-ops-oncall.service"]
+
+
+def _with_firewall_source(config: Path) -> Path:
+    """The example config's command source that needs CAP_NET_ADMIN."""
+    source = (
+        "    - {name: firewall, kind: command, category: config, command: [nft, list, ruleset]}\n"
+    )
+    config.write_text(config.read_text().replace("  sources:\n", f"  sources:\n{source}", 1))
+    return config
+
+
+def _setpriv_bounding(text: str) -> str:
+    """The unit's CapabilityBoundingSet=~... as setpriv's --bounding-set argument."""
+    line = re.search(r"^CapabilityBoundingSet=~(.*)$", text, re.M)
+    assert line is not None, text
+    return ",".join("-" + c.removeprefix("CAP_").lower() for c in line.group(1).split())
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None or shutil.which("setpriv") is None,
+    reason="needs root, nft and setpriv",
+)
+def test_writer_keeps_what_command_sources_need(tmp_path: Path) -> None:
+    """A command source runs an admin command as root under the backup unit's bounding set:
+    the example's firewall source ('nft list ruleset') must work there."""
+    config = _with_firewall_source(_config(tmp_path))
+    units = {u["name"]: str(u["text"]) for u in _render(config, "--role", "writer")}
+    bounding = _setpriv_bounding(units["portal-ops-backup.service"])
+    assert "-net_admin" not in bounding.split(",")
+
+    def nft(bset: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["setpriv", "--bounding-set", bset, "nft", "list", "ruleset"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    done = nft(bounding)
+    assert done.returncode == 0, done.stderr
+    # the check can fail: without CAP_NET_ADMIN nft cannot read the ruleset
+    assert nft(bounding + ",-net_admin").returncode != 0
+    # the admin jobs run no command source: they drop the network administration too
+    admin = {u["name"]: str(u["text"]) for u in _render(config, "--role", "admin")}
+    assert "-net_admin" in _setpriv_bounding(admin["portal-ops-check.service"]).split(",")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("state_dir: {t}/state", "state_dir: state", "state_dir:"),
+        ("url: {t}/repo", "url: file://repo", "backup.repositories[local].url:"),
+        ("url: {t}/repo", "url: backups/repo", "backup.repositories[local].url:"),
+        ("textfile_dir: {t}/textfile", "textfile_dir: textfile", "metrics.textfile_dir:"),
+        ("scratch_dir: {t}/scratch", "scratch_dir: {t}/x/../scratch", "drill.scratch_dir:"),
+        ("state_dir: {t}/state", "state_dir: {t}/../state", "state_dir:"),
+    ],
+)
+def test_relative_or_unnormalized_paths_are_refused(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
+    """A unit runs from /: a relative path in ops.yaml would name something else there."""
+    config = _config(tmp_path)
+    text = config.read_text()
+    assert old.format(t=tmp_path) in text
+    config.write_text(text.replace(old.format(t=tmp_path), new.format(t=tmp_path)))
+    done = run_ops("systemd", *ALL_ROLES, config=config)
+    assert done.code == 2, done.stdout + done.stderr
+    assert key in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "internal error" not in done.stderr
+
+
+def test_a_backslash_never_reaches_a_unit(tmp_path: Path) -> None:
+    """systemd C-unescapes inside quotes: shlex.join's quoting of a backslash would name
+    another file there. The config's own path goes in every ExecStart=, the failure unit's too."""
+    odd = tmp_path / "a\\tb"
+    odd.mkdir()
+    config = odd / "ops.yaml"
+    config.write_text(_config(tmp_path).read_text())
+    for roles in (("--role", "writer"), ("--role", "monitor")):
+        done = run_ops("systemd", *roles, config=config)
+        assert done.code == 2, done.stdout
+        assert "backslash" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_failure_unit_description_names_the_unit(tmp_path: Path) -> None:
+    units = {u["name"]: str(u["text"]) for u in _render(_config(tmp_path), "--role", "writer")}
+    template = units["portal-ops-failure@.service"]
+    assert "\nDescription=portal-ops: record the failure of %i\n" in template
+    assert "%%i" not in template
+
+
+def test_jobs_are_bounded_and_services_give_up(tmp_path: Path) -> None:
+    """A hung job is stopped before its next run; a crash-looping service reaches "failed"
+    (so OnFailure= runs) and records its success once started again."""
+    units = {u["name"]: str(u["text"]) for u in _render(_config(tmp_path))}
+    assert "\nTimeoutStartSec=20h\n" in units["portal-ops-backup.service"]
+    assert "\nTimeoutStartSec=20h\n" in units["portal-ops-check.service"]
+    assert "\nTimeoutStartSec=3d\n" in units["portal-ops-read-data.service"]
+    for name in SERVICES:
+        text = units[name]
+        unit_section = text.split("[Service]")[0]
+        assert "\nStartLimitIntervalSec=10min\n" in unit_section
+        assert "\nStartLimitBurst=5\n" in unit_section
+        post = re.search(r"^ExecStartPost=\+-(.*) %n$", text, re.M)
+        assert post is not None, text
+        assert shlex.split(post.group(1))[-2:] == ["systemd", "--record-success"]
+
+
+def test_service_recovery_resets_the_metric(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    units = {u["name"]: str(u["text"]) for u in _render(config, "--role", "monitor")}
+    unit = "portal-ops-monitor.service"
+    (tmp_path / "textfile").mkdir()
+    assert run_ops("systemd", "--record-failure", unit, config=config).code == 0
+    line = re.search(r"^ExecStartPost=\+-(.*)$", units[unit], re.M)
+    assert line is not None
+    argv = shlex.split(line.group(1).replace("%n", unit))
+    ok = run_ops(*argv[argv.index("--config") :])
+    assert ok.code == 0, ok.stderr
+    prom = (tmp_path / "textfile" / systemd.METRICS_FILE).read_text()
+    assert f'portalops_job_failed{{unit="{unit}"}} 0.0' in prom
+
+
+def test_a_hostile_results_store_is_cleaned_not_fatal(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "textfile").mkdir()
+    now = datetime.now(UTC).timestamp()
+    store = tmp_path / "state" / systemd.RESULTS_FILE
+    store.write_text(
+        json.dumps({
+            "x": 1,
+            "portal-ops-a.service": {"failed": 1},
+            "portal-ops-b.service": {"failed": 1, "at": "y"},
+            "portal-ops-c.service": {"failed": "1", "at": now},
+            "portal-ops-old.service": {"failed": 1, "at": now - 31 * 86400},
+            "portal-ops-kept.service": {"failed": 1, "at": now - 3600},
+            "bad name; rm": {"failed": 1, "at": now},
+        })
+    )  # fmt: skip
+    done = run_ops("systemd", "--record-failure", "portal-ops-new.service", config=config)
+    assert done.code == 0, done.stderr
+    assert "malformed" in done.stderr
+    assert "internal error" not in done.stderr
+    prom = (tmp_path / "textfile" / systemd.METRICS_FILE).read_text()
+    units = set(re.findall(r'portalops_job_failed\{unit="([^"]+)"\}', prom))
+    # the malformed entries go, and so does a unit not heard from for 30 days
+    assert units == {"portal-ops-kept.service", "portal-ops-new.service"}
+    assert set(json.loads(store.read_text())) == units
+    for junk in ("[1, 2]", "{not json", "\xff"):
+        store.write_text(junk, encoding="latin-1")
+        again = run_ops("systemd", "--record-success", "portal-ops-new.service", config=config)
+        assert again.code == 0, again.stderr
+    long = run_ops("systemd", "--record-failure", "a" * 250 + ".service", config=config)
+    assert long.code == 2
+    assert "at most 255" in long.stderr
+
+
+def test_prepare_errors_are_operational(tmp_path: Path) -> None:
+    """--install prepares the state directories first: one that cannot be made is said, with
+    exit 3, not an internal error."""
+    config = _config(tmp_path)
+    (tmp_path / "file").write_text("")
+    config.write_text(config.read_text().replace(f"{tmp_path}/state", f"{tmp_path}/file/state"))
+    target = tmp_path / "system"
+    target.mkdir()
+    done = run_ops("systemd", "--role", "writer", "--install", "--dir", str(target), config=config)
+    assert done.code == 3, done.stdout + done.stderr
+    assert f"cannot create {tmp_path}/file/state" in done.stderr
+    assert "internal error" not in done.stderr
