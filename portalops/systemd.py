@@ -368,7 +368,8 @@ def _failure_template(config: Path, settings: Settings) -> str:
         f"SyslogIdentifier={PREFIX}-failure",
         "User=root",
         *HARDENING,
-        "ProtectHome=true",
+        # read-only, not true: it reads the config the jobs read, which may be under /root
+        "ProtectHome=read-only",
         "PrivateDevices=true",
         "PrivateNetwork=true",
         _rw_line(writable_paths(None, settings)),
