@@ -47,6 +47,7 @@ ALERTS = (
     "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
     "IPv6Unreachable", "BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
     "RestoreObjectiveExceeded", "ExporterAbsent", "HostDown", "DiskFilling", "MonitoringBlind",
+    "ScheduledJobFailed",
 )  # fmt: skip
 
 #: (source, targets, equal): while an alert matching ``source`` fires, alerts matching

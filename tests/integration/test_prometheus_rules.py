@@ -2,7 +2,7 @@
 
 promtool (Debian package ``prometheus``, 2.42) checks the example configuration and the rules
 and runs the unit tests in ``config/prometheus/tests/``. The Python tests hold the rules to the
-contract the rest of portal-ops relies on: the 18 alert names (Alertmanager inhibitions and the
+contract the rest of portal-ops relies on: the 19 alert names (Alertmanager inhibitions and the
 on-call service refer to them), severity and clause labels, annotations in Vietnamese (NFC)
 and English, a runbook for every alert, and, for every alert, a promtool case where it fires
 and one where it must stay silent.
@@ -39,6 +39,7 @@ ALERTS = {
     "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
     "IPv6Unreachable", "BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
     "RestoreObjectiveExceeded", "ExporterAbsent", "HostDown", "DiskFilling", "MonitoringBlind",
+    "ScheduledJobFailed",
 }  # fmt: skip
 SEVERITIES = {"critical", "warning", "info"}
 CLAUSE = re.compile(r"^Art\. \d+(\.\d+)*$")  # "Art. 19.3": Decision 32/2023/QĐ-UBND
