@@ -87,7 +87,8 @@ def _schedule_time(value: object) -> str:
 
 
 class Schedule(Strict):
-    """When the scheduled jobs run ('ops cron', 'ops schedule'), in local time of ``timezone``."""
+    """When the scheduled jobs run ('ops systemd', 'ops cron', 'ops schedule'), in local time
+    of ``timezone``."""
 
     timezone: ZoneName = "Asia/Ho_Chi_Minh"
     """The IANA time zone the times below are in."""
@@ -126,7 +127,8 @@ class Backup(Strict):
     sources: list[Source] = []
     """What is backed up (Art. 11.2), one entry per source; ``kind`` selects the fields."""
     schedule: Schedule = Schedule()
-    """When ``ops cron`` and ``ops schedule`` run the jobs."""
+    """When the jobs run: the timers of ``ops systemd`` (Debian 12, systemd), the crontab of
+    ``ops cron`` (hosts without systemd) or ``ops schedule``."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Backup:
@@ -183,7 +185,9 @@ class Drill(Strict):
     to enter it (o+x)."""
     run_as: Name = "portal-ops-drill"
     """The unprivileged system user throwaway database servers run as when ops runs as root
-    (PostgreSQL refuses root); created on first use if missing."""
+    (PostgreSQL refuses root). Created if missing by ``ops systemd --install --role admin``
+    (a drill under its systemd unit cannot: /etc is read-only there) and, outside a unit, by
+    the first drill run as root."""
     postgres: DrillPostgres = DrillPostgres()
     """PostgreSQL binaries or a scratch server for drills of postgres sources."""
     smoke: list[SmokeQuery] = []
