@@ -10,7 +10,9 @@ starts ``portal-ops-failure@<unit>.service``, which logs the failure (the journa
 ``portalops_job_failed{unit="..."}`` in node_exporter's textfile directory (alert
 ``ScheduledJobFailed``); the job's own successful run, or a service's successful start, sets it
 back to 0. A long-running service restarts on failure (every 5 s); only when it crash-loops
-(5 starts within 10 minutes) does systemd give up, mark it failed and start the failure unit.
+(5 starts within 10 minutes) does systemd give up, mark it failed and start the failure unit
+(systemd 252; later versions also start it between restarts, and the next start's success
+record clears it again, before the alert's 5 minutes are up).
 A job that hangs is stopped after ``TimeoutStartSec=`` (20 h for a daily job, 3 days for a
 weekly one), so it cannot block its later runs for ever.
 
