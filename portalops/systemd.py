@@ -206,6 +206,12 @@ def _unit_paths(settings: Settings, roles: Iterable[str]) -> list[tuple[str, Pat
                 paths.append((key, Path(repo.url.removeprefix("file://"))))
         if settings.drill.scratch_dir is not None:
             paths.append(("drill.scratch_dir", settings.drill.scratch_dir))
+    if "monitor" in roles:  # where the on-call service writes, when ops.yaml moves it
+        oncall = settings.oncall
+        for key in ("database", "link_key_file", "webhook_token_file"):
+            path = getattr(oncall, key)
+            if path is not None:
+                paths.append((f"oncall.{key}", path))
     return paths
 
 

@@ -377,6 +377,7 @@ def test_writer_keeps_what_command_sources_need(tmp_path: Path) -> None:
         ("textfile_dir: {t}/textfile", "textfile_dir: textfile", "metrics.textfile_dir:"),
         ("scratch_dir: {t}/scratch", "scratch_dir: {t}/x/../scratch", "drill.scratch_dir:"),
         ("state_dir: {t}/state", "state_dir: {t}/../state", "state_dir:"),
+        ("drill:\n", "oncall:\n  database: db/oncall.sqlite\ndrill:\n", "oncall.database:"),
     ],
 )
 def test_relative_or_unnormalized_paths_are_refused(
