@@ -24,9 +24,10 @@ Who runs what, and why:
   takes root to switch to). They get every capability they may need to *read* and hand over,
   but may *write* only where their output goes: ``ProtectSystem=strict`` with
   ``ReadWritePaths=`` the state directory, the textfile directory, the local repositories and
-  the drill's scratch space. Command sources run arbitrary admin commands (``nft list
-  ruleset``, ``lvs``, ``iptables-save``...), so only the capabilities no reading or dumping command
-  needs (kernel modules, the clock, reboot, MAC policy...) are dropped from the bounding set.
+  the drill's scratch space. The backup's command sources run arbitrary admin commands (``nft
+  list ruleset``, ``lvs``, ``iptables-save``...), so its bounding set drops only what no
+  reading or dumping command needs (kernel modules, the clock, reboot, MAC policy...); the
+  admin jobs, which run no command source, drop system and network administration too.
 - **monitor** (``ops monitor serve``, ``ops oncall serve``) run as the system user
   ``portal-ops``: they only listen on a port, probe over the network and write their state.
 """
