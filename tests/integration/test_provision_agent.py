@@ -191,6 +191,23 @@ def test_dependencies_are_the_locked_versions(agent: Agent, agent_converged: Rec
     host_run_ok(agent, "/opt/portal-ops/venv/bin/python -m pip check")
 
 
+def test_man_page_and_completion_are_those_of_the_installed_ops(
+    agent: Agent, agent_converged: Recap
+) -> None:
+    """`man ops` and bash completion on the host describe the version installed there."""
+    for path, argv in (
+        ("/usr/local/share/man/man1/ops.1", "manpage"),
+        ("/etc/bash_completion.d/ops", "completion bash"),
+    ):
+        installed = agent.host.file(path)
+        assert (installed.user, installed.group, installed.mode) == ("root", "root", 0o644)
+        assert installed.content_string == host_run_ok(agent, f"{VENV_OPS} {argv}")
+    assert agent.host.package("bash-completion").is_installed
+    # man finds it (Debian's /usr/local/man links to /usr/local/share/man)
+    listed = host_run_ok(agent, "readlink -f $(man -w ops)")
+    assert listed.strip() == "/usr/local/share/man/man1/ops.1"
+
+
 def host_run_ok(agent: Agent, command: str) -> str:
     """``command``'s stdout on the converged host; fails the test on a non-zero exit."""
     done = agent.host.run(command)
