@@ -182,7 +182,8 @@ def test_schedule_daemon_stops_cleanly(
     try:
         # A daemon logs at INFO: first which config it read, then its plan.
         said = [daemon.stderr.readline() for _ in range(2)]
-        assert "config: " in said[0] and "(--config)" in said[0]
+        assert "config: " in said[0]
+        assert "(--config)" in said[0]
         assert "job backup: ops backup run at 02:30 Asia/Ho_Chi_Minh, next run" in said[1]
         started = time.monotonic()
         daemon.send_signal(sig)
