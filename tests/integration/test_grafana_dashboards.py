@@ -20,7 +20,6 @@ The dashboards under ``config/grafana/dashboards/`` are checked three ways:
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.local_play import local_play
 from tests.fixtures.monitoring_stack import (
     Prometheus,
     PrometheusAPIError,
@@ -314,28 +314,13 @@ ROLE_PLAY = """\
 def _install_grafana_files(root: Path, extra_vars: Mapping[str, str]) -> str:
     """Run the monitoring role's Grafana tasks into ``root`` with real ansible-playbook (no
     service, no port: only files under ``root``); its output."""
-    playbook = root / "grafana.yml"
-    playbook.write_text(ROLE_PLAY, encoding="utf-8")
     variables = {
-        "ansible_python_interpreter": sys.executable,
         "monitoring_grafana_src": str(GRAFANA),
         "monitoring_grafana_provisioning_dir": str(root / "provisioning"),
         "monitoring_grafana_dashboards_dir": str(root / "dashboards"),
         **extra_vars,
     }
-    vars_file = root / "vars.json"
-    vars_file.write_text(json.dumps(variables), encoding="utf-8")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    ansible_playbook = Path(sys.executable).parent / "ansible-playbook"
-    done = subprocess.run(
-        [str(ansible_playbook), "-i", "localhost,", "-e", f"@{vars_file}", str(playbook)],
-        capture_output=True, text=True, timeout=300, check=False, env=env, cwd=root,
-    )  # fmt: skip
+    done = local_play(root, ROLE_PLAY, variables)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done.stdout
 

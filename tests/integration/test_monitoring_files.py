@@ -12,19 +12,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.fixtures.local_play import local_play
+from tests.fixtures.paths import PROJECT
+
 # A system user whose group has its name (the role's assumption), present on every Debian.
 SERVICE_USER = "daemon"
 
@@ -45,30 +45,7 @@ PLAY = """\
 
 def play(root: Path, tasks: str, variables: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the monitoring role's ``tasks`` file on localhost with ``variables``."""
-    playbook = root / "play.yml"
-    playbook.write_text(PLAY.format(tasks=tasks), encoding="utf-8")
-    vars_file = root / "vars.json"
-    vars_file.write_text(
-        json.dumps({"ansible_python_interpreter": sys.executable, **variables}), encoding="utf-8"
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(root / "ansible-tmp"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            *("-i", "localhost,", "-e", f"@{vars_file}", str(playbook)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-        cwd=root,
-    )
+    return local_play(root, PLAY.format(tasks=tasks), variables)
 
 
 def site(root: Path, token_file: Path) -> dict[str, str]:
@@ -152,30 +129,14 @@ def check_logrotate(tmp_path: Path, log_dir: Path) -> None:
     log_dir.chmod(0o770)  # group-writable by a group other than root: logrotate's concern
     rendered = tmp_path / "portal-ops-services"
     template = PROJECT / "playbooks/roles/monitoring/templates/logrotate.j2"
-    (tmp_path / "render.yml").write_text(
+    play_dir = tmp_path / "render"
+    play_dir.mkdir()
+    done = local_play(
+        play_dir,
         "- name: Render\n  hosts: localhost\n  connection: local\n  gather_facts: false\n"
         "  tasks:\n    - name: Render the logrotate snippet\n"
         f"      ansible.builtin.template:\n        src: {template}\n        dest: {rendered}\n",
-        encoding="utf-8",
-    )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    variables = json.dumps(
-        {
-            "ansible_python_interpreter": sys.executable,
-            "monitoring_log_dir": str(log_dir),
-            "monitoring_service_user": SERVICE_USER,
-        }
-    )
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            *("-i", "localhost,", "-e", variables, str(tmp_path / "render.yml")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
+        {"monitoring_log_dir": str(log_dir), "monitoring_service_user": SERVICE_USER},
     )
     assert done.returncode == 0, done.stdout[-3000:]
     text = rendered.read_text(encoding="utf-8")

@@ -8,15 +8,13 @@ rendered into a temporary file (no package, no service).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[2]
+from tests.fixtures.local_play import local_play
+from tests.fixtures.paths import PROJECT
+
 ROLE = PROJECT / "playbooks" / "roles" / "node_exporter"
 
 PLAY = """\
@@ -38,28 +36,14 @@ PLAY = """\
 def render(tmp_path: Path, variables: dict[str, object]) -> str:
     """The ARGS line of /etc/default/prometheus-node-exporter for ``variables``."""
     dest = tmp_path / "flags"
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
+    done = local_play(
+        tmp_path,
         PLAY.format(
             defaults=ROLE / "defaults" / "main.yml",
             template=ROLE / "templates" / "default-node-exporter.j2",
             dest=dest,
         ),
-        encoding="utf-8",
-    )
-    extra = json.dumps({"ansible_python_interpreter": sys.executable, **variables})
-    env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            *("-i", "localhost,", "-e", extra, str(playbook)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-        cwd=tmp_path,
+        variables,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [args] = [
