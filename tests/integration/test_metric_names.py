@@ -8,7 +8,9 @@ The producers, each run for real and its real output linted:
 - the exporter's ``/metrics``, scraped from a running ``ops monitor serve`` probing the
   ``portal_sites`` nginx, uplink check included;
 - the textfile of ``ops inventory prometheus-targets --info`` (which server serves each
-  portal), for the project's own estate.
+  portal), for the project's own estate;
+- the textfile of the systemd failure unit, ``ops systemd --record-failure`` (and the
+  success record a job's ``ExecStartPost=`` writes).
 
 Two checks: ``promtool check metrics`` (Prometheus' linter: counters end in ``_total``, base
 units, snake case, help text...), and the unit rule of the Prometheus naming guide, which
@@ -285,6 +287,24 @@ def _server_info(root: Path) -> str:
     return info.read_text(encoding="utf-8")
 
 
+def _job_failure(root: Path) -> str:
+    """The textfile of the systemd failure unit (``ops systemd --record-failure``, which
+    ``OnFailure=`` runs): one job failed, another recorded its success."""
+    textfile = root / "textfile"
+    textfile.mkdir()
+    config = root / "ops.yaml"
+    config.write_text(
+        f"state_dir: {root / 'state'}\nmetrics:\n  textfile_dir: {textfile}\n", encoding="utf-8"
+    )
+    for flag, unit in (
+        ("--record-failure", "portal-ops-backup.service"),
+        ("--record-success", "portal-ops-drill.service"),
+    ):
+        done = run_ops("--config", str(config), "systemd", flag, unit)
+        assert done.code == 0, done.stderr
+    return (textfile / "portal_ops_jobs.prom").read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """producer -> its real output, each producer run once for the module."""
@@ -301,10 +321,11 @@ def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory)
     found["ops inventory prometheus-targets (--info)"] = _server_info(
         tmp_path_factory.mktemp("inventory")
     )
+    found["ops systemd --record-failure"] = _job_failure(tmp_path_factory.mktemp("jobs"))
     return found
 
 
-PRODUCERS = ("ops backup run", "ops drill", "ops monitor serve", "ops inventory")
+PRODUCERS = ("ops backup run", "ops drill", "ops monitor serve", "ops inventory", "ops systemd")
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)
