@@ -59,6 +59,10 @@ class Monitor(Strict):
     """Probe every domain of the units file (false: only ``monitor.urls``)."""
     urls: list[str] = []
     """Extra URLs to probe beyond the estate's portals."""
+    probe_any: bool = False
+    """Let the exporter's ``/probe`` fetch any http(s) URL it is given; by default it probes
+    only the estate's portals and ``monitor.urls`` and answers 403 to anything else (an
+    open ``/probe`` is a fetch-anything proxy, port scanner and path oracle)."""
     uplink: list[str] = []
     """``host:port`` addresses outside the province network (a resolver, the ISP's gateway)
     the monitoring host should always reach: when none answers, the host is blind
