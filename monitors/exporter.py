@@ -1,18 +1,22 @@
 """Sweeps and the Prometheus exporter (``ops monitor serve``).
 
 Metric names are blackbox_exporter's where it has one, so existing blackbox dashboards and
-alert rules keep working; the rest are ``portalops_*``. Every series carries ``portal``,
-``unit_kind`` and ``domain``. ``/metrics`` serves the latest result of every target, swept in
-the background: each target on its own schedule (``monitor.interval``, with a random offset
-so that 170 portals are not probed in the same second), at most ``monitor.concurrency`` at
-once, so one slow portal never delays the others. ``/probe?target=…&module=…`` probes once,
-now, and answers like blackbox_exporter's multi-target endpoint; ``/healthz`` says the sweeper
-is alive. Nothing here changes state, so no endpoint needs a token.
+alert rules keep working; the rest are ``portalops_*``. Every target's series carries
+``portal``, ``unit_kind`` and ``domain``; the sweeper's own few (staleness, tasks) carry none.
+``/metrics`` serves the latest result of every target, swept in the background: each target
+on its own schedule (``monitor.interval``, with a random offset so that 170 portals are not
+probed in the same second), at most ``monitor.concurrency`` at once and never two probes of
+one target, so one slow portal never delays the others. ``/probe?target=…&module=…`` probes
+one configured target now, under the same limit, and answers like blackbox_exporter's
+multi-target endpoint; ``/healthz`` fails when the sweep is behind. Nothing here changes
+state, so no endpoint needs a token; /probe refuses targets outside the configuration
+(``monitor.probe_any``) so that it is no fetch-anything proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import time
@@ -21,7 +25,7 @@ from dataclasses import replace
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from portalops.core.errors import BadInput, OpsError
@@ -90,7 +94,9 @@ _FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "1 if the security-header grade is below monitor.min_grade", ()),
     ("findings", "portalops_probe_findings", "Findings of the last probe by severity",
      ("severity",)),
-    ("last", "portalops_probe_last_run_timestamp_seconds", "When the target was last probed", ()),
+    ("last", "portalops_probe_last_run_timestamp_seconds",
+     "Unix time the target's last probe finished: its newest result is this fresh (a running "
+     "or skipped probe does not move it)", ()),
 )  # fmt: skip
 
 
@@ -135,7 +141,14 @@ def _availability(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
         g["tls"].add_metric([*labels, TLS_NAMES.get(r.tls.version, r.tls.version)], 1.0)
     if r.dns_seconds is not None:
         g["dns"].add_metric(labels, r.dns_seconds)
-    g["last"].add_metric(labels, r.started.timestamp())
+    g["last"].add_metric(labels, finished(r))
+
+
+def finished(r: ProbeResult) -> float:
+    """When the probe behind ``r`` ended (Unix time). Staleness is measured from here, not
+    from the start: a probe that keeps its deadline then always has a result younger than
+    2 x interval + deadline, however long it takes."""
+    return r.started.timestamp() + r.duration
 
 
 def _posture(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
@@ -161,16 +174,28 @@ def _posture(g: dict[str, GaugeMetricFamily], r: ProbeResult) -> None:
 
 
 class _Latest(Collector):
-    def __init__(self, results: list[ProbeResult], uplink: Mapping[str, bool] | None) -> None:
-        self.results, self.uplink = results, uplink
+    def __init__(
+        self,
+        results: list[ProbeResult],
+        uplink: Mapping[str, bool] | None,
+        extra: Sequence[Metric] = (),
+    ) -> None:
+        self.results, self.uplink, self.extra = results, uplink, extra
 
     def collect(self) -> Iterator[Metric]:
-        return families(self.results, self.uplink)
+        yield from families(self.results, self.uplink)
+        yield from self.extra
 
 
-def render(results: Iterable[ProbeResult], uplink: Mapping[str, bool] | None = None) -> bytes:
+def render(
+    results: Iterable[ProbeResult],
+    uplink: Mapping[str, bool] | None = None,
+    extra: Sequence[Metric] = (),
+) -> bytes:
+    """The exposition text of ``results`` (one per target), the uplink checks and ``extra``
+    families (the sweeper's own)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Latest(list(results), dict(uplink) if uplink else None))
+    registry.register(_Latest(list(results), dict(uplink) if uplink else None, extra))
     return generate_latest(registry)
 
 
@@ -189,8 +214,33 @@ async def reachable(address: str, timeout: float) -> bool:
     return True
 
 
+#: Seconds between two turns of the sweep loop.
+TICK = 0.25
+#: Seconds without a turn of the sweep loop after which /healthz says it stalled.
+STALLED_AFTER = 10.0
+#: /probe requests that may wait for a probe at once; more get 503 (each holds a task).
+MAX_WAITING_PROBES = 32
+#: Longest query string /probe reads (a target URL and a module list fit in far less).
+MAX_QUERY = 2048
+
+
+class NotConfigured(LookupError):
+    """A /probe target that is neither a portal of the estate nor in ``monitor.urls``."""
+
+
+class TooBusy(Exception):
+    """Too many /probe requests are already waiting."""
+
+
 class Sweeper:
-    """Probes every target on its own jittered schedule; keeps the latest result of each."""
+    """Probes every target on its own jittered schedule; keeps the latest result of each.
+
+    One gate (``concurrency``) for the sweep and /probe alike, and at most one probe of a
+    target at a time: a target that falls due while its last probe still runs (or still waits
+    at the gate) is skipped until its next turn and counted, so a slow portal costs one task,
+    never a pile of them. A result is stale once older than ``stale_after`` (2 x interval +
+    the probe deadline): a probe that keeps its deadline and its schedule is never that late,
+    so a stale target means the sweep is behind (the gate starved, the loop stalled)."""
 
     def __init__(
         self,
@@ -199,28 +249,132 @@ class Sweeper:
         interval: float,
         concurrency: int,
         uplink: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> None:
-        self.targets, self.config = list(targets), config
+        unique: dict[str, Target] = {}
+        for target in targets:
+            unique.setdefault(target.url, target)
+        self.targets, self.config = list(unique.values()), config
+        self.urls = frozenset(unique)
         self.interval, self.concurrency = interval, concurrency
+        self.deadline = config.limits.timeout if deadline is None else deadline
+        self.stale_after = 2 * interval + self.deadline
         self.uplink_targets = list(uplink)
         self.uplink: dict[str, bool] = {}
         self.latest: dict[str, ProbeResult] = {}
+        self.gate = asyncio.Semaphore(concurrency)
+        # url -> the running probe of that target and the modules it runs
+        self.busy: dict[str, tuple[asyncio.Task[ProbeResult], tuple[Module, ...]]] = {}
+        self.skipped: dict[str, int] = {}
+        self.waiting = 0  # /probe requests waiting for a probe
+        self.started = time.time()
         self.heartbeat = time.monotonic()
-        self.sweeps = 0
+
+    def start(self, target: Target, config: ProbeConfig) -> asyncio.Task[ProbeResult]:
+        """Start a probe of ``target``, which must not be busy (the caller checked, with no
+        await in between)."""
+        if target.url in self.busy:
+            raise RuntimeError(f"a probe of {target.url} is already running")
+        task = asyncio.create_task(self._probe(target, config), name=f"probe {target.url}")
+        self.busy[target.url] = (task, config.modules)
+        return task
+
+    async def _probe(self, target: Target, config: ProbeConfig) -> ProbeResult:
+        try:
+            async with self.gate:
+                result = await probe(target, config)
+        finally:
+            self.busy.pop(target.url, None)
+        if config.modules == self.config.modules and target.url in self.urls:
+            self.latest[target.url] = result
+        return result
+
+    async def probe_now(self, target: Target, modules: tuple[Module, ...]) -> ProbeResult:
+        """A probe of ``target`` now (``/probe``), under the sweep's gate. If a probe of it is
+        running with the same modules, its result is the answer (no second probe); with other
+        modules, this one waits for it to end first."""
+        if self.waiting >= MAX_WAITING_PROBES:
+            raise TooBusy(f"{self.waiting} /probe requests are already waiting")
+        self.waiting += 1
+        try:
+            for _ in range(3):
+                current = self.busy.get(target.url)
+                if current is None:
+                    config = replace(self.config, modules=modules)
+                    return await asyncio.shield(self.start(target, config))
+                task, running = current
+                if running == modules:
+                    return await asyncio.shield(task)
+                await asyncio.wait({task})
+            raise TooBusy(f"{target.url} stayed busy with other probes")
+        finally:
+            self.waiting -= 1
+
+    def ages(self, now: float) -> dict[str, float]:
+        """Seconds since each target's last probe finished (since the sweeper started for a
+        target without a result), by URL."""
+        return {
+            t.url: now - (finished(r) if (r := self.latest.get(t.url)) else self.started)
+            for t in self.targets
+        }
+
+    def behind(self) -> str | None:
+        """Why the sweep is behind (for /healthz), or None while it keeps up."""
+        stalled = time.monotonic() - self.heartbeat
+        if stalled > STALLED_AFTER:
+            return f"stalled: the sweep loop last turned {stalled:.0f} s ago"
+        stale = {url: age for url, age in self.ages(time.time()).items() if age > self.stale_after}
+        if not stale:
+            return None
+        oldest = max(stale, key=stale.__getitem__)
+        return (
+            f"behind: {len(stale)} of {len(self.targets)} targets have no result newer than "
+            f"{self.stale_after:.0f} s (oldest: {oldest}, {stale[oldest]:.0f} s)"
+        )
+
+    def families(self) -> list[Metric]:
+        """The sweeper's own metric families (see docs/monitoring.md, "Staleness")."""
+        labels = list(LABELS)
+        skipped = CounterMetricFamily(
+            "portalops_probe_skipped",
+            "Probes of the target not started because its previous probe was still running",
+            labels=labels,
+        )
+        running = GaugeMetricFamily(
+            "portalops_probe_running",
+            "1 while a probe of the target is running (the exporter never runs two at once)",
+            labels=labels,
+        )
+        for t in self.targets:
+            values = [t.portal, t.unit_kind, t.domain]
+            skipped.add_metric(values, float(self.skipped.get(t.url, 0)))
+            running.add_metric(values, float(t.url in self.busy))
+        ages = self.ages(time.time())
+        oldest = max(ages.values(), default=0.0)
+        stale = sum(1 for age in ages.values() if age > self.stale_after)
+        single = (
+            ("portalops_probe_oldest_result_age_seconds",
+             "Age of the oldest last result among the configured targets, since its probe "
+             "finished (a target not probed yet counts from the exporter's start)", oldest),
+            ("portalops_probe_stale_targets",
+             "Configured targets whose last result is older than "
+             "portalops_probe_stale_after_seconds", float(stale)),
+            ("portalops_probe_stale_after_seconds",
+             "Result age beyond which a target is stale and /healthz fails: "
+             "2 x monitor.interval + the probe deadline", self.stale_after),
+            ("portalops_exporter_tasks",
+             "Live asyncio tasks in the exporter (bounded by the targets plus a few)",
+             float(len(asyncio.all_tasks()))),
+        )  # fmt: skip
+        return [skipped, running] + [GaugeMetricFamily(n, h, value=v) for n, h, v in single]
 
     async def run(self) -> None:
-        gate = asyncio.Semaphore(self.concurrency)
         rng = random.Random()  # noqa: S311 - schedule jitter, not a secret
         due = {
             t.url: time.monotonic() + rng.uniform(0, min(self.interval, 10.0)) for t in self.targets
         }
-        running: set[asyncio.Task[None]] = set()
+        uplink_task: asyncio.Task[None] | None = None
         uplink_due = time.monotonic()
-
-        async def one(target: Target) -> None:
-            async with gate:
-                result = await probe(target, self.config)
-            self.latest[target.url] = result
 
         async def check_uplink() -> None:
             timeout = self.config.limits.timeout
@@ -232,48 +386,81 @@ class Sweeper:
             self.heartbeat = now
             if self.uplink_targets and uplink_due <= now:
                 uplink_due = now + self.interval
-                task = asyncio.create_task(check_uplink())
-                running.add(task)
-                task.add_done_callback(running.discard)
+                if uplink_task is None or uplink_task.done():
+                    uplink_task = asyncio.create_task(check_uplink())
             for target in self.targets:
-                if due[target.url] <= now:
-                    due[target.url] = now + self.interval * rng.uniform(0.9, 1.1)
-                    task = asyncio.create_task(one(target))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-            await asyncio.sleep(0.25)
+                if due[target.url] > now:
+                    continue
+                due[target.url] = now + self.interval * rng.uniform(0.9, 1.1)
+                if target.url in self.busy:
+                    self.skipped[target.url] = self.skipped.get(target.url, 0) + 1
+                    log.debug("%s: last probe still running, skipped", target.url)
+                else:
+                    self.start(target, self.config)
+            await asyncio.sleep(TICK)
+
+
+def parse_modules(text: str) -> tuple[Module, ...]:
+    """``http,tls`` -> the modules, in catalogue order; ValueError names an unknown one."""
+    wanted = {item.strip() for item in text.split(",")}
+    known = {m.value: m for m in Module}
+    unknown = sorted(w for w in wanted if w not in known)
+    if unknown:
+        raise ValueError(f"unknown module {unknown[0][:40]!r}; known: {', '.join(sorted(known))}")
+    return tuple(m for m in Module if m.value in wanted)
 
 
 def make_app(sweeper: Sweeper, lookup: Callable[[str], Target]) -> web.Application:
+    """The exporter's endpoints. ``lookup`` turns a /probe ``target=`` into a Target: raises
+    NotConfigured (403) for one the exporter may not probe, LookupError (400) for nonsense.
+    Nothing here awaits anything but the probe itself: /metrics and /healthz read memory."""
+
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=render(sweeper.latest.values(), sweeper.uplink),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
+        # rendering 170 targets takes ~70 ms of pure Python: done in a thread, from a snapshot
+        # (results are replaced, never changed, once stored), so /healthz and the sweep go on
+        results, uplink = list(sweeper.latest.values()), dict(sweeper.uplink)
+        body = await asyncio.to_thread(render, results, uplink, sweeper.families())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def probe_now(request: web.Request) -> web.Response:
+        if len(request.query_string) > MAX_QUERY:
+            return web.Response(status=414, text=f"query longer than {MAX_QUERY} bytes\n")
         wanted = request.query.get("target", "")
         module = request.query.get("module", "")
         try:
+            modules = parse_modules(module) if module else sweeper.config.modules
             target = lookup(wanted)
-            modules = (
-                tuple(Module(m) for m in module.split(",")) if module else sweeper.config.modules
-            )
+        except NotConfigured as exc:
+            return web.Response(status=403, text=f"{exc}\n")
         except (ValueError, LookupError) as exc:
             return web.Response(status=400, text=f"{exc}\n")
-        config = replace(sweeper.config, modules=modules)
-        result = await probe(target, config)
+        try:
+            result = await sweeper.probe_now(target, modules)
+        except TooBusy as exc:
+            return web.Response(status=503, text=f"busy: {exc}\n")
         return web.Response(body=render([result]), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        stale = time.monotonic() - sweeper.heartbeat > 30
-        return web.Response(status=503 if stale else 200, text="stalled\n" if stale else "ok\n")
+        reason = sweeper.behind()
+        return web.Response(status=503 if reason else 200, text=f"{reason or 'ok'}\n")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe_now)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether listening on ``host`` (an address or a name; "" is 127.0.0.1 here) may expose
+    the exporter to other machines: anything but a loopback address or ``localhost``."""
+    host = unbracket(host)
+    if not host or host.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve to anything
 
 
 class CannotListen(OpsError):
@@ -285,9 +472,12 @@ async def serve(
     lookup: Callable[[str], Target],
     listen: str,
     on_listening: Callable[[], None] = lambda: None,
+    probe_any: bool = False,
 ) -> None:
     """Serve /metrics, /probe and /healthz on ``listen`` ("host:port", "[::1]:port") and sweep
-    until cancelled; ``on_listening`` is called once the socket is bound."""
+    until cancelled; ``on_listening`` is called once the socket is bound. Listening beyond
+    loopback is logged as a warning naming what is exposed (``probe_any``: /probe fetches any
+    URL)."""
     parsed = parse_host_port(listen)
     if parsed is None:
         raise BadInput(f"--listen {listen!r}: expected host:port, e.g. 127.0.0.1:9433")
@@ -300,6 +490,15 @@ async def serve(
             await site.start()
         except OSError as exc:
             raise CannotListen(listen, exc.strerror) from None
+        if beyond_loopback(host):
+            log.warning(
+                "listening on %s, beyond loopback: every host that reaches it can read "
+                "/metrics (every target's results) and make this host probe %s through /probe",
+                listen,
+                "ANY URL (monitor.probe_any is true)"
+                if probe_any
+                else "the configured targets (the estate and monitor.urls)",
+            )
         on_listening()
         await sweeper.run()
     finally:

@@ -3,7 +3,7 @@ names (which must redirect), plus any URL the config or the command line adds.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from portalops.core.errors import BadInput
@@ -98,3 +98,37 @@ def select(wanted: Sequence[str], monitor: Monitor, estate: Estate | None) -> li
                 "(ops inventory domains) or a full URL"
             )
     return chosen
+
+
+def _url_key(url: str) -> tuple[str, str, int, str, str] | None:
+    """A URL's identity for matching: scheme and host in lower case, the port spelled out,
+    an empty path as "/"; None for what is not an http(s) URL."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    default = 443 if scheme == "https" else 80
+    host = parts.hostname.lower().rstrip(".")
+    return scheme, host, port or default, parts.path or "/", parts.query
+
+
+def configured(item: str, targets: Iterable[Target]) -> Target | None:
+    """The target ``item`` names among ``targets`` (the ones swept), or None: a domain names
+    the target of that domain; a URL must be a target's own URL (its HTTPS page or the plain
+    HTTP URL it is reached at), not merely on its host, so that no path of a portal can be
+    fetched through it."""
+    item = item.strip()
+    if "://" not in item:
+        domain = item.lower().rstrip(".")
+        return next((t for t in targets if t.domain == domain), None)
+    key = _url_key(item)
+    if key is None:
+        return None
+    for target in targets:
+        if key in (_url_key(target.url), target.http_url and _url_key(target.http_url)):
+            return target
+    return None

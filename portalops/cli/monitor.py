@@ -8,16 +8,19 @@ import contextlib
 import logging
 from typing import Any
 
+from rich.markup import escape
+from rich.text import Text
+
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput, ExitCode, OpsError
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
-from portalops.monitors.exporter import Sweeper, serve, sweep
+from portalops.monitors.exporter import NotConfigured, Sweeper, serve, sweep
 from portalops.monitors.findings import Severity
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, configure
-from portalops.monitors.targets import select
+from portalops.monitors.targets import configured, select
 from portalops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,10 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Prometheus exporter: /metrics, /probe, /healthz",
         description="Probe every target (each portal's domains and monitor.urls) every "
         "monitor.interval and serve the results to Prometheus: /metrics for the last sweep, "
-        "/probe?target=DOMAIN for one target now, /healthz. A long-running service (the "
-        "monitoring role runs it under systemd): logs at INFO unless -v; SIGTERM or Ctrl-C "
-        "stops it.",
+        "/probe?target=DOMAIN for one configured target now (any URL only with "
+        "monitor.probe_any: true), /healthz (503 when the sweep falls behind). A long-running "
+        "service (the monitoring role runs it under systemd): logs at INFO unless -v; SIGTERM "
+        "or Ctrl-C stops it; a --listen beyond loopback is logged as a warning.",
         epilog="""\
 examples:
   ops monitor serve                           on monitor.listen (default 127.0.0.1:9433)
@@ -83,8 +87,10 @@ def _targets(ctx: Context, wanted: list[str]) -> list[Target]:
 
 
 def _row(r: ProbeResult) -> tuple[str, ...]:
+    """A table row; every cell escaped, since the table reads rich markup and a portal's
+    answer (its TLS version string, a URL target's name) is not ours to trust."""
     findings = ", ".join(sorted({f.code for f in r.findings if f.severity != Severity.INFO}))
-    return (
+    cells = (
         r.target.portal,
         r.target.domain,
         "up" if r.success else "DOWN",
@@ -95,6 +101,7 @@ def _row(r: ProbeResult) -> tuple[str, ...]:
         r.grade or "-",
         findings,
     )
+    return tuple(escape(cell) for cell in cells)
 
 
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -122,7 +129,9 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     for r in results:
         for f in r.findings:
             if f.severity != Severity.INFO:
-                human.append(f"{r.target.domain}: {f.severity.value}: {f.code}: {f.message}")
+                # a finding's message quotes the portal (status reason, page text): plain Text,
+                # never markup ("503 [/bold]" would otherwise end the run with a traceback)
+                human.append(Text(f"{r.target.domain}: {f.severity.value}: {f.code}: {f.message}"))
     return Outcome(
         [r.to_json() for r in results], human, ExitCode.PROBLEM_FOUND if failing else ExitCode.OK
     )
@@ -135,8 +144,9 @@ def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
     now = ctx.env.now().isoformat(timespec="seconds")
     done = refresh(ctx.settings.state_dir, results, now)
     taken, skipped, path = done.taken, done.skipped, done.file
-    human: list[Any] = [f"baselines taken for {len(taken)} home pages into {path}"]
-    human += [f"not taken: {domain}: {reason}" for domain, reason in skipped]
+    human: list[Any] = [Text(f"baselines taken for {len(taken)} home pages into {path}")]
+    # the reasons quote the portals' answers: plain Text, never markup
+    human += [Text(f"not taken: {domain}: {reason}") for domain, reason in skipped]
     return Outcome(
         {"taken": taken, "skipped": [{"domain": d, "reason": r} for d, r in skipped],
          "file": str(path)},
@@ -150,12 +160,29 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     listen = args.listen or monitor.listen
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
-    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
+    sweeper = Sweeper(
+        targets,
+        config,
+        monitor.interval,
+        monitor.concurrency,
+        uplink=monitor.uplink,
+        deadline=_deadline(monitor),
+    )
     estate = _estate(ctx)
 
     def lookup(item: str) -> Target:
+        """/probe's target: a swept one by domain or URL; anything else only with
+        monitor.probe_any (403 otherwise, before any fetch)."""
         if not item:
             raise LookupError("target= is required (a portal domain or URL)")
+        found = configured(item, sweeper.targets)
+        if found is not None:
+            return found
+        if not monitor.probe_any:
+            raise NotConfigured(
+                f"target {item[:200]!r} is not a configured target (a portal domain of the "
+                "estate or a URL in monitor.urls); set monitor.probe_any: true to probe any URL"
+            )
         try:
             return select([item], monitor, estate)[0]
         except BadInput as exc:
@@ -168,5 +195,12 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         )
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
-        asyncio.run(serve(sweeper, lookup, listen, listening))
+        asyncio.run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
     return Outcome({"stopped": True}, [])
+
+
+def _deadline(monitor: Any) -> float:
+    """The longest a probe may take: monitor.deadline where the config has it, else the
+    per-request timeout (the staleness threshold is 2 x interval + this)."""
+    deadline = getattr(monitor, "deadline", None)
+    return float(deadline) if deadline is not None else float(monitor.timeout)

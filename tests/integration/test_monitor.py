@@ -271,12 +271,20 @@ def test_exporter_serves_blackbox_metrics_and_probe(monitor: Monitor) -> None:
             if s.name == "portalops_uplink_up"
         }
         assert uplink == {reachable: 1, closed: 0}
+        # the monitoring host's and the sweeper's own series carry no target
+        own = {
+            "portalops_uplink_up",
+            "portalops_probe_oldest_result_age_seconds",
+            "portalops_probe_stale_targets",
+            "portalops_probe_stale_after_seconds",
+            "portalops_exporter_tasks",
+        }
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name.startswith(("probe_", "portalops_")) and sample.name != (
-                    "portalops_uplink_up"  # the monitoring host's own, not a target's
-                ):
+                if sample.name.startswith(("probe_", "portalops_")) and sample.name not in own:
                     assert {"portal", "unit_kind", "domain"} <= set(sample.labels), sample
+                elif sample.name in own:
+                    assert not sample.labels.keys() & {"portal", "domain"}, sample
         # blackbox's multi-target endpoint: one probe, now, only the asked module
         status, body = http_get(f"{base}/probe?target={urls[0]}&module=http")
         assert status == 200

@@ -1,0 +1,389 @@
+"""``ops monitor serve`` run as a real process against a real nginx: /probe answers only for
+configured targets (unless ``monitor.probe_any``), a sweep that falls behind fails /healthz and
+recovers, one target is never probed twice at once, and a portal's text never reaches rich as
+markup.
+
+The nginx here is the test's own (module scope): plain-HTTP sites told apart by name, reached
+through ``monitor.resolve`` pins, and an access log with each request's end time and duration
+(``$msec $request_time``), so that what the exporter fetched, and when, is read from the
+portal's side. ``trickle`` sites send their answer at one byte a second while the switch is on
+(``limit_rate 1``): a portal that holds every probe until its timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from portalops.monitors.config import Monitor
+from tests.fixtures.nginx import NGINX_PACKAGE
+from tests.fixtures.paths import PROJECT
+from tests.fixtures.procs import (
+    LOOPBACK,
+    free_port,
+    require_binary,
+    run,
+    start_process,
+    stop_process,
+    temp_dir,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+ZONE = "exporter.test"
+TRICKLING = [f"sw{i}" for i in range(12)]
+STATIC = ["fast", "other"]
+#: The status line the ``markup`` site's upstream sends (nginx passes its reason on).
+MARKUP_REASON = "[/bold]"
+MARKUP_BODY = b"<p>[bold red]b\xe1\xba\xa3o tr\xc3\xac[/] [link=http://x]x[/link]</p>"
+
+_CONF = """\
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    default_type text/html;
+    charset utf-8;
+    log_format timed '$msec $request_time $host "$request" $status';
+    access_log {root}/access.log timed;
+    client_body_temp_path {root}/temp/client_body;
+    proxy_temp_path {root}/temp/proxy;
+    fastcgi_temp_path {root}/temp/fastcgi;
+    uwsgi_temp_path {root}/temp/uwsgi;
+    scgi_temp_path {root}/temp/scgi;
+    server {{
+        listen {host}:{port} default_server;
+        server_name _;
+        location = /__ready {{ default_type text/plain; return 200 "ready"; }}
+        location / {{ return 404; }}
+    }}
+    server {{
+        listen {host}:{port};
+        server_name {static};
+        root {root}/www;
+    }}
+    server {{
+        listen {host}:{port};
+        server_name {trickling};
+        root {root}/www;
+        include {root}/switch.conf;
+    }}
+    server {{
+        listen {host}:{port};
+        server_name markup.{zone};
+        location / {{ proxy_pass http://{host}:{upstream}; }}
+    }}
+}}
+"""
+
+PAGE = """<!doctype html>
+<html lang="vi"><head><meta charset="utf-8"><title>Cổng thông tin điện tử</title></head>
+<body><h1>Ủy ban nhân dân</h1><p>Chào mừng quý khách đến với cổng thông tin.</p></body></html>
+"""
+
+
+class _Reason(BaseHTTPRequestHandler):
+    """The ``markup`` portal's application: 503 with rich markup as its reason and body."""
+
+    def do_GET(self) -> None:
+        self.send_response(503, MARKUP_REASON)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(MARKUP_BODY)))
+        self.end_headers()
+        self.wfile.write(MARKUP_BODY)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Portals:
+    port: int
+    root: Path
+    argv: list[str]
+
+    def hostname(self, name: str) -> str:
+        return f"{name}.{ZONE}"
+
+    def url(self, name: str, path: str = "/") -> str:
+        return f"http://{self.hostname(name)}:{self.port}{path}"
+
+    def pins(self) -> list[str]:
+        names = [*TRICKLING, *STATIC, "markup"]
+        return [f"{self.hostname(n)}:{self.port}:{LOOPBACK}" for n in names]
+
+    def trickle(self, on: bool) -> None:
+        """Turn the ``sw*`` sites' one-byte-a-second answers on or off, and wait until nginx
+        serves the new config (new requests; ones under way finish on the old workers)."""
+        (self.root / "switch.conf").write_text("limit_rate 1;\n" if on else "", encoding="utf-8")
+        run([*self.argv, "-s", "reload"], what="nginx -s reload")
+        wait_until(
+            lambda: _fast(self.url(TRICKLING[0])) is not on,
+            timeout=15,
+            what=f"nginx trickles: {on}",
+            log=self.root / "error.log",
+        )
+
+    def requests(self) -> list[tuple[float, float, str, str]]:
+        """(start, end, host, request line) of every request nginx logged."""
+        out = []
+        for line in (self.root / "access.log").read_text(encoding="utf-8").splitlines():
+            end, took, host, rest = line.split(" ", 3)
+            out.append((float(end) - float(took), float(end), host, rest))
+        return out
+
+
+def _fast(url: str) -> bool:
+    """Whether ``url`` (on loopback, pinned by its port) answers in full within a second."""
+    host, _, rest = url.removeprefix("http://").partition(":")
+    port, _, path = rest.partition("/")
+    request = urllib.request.Request(f"http://{LOOPBACK}:{port}/{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310 - loopback
+            response.read()
+    except (OSError, TimeoutError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def portals() -> Iterator[Portals]:
+    nginx = require_binary("nginx", NGINX_PACKAGE)
+    upstream = ThreadingHTTPServer((LOOPBACK, 0), _Reason)
+    thread = threading.Thread(target=upstream.serve_forever, daemon=True)
+    thread.start()
+    with temp_dir("exporter-nginx") as root:
+        os.chmod(root, 0o755)  # noqa: S103 (workers run as nobody and must read the webroot)
+        (root / "temp").mkdir()
+        (root / "www").mkdir(mode=0o755)
+        (root / "www" / "index.html").write_text(PAGE * 4, encoding="utf-8")
+        (root / "www" / "index.html").chmod(0o644)
+        (root / "switch.conf").write_text("", encoding="utf-8")
+        port = free_port()
+        conf = root / "nginx.conf"
+        conf.write_text(
+            _CONF.format(
+                root=root,
+                host=LOOPBACK,
+                port=port,
+                zone=ZONE,
+                upstream=upstream.server_address[1],
+                static=" ".join(f"{n}.{ZONE}" for n in STATIC),
+                trickling=" ".join(f"{n}.{ZONE}" for n in TRICKLING),
+            ),
+            encoding="utf-8",
+        )
+        argv = [nginx, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
+        run([*argv, "-t", "-q"], what="nginx -t of the exporter test sites")
+        proc = start_process([*argv, "-g", "daemon off;"], root / "nginx.out")
+        portals = Portals(port, root, argv)
+        try:
+            wait_until(
+                lambda: _fast(portals.url("fast")),
+                timeout=10,
+                what="nginx serves the exporter test sites",
+                log=root / "error.log",
+                proc=proc,
+            )
+            yield portals
+        finally:
+            stop_process(proc)
+            upstream.shutdown()
+            upstream.server_close()
+
+
+def _config(root: Path, portals: Portals, **monitor: Any) -> Path:
+    config = root / "ops.yaml"
+    doc = {
+        "resolve": portals.pins(),
+        "estate": False,
+        "modules": ["http"],
+        "interval": 5,
+        "timeout": 3,
+        **monitor,
+    }
+    config.write_text(
+        yaml.safe_dump({"state_dir": str(root / "state"), "monitor": doc}), encoding="utf-8"
+    )
+    return config
+
+
+def get(url: str, timeout: float = 30) -> tuple[int, str]:
+    """GET a loopback URL of the exporter: (status, text), 4xx and 5xx included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def values(text: str, name: str) -> dict[str, float]:
+    """domain (or "" for an exporter-wide series) -> value of metric ``name``."""
+    return {
+        s.labels.get("domain", ""): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+@contextmanager
+def exporter(root: Path, portals: Portals, **monitor: Any) -> Iterator[str]:
+    """A running ``ops monitor serve`` with this monitor config; yields its base URL."""
+    config = _config(root, portals, **monitor)
+    port = free_port()
+    log = root / "serve.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT / "ops.py"), "--config", str(config),
+             "monitor", "serve", "--listen", f"{LOOPBACK}:{port}"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    base = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_until(
+            lambda: get(f"{base}/healthz", timeout=2)[0] in (200, 503),
+            timeout=20,
+            what="ops monitor serve answers /healthz",
+            log=log,
+        )
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_probe_fetches_only_configured_targets(portals: Portals, tmp_path: Path) -> None:
+    fast = portals.url("fast")
+    with exporter(tmp_path, portals, urls=[fast], concurrency=4) as base:
+        seen = len(portals.requests())
+        refused = [
+            portals.url("other"),
+            portals.url("fast", "/admin/delete?id=1"),  # a configured host, another path
+            f"http://{LOOPBACK}:{portals.port}/__ready",
+            portals.hostname("other"),
+            "http://169.254.169.254/latest/meta-data/",
+        ]
+        for target in refused:
+            status, text = get(f"{base}/probe?target={urllib.parse.quote(target)}")
+            assert status == 403, (target, text)
+            assert "not a configured target" in text
+            assert "monitor.probe_any" in text
+        assert get(f"{base}/probe?target={fast}&module=nosuch")[0] == 400
+        assert get(f"{base}/probe?target={'x' * 3000}")[0] == 414
+        assert get(f"{base}/probe")[0] == 400
+        for target in (fast, portals.hostname("fast"), fast.upper().replace("HTTP:", "http:")):
+            status, text = get(f"{base}/probe?target={target}&module=http")
+            assert status == 200, text
+            assert values(text, "probe_success")[portals.hostname("fast")] == 1
+        # nginx saw the configured probes and nothing of what was refused
+        fetched = {(host, line.split()[1]) for _, _, host, line in portals.requests()[seen:]}
+        assert fetched == {(portals.hostname("fast"), "/")}, fetched
+
+    with exporter(tmp_path, portals, urls=[fast], probe_any=True) as base:
+        status, text = get(f"{base}/probe?target=http://{LOOPBACK}:{portals.port}/__ready")
+        assert status == 200, text
+        assert values(text, "probe_http_status_code") == {LOOPBACK: 200}
+        status, text = get(f"{base}/probe?target={portals.url('other')}")
+        assert values(text, "probe_success") == {portals.hostname("other"): 1}
+
+
+def test_a_sweep_behind_fails_healthz_recovers_and_never_overlaps(
+    portals: Portals, tmp_path: Path
+) -> None:
+    """Twelve portals that hold each probe for its whole timeout, two probes at a time: the
+    sweep cannot keep up, /healthz says so (while it and /metrics stay quick), targets that
+    fall due while queued are skipped rather than piled up; the portals recover, so does
+    /healthz; and nginx never saw two requests of one portal at once."""
+    monitor: dict[str, Any] = {"urls": [portals.url(n) for n in TRICKLING], "concurrency": 2}
+    if "deadline" in Monitor.model_fields:
+        monitor["deadline"] = 4
+    portals.trickle(True)
+    started = time.time()
+    try:
+        with exporter(tmp_path, portals, **monitor) as base:
+            slowest, reason, text = 0.0, "", ""
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline:
+                t0 = time.monotonic()
+                status, reason = get(f"{base}/healthz")
+                _, text = get(f"{base}/metrics")
+                slowest = max(slowest, time.monotonic() - t0)
+                if status == 503:
+                    break
+                time.sleep(0.5)
+            assert reason.startswith("behind: "), reason
+            assert slowest < 1, slowest
+            stale_after = values(text, "portalops_probe_stale_after_seconds")[""]
+            assert values(text, "portalops_probe_stale_targets")[""] >= 1
+            assert values(text, "portalops_probe_oldest_result_age_seconds")[""] > stale_after
+            assert sum(values(text, "portalops_probe_skipped_total").values()) >= 1
+            assert max(values(text, "portalops_probe_running").values()) == 1
+            # one task per target at most, plus the loop's and the server's few
+            assert values(text, "portalops_exporter_tasks")[""] <= len(TRICKLING) + 8
+
+            portals.trickle(False)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status, reason = get(f"{base}/healthz")
+                if status == 200:
+                    break
+                time.sleep(0.5)
+            assert (status, reason) == (200, "ok\n")
+            _, text = get(f"{base}/metrics")
+            assert values(text, "portalops_probe_stale_targets")[""] == 0
+    finally:
+        portals.trickle(False)
+    by_host: dict[str, list[tuple[float, float]]] = {}
+    for start, end, host, _ in portals.requests():
+        if start >= started and host.startswith("sw"):
+            by_host.setdefault(host, []).append((start, end))
+    assert len(by_host) == len(TRICKLING)
+    for host, spans in by_host.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end - 0.01, (host, spans)
+
+
+def test_a_portals_text_is_printed_not_read_as_markup(portals: Portals, tmp_path: Path) -> None:
+    """``503 [/bold]`` as a status line (nginx passes its upstream's reason on) and markup in
+    the page: printed as they are, no traceback, in the table and in the baseline report."""
+    config = _config(tmp_path, portals)
+    env = {**os.environ, "COLUMNS": "200"}
+    url = portals.url("markup")
+    for args in (("check", "--module", "http", url), ("baseline", url)):
+        done = subprocess.run(
+            [sys.executable, str(PROJECT / "ops.py"), "--config", str(config), "monitor", *args],
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert f"503 {MARKUP_REASON}" in done.stdout, done.stdout
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "ops.py"), "--config", str(config), "--json",
+         "monitor", "check", "--module", "http", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    [result] = json.loads(done.stdout)
+    assert result["status_code"] == 503
