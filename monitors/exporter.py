@@ -342,7 +342,7 @@ class Sweeper:
         )
         running = GaugeMetricFamily(
             "portalops_probe_running",
-            "1 while a probe of the target is running (the exporter never runs two at once)",
+            "1 while a probe of the target runs or waits for a free slot (never two at once)",
             labels=labels,
         )
         for t in self.targets:

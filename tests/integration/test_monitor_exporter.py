@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -247,16 +248,31 @@ def values(text: str, name: str) -> dict[str, float]:
     }
 
 
+def _loopback_name() -> str | None:
+    """This machine's host name if it resolves to 127.0.0.1 only (as Debian's /etc/hosts
+    has it): a name the exporter cannot tell from a public one, bound safely."""
+    name = socket.gethostname()
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)}
+        every = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return None
+    return name if found == every == {LOOPBACK} else None
+
+
 @contextmanager
-def exporter(root: Path, portals: Portals, **monitor: Any) -> Iterator[str]:
-    """A running ``ops monitor serve`` with this monitor config; yields its base URL."""
+def exporter(
+    root: Path, portals: Portals, listen_host: str = LOOPBACK, **monitor: Any
+) -> Iterator[str]:
+    """A running ``ops monitor serve`` with this monitor config, listening on
+    ``listen_host`` (which must reach 127.0.0.1); yields its base URL."""
     config = _config(root, portals, **monitor)
     port = free_port()
     log = root / "serve.log"
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, str(PROJECT / "ops.py"), "--config", str(config),
-             "monitor", "serve", "--listen", f"{LOOPBACK}:{port}"],
+             "monitor", "serve", "--listen", f"{listen_host}:{port}"],
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     base = f"http://{LOOPBACK}:{port}"
@@ -301,12 +317,21 @@ def test_probe_fetches_only_configured_targets(portals: Portals, tmp_path: Path)
         fetched = {(host, line.split()[1]) for _, _, host, line in portals.requests()[seen:]}
         assert fetched == {(portals.hostname("fast"), "/")}, fetched
 
-    with exporter(tmp_path, portals, urls=[fast], probe_any=True) as base:
+    # listening on 127.0.0.1 says nothing; a host name (it may resolve to anything) warns
+    log = tmp_path / "serve.log"
+    assert "beyond loopback" not in log.read_text()
+    name = _loopback_name() or LOOPBACK
+    with exporter(tmp_path, portals, name, urls=[fast], probe_any=True) as base:
         status, text = get(f"{base}/probe?target=http://{LOOPBACK}:{portals.port}/__ready")
         assert status == 200, text
         assert values(text, "probe_http_status_code") == {LOOPBACK: 200}
         status, text = get(f"{base}/probe?target={portals.url('other')}")
         assert values(text, "probe_success") == {portals.hostname("other"): 1}
+    if name != LOOPBACK:
+        warning = f"listening on {name}:"
+        assert warning in log.read_text(), log.read_text()
+        assert "beyond loopback" in log.read_text()
+        assert "probe ANY URL (monitor.probe_any is true)" in log.read_text()
 
 
 def test_a_sweep_behind_fails_healthz_recovers_and_never_overlaps(
