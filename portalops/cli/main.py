@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -145,6 +146,45 @@ class JournalFormatter(logging.Formatter):
 
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+#: Libraries whose debug and info lines carry channel URLs with passwords and tokens
+#: (apprise, urllib3, requests) or request lines with signed query strings (aiohttp's access
+#: and client logs): WARNING at most, even with -v.
+CLAMPED_LOGGERS = ("apprise", "urllib3", "requests", "aiohttp")
+
+_SECRETS = (
+    # userinfo of any URL: mailto://user:PASSWORD@host, https://token@host
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@]+@"), r"\1***@"),
+    # query parameters that sign or authenticate: an acknowledge link's s=, token=, ...
+    (
+        re.compile(
+            r"([?&;](?:s|sig|signature|token|access_token|apikey|api_key|key|password"
+            r"|pass|secret|auth)=)[^&\s\"']+",
+            re.IGNORECASE,
+        ),
+        r"\1***",
+    ),
+    (re.compile(r"(\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
+)
+
+
+def scrub(text: str) -> str:
+    """``text`` without the secrets a URL or header in it may carry (belt and braces: no
+    portal-ops log line names a channel URL, but a library's message or a traceback might)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _Scrubbing(logging.Formatter):
+    """Another formatter's output, scrubbed (:func:`scrub`)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.inner.format(record))
+
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that stays quiet when the reader of stderr has gone: one lost log
@@ -166,28 +206,37 @@ def _logging_to(env: Environment, verbose: bool, service: bool) -> Iterator[None
     """What logging.basicConfig did in a fresh process, onto the Environment's stderr, undone
     afterwards so that in-process runs (tests) see their own logs and do not pile up handlers.
 
-    Levels: -v is DEBUG for everything. Otherwise other libraries log warnings only, and
+    Levels: -v is DEBUG for everything but :data:`CLAMPED_LOGGERS`, which carry secrets in
+    their debug lines; every line is scrubbed of URL credentials and signatures (:func:`scrub`).
+    Otherwise other libraries log warnings only, and
     portal-ops too, except in a service or under systemd (stderr is the journal), where its
     INFO lines (backup results, pages sent, acknowledgements, escalations) are the record."""
     root = logging.getLogger()
     ours = logging.getLogger("portalops")
     handler = _Handler(env.stderr)
-    handler.setFormatter(JournalFormatter() if plain_logs(env) else logging.Formatter(HUMAN_FORMAT))
+    shape = JournalFormatter() if plain_logs(env) else logging.Formatter(HUMAN_FORMAT)
+    handler.setFormatter(_Scrubbing(shape))
     # Only this run's records: threads that were there before it (none in a fresh process;
     # a test's servers when ops runs in-process) log elsewhere, not into this command's stderr.
     earlier = {t.ident for t in threading.enumerate()} - {threading.get_ident()}
     handler.addFilter(lambda record: record.thread not in earlier)
     levels = root.level, ours.level
+    clamped = [logging.getLogger(name) for name in CLAMPED_LOGGERS]
+    clamped_levels = [logger.level for logger in clamped]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     informative = (service or env.stderr_is_journal) and not verbose
     ours.setLevel(logging.INFO if informative else logging.NOTSET)
+    for logger in clamped:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(levels[0])
         ours.setLevel(levels[1])
+        for logger, level in zip(clamped, clamped_levels, strict=True):
+            logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:

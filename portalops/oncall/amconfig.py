@@ -9,7 +9,10 @@ Alertmanager decides is *when* and *how bundled*:
   communes failing at once (a provincial link, a shared hosting server) page once;
 - maintenance windows become ``time_intervals`` (with the on-call time zone as
   ``location``, Alertmanager 0.25+) muting the routes of the portals they cover;
-- inhibition rules drop the alerts that merely echo another alert's cause (:data:`INHIBIT`).
+- inhibition rules drop the alerts that merely echo another alert's cause (:data:`INHIBIT`);
+- the always-firing ``Watchdog`` has a route of its own, first and never muted, to the
+  on-call service and every ``oncall.watchdog.witnesses`` webhook, repeated every
+  ``oncall.watchdog.repeat_interval``: the dead man's switch (:mod:`portalops.oncall.watchdog`).
 
 Written for Alertmanager 0.25: ``matchers``/``source_matchers`` syntax, ``time_intervals``.
 """
@@ -35,6 +38,9 @@ from portalops.oncall.config import (
 
 RECEIVER = "oncall"
 BLACKHOLE = "blackhole"
+#: the dead man's switch: the always-firing alert and the receiver it alone goes to
+WATCHDOG = "Watchdog"
+WATCHDOG_RECEIVER = "watchdog"
 #: portals numerous enough that one cause fails many of them at once: grouped per kind
 MASS_KINDS = ("district", "commune")
 MASS_GROUP_BY = ["alertname", "unit_kind"]
@@ -47,7 +53,9 @@ ALERTS = (
     "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
     "IPv6Unreachable", "BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
     "RestoreObjectiveExceeded", "ExporterAbsent", "HostDown", "DiskFilling", "MonitoringBlind",
-    "ScheduledJobFailed",
+    "ScheduledJobFailed", "Watchdog", "ProbeStale", "AlertmanagerDown",
+    "AlertmanagerNotificationsFailing", "PrometheusNotificationsDropped", "OncallDown",
+    "OncallDeliveriesFailing",
 )  # fmt: skip
 
 #: (source, targets, equal): while an alert matching ``source`` fires, alerts matching
@@ -114,9 +122,14 @@ def build(oncall: Oncall, state_dir: Path) -> dict[str, Any]:
             "group_wait": format_duration(routing.group_wait),
             "group_interval": format_duration(routing.group_interval),
             "repeat_interval": format_duration(routing.repeat_interval),
-            # the muted copies first: the first matching sibling wins and nothing has
-            # ``continue: true``, so a muted alert never reaches the unmuted routes below
-            "routes": [*_maintenance_routes(routing), *_routes(routing, mute=[])],
+            # the Watchdog first (never muted, never grouped with anything), then the muted
+            # copies: the first matching sibling wins and nothing has ``continue: true``, so
+            # a muted alert never reaches the unmuted routes below
+            "routes": [
+                *_watchdog_routes(oncall),
+                *_maintenance_routes(routing),
+                *_routes(routing, mute=[]),
+            ],
         },
         "inhibit_rules": [
             {
@@ -130,22 +143,11 @@ def build(oncall: Oncall, state_dir: Path) -> dict[str, Any]:
             {
                 "name": RECEIVER,
                 "webhook_configs": [
-                    {
-                        "url": webhook_url(oncall),
-                        "send_resolved": True,
-                        "max_alerts": 0,
-                        "http_config": {
-                            "authorization": {
-                                "type": "Bearer",
-                                "credentials_file": str(
-                                    oncall.state_paths(state_dir)[2].absolute()
-                                ),
-                            }
-                        },
-                    }
+                    _webhook(webhook_url(oncall), oncall.state_paths(state_dir)[2], resolved=True)
                 ],
             },
             {"name": BLACKHOLE},
+            *_watchdog_receivers(oncall, state_dir),
         ],
     }
     if routing.maintenance:
@@ -154,6 +156,48 @@ def build(oncall: Oncall, state_dir: Path) -> dict[str, Any]:
             for i, window in enumerate(routing.maintenance)
         ]
     return config
+
+
+def _webhook(url: str, token_file: Path, *, resolved: bool) -> dict[str, Any]:
+    return {
+        "url": url,
+        "send_resolved": resolved,
+        "max_alerts": 0,
+        "http_config": {
+            "authorization": {"type": "Bearer", "credentials_file": str(token_file.absolute())}
+        },
+    }
+
+
+def _watchdog_routes(oncall: Oncall) -> list[dict[str, Any]]:
+    """The Watchdog's own route: sent at once and every ``watchdog.repeat_interval`` to the
+    on-call service (and the witnesses), which pages when it stops arriving. Without the
+    switch the Watchdog goes nowhere (it must never reach a person)."""
+    matchers = [_matcher("alertname", "=", WATCHDOG)]
+    if not oncall.watchdog.enabled:
+        return [{"matchers": matchers, "receiver": BLACKHOLE}]
+    repeat = oncall.watchdog.repeat_interval
+    return [
+        {
+            "matchers": matchers,
+            "receiver": WATCHDOG_RECEIVER,
+            "group_by": ["alertname"],
+            "group_wait": "0s",
+            # Alertmanager re-sends on a group_interval tick once repeat_interval has passed:
+            # ticks twice as often keep the period at repeat_interval, not twice it
+            "group_interval": format_duration(max(1.0, repeat / 2)),
+            "repeat_interval": format_duration(repeat),
+            "continue": False,
+        }
+    ]
+
+
+def _watchdog_receivers(oncall: Oncall, state_dir: Path) -> list[dict[str, Any]]:
+    if not oncall.watchdog.enabled:
+        return []
+    own = _webhook(webhook_url(oncall), oncall.state_paths(state_dir)[2], resolved=False)
+    witnesses = [_webhook(w.url, w.token_file, resolved=False) for w in oncall.watchdog.witnesses]
+    return [{"name": WATCHDOG_RECEIVER, "webhook_configs": [own, *witnesses]}]
 
 
 def webhook_url(oncall: Oncall) -> str:

@@ -271,6 +271,50 @@ class AlertmanagerRouting(Strict):
         return self
 
 
+class Witness(Strict):
+    """Another on-call service (on another host) that also receives the Watchdog alert, so
+    it pages when this host's whole chain (Prometheus, Alertmanager, this service) is gone."""
+
+    url: str
+    """Its webhook as Alertmanager reaches it (``http://other-host:9434/alertmanager``)."""
+    token_file: Path
+    """The file holding that service's webhook token, on the Alertmanager host (0600)."""
+
+
+class Watchdog(Strict):
+    """The dead man's switch: Prometheus fires the always-on ``Watchdog`` alert, Alertmanager
+    repeats it to the on-call service on a route of its own, and the service pages on its own
+    channels when it stops arriving (Prometheus, Alertmanager or the path between them is
+    down: the monitoring is blind)."""
+
+    enabled: bool = True
+    """Render the Watchdog route and watch for its arrivals."""
+    repeat_interval: Duration = 60.0
+    """How often Alertmanager sends the Watchdog again (its route's repeat_interval)."""
+    missing_after: Duration = 600.0
+    """Page when no Watchdog arrived for this long; at least twice ``repeat_interval``."""
+    from_start: bool = False
+    """Watch from the service's start (a service started while Prometheus is down pages);
+    off: only after the first Watchdog arrived (no page on a host without Prometheus)."""
+    notify: str | None = None
+    """Whom the blind page goes to: a rotation, a person or ``team_lead`` (unset: the first
+    escalation step's target)."""
+    witnesses: list[Witness] = []
+    """Other on-call services the Watchdog is also sent to (external witnesses)."""
+
+    @model_validator(mode="after")
+    def _order(self) -> Watchdog:
+        if self.repeat_interval <= 0:
+            raise LocatedError(("repeat_interval",), "must be above 0")
+        if self.missing_after < 2 * self.repeat_interval:
+            raise LocatedError(
+                ("missing_after",),
+                f"{format_duration(self.missing_after)} is under twice repeat_interval "
+                f"({format_duration(self.repeat_interval)}): one late Watchdog would page",
+            )
+        return self
+
+
 class Oncall(Strict):
     """Who is paged for an alert, in which order, and how (``ops oncall serve``)."""
 
@@ -311,6 +355,11 @@ class Oncall(Strict):
     """The report deadlines of serious incidents (Decree 331/2026 Art. 31)."""
     alertmanager: AlertmanagerRouting = AlertmanagerRouting()
     """The Alertmanager config ``ops oncall alertmanager-config`` renders."""
+    watchdog: Watchdog = Watchdog()
+    """The dead man's switch over Prometheus and Alertmanager (docs/alerting.md)."""
+    metrics_token_file: Path | None = None
+    """The secret bearer token Prometheus presents on ``/metrics``, created 0600 on first use
+    (unset: ``<state_dir>/oncall/metrics.token``)."""
 
     @model_validator(mode="after")
     def _references(self) -> Oncall:
@@ -333,6 +382,12 @@ class Oncall(Strict):
             self._known(self.team_lead, ("team_lead",))
         if self.people:  # an empty section is the valid default; a partial one must add up
             self._check_steps()
+            notify = self.watchdog.notify
+            if notify is not None and notify not in {"team_lead", *self.rotations, *ids}:
+                raise LocatedError(
+                    ("watchdog", "notify"),
+                    f"'{notify}' is neither a rotation, a person nor team_lead",
+                )
         return self
 
     def _known(self, person: str, where: tuple[str | int, ...]) -> None:
@@ -367,3 +422,7 @@ class Oncall(Strict):
             self.link_key_file or base / "link.key",
             self.webhook_token_file or base / "webhook.token",
         )
+
+    def metrics_token_path(self, state_dir: Path) -> Path:
+        """The token ``/metrics`` asks for (Prometheus reads it with ``credentials_file``)."""
+        return self.metrics_token_file or state_dir / "oncall" / "metrics.token"

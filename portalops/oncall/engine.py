@@ -30,6 +30,7 @@ from typing import Any
 
 from portalops.oncall import messages, rota
 from portalops.oncall.config import Oncall
+from portalops.oncall.metrics import OncallMetrics
 from portalops.oncall.notify import deliver
 from portalops.oncall.secrets import LinkSigner
 from portalops.oncall.store import Incident, Page, Store
@@ -57,6 +58,7 @@ class Escalator:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Clock = time.time
     after_tick: TickHook | None = None
+    metrics: OncallMetrics = field(default_factory=OncallMetrics)
     _in_flight: set[int] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -177,6 +179,7 @@ class Escalator:
                 detail=step.notify,
                 failed=None if person is not None else f"nobody on call for '{step.notify}'",
             )
+        self.metrics.escalation_step()
         if person is None:
             log.warning("incident %d step %d: nobody on call for %s; escalating at once",
                         incident.id, incident.step + 1, step.notify)  # fmt: skip
@@ -235,6 +238,7 @@ class Escalator:
                                        now=self.clock())  # fmt: skip
                 return
             result = await deliver(person, message, self.oncall.delivery)
+            self.metrics.page_finished(page.kind, result.channel, result.ok)
             self.store.finish_page(
                 page.id, ok=result.ok, channel=result.channel, error=result.error, now=self.clock()
             )

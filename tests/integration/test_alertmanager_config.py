@@ -19,6 +19,7 @@ import yaml
 
 from portalops.core.errors import BadInput
 from portalops.oncall import amconfig
+from portalops.oncall.config import Watchdog, Witness
 from portalops.settings import Settings, load_settings
 from tests.fixtures.monitoring_stack import Alertmanager, running_alertmanager
 from tests.fixtures.procs import LOOPBACK, require_binary, run, temp_dir, wait_until
@@ -93,7 +94,7 @@ def test_amtool_check_config_passes(tmp_path: Path, routing: dict[str, Any]) -> 
     output = run([amtool(), "check-config", str(path)], what="amtool check-config")
     assert "SUCCESS" in output
     assert "5 inhibit rules" in output
-    assert "2 receivers" in output
+    assert "3 receivers" in output
 
 
 @pytest.mark.parametrize(
@@ -105,6 +106,9 @@ def test_amtool_check_config_passes(tmp_path: Path, routing: dict[str, Any]) -> 
         (["severity=info", "alertname=PortalSlow", "unit_kind=commune"], "blackhole"),
         (["alertname=Unlabelled"], "oncall"),  # no severity: still someone's problem
         (["severity=critical", "alertname=HostDown", "instance=web1"], "oncall"),
+        # the dead man's switch: its own receiver, whatever window is open
+        (["severity=info", "alertname=Watchdog"], "watchdog"),
+        (["severity=info", "alertname=Watchdog", "portal=congan", "unit_kind=commune"], "watchdog"),
     ],
 )
 @pytest.mark.parametrize("routing", [{}, {"maintenance": WINDOWS}], ids=["plain", "maintenance"])
@@ -145,7 +149,16 @@ def test_defaults() -> None:
         "30s", "5m", "4h",
     )  # fmt: skip
     assert "time_intervals" not in doc
-    info, critical, warning, unlabelled = route["routes"]
+    watchdog, info, critical, warning, unlabelled = route["routes"]
+    assert watchdog == {
+        "matchers": ['alertname="Watchdog"'],
+        "receiver": "watchdog",
+        "group_by": ["alertname"],
+        "group_wait": "0s",
+        "group_interval": "30s",
+        "repeat_interval": "1m",
+        "continue": False,
+    }
     assert info == {"matchers": ['severity="info"'], "receiver": "blackhole"}
     assert critical["group_wait"] == "10s"
     assert critical["repeat_interval"] == "1h"
@@ -155,8 +168,11 @@ def test_defaults() -> None:
         assert per_kind["group_by"] == ["alertname", "unit_kind"]
     assert unlabelled["group_by"] == ["alertname", "unit_kind"]
     assert not any(r.get("continue") for r in walk(route))
-    [oncall, blackhole] = doc["receivers"]
+    [oncall, blackhole, watchdog_receiver] = doc["receivers"]
     assert blackhole == {"name": "blackhole"}
+    # the same webhook, without resolutions (the Watchdog never resolves but when it stops)
+    [own] = watchdog_receiver["webhook_configs"]
+    assert own == {**oncall["webhook_configs"][0], "send_resolved": False}
     assert oncall["webhook_configs"] == [
         {
             "url": "http://127.0.0.1:9434/alertmanager",
@@ -203,10 +219,45 @@ def test_webhook_url_and_token_file() -> None:
     assert webhook["http_config"]["authorization"]["credentials_file"] == "/etc/portal-ops/am.token"
 
 
+def test_watchdog_witnesses_and_switch_off() -> None:
+    """The Watchdog also goes to every witness (another host's on-call service, with that
+    service's token); switched off, it goes to the blackhole and no watchdog receiver is
+    rendered."""
+    doc = build(
+        Settings.model_validate({"oncall": {"watchdog": {
+            "repeat_interval": "5s", "missing_after": "10s",
+            "witnesses": [{"url": CUSTOM_URL, "token_file": "/etc/prometheus/witness.token"}],
+        }}})
+    )  # fmt: skip
+    first = doc["route"]["routes"][0]
+    assert (first["group_interval"], first["repeat_interval"]) == ("2s", "5s")
+    [receiver] = [r for r in doc["receivers"] if r["name"] == "watchdog"]
+    own, witness = receiver["webhook_configs"]
+    assert own["url"] == "http://127.0.0.1:9434/alertmanager"
+    assert witness["url"] == CUSTOM_URL
+    assert witness["send_resolved"] is False
+    assert witness["http_config"]["authorization"]["credentials_file"] == (
+        "/etc/prometheus/witness.token"
+    )
+    off = build(Settings.model_validate({"oncall": {"watchdog": {"enabled": False}}}))
+    assert off["route"]["routes"][0] == {
+        "matchers": ['alertname="Watchdog"'], "receiver": "blackhole",
+    }  # fmt: skip
+    assert [r["name"] for r in off["receivers"]] == ["oncall", "blackhole"]
+
+
+def test_watchdog_missing_after_must_exceed_two_repeats() -> None:
+    with pytest.raises(ValueError, match="under twice repeat_interval"):
+        Settings.model_validate(
+            {"oncall": {"watchdog": {"repeat_interval": "1m", "missing_after": "90s"}}}
+        )
+
+
 def test_maintenance_routes_come_first_and_mute_every_node() -> None:
     route = build(settings(maintenance=WINDOWS))["route"]
+    assert route["routes"][0]["receiver"] == "watchdog"  # never muted, before everything
     muted = [r for r in route["routes"] if "mute_time_intervals" in r]
-    assert route["routes"][: len(muted)] == muted  # before the general routes
+    assert route["routes"][1 : len(muted) + 1] == muted  # before the general routes
     assert {tuple(r["matchers"]): r["mute_time_intervals"] for r in muted} == {
         # a commune portal named by the other window: both windows mute it
         ('portal="congan"', 'unit_kind="commune"'): ["commune-saturday-night", "congan-upgrade"],
@@ -219,13 +270,13 @@ def test_maintenance_routes_come_first_and_mute_every_node() -> None:
         for node in walk(top):
             assert node["mute_time_intervals"] == top["mute_time_intervals"]
     assert not any(r.get("continue") for r in walk(route))
-    general = route["routes"][len(muted) :]
-    assert general == build(Settings())["route"]["routes"]
+    general = route["routes"][len(muted) + 1 :]
+    assert general == build(Settings())["route"]["routes"][1:]
 
 
 def test_a_window_for_everything_mutes_every_alert() -> None:
     route = build(settings(maintenance=[{"name": "tet", "weekdays": ["monday"]}]))["route"]
-    first = route["routes"][0]
+    first = route["routes"][1]  # after the Watchdog's
     assert "matchers" not in first
     assert first["mute_time_intervals"] == ["tet"]
 
@@ -370,6 +421,7 @@ def live() -> Iterator[tuple[Alertmanager, WebhookSink, str]]:
             token = "t0ken-" + "x" * 32
             (root / "oncall").mkdir()
             (root / "oncall" / "webhook.token").write_text(token + "\n", encoding="utf-8")
+            (root / "witness.token").write_text(WITNESS_TOKEN + "\n", encoding="utf-8")
             config = settings(
                 root,
                 group_wait="1s",
@@ -389,6 +441,13 @@ def live() -> Iterator[tuple[Alertmanager, WebhookSink, str]]:
                     },
                 ],
             )
+            witness = {"url": sink.url.replace("/alertmanager", "/witness"),
+                       "token_file": str(root / "witness.token")}  # fmt: skip
+            config = config.model_copy(
+                update={"oncall": config.oncall.model_copy(
+                    update={"watchdog": Watchdog(witnesses=[Witness.model_validate(witness)])}
+                )}
+            )  # fmt: skip
             path = root / "alertmanager.yml"
             path.write_text(render(config), encoding="utf-8")
             with running_alertmanager(path) as server:
@@ -398,6 +457,7 @@ def live() -> Iterator[tuple[Alertmanager, WebhookSink, str]]:
 
 
 PROBER = {"job": "portal-ops", "instance": "monitor-1:9433"}
+WITNESS_TOKEN = "w1tness-" + "y" * 32
 
 
 def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:
@@ -432,7 +492,9 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
         domain="soxaydung.quangnam.gov.vn", instance="monitor-2:9433",
     )  # fmt: skip
     info = alert("SecurityGradeLow", "info", portal="ubnd", domain="quangnam.gov.vn")
-    server.post_alerts([muted, open_window_later, blind, down, seen_elsewhere, info])
+    # the Watchdog, from the portal a window mutes now: it is never muted
+    watchdog = alert("Watchdog", "info", portal="dang-bao-tri")
+    server.post_alerts([muted, open_window_later, blind, down, seen_elsewhere, info, watchdog])
 
     def delivered() -> set[tuple[str, str]]:
         return {(a["alertname"], a.get("portal", "")) for a in sink.alerts()}
@@ -441,6 +503,7 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
         ("CertificateExpired", "xa-an-binh"),
         ("MonitoringBlind", ""),
         ("PortalDown", "so-xay-dung"),
+        ("Watchdog", "dang-bao-tri"),
     }
     wait_until(
         lambda: expected <= delivered(), timeout=20, what=f"the webhook received {expected}",
@@ -452,13 +515,18 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
     time.sleep(2)
     assert delivered() == expected  # muted, inhibited and info alerts never arrived
     assert {(path, auth) for path, auth, _ in sink.received} == {
-        ("/alertmanager", f"Bearer {token}")
+        ("/alertmanager", f"Bearer {token}"),
+        ("/witness", f"Bearer {WITNESS_TOKEN}"),  # the Watchdog, to the external witness
     }
+    witnessed = {a["labels"]["alertname"] for path, _, body in sink.received
+                 if path == "/witness" for a in body["alerts"]}  # fmt: skip
+    assert witnessed == {"Watchdog"}
 
     [portal_down] = server.alerts(filter='portal="so-tai-chinh"')
     assert portal_down["status"]["inhibitedBy"], portal_down["status"]
     [blind_held] = server.alerts(filter='alertname="MonitoringBlind"')
     assert portal_down["status"]["inhibitedBy"] == [blind_held["fingerprint"]]
     # muting is not inhibition: the muted alert is held as active, to be sent after the window
-    [held] = server.alerts(filter='portal="dang-bao-tri"')
+    [held] = [a for a in server.alerts(filter='portal="dang-bao-tri"')
+              if a["labels"]["alertname"] == "CertificateExpired"]  # fmt: skip
     assert held["status"]["state"] == "active"

@@ -2,10 +2,10 @@
 
 promtool (Debian package ``prometheus``, 2.42) checks the example configuration and the rules
 and runs the unit tests in ``config/prometheus/tests/``. The Python tests hold the rules to the
-contract the rest of portal-ops relies on: the 19 alert names (Alertmanager inhibitions and the
+contract the rest of portal-ops relies on: the 26 alert names (Alertmanager inhibitions and the
 on-call service refer to them), severity and clause labels, annotations in Vietnamese (NFC)
 and English, a runbook for every alert, and, for every alert, a promtool case where it fires
-and one where it must stay silent.
+and one where it must stay silent (but the Watchdog, which always fires).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from portalops.oncall import amconfig
+from portalops.settings import Settings
 from tests.fixtures.cli import run_ops
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import require_binary
@@ -32,6 +34,8 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 RULES = PROMETHEUS / "rules" / "portal-ops.rules.yml"
 TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 RUNBOOKS = PROJECT / "docs" / "runbooks"
+#: the on-call service's /metrics token, beside prometheus.yml (the monitoring role's copy)
+METRICS_TOKEN = "portal-ops-metrics.token"
 RUNBOOK_BASE = "https://git.vinhphuc.gov.vn/portal-ops/portal-ops/-/blob/main/docs/runbooks/"
 
 ALERTS = {
@@ -39,8 +43,12 @@ ALERTS = {
     "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
     "IPv6Unreachable", "BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
     "RestoreObjectiveExceeded", "ExporterAbsent", "HostDown", "DiskFilling", "MonitoringBlind",
-    "ScheduledJobFailed",
+    "ScheduledJobFailed", "Watchdog", "ProbeStale", "AlertmanagerDown",
+    "AlertmanagerNotificationsFailing", "PrometheusNotificationsDropped", "OncallDown",
+    "OncallDeliveriesFailing",
 }  # fmt: skip
+#: Always firing (the dead man's switch): no case can show it silent.
+ALWAYS_FIRING = {"Watchdog"}
 SEVERITIES = {"critical", "warning", "info"}
 CLAUSE = re.compile(r"^Art\. \d+(\.\d+)*$")  # "Art. 19.3": Decision 32/2023/QĐ-UBND
 VIETNAMESE = ("summary", "description")
@@ -53,7 +61,7 @@ BACKUP_LABELS = {"source", "category", "repository"}
 PER_PORTAL = {
     "PortalDown", "PortalSlow", "CertificateExpiringSoon", "CertificateExpired",
     "LegacyTLSAccepted", "SecurityGradeLow", "SensitivePathExposed", "DefacementSuspected",
-    "IPv6Unreachable",
+    "IPv6Unreachable", "ProbeStale",
 }  # fmt: skip
 PER_BACKUP = {"BackupMissing", "BackupFailed", "DrillOverdue", "DrillFailed",
               "RestoreObjectiveExceeded"}  # fmt: skip
@@ -103,8 +111,17 @@ def alert_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
 # --- promtool ---------------------------------------------------------------------------
 
 
-def test_promtool_checks_the_config_and_the_rule_files_it_names() -> None:
-    output = promtool("check", "config", str(CONFIG))
+def installed(directory: Path) -> Path:
+    """prometheus.yml as the monitoring role installs it in ``directory``: the rules beside it
+    and the /metrics token it names (promtool check config wants the file to exist)."""
+    shutil.copy(CONFIG, directory / "prometheus.yml")
+    shutil.copytree(RULES.parent, directory / "rules")
+    (directory / METRICS_TOKEN).write_text("a-test-token-of-enough-length\n")
+    return directory / "prometheus.yml"
+
+
+def test_promtool_checks_the_config_and_the_rule_files_it_names(tmp_path: Path) -> None:
+    output = promtool("check", "config", str(installed(tmp_path)))
     assert "SUCCESS" in output, output
     assert RULES.name in output, f"check config did not check {RULES.name}:\n{output}"
 
@@ -129,13 +146,20 @@ def test_promtool_unit_tests_pass(test_file: Path) -> None:
 # --- the example configuration ------------------------------------------------------------
 
 
-def test_config_scrapes_the_exporter_node_exporter_and_itself() -> None:
+def test_config_scrapes_the_exporter_node_exporter_the_paging_chain_and_itself() -> None:
     config = load(CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"portal-ops", "node", "prometheus"}
+    assert set(jobs) == {"portal-ops", "node", "prometheus", "alertmanager", "oncall"}
     targets = {name: job["static_configs"][0]["targets"] for name, job in jobs.items()
                if name != "node"}  # fmt: skip
     assert targets["portal-ops"] == ["127.0.0.1:9433"]
+    assert targets["alertmanager"] == ["127.0.0.1:9093"]
+    assert targets["oncall"] == ["127.0.0.1:9434"]
+    # the on-call service's /metrics wants its bearer token: the monitoring role's copy
+    assert jobs["oncall"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": METRICS_TOKEN,
+    }
     # every server's node_exporter, from the file the monitoring role writes (relative to
     # prometheus.yml: /etc/prometheus/file_sd/portal-ops-nodes.json)
     assert jobs["node"]["file_sd_configs"] == [{"files": ["file_sd/portal-ops-nodes.json"]}]
@@ -154,8 +178,7 @@ def test_config_scrapes_the_exporter_node_exporter_and_itself() -> None:
 def test_promtool_accepts_the_node_targets_the_inventory_generates(tmp_path: Path) -> None:
     """The config with the file_sd file that ``ops inventory prometheus-targets`` writes from
     the shipped servers file: promtool reads the targets and checks every label."""
-    shutil.copy(CONFIG, tmp_path / "prometheus.yml")
-    shutil.copytree(RULES.parent, tmp_path / "rules")
+    installed(tmp_path)
     (tmp_path / "file_sd").mkdir()
     targets = tmp_path / "file_sd" / "portal-ops-nodes.json"
     done = run_ops("inventory", "prometheus-targets", "--output", str(targets))
@@ -179,6 +202,19 @@ def test_promtool_accepts_the_node_targets_the_inventory_generates(tmp_path: Pat
 
 def test_the_alert_names_are_the_contract() -> None:
     assert {rule["alert"] for rule in alert_rules()} == ALERTS
+    assert set(amconfig.ALERTS) == ALERTS  # what the Alertmanager config refers to
+
+
+def test_the_watchdog_always_fires_and_is_routed_only_to_the_switch() -> None:
+    """``vector(1)``, no ``for``; and the rendered Alertmanager config sends it on its own
+    route, first (no maintenance window mutes it), to the on-call webhook only."""
+    (rule,) = [r for r in alert_rules() if r["alert"] == "Watchdog"]
+    assert rule["expr"].strip() == "vector(1)"
+    assert "for" not in rule
+    route = amconfig.build(Settings().oncall, Path("/var/lib/portal-ops"))["route"]
+    first = route["routes"][0]
+    assert first["matchers"] == ['alertname="Watchdog"']
+    assert first["receiver"] == amconfig.WATCHDOG_RECEIVER
 
 
 @pytest.mark.parametrize("rule", list(alert_rules()), ids=rule_id)
@@ -218,7 +254,7 @@ def test_every_alert_is_tested_firing_and_silent() -> None:
     for _path, case in alert_tests():
         (firing if case.get("exp_alerts") else silent).add(case["alertname"])
     assert ALERTS - firing == set(), "no promtool case where these fire"
-    assert ALERTS - silent == set(), "no promtool case where these must stay silent"
+    assert ALERTS - ALWAYS_FIRING - silent == set(), "no promtool case where these stay silent"
 
 
 def test_firing_cases_keep_the_object_labels() -> None:
