@@ -188,7 +188,7 @@ def send_tests(oncall: Oncall, only: list[str] | None) -> list[SentTest]:
             for index, url in enumerate(person.channels):
                 name = channel_name(index, url)
                 message = test_message(person.name, name, lang)
-                error = await send_one(url, message, oncall.delivery.timeout)
+                error = await send_one(url, message, oncall.delivery.timeout, name)
                 sent.append(SentTest(person.id, name, error))
         return sent
 

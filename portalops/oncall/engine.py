@@ -14,6 +14,14 @@ of Decree 331/2026 Art. 31; the team lead is reminded ``remind_before`` each dea
 All of it is state in :class:`~portalops.oncall.store.Store`, advanced by :meth:`Escalator.tick`
 (pure bookkeeping: it only writes ``pending`` pages) and delivered by
 :meth:`Escalator.deliver_pending`; the service loops over both.
+
+Webhooks are ordered by each alert's ``startsAt``/``endsAt``, not by arrival: Alertmanager
+retries and replays, so a "firing" that started before the resolution we recorded (or a
+"resolved" that ended before the firing we hold started) is old news and changes nothing.
+
+A page that was delivered but could not be recorded (database locked, disk full) is
+remembered in memory and its record retried with backoff; it is never delivered again while
+the service runs (after a restart it would be: at least once).
 """
 
 from __future__ import annotations
@@ -21,17 +29,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from portalops.oncall import messages, rota
 from portalops.oncall.config import Oncall
-from portalops.oncall.metrics import OncallMetrics
-from portalops.oncall.notify import deliver
+from portalops.oncall.notify import Delivered, deliver
 from portalops.oncall.secrets import LinkSigner
 from portalops.oncall.store import Incident, Page, Store
 
@@ -41,6 +49,20 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 #: Called after each tick of :meth:`Escalator.run` with the time the tick ran at.
 TickHook = Callable[[float], None]
+
+#: Backoff of retried records of delivered pages: first retry after this, doubling, capped.
+RECORD_RETRY_FIRST = 0.5
+RECORD_RETRY_MAX = 30.0
+
+
+@dataclass
+class _Unrecorded:
+    """A delivered (or finally failed) page whose result the database has not taken yet."""
+
+    result: Delivered
+    done_at: float
+    tries: int = 0
+    retry_at: float = 0.0  # time.monotonic()
 
 
 @dataclass
@@ -58,9 +80,15 @@ class Escalator:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Clock = time.time
     after_tick: TickHook | None = None
-    metrics: OncallMetrics = field(default_factory=OncallMetrics)
     _in_flight: set[int] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _unrecorded: dict[int, _Unrecorded] = field(default_factory=dict)
+    _db_failing: str | None = None  # what failed, while the database keeps failing
+    last_tick: float | None = None
+    """The engine clock at the last tick of :meth:`run`."""
+    last_tick_ok: bool = True
+    """Whether that tick's bookkeeping succeeded."""
+    _last_tick_mono: float | None = None
 
     # -- Alertmanager's webhook -------------------------------------------------------------
 
@@ -100,10 +128,18 @@ class Escalator:
         summary: dict[str, list[int]],
     ) -> None:
         incident = self.store.open_incident(key)
+        last = incident or self.store.last_incident(key)
+        history = last.alerts if last else {}
+        fresh = [a for a in members if not _stale(a, history.get(a.fingerprint))]
+        if len(fresh) < len(members):
+            log.info("webhook: ignored %d replayed alert(s) of %s older than what is recorded",
+                     len(members) - len(fresh), last.id if last else "?")  # fmt: skip
         known = dict(incident.alerts) if incident else {}
-        for alert in members:
-            known[alert.fingerprint] = {"status": alert.status, "labels": alert.labels}
-        firing = [a for a in members if a.status == "firing"]
+        for alert in fresh:
+            known[alert.fingerprint] = alert.record()
+        firing = [a for a in fresh if a.status == "firing"]
+        if not fresh:
+            return  # only replays
         if incident is not None:
             if any(a["status"] == "firing" for a in known.values()):
                 annotations = firing[0].annotations if firing else incident.annotations
@@ -179,7 +215,6 @@ class Escalator:
                 detail=step.notify,
                 failed=None if person is not None else f"nobody on call for '{step.notify}'",
             )
-        self.metrics.escalation_step()
         if person is None:
             log.warning("incident %d step %d: nobody on call for %s; escalating at once",
                         incident.id, incident.step + 1, step.notify)  # fmt: skip
@@ -214,9 +249,12 @@ class Escalator:
     # -- delivery ---------------------------------------------------------------------------
 
     def deliver_pending(self) -> None:
-        """Start delivering every pending page not already on its way."""
+        """Record what was delivered but not yet recorded, then start delivering every
+        pending page not already on its way (nor delivered: a page whose record failed is
+        still ``pending`` in the database, and must not go out again)."""
+        self._retry_records()
         for page in self.store.pending():
-            if page.id in self._in_flight:
+            if page.id in self._in_flight or page.id in self._unrecorded:
                 continue
             self._in_flight.add(page.id)
             task = asyncio.create_task(self._deliver(page))
@@ -234,19 +272,81 @@ class Escalator:
             message = self._message(page, self.clock()) if person else None
             if person is None or message is None:
                 why = "nothing to send" if person else f"{page.person} is not in oncall.people"
-                self.store.finish_page(page.id, ok=False, channel=None, error=why,
-                                       now=self.clock())  # fmt: skip
+                self._record(page.id, Delivered(False, None, why))
                 return
             result = await deliver(person, message, self.oncall.delivery)
-            self.metrics.page_finished(page.kind, result.channel, result.ok)
-            self.store.finish_page(
-                page.id, ok=result.ok, channel=result.channel, error=result.error, now=self.clock()
-            )
+            self._record(page.id, result)
             log.info("page %d (%s, incident %s) to %s: %s via %s", page.id, page.kind,
                      page.incident, page.person, "sent" if result.ok else "FAILED",
                      result.channel)  # fmt: skip
+        except sqlite3.Error as exc:  # building the message read the database
+            self._db_error("reading a page's incident", exc)
         finally:
             self._in_flight.discard(page.id)
+
+    def _record(self, page_id: int, result: Delivered) -> None:
+        """Write a page's outcome; if the database refuses, keep it in memory (so the page
+        is not delivered again) and retry from :meth:`deliver_pending` with backoff."""
+        pending = _Unrecorded(result, self.clock())
+        self._unrecorded[page_id] = pending
+        self._try_record(page_id, pending)
+
+    def _try_record(self, page_id: int, pending: _Unrecorded) -> None:
+        result = pending.result
+        try:
+            self.store.finish_page(page_id, ok=result.ok, channel=result.channel,
+                                   error=result.error, now=pending.done_at)  # fmt: skip
+        except sqlite3.Error as exc:
+            pending.tries += 1
+            backoff = min(RECORD_RETRY_MAX, RECORD_RETRY_FIRST * 2 ** (pending.tries - 1))
+            pending.retry_at = time.monotonic() + backoff
+            self._db_error(f"recording page {page_id}", exc)
+            return
+        del self._unrecorded[page_id]
+        if pending.tries:
+            log.info("page %d recorded after %d failed tries", page_id, pending.tries)
+        self._db_ok()
+
+    def _retry_records(self) -> None:
+        now = time.monotonic()
+        for page_id, pending in list(self._unrecorded.items()):
+            if pending.retry_at <= now:
+                self._try_record(page_id, pending)
+
+    def _db_error(self, what: str, exc: sqlite3.Error) -> None:
+        """A database error the engine survives: logged at ERROR once while the database
+        keeps failing (not every tick), at DEBUG after that."""
+        if self._db_failing is None:
+            log.error("on-call database error while %s: %s (retrying; delivered pages are "
+                      "remembered and not sent again)", what, exc)  # fmt: skip
+            self._db_failing = what
+        else:
+            log.debug("on-call database error while %s: %s", what, exc)
+
+    def _db_ok(self) -> None:
+        if self._db_failing is not None and not self._unrecorded:
+            log.warning("on-call database writable again (it failed while %s)", self._db_failing)
+            self._db_failing = None
+
+    def health(self) -> list[str]:
+        """Why the service is not well ([] if it is): the database does not answer, the
+        loop has stopped ticking, or delivered pages wait to be recorded."""
+        problems = []
+        broken = self.store.healthy()
+        if broken:
+            problems.append(broken)
+        if self._last_tick_mono is None:
+            problems.append("the escalation loop has not ticked yet")
+        else:
+            late = time.monotonic() - self._last_tick_mono
+            if late > 3 * self.oncall.tick + 10:
+                problems.append(f"the escalation loop last ticked {late:.0f} s ago")
+        if not self.last_tick_ok:
+            problems.append(f"the last escalation tick failed ({self._db_failing or 'error'})")
+        if self._unrecorded:
+            problems.append(f"{len(self._unrecorded)} delivered page(s) not yet recorded "
+                            f"(database: {self._db_failing})")  # fmt: skip
+        return problems
 
     def _message(self, page: Page, now: float) -> messages.Message | None:
         incident = self.store.incident(page.incident) if page.incident is not None else None
@@ -257,7 +357,7 @@ class Escalator:
         zone = self.oncall.zone()
         if page.kind == "page":
             until = int(now + self.oncall.link_ttl)
-            link = self.signer.link(self.base_url, incident.id, person.id, until)
+            link = self.signer.link(self.base_url, incident.id, incident.nonce, person.id, until)
             # the step being paged, not the incident's next one
             shown = replace(incident, step=page.step or 0, round=page.round or 0)
             return messages.page(shown, lang, zone, reason=page.detail, ack_link=link,
@@ -279,8 +379,16 @@ class Escalator:
             try:
                 self.tick(now)
                 self.deliver_pending()
+            except sqlite3.Error as exc:
+                self.last_tick_ok = False
+                self._db_error("running the escalation tick", exc)
             except Exception:
+                self.last_tick_ok = False
                 log.exception("escalation tick failed; trying again at the next tick")
+            else:
+                self.last_tick_ok = True
+                self._db_ok()
+            self.last_tick, self._last_tick_mono = now, time.monotonic()
             if self.after_tick is not None:
                 self.after_tick(now)
             wake = asyncio.create_task(self.wake.wait())
@@ -294,8 +402,11 @@ class Escalator:
 
     def _sleep(self) -> float:
         """Until the next due step, at most one tick."""
-        due = self.store.next_due()
         tick = self.oncall.tick
+        try:
+            due = self.store.next_due()
+        except sqlite3.Error:
+            return tick
         return tick if due is None else max(0.05, min(tick, due - self.clock()))
 
 
@@ -308,6 +419,50 @@ class _Alert:
     labels: dict[str, str]
     annotations: dict[str, str]
     fingerprint: str
+    starts: float | None
+    ends: float | None  # None: Alertmanager's zero time (still firing)
+
+    def record(self) -> dict[str, Any]:
+        """What an incident keeps of it (``Incident.alerts``)."""
+        return {"status": self.status, "labels": self.labels,
+                "startsAt": self.starts, "endsAt": self.ends}  # fmt: skip
+
+
+def _stale(alert: _Alert, known: Mapping[str, Any] | None) -> bool:
+    """Whether ``alert`` is older news than ``known``, the record of its fingerprint.
+
+    A "firing" that started no later than the resolution recorded is a replay of the episode
+    that ended (a new episode starts after it); a firing older than the one held is too. A
+    "resolved" that ended before the held firing started resolves an earlier episode.
+    Without times (a hand-made payload, a record of an older portal-ops) nothing is stale."""
+    if known is None or alert.starts is None:
+        return False
+    held_starts, held_ends = known.get("startsAt"), known.get("endsAt")
+    if alert.status == "firing":
+        if known.get("status") == "resolved" and held_ends is not None:
+            return bool(alert.starts <= held_ends)
+        return held_starts is not None and alert.starts < held_starts
+    ended = alert.ends if alert.ends is not None else alert.starts
+    return known.get("status") == "firing" and held_starts is not None and ended < held_starts
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def _stamp(value: Any, name: str) -> float | None:
+    """An alert's ``startsAt``/``endsAt`` as seconds since the epoch; None when absent or
+    Alertmanager's zero time (year 1: not ended)."""
+    if value is None or value == "":
+        return None
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"alert {name} is not an RFC 3339 time")
+    day, fraction, zone = match.groups()
+    micro = ((fraction or "") + "000000")[:6]
+    at = datetime.fromisoformat(f"{day}.{micro}{'+00:00' if zone == 'Z' else zone}")
+    if at.year <= 1:
+        return None
+    return at.astimezone(UTC).timestamp()
 
 
 def _alert_fields(alert: Any) -> _Alert:
@@ -329,6 +484,8 @@ def _alert_fields(alert: Any) -> _Alert:
         {str(k): str(v) for k, v in labels.items()},
         {str(k): str(v) for k, v in annotations.items()},
         fingerprint,
+        _stamp(alert.get("startsAt"), "startsAt"),
+        _stamp(alert.get("endsAt"), "endsAt"),
     )
 
 

@@ -1,7 +1,10 @@
 """The on-call service's two secrets, each in a 0600 file created on first use.
 
-- the **link key** signs acknowledge links (HMAC-SHA256 over incident, person and expiry), so
-  a link in an e-mail acknowledges exactly one incident, for one person, until it expires;
+- the **link key** signs acknowledge links (HMAC-SHA256 over incident number, the incident's
+  random nonce, person and expiry), so a link in an e-mail acknowledges exactly one incident,
+  for one person, until it expires; the nonce (kept in the database, never in the link)
+  makes a link useless for a later incident that got the same number in a recreated
+  database;
 - the **webhook token** is the bearer token Alertmanager presents on ``/alertmanager``
   (``http_config.authorization.credentials_file`` in the rendered alertmanager.yml).
 
@@ -14,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -52,33 +56,56 @@ def load_or_create(path: Path) -> bytes:
     return value.encode("ascii")
 
 
+#: ASCII digits only, at most 15 of them: ``str.isdigit`` accepts "²" and "٣", which int()
+#: then refuses (or reads as another number).
+_NUMBER = re.compile(r"[0-9]{1,15}")
+#: a person's id as the config allows it, bounded
+_PERSON = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def parse_number(text: str) -> int | None:
+    """``text`` as a non-negative int if it is one in ASCII digits; else None."""
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
 @dataclass(frozen=True)
 class LinkSigner:
     key: bytes
 
-    def signature(self, incident: int, person: str, expires: int) -> str:
-        message = f"ack:{incident}:{person}:{expires}".encode()
+    def signature(self, incident: int, nonce: str, person: str, expires: int) -> str:
+        message = f"ack:{incident}:{nonce}:{person}:{expires}".encode()
         digest = hmac.new(self.key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def link(self, base_url: str, incident: int, person: str, expires: int) -> str:
-        signature = self.signature(incident, person, expires)
+    def link(self, base_url: str, incident: int, nonce: str, person: str, expires: int) -> str:
+        signature = self.signature(incident, nonce, person, expires)
         query = urlencode({"i": incident, "p": person, "e": expires, "s": signature})
         return f"{base_url.rstrip('/')}/ack?{query}"
 
-    def verify(self, incident: str, person: str, expires: str, signature: str, now: float) -> str:
-        """'' if the link is good; else why it is refused (for the person holding it)."""
-        if not (incident.isdigit() and expires.isdigit() and person and signature):
+    def verify(
+        self, incident: int, nonce: str, person: str, expires: str, signature: str, now: float
+    ) -> str:
+        """'' if the link is good; else why it is refused (for the person holding it).
+        ``nonce`` is the incident's as the database has it."""
+        until = parse_number(expires)
+        if until is None or not _PERSON.fullmatch(person) or not _SIGNATURE.fullmatch(signature):
             return "malformed"
-        expected = self.signature(int(incident), person, int(expires))
+        expected = self.signature(incident, nonce, person, until)
         if not hmac.compare_digest(expected, signature):
             return "bad signature"
-        if int(expires) < now:
+        if until < now:
             return "expired"
         return ""
 
 
 def token_matches(expected: bytes, header: str | None) -> bool:
-    """Whether an ``Authorization: Bearer ...`` header carries the token (constant time)."""
+    """Whether an ``Authorization: Bearer ...`` header carries the token (constant time).
+    A header that is not ASCII (what a client may send; never a token of ours) is no match,
+    not an error."""
     scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+    try:
+        presented = given.strip().encode("ascii")
+    except UnicodeError:
+        return False
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, expected)

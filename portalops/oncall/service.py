@@ -6,10 +6,13 @@ Endpoints:
 - ``GET /ack?i=&p=&e=&s=``: the signed link of a page; shows a confirmation button, so a mail
   scanner that follows links acknowledges nothing;
 - ``POST /ack`` (the same four fields, as the button sends them): acknowledges;
-- ``GET /incidents``: open and recent incidents as JSON (read-only);
-- ``GET /metrics``: Prometheus text (pages, escalation steps, database errors, the last tick
-  and the last Watchdog), behind a bearer token of its own (``oncall.metrics_token_file``);
-- ``GET /healthz``.
+- ``GET /incidents``: open and recent incidents as JSON (read-only; the webhook's bearer
+  token, as it shows what is broken where);
+- ``GET /healthz``: 200 ``ok``, or 503 naming what is wrong (database, loop, unrecorded pages).
+
+Only ``/ack`` is meant to be reachable from outside (a reverse proxy publishing that path).
+Everything a client sends is hostile input: a malformed request is a 4xx with one line in the
+log, never a 500 and a traceback.
 """
 
 from __future__ import annotations
@@ -19,22 +22,78 @@ import html
 import json
 import logging
 import signal
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from portalops.oncall import watchdog
 from portalops.oncall.config import Oncall
 from portalops.oncall.engine import Clock, Escalator, TickHook
-from portalops.oncall.metrics import CONTENT_TYPE
-from portalops.oncall.secrets import LinkSigner, load_or_create, token_matches
-from portalops.oncall.store import Store
+from portalops.oncall.secrets import LinkSigner, load_or_create, parse_number, token_matches
+from portalops.oncall.store import Incident, Store
 
 log = logging.getLogger(__name__)
 
-MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
+#: Alertmanager's largest groups (hundreds of alerts with annotations) stay well below this.
+MAX_WEBHOOK_BYTES = 1024 * 1024
+#: How deep a webhook's JSON may nest: Alertmanager's is 4 levels deep.
+MAX_JSON_DEPTH = 16
+#: How long the service's database writes wait for another writer (``ops oncall ack``):
+#: they run on the event loop, so a locked database is retried later instead.
+SERVICE_BUSY_TIMEOUT = 1.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(ValueError):
+    """A request the service will not act on; its text is safe to return to the client."""
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests at most ``limit`` deep (iteratively: no recursion to blow)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def parse_webhook(raw: bytes) -> dict[str, Any]:
+    """The webhook body as a JSON object, or :class:`BadRequest` saying why not."""
+    try:
+        text = raw.decode("utf-8")
+        payload = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("the body is not UTF-8 JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the body is not a JSON object")
+    if not _depth_ok(payload, MAX_JSON_DEPTH):
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    return payload
+
+
+@web.middleware
+async def _refuse_malformed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The last line of defence: what a handler could not parse is a 400, one log line."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (BadRequest, UnicodeError, RecursionError) as exc:
+        log.warning("%s %s from %s refused: %s", request.method, request.path,
+                    request.remote, exc)  # fmt: skip
+        return web.json_response({"error": f"bad request: {exc}"}, status=400)
+    except sqlite3.Error as exc:  # locked by ops oncall ack, disk full: the client retries
+        log.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
+        return web.json_response({"error": "database unavailable, try again"}, status=503)
+
 
 _ACK_TEXT = {
     "vi": {
@@ -79,25 +138,16 @@ def _page(lang: str, title: str, body: str, status: int = 200) -> web.Response:
 
 
 class OncallApp:
-    def __init__(
-        self,
-        oncall: Oncall,
-        escalator: Escalator,
-        token: bytes,
-        switch: watchdog.Switch | None = None,
-        metrics_token: bytes | None = None,
-    ) -> None:
+    def __init__(self, oncall: Oncall, escalator: Escalator, token: bytes) -> None:
         self.oncall, self.escalator, self.token = oncall, escalator, token
-        self.switch, self.metrics_token = switch, metrics_token
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
+        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES, middlewares=[_refuse_malformed])
         app.router.add_post("/alertmanager", self.webhook)
         app.router.add_get("/ack", self.ack_form)
         app.router.add_post("/ack", self.ack)
         app.router.add_get("/incidents", self.incidents)
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/metrics", self.metrics)
         return app
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -105,13 +155,7 @@ class OncallApp:
             log.warning("webhook from %s refused: missing or wrong bearer token", request.remote)
             return web.json_response({"error": "unauthorized"}, status=401)
         try:
-            payload: Any = await request.json()
-            if isinstance(payload, dict) and self.switch is not None:
-                arrived, payload = watchdog.split(payload)  # the dead man's switch, no incident
-                if arrived:
-                    self.switch.arrived(self.escalator.clock())
-                if payload is None:
-                    return web.json_response({"ok": True, "watchdog": arrived})
+            payload: Any = parse_webhook(await request.read())
             summary = self.escalator.receive(payload, self.escalator.clock())
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"bad payload: {exc}"}, status=400)
@@ -121,11 +165,19 @@ class OncallApp:
         person = self.oncall.person(person_id)
         return (person.lang if person and person.lang else None) or self.oncall.lang
 
-    def _check(self, fields: Any) -> tuple[str, str, str]:
-        """(lang, refusal reason or '', incident id)."""
-        incident, person = str(fields.get("i", "")), str(fields.get("p", ""))
+    def _check(self, fields: Any) -> tuple[str, str, Incident | None]:
+        """(lang, refusal reason or '', the incident the link names). The signature covers
+        the incident's nonce from the database, so a link signed for another incident that
+        had this number (a recreated database, the same ``link.key``) is refused."""
+        number = parse_number(str(fields.get("i", "")))
+        person = str(fields.get("p", ""))
+        lang = self._lang(person)
+        if number is None:
+            return lang, "malformed", None
+        incident = self.escalator.store.incident(number)
         why = self.escalator.signer.verify(
-            incident,
+            number,
+            incident.nonce if incident else "",  # unknown: refused as a bad signature
             person,
             str(fields.get("e", "")),
             str(fields.get("s", "")),
@@ -133,14 +185,13 @@ class OncallApp:
         )
         if not why and self.oncall.person(person) is None:
             why = "unknown person"
-        return self._lang(person), why, incident
+        return lang, why, incident
 
     async def ack_form(self, request: web.Request) -> web.Response:
-        lang, why, incident_id = self._check(request.query)
+        lang, why, incident = self._check(request.query)
         text = _ACK_TEXT[lang]
         if why:
             return _page(lang, text["refused"].format(why=why), "", status=403)
-        incident = self.escalator.store.incident(int(incident_id))
         person = self.oncall.person(request.query["p"])
         if incident is None or person is None:
             return _page(lang, text["refused"].format(why="unknown incident"), "", status=404)
@@ -157,16 +208,21 @@ class OncallApp:
         return _page(lang, text["title"].format(id=incident.id), body)
 
     async def ack(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        lang, why, incident_id = self._check(form)
+        try:
+            form = await request.post()
+        except ValueError as exc:  # a body that is not a form
+            raise BadRequest(f"not a form: {type(exc).__name__}") from None
+        lang, why, found = self._check(form)
         text = _ACK_TEXT[lang]
-        if why:
-            log.warning("acknowledge refused for incident %s: %s", incident_id or "?", why)
+        if why or found is None:
+            why = why or "unknown incident"
+            log.warning("acknowledge refused for incident %s: %s", found.id if found else "?", why)
             return _page(lang, text["refused"].format(why=why), "", status=403)
+        incident_id = found.id
         person = str(form["p"])
-        done = self.escalator.store.acknowledge(int(incident_id), person, self.escalator.clock())
+        done = self.escalator.store.acknowledge(incident_id, person, self.escalator.clock())
         if done is None:
-            incident = self.escalator.store.incident(int(incident_id))
+            incident = self.escalator.store.incident(incident_id)
             status = incident.status if incident else "unknown"
             shown = _STATUS_VI.get(status, status) if lang == "vi" else status
             return _page(lang, text["already"].format(id=incident_id, status=shown), "")
@@ -174,24 +230,23 @@ class OncallApp:
         self.escalator.wake.set()
         return _page(lang, text["done"].format(id=incident_id), "")
 
-    async def incidents(self, _: web.Request) -> web.Response:
+    async def incidents(self, request: web.Request) -> web.Response:
+        if not token_matches(self.token, request.headers.get("Authorization")):
+            log.warning("/incidents from %s refused: missing or wrong bearer token",
+                        request.remote)  # fmt: skip
+            return web.json_response({"error": "unauthorized"}, status=401)
         store = self.escalator.store
         return web.json_response(
             [i.to_json() for i in store.incidents(limit=200)],
             dumps=lambda d: json.dumps(d, ensure_ascii=False),
         )
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text; it names channels and counts incidents, so a bearer token of its
-        own guards it (``oncall.metrics_token_file``)."""
-        if self.metrics_token is None or not token_matches(
-            self.metrics_token, request.headers.get("Authorization")
-        ):
-            return web.json_response({"error": "unauthorized"}, status=401)
-        body = self.escalator.metrics.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
     async def healthz(self, _: web.Request) -> web.Response:
+        """200 ``ok``; 503 and one line per problem when the database does not answer, the
+        loop has stopped, or delivered pages wait to be recorded."""
+        problems = self.escalator.health()
+        if problems:
+            return web.Response(text="".join(f"{p}\n" for p in problems), status=503)
         return web.Response(text="ok\n")
 
 
@@ -204,7 +259,7 @@ def make_escalator(
     after_tick: TickHook | None = None,
 ) -> tuple[Escalator, bytes]:
     database, link_key, token_file = oncall.state_paths(state_dir)
-    store = Store(database)
+    store = Store(database, busy_timeout=SERVICE_BUSY_TIMEOUT)
     signer = LinkSigner(load_or_create(link_key))
     token = load_or_create(token_file)
     base_url = oncall.public_url or f"http://{listen}"
@@ -228,17 +283,11 @@ async def serve(
 
     ``clock`` and ``after_tick`` are the escalator's (:class:`Escalator`): a test that runs
     the service in its own thread moves the clock and waits for the tick that saw it."""
-    # apprise masks secrets in what it logs, but its debug lines are noise at 2 a.m.
-    logging.getLogger("apprise").setLevel(max(logging.INFO, log.getEffectiveLevel()))
+    # apprise's debug and info lines can show channel URLs (passwords, tokens); the CLI
+    # clamps it too (portalops.cli.main), this covers the service run in-process
+    logging.getLogger("apprise").setLevel(logging.WARNING)
     escalator, token = make_escalator(oncall, state_dir, listen, clock=clock, after_tick=after_tick)
-    switch = watchdog.Switch(oncall, escalator.metrics, started=clock())
-    escalator.metrics.read_at_scrape(
-        lambda: len(escalator.store.incidents(open_only=True, limit=100_000)),
-        lambda: float(getattr(escalator, "last_tick", 0.0) or 0.0),
-    )
-    metrics_token = load_or_create(oncall.metrics_token_path(state_dir))
-    handler = OncallApp(oncall, escalator, token, switch, metrics_token)
-    runner = web.AppRunner(handler.app(), access_log=None)
+    runner = web.AppRunner(OncallApp(oncall, escalator, token).app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -249,12 +298,10 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     log.info("on-call service listening on %s:%d (database %s)", host, port,
              escalator.store.path)  # fmt: skip
-    watching = asyncio.create_task(switch.run(stop, clock))
     try:
         await escalator.run(stop)
     finally:
         await runner.cleanup()
-        await watching
         await escalator.drain(timeout=oncall.delivery.timeout)
         escalator.store.close()
         log.info("on-call service stopped")

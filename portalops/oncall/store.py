@@ -11,19 +11,35 @@ again on restart (at least once: a duplicate page beats a lost one).
 
 ``ops oncall ack`` writes here directly (the service re-reads due work every tick), so an
 acknowledgement works even when the service is down.
+
+The database holds incident rows in its WAL too, so the file, its ``-wal`` and ``-shm`` are
+0600 from the moment they exist (created under a 0077 umask; SQLite gives the WAL and SHM
+the main file's mode) in a 0700 directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from portalops.core.errors import OpsError
 from portalops.core.timefmt import iso_z_epoch
+
+log = logging.getLogger(__name__)
+
+
+class StateDirError(OpsError):
+    """the on-call state directory {} {}"""
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -40,6 +56,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     acked_at REAL,
     acked_by TEXT,
     resolved_at REAL,
+    nonce TEXT NOT NULL DEFAULT '',
     step INTEGER NOT NULL DEFAULT 0,
     round INTEGER NOT NULL DEFAULT 0,
     next_at REAL
@@ -88,6 +105,9 @@ class Incident:
     acked_at: float | None
     acked_by: str | None
     resolved_at: float | None
+    nonce: str
+    """Random per incident, signed into its acknowledge links: a link names this incident,
+    not whichever incident has its number in a recreated database."""
     step: int
     round: int
     next_at: float | None
@@ -178,18 +198,78 @@ def _iso(stamp: float | None) -> str | None:
     return iso_z_epoch(stamp)
 
 
-class Store:
-    """One SQLite database (WAL, so ``ops oncall ack`` can write while the service runs)."""
+def private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or make an existing one so: a directory others can write to
+    would let them swap the database or the secrets. One owned by somebody else is refused
+    (chmod is not ours to do)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return
+    if info.st_uid != os.geteuid():
+        raise StateDirError(
+            path, f"is mode {mode:04o} and owned by uid {info.st_uid}; make it 0700 and ours"
+        )
+    path.chmod(0o700)
+    log.warning("%s was mode %04o; made it 0700 (it holds the on-call database and secrets)",
+                path, mode)  # fmt: skip
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+@contextmanager
+def _private_umask() -> Iterator[None]:
+    """Files created inside are 0600 (process-wide; only around opening the database)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database of an older portal-ops up to :data:`SCHEMA`. Incidents from before
+    the link nonce get a random one: links sent for them stop working (``ops oncall ack``
+    still does)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(incidents)")}
+    if "nonce" not in columns:
+        db.execute("ALTER TABLE incidents ADD COLUMN nonce TEXT NOT NULL DEFAULT ''")
+    for (incident_id,) in db.execute("SELECT id FROM incidents WHERE nonce = ''").fetchall():
+        db.execute("UPDATE incidents SET nonce = ? WHERE id = ?", (new_nonce(), incident_id))
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Store:
+    """One SQLite database (WAL, so ``ops oncall ack`` can write while the service runs).
+
+    ``busy_timeout``: how long a write waits for another writer. The service writes on its
+    event loop, so it waits briefly and retries later (a locked database must not stall the
+    webhook and the pages of other incidents); the command line can wait longer."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        private_dir(path.parent)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
-        path.chmod(0o600)
+        with _private_umask():
+            self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+            _migrate(self.db)
+        for suffix in ("", "-wal", "-shm"):  # files an older portal-ops created 0644
+            extra = path.with_name(path.name + suffix)
+            if extra.exists() and stat.S_IMODE(extra.stat().st_mode) & 0o077:
+                extra.chmod(0o600)
+
+    def healthy(self) -> str | None:
+        """None if the database answers a read; else why not."""
+        try:
+            self.db.execute("SELECT count(*) FROM incidents").fetchone()
+        except sqlite3.Error as exc:
+            return f"database unreadable: {exc}"
+        return None
 
     def close(self) -> None:
         self.db.close()
@@ -215,6 +295,13 @@ class Store:
 
     def incident(self, incident_id: int) -> Incident | None:
         row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        return Incident.from_row(row) if row else None
+
+    def last_incident(self, group_key: str) -> Incident | None:
+        """The group's newest incident, open or resolved: its alerts' times order replays."""
+        row = self.db.execute(
+            "SELECT * FROM incidents WHERE group_key = ? ORDER BY id DESC LIMIT 1", (group_key,)
+        ).fetchone()
         return Incident.from_row(row) if row else None
 
     def incidents(self, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
@@ -252,7 +339,8 @@ class Store:
     ) -> int:
         cursor = conn.execute(
             "INSERT INTO incidents (group_key, alertname, severity, labels, annotations, alerts, "
-            "status, serious, opened_at, next_at) VALUES (?, ?, ?, ?, ?, ?, 'firing', ?, ?, ?)",
+            "status, serious, opened_at, next_at, nonce) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'firing', ?, ?, ?, ?)",
             (
                 group_key,
                 labels.get("alertname", "?"),
@@ -263,6 +351,7 @@ class Store:
                 int(serious),
                 now,
                 now,
+                new_nonce(),
             ),
         )
         return _rowid(cursor)
