@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -355,14 +356,41 @@ def secret_channel(smtp: SMTPServer, person: str) -> str:
     )
 
 
-def test_secrets_never_reach_the_logs_at_verbose(tmp_path: Path, smtp_server: SMTPServer) -> None:
+class _Accept(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook_channel() -> Iterator[str]:
+    """A JSON webhook channel on loopback with the secret in its path and query, where
+    apprise's and urllib3's debug lines print it."""
+    server = HTTPServer((LOOPBACK, 0), _Accept)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"json://{LOOPBACK}:{server.server_address[1]}/hook/{SECRET}?-apikey={SECRET}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_secrets_never_reach_the_logs_at_verbose(
+    tmp_path: Path, smtp_server: SMTPServer, webhook_channel: str
+) -> None:
     config = oncall_config(tmp_path, smtp_server, delivery={"attempts": 1, "timeout": "2s"})
-    config["oncall"]["people"][0]["channels"] = [secret_channel(smtp_server, "an")]
+    config["oncall"]["people"][0]["channels"] = [secret_channel(smtp_server, "an"), webhook_channel]
     # ops -v oncall test: every channel tried, debug logging on
     svc = ServiceProcess(tmp_path, config)
     done = svc.ops("-v", "oncall", "test", "--person", "an")
-    assert done.returncode == 1  # the channel failed
+    assert done.returncode == 1  # the mail channel failed, the webhook delivered
     assert "1:mailto" in done.stdout
+    assert "2:json" in done.stdout
     assert "<7>" in done.stderr  # -v was on: debug lines
     assert SECRET not in done.stderr + done.stdout
     # ops -v oncall serve: a page through that channel, an ack link with its signature
