@@ -39,6 +39,7 @@ from typing import Any
 
 from portalops.oncall import messages, rota
 from portalops.oncall.config import Oncall
+from portalops.oncall.metrics import OncallMetrics
 from portalops.oncall.notify import Delivered, deliver
 from portalops.oncall.secrets import LinkSigner
 from portalops.oncall.store import Incident, Page, Store
@@ -80,6 +81,7 @@ class Escalator:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Clock = time.time
     after_tick: TickHook | None = None
+    metrics: OncallMetrics = field(default_factory=OncallMetrics)
     _in_flight: set[int] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _unrecorded: dict[int, _Unrecorded] = field(default_factory=dict)
@@ -215,6 +217,7 @@ class Escalator:
                 detail=step.notify,
                 failed=None if person is not None else f"nobody on call for '{step.notify}'",
             )
+        self.metrics.escalation_step()
         if person is None:
             log.warning("incident %d step %d: nobody on call for %s; escalating at once",
                         incident.id, incident.step + 1, step.notify)  # fmt: skip
@@ -275,6 +278,7 @@ class Escalator:
                 self._record(page.id, Delivered(False, None, why))
                 return
             result = await deliver(person, message, self.oncall.delivery)
+            self.metrics.page_finished(page.kind, result.channel, result.ok)
             self._record(page.id, result)
             log.info("page %d (%s, incident %s) to %s: %s via %s", page.id, page.kind,
                      page.incident, page.person, "sent" if result.ok else "FAILED",
@@ -316,6 +320,7 @@ class Escalator:
     def _db_error(self, what: str, exc: sqlite3.Error) -> None:
         """A database error the engine survives: logged at ERROR once while the database
         keeps failing (not every tick), at DEBUG after that."""
+        self.metrics.database_error(exc)
         if self._db_failing is None:
             log.error("on-call database error while %s: %s (retrying; delivered pages are "
                       "remembered and not sent again)", what, exc)  # fmt: skip

@@ -8,6 +8,8 @@ Endpoints:
 - ``POST /ack`` (the same four fields, as the button sends them): acknowledges;
 - ``GET /incidents``: open and recent incidents as JSON (read-only; the webhook's bearer
   token, as it shows what is broken where);
+- ``GET /metrics``: Prometheus text (pages, escalation steps, database errors, the last tick
+  and the last Watchdog), behind a bearer token of its own (``oncall.metrics_token_file``);
 - ``GET /healthz``: 200 ``ok``, or 503 naming what is wrong (database, loop, unrecorded pages).
 
 Only ``/ack`` is meant to be reachable from outside (a reverse proxy publishing that path).
@@ -30,8 +32,10 @@ from typing import Any
 
 from aiohttp import web
 
+from portalops.oncall import watchdog
 from portalops.oncall.config import Oncall
 from portalops.oncall.engine import Clock, Escalator, TickHook
+from portalops.oncall.metrics import CONTENT_TYPE
 from portalops.oncall.secrets import LinkSigner, load_or_create, parse_number, token_matches
 from portalops.oncall.store import Incident, Store
 
@@ -138,8 +142,16 @@ def _page(lang: str, title: str, body: str, status: int = 200) -> web.Response:
 
 
 class OncallApp:
-    def __init__(self, oncall: Oncall, escalator: Escalator, token: bytes) -> None:
+    def __init__(
+        self,
+        oncall: Oncall,
+        escalator: Escalator,
+        token: bytes,
+        switch: watchdog.Switch | None = None,
+        metrics_token: bytes | None = None,
+    ) -> None:
         self.oncall, self.escalator, self.token = oncall, escalator, token
+        self.switch, self.metrics_token = switch, metrics_token
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_WEBHOOK_BYTES, middlewares=[_refuse_malformed])
@@ -148,6 +160,7 @@ class OncallApp:
         app.router.add_post("/ack", self.ack)
         app.router.add_get("/incidents", self.incidents)
         app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
         return app
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -156,6 +169,12 @@ class OncallApp:
             return web.json_response({"error": "unauthorized"}, status=401)
         try:
             payload: Any = parse_webhook(await request.read())
+            if isinstance(payload, dict) and self.switch is not None:
+                arrived, payload = watchdog.split(payload)  # the dead man's switch, no incident
+                if arrived:
+                    self.switch.arrived(self.escalator.clock())
+                if payload is None:
+                    return web.json_response({"ok": True, "watchdog": arrived})
             summary = self.escalator.receive(payload, self.escalator.clock())
         except (ValueError, TypeError, AttributeError) as exc:
             return web.json_response({"error": f"bad payload: {exc}"}, status=400)
@@ -241,6 +260,16 @@ class OncallApp:
             dumps=lambda d: json.dumps(d, ensure_ascii=False),
         )
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text; it names channels and counts incidents, so a bearer token of its
+        own guards it (``oncall.metrics_token_file``)."""
+        if self.metrics_token is None or not token_matches(
+            self.metrics_token, request.headers.get("Authorization")
+        ):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        body = self.escalator.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
     async def healthz(self, _: web.Request) -> web.Response:
         """200 ``ok``; 503 and one line per problem when the database does not answer, the
         loop has stopped, or delivered pages wait to be recorded."""
@@ -287,7 +316,14 @@ async def serve(
     # clamps it too (portalops.cli.main), this covers the service run in-process
     logging.getLogger("apprise").setLevel(logging.WARNING)
     escalator, token = make_escalator(oncall, state_dir, listen, clock=clock, after_tick=after_tick)
-    runner = web.AppRunner(OncallApp(oncall, escalator, token).app(), access_log=None)
+    switch = watchdog.Switch(oncall, escalator.metrics, started=clock())
+    escalator.metrics.read_at_scrape(
+        lambda: len(escalator.store.incidents(open_only=True, limit=100_000)),
+        lambda: escalator.last_tick or 0.0,
+    )
+    metrics_token = load_or_create(oncall.metrics_token_path(state_dir))
+    handler = OncallApp(oncall, escalator, token, switch, metrics_token)
+    runner = web.AppRunner(handler.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -298,10 +334,12 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     log.info("on-call service listening on %s:%d (database %s)", host, port,
              escalator.store.path)  # fmt: skip
+    watching = asyncio.create_task(switch.run(stop, clock))
     try:
         await escalator.run(stop)
     finally:
         await runner.cleanup()
+        await watching
         await escalator.drain(timeout=oncall.delivery.timeout)
         escalator.store.close()
         log.info("on-call service stopped")
