@@ -10,7 +10,9 @@ The producers, each run for real and its real output linted:
 - the textfile of ``ops inventory prometheus-targets --info`` (which server serves each
   portal), for the project's own estate;
 - the textfile of the systemd failure unit, ``ops systemd --record-failure`` (and the
-  success record a job's ``ExecStartPost=`` writes).
+  success record a job's ``ExecStartPost=`` writes);
+- the on-call service's ``/metrics`` (``ops oncall serve``, with its token) after a Watchdog
+  and an alert whose page failed.
 
 Two checks: ``promtool check metrics`` (Prometheus' linter: counters end in ``_total``, base
 units, snake case, help text...), and the unit rule of the Prometheus naming guide, which
@@ -42,6 +44,7 @@ from portalops.backup.jobs.status import DEPRECATED, METRICS_NAME
 from tests.fixtures.backup_env import BackupEnv
 from tests.fixtures.cli import run_ops
 from tests.fixtures.monitoring_stack import promtool
+from tests.fixtures.oncall import OncallService, alert, http, webhook
 from tests.fixtures.paths import OPS_PY, PROJECT
 from tests.fixtures.portal_sites import PortalSites
 from tests.fixtures.procs import free_port, start_process, stop_process, tcp_accepts, wait_until
@@ -127,6 +130,14 @@ def lint(text: str, allowed: Mapping[str, str] = ALLOWED) -> list[str]:
 
 def families(text: str) -> set[str]:
     return {family.name for family in text_string_to_metric_families(text)}
+
+
+def series_names(text: str) -> set[str]:
+    """Families and the names of their samples (a counter ``x`` is read as ``x_total``)."""
+    found = families(text)
+    for family in text_string_to_metric_families(text):
+        found |= {sample.name for sample in family.samples}
+    return found
 
 
 # -- the linter itself -----------------------------------------------------------------------
@@ -305,6 +316,35 @@ def _job_failure(root: Path) -> str:
     return (textfile / "portal_ops_jobs.prom").read_text(encoding="utf-8")
 
 
+def _oncall(root: Path) -> str:
+    """``/metrics`` of the on-call service (in this process, loopback) once a Watchdog has
+    arrived and a page has failed (its only channel refuses): every family has a sample."""
+    config = {
+        "state_dir": str(root / "state"),
+        "oncall": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "tick": "0.2s",
+            "people": [{"id": "an", "name": "Nguyễn Văn An", "channels": ["json://127.0.0.1:9/"]}],
+            "rotations": {"primary": {"people": ["an"], "start": "2026-01-05"}},
+            "escalation": {"steps": [{"notify": "primary", "wait": "1h"}], "repeat": False},
+            "delivery": {"attempts": 1, "timeout": "2s"},
+        },
+    }
+    service = OncallService(root, config)
+    service.start()
+    try:
+        watchdog = alert(alertname="Watchdog", severity="info")
+        assert service.post(webhook(alert(), watchdog))[0] == 200
+        service.wait_delivered(timeout=20)
+        token = (root / "state" / "oncall" / "metrics.token").read_text().strip()
+        status, text = http(f"{service.url}/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, text
+        assert 'result="failed"' in text, text
+        return str(text)
+    finally:
+        service.stop()
+
+
 @pytest.fixture(scope="module")
 def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """producer -> its real output, each producer run once for the module."""
@@ -322,10 +362,14 @@ def outputs(portal_sites: PortalSites, tmp_path_factory: pytest.TempPathFactory)
         tmp_path_factory.mktemp("inventory")
     )
     found["ops systemd --record-failure"] = _job_failure(tmp_path_factory.mktemp("jobs"))
+    found["ops oncall serve (/metrics)"] = _oncall(tmp_path_factory.mktemp("oncall"))
     return found
 
 
-PRODUCERS = ("ops backup run", "ops drill", "ops monitor serve", "ops inventory", "ops systemd")
+PRODUCERS = (
+    "ops backup run", "ops drill", "ops monitor serve", "ops inventory", "ops systemd",
+    "ops oncall serve",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("producer", PRODUCERS)
@@ -364,7 +408,7 @@ def test_rules_read_only_names_that_are_emitted(outputs: Mapping[str, str]) -> N
     """A metric renamed in the code but not in an alert rule would leave the alert silent
     forever (its promtool tests feed it made-up series): every ``portalops_*`` and ``probe_*``
     name the rules read is one a producer emits."""
-    emitted = set().union(*(families(text) for text in outputs.values()))
+    emitted = set().union(*(series_names(text) for text in outputs.values()))
     rules = sorted((PROJECT / "config" / "prometheus" / "rules").glob("*.yml"))
     assert rules
     read = {
