@@ -118,3 +118,26 @@ def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path
         ("failed", "binh has no channels"),
     ]
     engine.store.close()
+
+
+def timed(status: str, starts: str, ends: str = "0001-01-01T00:00:00Z") -> dict[str, Any]:
+    payload = firing()
+    payload["alerts"][0].update(status=status, startsAt=starts, endsAt=ends)
+    return payload
+
+
+def test_replays_older_than_what_is_recorded_change_nothing(tmp_path: Path) -> None:
+    """Alertmanager's times order its notifications (nanoseconds and offsets as it writes
+    them), whatever order they arrive in."""
+    engine = escalator(tmp_path, [START])
+    t0, t1 = "2026-11-29T01:00:00.123456789Z", "2026-11-29T08:10:00.5+07:00"  # 01:10 UTC
+    t2 = "2026-11-29T01:20:00Z"
+    assert engine.receive(timed("firing", t0), START)["opened"] == [1]
+    assert engine.receive(timed("resolved", t0, t1), START)["resolved"] == [1]
+    assert engine.receive(timed("firing", t0), START) == {"opened": [], "updated": [],
+                                                          "resolved": []}  # fmt: skip
+    assert engine.receive(timed("firing", t2), START)["opened"] == [2]
+    assert engine.receive(timed("resolved", t0, t1), START)["resolved"] == []
+    assert engine.store.incident(2).status == "firing"  # type: ignore[union-attr]
+    assert engine.receive(timed("resolved", t2, t2), START)["resolved"] == [2]
+    engine.store.close()
