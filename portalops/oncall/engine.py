@@ -317,6 +317,15 @@ class Escalator:
             if pending.retry_at <= now:
                 self._try_record(page_id, pending)
 
+    def flush_records(self) -> None:
+        """One last try to record what was delivered (the service is stopping); pages that
+        still cannot be recorded are named: they go out again after the restart."""
+        for page_id, pending in list(self._unrecorded.items()):
+            self._try_record(page_id, pending)
+        if self._unrecorded:
+            log.error("stopping with delivered pages %s unrecorded: they will be sent again "
+                      "after a restart", sorted(self._unrecorded))  # fmt: skip
+
     def _db_error(self, what: str, exc: sqlite3.Error) -> None:
         """A database error the engine survives: logged at ERROR once while the database
         keeps failing (not every tick), at DEBUG after that."""

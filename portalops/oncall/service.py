@@ -341,5 +341,6 @@ async def serve(
         await runner.cleanup()
         await watching
         await escalator.drain(timeout=oncall.delivery.timeout)
+        escalator.flush_records()
         escalator.store.close()
         log.info("on-call service stopped")

@@ -266,7 +266,7 @@ class Store:
     def healthy(self) -> str | None:
         """None if the database answers a read; else why not."""
         try:
-            self.db.execute("SELECT count(*) FROM incidents").fetchone()
+            self.db.execute("SELECT 1 FROM incidents LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             return f"database unreadable: {exc}"
         return None
