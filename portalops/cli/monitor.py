@@ -200,7 +200,8 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _deadline(monitor: Any) -> float:
-    """The longest a probe may take: monitor.deadline where the config has it, else the
-    per-request timeout (the staleness threshold is 2 x interval + this)."""
-    deadline = getattr(monitor, "deadline", None)
+    """The longest a probe may take: monitor.probe_deadline (``deadline`` or its default)
+    where the config has it, else the per-request timeout. The staleness threshold is
+    2 x interval + this."""
+    deadline = getattr(monitor, "probe_deadline", None)
     return float(deadline) if deadline is not None else float(monitor.timeout)
