@@ -339,6 +339,7 @@ async def serve(
         await escalator.run(stop)
     finally:
         await runner.cleanup()
+        stop.set()  # the switch's loop ends with the service, however the loop above ended
         await watching
         await escalator.drain(timeout=oncall.delivery.timeout)
         escalator.flush_records()
