@@ -10,6 +10,12 @@ a matcher says.
 
 Only the first 64 KiB of each body are read (the prober may stop there, or send
 Range: bytes=0-65535 and get a 206).
+
+The bodies are the attacker's, so every pattern here is linear in them: no lookahead over the
+body, no quantifier that can retry a long run (``^\\s*`` across blank lines, ``[^>]+`` past
+the next tag, ``\\s*\\n\\s*`` over a blank run) and no pattern that is tried again at every
+start of such a run; where a page is small by nature (nginx's stub_status) a longer body is
+not looked at.
 """
 
 from __future__ import annotations
@@ -179,7 +185,7 @@ _DUMP_HEADER = re.compile(
     re.MULTILINE,
 )
 _STATEMENT = re.compile(
-    r"^\s*(?:CREATE TABLE(?: IF NOT EXISTS)?|INSERT INTO|COPY)\s+([`\"\[]?[\w.]+)",
+    r"^[ \t]*(?:CREATE TABLE(?: IF NOT EXISTS)?|INSERT INTO|COPY)[ \t]+([`\"\[]?[\w.]+)",
     re.MULTILINE | re.IGNORECASE,
 )
 
@@ -196,7 +202,11 @@ def _sql_dump(body: bytes) -> str | None:
     return f"{header[0] if header else 'SQL statements'}; {listed}"
 
 
-_PHP_VERSION = re.compile(r"PHP Version\s*(?:</[^>]+>\s*<[^>]+>\s*)?(\d+\.\d+\.\d+[\w.+-]*)")
+# [^<>]{1,64}: a tag name, bounded so that a "PHP Version</" without its ">" costs little
+_PHP_VERSION = re.compile(
+    r"PHP Version[ \t\n]{0,8}(?:</[^<>]{1,64}>[ \t\n]{0,8}<[^<>]{1,64}>[ \t\n]{0,8})?"
+    r"(\d+\.\d+\.\d+[\w.+-]{0,32})"
+)
 _PHP_SYSTEM = re.compile(r'<td class="e">\s*System\s*</td>\s*<td class="v">([^<]*)<')
 
 
@@ -204,7 +214,7 @@ def _phpinfo(body: bytes) -> str | None:
     text = _text(body)
     version = _PHP_VERSION.search(text)
     system = _PHP_SYSTEM.search(text)
-    titled = re.search(r"<title>[^<]*phpinfo\(\)\s*</title>", text, re.IGNORECASE)
+    titled = any("phpinfo()" in t.lower() for t in _TITLE.findall(text))
     if not version or not (titled or system):
         return None
     return f"PHP Version {version[1]}" + (f"; System {system[1].strip()}" if system else "")
@@ -213,9 +223,10 @@ def _phpinfo(body: bytes) -> str | None:
 _APACHE_H1 = re.compile(r"<h1>(Apache Server Status for [^<]*)</h1>")
 _APACHE_FACT = re.compile(r"<dt>((?:Server Version|Server uptime|Total accesses):[^<]*)</dt>")
 _NGINX_STATUS = re.compile(
-    r"\s*(Active connections:\s*\d+)\s*\n\s*server accepts handled requests\s*\n"
-    r"\s*(\d+\s+\d+\s+\d+)\s*\n\s*(Reading:\s*\d+\s+Writing:\s*\d+\s+Waiting:\s*\d+)\s*"
+    r"(Active connections: \d+) server accepts handled requests "
+    r"(\d+ \d+ \d+) (Reading: \d+ Writing: \d+ Waiting: \d+)"
 )
+NGINX_STATUS_LIMIT = 512  # stub_status is about 100 bytes
 
 
 def _server_status(body: bytes) -> str | None:
@@ -224,7 +235,12 @@ def _server_status(body: bytes) -> str | None:
     facts = _APACHE_FACT.findall(text)
     if apache and facts:
         return "; ".join([apache[1], *facts[:2]])
-    nginx = _NGINX_STATUS.fullmatch(text)
+    # whitespace collapsed (linear) before matching, and only a small page: stub_status's
+    nginx = (
+        _NGINX_STATUS.fullmatch(" ".join(text.split()))
+        if len(text) <= NGINX_STATUS_LIMIT and text.count("\n") >= 2
+        else None
+    )
     if nginx:
         return f"{nginx[1]}; accepts handled requests {nginx[2]}; {nginx[3]}"
     return None
@@ -234,7 +250,8 @@ def _server_status(body: bytes) -> str | None:
 # it in a heading; IIS titles it "host - /dir/" and links "[To Parent Directory]".
 _INDEX_TITLE = re.compile(r"<title>\s*(Index of /[^<]*|Directory listing for /[^<]*)</title>")
 _INDEX_HEADING = re.compile(r"<h[12]>\s*(?:Index of|Directory listing for) /")
-_IIS = re.compile(r"<title>[^<]* - (/[^<]*)</title>(?=.*\[To Parent Directory\])", re.DOTALL)
+# [^<]* stops at the next "<", so finding every title is one pass over the body
+_TITLE = re.compile(r"<title>([^<]*)</title>", re.IGNORECASE)
 _ENTRY = re.compile(r'<a href="([^"?#]+)"', re.IGNORECASE)
 
 
@@ -243,14 +260,27 @@ def _directory_listing(body: bytes) -> str | None:
     title = _INDEX_TITLE.search(text)
     if title and (_INDEX_HEADING.search(text) or "Parent Directory" in text):
         where = title[1].strip()
-    elif iis := _IIS.search(text):
-        where = f"listing of {iis[1].strip()}"
+    elif iis := _iis_listing(text):
+        where = f"listing of {iis}"
     else:
         return None
     entries = [e for e in _ENTRY.findall(text) if e not in ("../", "/") and "://" not in e]
     entries = [e for e in entries if not where.endswith(e)]  # IIS links the parent by path
     shown = ", ".join(entries[:6]) + (", …" if len(entries) > 6 else "")
     return f"{where}: {len(entries)} entries" + (f" ({shown})" if shown else "")
+
+
+def _iis_listing(text: str) -> str | None:
+    """The directory of an IIS listing: a title "host - /dir/" with "[To Parent Directory]"
+    after it. Plain string search per title (the last " - /" in it), no lookahead."""
+    parent = text.rfind("[To Parent Directory]")
+    for title in _TITLE.finditer(text):
+        if title.end() > parent:
+            return None
+        cut = title[1].rfind(" - /")
+        if cut >= 0:
+            return title[1][cut + 3 :].strip()
+    return None
 
 
 # --- The table -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Defacement watch (Art. 19): normalised text, baselines, markers and drift."""
 
 import json
+import time
 
 import pytest
 
@@ -243,6 +244,25 @@ def test_defacement_page_drifts_all_the_way_and_shows_markers(baseline: Baseline
     assert moved.evidence.startswith("drift 1.00\n- ủy ban nhân dân xã đạo trù")
     assert "\n+ hacked by xyz team your security is low" in moved.evidence
     assert len(moved.evidence) <= 300
+
+
+def test_a_page_of_one_repeated_word_is_judged_in_linear_time(baseline: Baseline) -> None:
+    # "và" is common in the baseline; 20 KB of it took minutes with a sequence diff.
+    page = "<html><body><p>" + "và " * 7000 + "</p></body></html>"
+    started = time.process_time()
+    (moved,) = compare(baseline, page)
+    assert time.process_time() - started < 1.0  # about 0.05 s here
+    assert moved.code == "defacement.drift"
+    assert moved.evidence.startswith("drift 1.00\n- ")
+    assert "\n+ và và và" in moved.evidence
+
+
+def test_blank_runs_do_not_slow_the_volatile_patterns() -> None:
+    # "online" then a long blank run: a \s* pattern retried over it would be quadratic
+    page = "<p>" + "online " + " " * 200_000 + "x " * 10 + "</p>"
+    started = time.process_time()
+    assert normalise(page).startswith("online x x")
+    assert time.process_time() - started < 1.0
 
 
 def test_defacement_inside_the_template(baseline: Baseline) -> None:

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import io
 import os
+import time
 import zipfile
 
 import pytest
@@ -345,6 +346,37 @@ def test_directory_listings_nginx_and_apache() -> None:
     )
     assert found[1].evidence == "Index of /backup: 1 entries (portal-2024-03-01.sql.gz)"
     assert "autoindex off" in found[0].message
+
+
+IIS_LISTING = """<html><head><title>daotru.tamdao.vinhphuc.gov.vn - /files/</title></head>
+<body><H1>daotru.tamdao.vinhphuc.gov.vn - /files/</H1><hr>
+<pre><A HREF="/">[To Parent Directory]</A><br><br>
+ 3/1/2024  9:12 AM        12288 <A HREF="/files/quyet-dinh-12.doc">quyet-dinh-12.doc</A><br>
+</pre><hr></body></html>"""
+
+
+def test_iis_directory_listing_is_still_found() -> None:
+    (found,) = judge([ok("/files/", IIS_LISTING.encode())], None)
+    assert found.evidence == "listing of /files/: 1 entries (/files/quyet-dinh-12.doc)"
+
+
+# Bodies built to make a backtracking matcher quadratic (each took 1.4 to 7.8 s against one
+# path before the matchers were made linear; 37 paths made a probe cost nearly a minute).
+CRAFTED = {
+    "iis title of dashes": ("<title>" + " - /" * READ_LIMIT)[: READ_LIMIT - 8] + "</title>",
+    "iis open title": ("<title>" + " - /x" * READ_LIMIT)[:READ_LIMIT],
+    "php version tags": ("PHP Version</" * READ_LIMIT)[:READ_LIMIT],
+    "stub_status blank run": "Active connections: 1" + "\n" * (READ_LIMIT - 40) + "x",
+    "sql blank lines": "-- x\n" + "\n" * (READ_LIMIT - 10) + "x",
+    "phpinfo titles": ("<title>" + "phpinfo() " * READ_LIMIT)[:READ_LIMIT],
+}
+
+
+@pytest.mark.parametrize("body", CRAFTED.values(), ids=CRAFTED.keys())
+def test_crafted_bodies_on_every_path_are_judged_in_linear_time(body: str) -> None:
+    started = time.process_time()
+    assert judge([ok(path, body.encode()) for path in paths(DOMAIN)], None) == []
+    assert time.process_time() - started < 1.0  # about 0.01 to 0.2 s here
 
 
 # --- What is not a finding -------------------------------------------------------------------
