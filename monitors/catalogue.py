@@ -91,6 +91,11 @@ class HTTP(Check):
     NO_HTTPS_REDIRECT = Code("http.no_https_redirect", _W, "http:// does not redirect to https://")
     REDIRECT_LOOP = Code("http.redirect_loop", _C, "a redirect loop, or more than 10 redirects")
     NOT_UTF8 = Code("http.not_utf8", _W, "the page is not declared UTF-8 (Art. 3.1)")
+    FOREIGN_ORIGIN = Code(
+        "http.foreign_origin",
+        _I,
+        "the final page is on another host: exposure and defacement are not checked there",
+    )
     LEGACY_NOT_REDIRECTED = Code(
         "http.legacy_not_redirected", _W, "a legacy name does not redirect to its new name"
     )
@@ -157,6 +162,14 @@ class EXPECT(Check):
 class PROBE(Check):
     module = PROBER
     ERROR = Code("probe.error", _C, "the prober itself failed on this target (a bug)")
+    DEADLINE = Code(
+        "probe.deadline", _C, "the probe overran monitor.deadline; what it learned is kept"
+    )
+    ANALYSIS_TIMEOUT = Code(
+        "probe.analysis_timeout",
+        _W,
+        "judging the pages overran monitor.analysis_budget (a hostile page?); not judged",
+    )
 
 
 CHECKS: tuple[type[Check], ...] = (HTTP, TLS, DNS, HEADERS, EXPOSURE, DEFACEMENT, EXPECT, PROBE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from portalops.core.netaddr import is_port, parse_host_port, parse_pin
 from portalops.core.validate import Strict
@@ -41,6 +41,14 @@ class Monitor(Strict):
     """Targets probed at the same time."""
     timeout: Annotated[float, Field(gt=0, le=120)] = 10.0
     """Seconds each request may take."""
+    deadline: Annotated[float, Field(gt=0, le=600)] | None = None
+    """Seconds a whole probe may take (redirects, TLS checks, DNS, IPv6, exposure paths,
+    analysis); past it the probe ends unsuccessful with ``probe.deadline``. Unset: 80 % of
+    ``interval``, at most 30 (``probe_deadline``); it must stay below ``interval``."""
+    analysis_budget: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """Seconds of a worker's time the page analysis of one probe (headers, expectations,
+    defacement, exposure) may take; past it the worker is killed and the probe reports
+    ``probe.analysis_timeout``."""
     http_port: Annotated[int, Field(ge=1, le=65535)] = 80
     """The port plain-HTTP probes of estate domains connect to (another one in tests)."""
     https_port: Annotated[int, Field(ge=1, le=65535)] = 443
@@ -67,6 +75,19 @@ class Monitor(Strict):
     """``host:port`` addresses outside the province network (a resolver, the ISP's gateway)
     the monitoring host should always reach: when none answers, the host is blind
     (``portalops_uplink_up``, alert MonitoringBlind) rather than every portal being down."""
+
+    @property
+    def probe_deadline(self) -> float:
+        """``deadline``, or by default 80 % of the interval, at most 30 s."""
+        return self.deadline if self.deadline is not None else min(0.8 * self.interval, 30.0)
+
+    @model_validator(mode="after")
+    def _deadline_below_interval(self) -> Monitor:
+        if self.deadline is not None and self.deadline >= self.interval:
+            raise ValueError(
+                f"deadline {self.deadline:g} s is not below interval {self.interval:g} s"
+            )
+        return self
 
     @field_validator("uplink")
     @classmethod

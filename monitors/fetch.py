@@ -96,9 +96,14 @@ class Response:
 
 
 class Resolver:
-    """Name resolution with curl-style pins (``host:port:address``) checked first."""
+    """Name resolution with curl-style pins (``host:port:address``) checked first.
 
-    def __init__(self, pins: Sequence[str] = ()) -> None:
+    A lookup that takes longer than ``timeout`` seconds is an ``http.down`` FetchError
+    (phase ``resolve``): getaddrinfo has no timeout of its own, and a dead resolver must not
+    hold a probe (its thread finishes in the background)."""
+
+    def __init__(self, pins: Sequence[str] = (), timeout: float = 10.0) -> None:
+        self.timeout = timeout
         self.pins: dict[tuple[str, int], list[str]] = {}
         for pin in pins:
             host, port, address = _parse_pin(pin)
@@ -113,10 +118,15 @@ class Resolver:
             return [a for a in pinned if _family(a) == family or family == socket.AF_UNSPEC]
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+            async with asyncio.timeout(self.timeout):
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise FetchError(
                 HTTP.DOWN, f"cannot resolve {host}: {exc.strerror}", "resolve"
+            ) from None
+        except TimeoutError:
+            raise FetchError(
+                HTTP.DOWN, f"cannot resolve {host}: no answer within {self.timeout:g} s", "resolve"
             ) from None
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 

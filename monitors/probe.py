@@ -6,6 +6,16 @@ adds findings with stable codes (``http.down``, ``tls.expiring``, …); ``succes
 blackbox_exporter's: the final answer arrived in time with a 2xx status over a verified
 connection. Findings never make a probe unsuccessful by themselves: a portal can be up and
 badly configured, and the alerts treat the two differently.
+
+A portal may be hostile (defaced, compromised, or just broken in odd ways), so a probe is
+bounded as a whole, not only request by request: ``ProbeConfig.deadline`` covers every step
+(redirects, TLS checks, DNS, the IPv6 request, exposure paths, analysis) and an overrun ends
+the probe unsuccessful with ``probe.deadline``, keeping what it learned. Judging the pages
+(headers, expectations, defacement, exposure) is CPU work on the portal's bytes: it runs in
+``analysis``'s worker processes with a budget (``probe.analysis_timeout`` past it), never on
+the event loop. Exposure paths are fetched and defacement judged only when the final page is
+on the target's own host (its domain, www/bare twin, legacy redirect target): a redirect to
+another host is not probed there (``http.foreign_origin``).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from portalops.core.errors import BadInput
 from portalops.monitors import defacement, exposure
+from portalops.monitors.analysis import AnalysisPool, AnalysisTimeout, shared_pool
 from portalops.monitors.catalogue import (
     ALL_MODULES,
     DNS,
@@ -164,6 +175,9 @@ class ProbeConfig:
     min_grade: str = "B"
     baselines: dict[str, defacement.Baseline] = field(default_factory=dict)  # by domain
     drift_threshold: float = 0.5
+    deadline: float = 30.0  # the whole probe
+    analysis_budget: float = 2.0  # the page analysis of one probe, in a worker
+    pool: AnalysisPool | None = field(default=None, compare=False)  # None: the shared one
 
 
 def configure(
@@ -174,7 +188,7 @@ def configure(
     """The ProbeConfig for the ``monitor`` section: ``modules`` (names) replace
     ``monitor.modules`` when given; BadInput for a ``monitor.resolve`` pin that will not do."""
     try:
-        resolver = Resolver(monitor.resolve)
+        resolver = Resolver(monitor.resolve, timeout=monitor.timeout)
     except ValueError as exc:
         raise BadInput(f"monitor.resolve: {exc}") from None
     return ProbeConfig(
@@ -185,6 +199,8 @@ def configure(
         min_grade=monitor.min_grade,
         baselines=baselines,
         drift_threshold=monitor.drift_threshold,
+        deadline=monitor.probe_deadline,
+        analysis_budget=monitor.analysis_budget,
     )
 
 
@@ -196,7 +212,15 @@ async def probe(target: Target, config: ProbeConfig) -> ProbeResult:
     result = ProbeResult(target, now_utc())
     started = time.monotonic()
     try:
-        await _modules(target, config, result)
+        async with asyncio.timeout(config.deadline):
+            await _modules(target, config, result)
+    except TimeoutError:
+        result.success = False
+        result.add(
+            PROBE.DEADLINE,
+            f"the probe of {target.url} took longer than {config.deadline:g} s "
+            "(monitor.deadline) and was stopped",
+        )
     except Exception as exc:
         log.exception("probe of %s failed", target.url)
         result.success = False
@@ -212,21 +236,127 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> 
         await _tls_checks(target, config, result)
     if Module.DNS in config.modules:
         await _dns(target, config, result)
-    if response is not None:
-        html = response.body.decode(_charset(response) or "utf-8", "replace")
-        result.home_html = html
-        if Module.HEADERS in config.modules:
-            _headers(response, html, result, config.min_grade)
-        if Module.EXPECT in config.modules:
-            _expect(target.expect, html, result)
-        if Module.DEFACEMENT in config.modules:
-            baseline = config.baselines.get(target.domain)
-            if baseline is not None:
-                found = defacement.compare(baseline, html, config.drift_threshold)
-                result.findings += found
-                result.defacement_suspected = bool(found)
-        if Module.EXPOSURE in config.modules and response.status < 500:
-            await _exposure(response.url, target, config, context, result)
+    if response is None:
+        return
+    html = response.body.decode(_charset(response) or "utf-8", "replace")
+    result.home_html = html
+    own = _own_origin(target, response.url)
+    if not own and (Module.DEFACEMENT in config.modules or Module.EXPOSURE in config.modules):
+        result.add(
+            HTTP.FOREIGN_ORIGIN,
+            f"{target.url} ends at {response.url}, another host: exposure and defacement "
+            "are not checked there",
+        )
+    job = PageJob(
+        modules=frozenset(config.modules),
+        headers=tuple(response.headers),
+        url=response.url,
+        chain=tuple(result.chain),
+        html=html,
+        min_grade=config.min_grade,
+        expect=target.expect,
+        baseline=config.baselines.get(target.domain) if own else None,
+        drift_threshold=config.drift_threshold,
+    )
+    if own and Module.EXPOSURE in config.modules and response.status < 500:
+        job = replace(job, exposure=await _exposure(response.url, target, config, context))
+    if not job.wanted:
+        return
+    try:
+        verdict = await (config.pool or shared_pool()).run(
+            analyse_page, job, config.analysis_budget
+        )
+    except AnalysisTimeout as exc:
+        result.add(
+            PROBE.ANALYSIS_TIMEOUT,
+            f"the pages of {target.url} were not judged: {exc} (monitor.analysis_budget)",
+        )
+        return
+    verdict.apply(result)
+
+
+def _own_origin(target: Target, url: str) -> bool:
+    """Whether url is on one of the target's own hosts: its domain, the hosts of its URLs, the
+    domain a legacy name must redirect to, and the www/bare twin of each."""
+    names = {target.domain, target.redirect_to or ""}
+    for known in (target.url, target.http_url):
+        names.add(urlsplit(known).hostname or "" if known else "")
+    names = {n.lower().rstrip(".") for n in names if n}
+    names |= {n[4:] if n.startswith("www.") else f"www.{n}" for n in names}
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host in names
+
+
+@dataclass(frozen=True)
+class PageJob:
+    """What the page analysis needs, sent to a worker process (so: plain, picklable data)."""
+
+    modules: frozenset[Module]
+    headers: tuple[tuple[str, str], ...]
+    url: str
+    chain: tuple[str, ...]
+    html: str
+    min_grade: str
+    expect: Expect
+    baseline: defacement.Baseline | None
+    drift_threshold: float
+    exposure: tuple[tuple[exposure.Fetched, ...], exposure.Fetched | None] | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any analysis is asked for (none: no worker is needed at all)."""
+        return (
+            Module.HEADERS in self.modules
+            or (Module.EXPECT in self.modules and self.expect != Expect())
+            or (Module.DEFACEMENT in self.modules and self.baseline is not None)
+            or self.exposure is not None
+        )
+
+
+@dataclass
+class PageVerdict:
+    """The analysis' answer, applied to the ProbeResult in the probing process."""
+
+    findings: list[Finding] = field(default_factory=list)
+    score: int | None = None
+    grade: str | None = None
+    expect_failed: int = 0
+    defacement_suspected: bool | None = None
+    exposure_checked: bool = False
+    exposed: list[str] = field(default_factory=list)
+
+    def apply(self, result: ProbeResult) -> None:
+        result.findings += self.findings
+        result.score, result.grade = self.score, self.grade
+        result.expect_failed += self.expect_failed
+        result.defacement_suspected = self.defacement_suspected
+        result.exposure_checked = self.exposure_checked
+        result.exposed = self.exposed
+
+
+def analyse_page(job: PageJob) -> PageVerdict:
+    """Headers grade, expectations, defacement and exposure for one probe: pure CPU work on
+    the portal's bytes, run in an analysis worker (``analysis.AnalysisPool``)."""
+    scratch = ProbeResult(Target("", "", "", job.url), now_utc(), chain=list(job.chain))
+    verdict = PageVerdict()
+    if Module.HEADERS in job.modules:
+        _headers(job.headers, job.url, job.html, scratch, job.min_grade)
+        verdict.score, verdict.grade = scratch.score, scratch.grade
+    if Module.EXPECT in job.modules:
+        _expect(job.expect, job.html, scratch)
+        verdict.expect_failed = scratch.expect_failed
+    if Module.DEFACEMENT in job.modules and job.baseline is not None:
+        found = defacement.compare(job.baseline, job.html, job.drift_threshold)
+        scratch.findings += found
+        verdict.defacement_suspected = bool(found)
+    if job.exposure is not None:
+        fetched, not_found = job.exposure
+        found = exposure.judge(fetched, not_found)
+        scratch.findings += found
+        verdict.exposure_checked = True
+        verdict.exposed = [f.code for f in found]
+    verdict.findings = scratch.findings
+    return verdict
 
 
 # -- http ------------------------------------------------------------------------------------
@@ -557,9 +687,11 @@ _HEADER_FINDINGS: dict[str, tuple[Code, str]] = {
 }
 
 
-def _headers(response: Response, html: str, result: ProbeResult, min_grade: str) -> None:
+def _headers(
+    headers: Sequence[tuple[str, str]], url: str, html: str, result: ProbeResult, min_grade: str
+) -> None:
     report = grade_headers(
-        Observed(headers=response.headers, url=response.url, redirects=result.chain, body=html)
+        Observed(headers=list(headers), url=url, redirects=result.chain, body=html)
     )
     result.score, result.grade = report.score, report.grade
     for outcome in report.outcomes:
@@ -621,8 +753,10 @@ def _expect(expect: Expect, html: str, result: ProbeResult) -> None:
 
 
 async def _exposure(
-    base: str, target: Target, config: ProbeConfig, context: ssl.SSLContext, result: ProbeResult
-) -> None:
+    base: str, target: Target, config: ProbeConfig, context: ssl.SSLContext
+) -> tuple[tuple[exposure.Fetched, ...], exposure.Fetched | None]:
+    """Fetch every exposure path (and one that cannot exist) from base's origin; judged later,
+    in the analysis worker."""
     parts = urlsplit(base)
     origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     limits = Limits(
@@ -641,8 +775,4 @@ async def _exposure(
         return exposure.Fetched(path, response.status, response.headers, response.body)
 
     fetched = await asyncio.gather(*(get(p) for p in [probe_404, *paths]))
-    not_found, rest = fetched[0], [f for f in fetched[1:] if f is not None]
-    found = exposure.judge(rest, not_found)
-    result.findings += found
-    result.exposure_checked = True
-    result.exposed = [f.code for f in found]
+    return tuple(f for f in fetched[1:] if f is not None), fetched[0]

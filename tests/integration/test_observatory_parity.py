@@ -69,6 +69,7 @@ import pytest
 import yaml
 
 from portalops.monitors import probe as prober
+from portalops.monitors.analysis import InlinePool
 from portalops.monitors.catalogue import Module
 from portalops.monitors.config import Monitor
 from portalops.monitors.fetch import Resolver
@@ -276,6 +277,7 @@ def graded_in_process(
         resolver=Resolver(monitor.resolve),
         ca_file=str(sites.ca_file),
         modules=(Module.HTTP, Module.HEADERS),
+        pool=InlinePool(),  # the grader is watched in this process, not in a worker
     )
     result = asyncio.run(prober.probe(url_target(url, monitor), config))
     assert len(seen) == 1, f"the prober graded {len(seen)} responses of {url}: {result.findings}"

@@ -1,0 +1,346 @@
+"""The prober against portals that turned hostile, served by a real nginx (and the hostile
+servers for what nginx will not do): every probe ends within its deadline or analysis budget
+with the right finding, the event loop never stalls, and a healthy portal probed alongside is
+judged as if nothing happened.
+
+The attacks are the ones that froze the prober before the analysis was made linear and moved
+to worker processes: a 20 KB page of one word common in the baseline ("và và và…", minutes in
+a sequence diff), bodies crafted against the exposure matchers on every exposure path (IIS
+listing titles, phpinfo tags, stub_status blank runs: up to a minute per probe), an endless
+redirect chain, a redirect to a server that trickles a byte a second, and a page so large
+that judging it overruns a tight budget. Each probe runs in this process on one event loop,
+as the exporter's do, with a heartbeat task measuring the loop's longest stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from portalops.monitors import exposure
+from portalops.monitors.analysis import AnalysisPool
+from portalops.monitors.catalogue import Module
+from portalops.monitors.defacement import Baseline
+from portalops.monitors.fetch import Limits, Resolver
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
+from tests.fixtures.hostile import HostileServers, running_hostile
+from tests.fixtures.nginx import NGINX_PACKAGE
+from tests.fixtures.pki import ThrowawayPKI
+from tests.fixtures.portal_sites import home_html
+from tests.fixtures.procs import (
+    LOOPBACK,
+    free_port,
+    require_binary,
+    run,
+    start_process,
+    stop_process,
+    temp_dir,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+ZONE = "hostile.test"
+TIMEOUT = 4.0  # per request
+DEADLINE = 2.5  # per probe
+BUDGET = 2.0  # analysis, per probe
+MODULES = (Module.HTTP, Module.HEADERS, Module.EXPOSURE, Module.DEFACEMENT, Module.EXPECT)
+
+# Each body made a backtracking matcher quadratic; served on every path but "/".
+CRAFTED = {
+    "iis": ("<title>" + " - /" * 20_000)[: exposure.READ_LIMIT - 8] + "</title>",
+    "php": ("PHP Version</" * 6000)[: exposure.READ_LIMIT],
+    "stub": "Active connections: 1" + "\n" * (exposure.READ_LIMIT - 40) + "x",
+}
+REPEATED = "<html><body><p>" + "và " * 7000 + "</p></body></html>"  # 21 KB of one word
+HEAVY_PAGE = "<html><body>" + "<p>và <b>các</b> xã</p>" * 90_000 + "</body></html>"  # ~2 MB
+
+
+@dataclass(frozen=True)
+class Estate:
+    port: int
+    access_log: Path
+    hostile: HostileServers
+
+    def host(self, name: str) -> str:
+        return f"{name}.{ZONE}"
+
+    def target(self, name: str) -> Target:
+        host = self.host(name)
+        return Target(name, "url", host, f"http://{host}:{self.port}/")
+
+    def pins(self) -> list[str]:
+        names = ("healthy", "repeat", "iis", "php", "stub", "endless", "slow", "away", "other")
+        return [f"{self.host(n)}:{self.port}:{LOOPBACK}" for n in (*names, "heavy")] + [
+            *self.hostile.resolve_pins()
+        ]
+
+    def requests_to(self, name: str) -> int:
+        """Requests nginx logged for a host (its access log line starts with the host)."""
+        lines = self.access_log.read_text(encoding="utf-8").splitlines()
+        return sum(line.startswith(self.host(name) + " ") for line in lines)
+
+
+def _server(name: str, port: int, root: Path, body: str) -> str:
+    return textwrap.dedent(f"""\
+        server {{
+            listen {LOOPBACK}:{port};
+            server_name {name}.{ZONE};
+            root {root / name};
+            {body}
+        }}
+        """)
+
+
+@pytest.fixture(scope="module")
+def estate(pki: ThrowawayPKI) -> Iterator[Estate]:
+    nginx = require_binary("nginx", NGINX_PACKAGE)
+    with temp_dir("hostile-sites") as root, running_hostile(pki) as hostile:
+        os.chmod(root, 0o755)  # noqa: S103 (workers run as nobody and must read the webroot)
+        (root / "temp").mkdir()
+        port = free_port()
+        pages = {
+            "healthy": home_html(f"healthy.{ZONE}"),
+            "repeat": REPEATED,
+            "heavy": HEAVY_PAGE,
+            "other": home_html(f"other.{ZONE}"),
+            **{name: home_html(f"{name}.{ZONE}") for name in CRAFTED},
+        }
+        for name, page in pages.items():
+            (root / name).mkdir()
+            (root / name / "index.html").write_text(page, encoding="utf-8")
+        for name, body in CRAFTED.items():
+            (root / name / "crafted.html").write_text(body, encoding="utf-8")
+        (root / "other" / ".git").mkdir()
+        (root / "other" / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+        for path in (root, *root.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        static = "index index.html;"
+        trickle = hostile.url("trickle")
+        crafted = "location = / { index index.html; }\nlocation / { try_files /crafted.html =404; }"
+        away = f"location / {{ return 302 http://other.{ZONE}:{port}/; }}"
+        servers = [
+            *(_server(n, port, root, static) for n in ("healthy", "repeat", "heavy", "other")),
+            *(_server(n, port, root, crafted) for n in CRAFTED),
+            _server("endless", port, root, r"location ~ ^/r?(?<n>\d*)$ { return 302 /r${n}1; }"),
+            _server("slow", port, root, f"location / {{ return 302 {trickle}; }}"),
+            _server("away", port, root, away),
+        ]
+        conf = root / "nginx.conf"
+        conf.write_text(
+            f"""\
+worker_processes 1;
+pid {root}/nginx.pid;
+events {{ worker_connections 512; }}
+http {{
+    types {{ text/html html; }}
+    default_type text/plain;
+    charset utf-8;
+    log_format byhost '$host $status $request_uri';
+    access_log {root}/access.log byhost;
+    client_body_temp_path {root}/temp/client_body;
+    proxy_temp_path {root}/temp/proxy;
+    fastcgi_temp_path {root}/temp/fastcgi;
+    uwsgi_temp_path {root}/temp/uwsgi;
+    scgi_temp_path {root}/temp/scgi;
+    server {{
+        listen {LOOPBACK}:{port} default_server;
+        location = /__ready {{ return 200 "ready"; }}
+        location / {{ return 404; }}
+    }}
+{textwrap.indent("".join(servers), "    ")}
+}}
+""",
+            encoding="utf-8",
+        )
+        argv = [nginx, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
+        run([*argv, "-t", "-q"], what="nginx -t of the hostile sites")
+        proc = start_process([*argv, "-g", "daemon off;"], root / "nginx.out")
+        try:
+            wait_until(
+                lambda: _ready(port),
+                timeout=10,
+                what="nginx serves the hostile sites",
+                log=root / "error.log",
+                proc=proc,
+            )
+            yield Estate(port, root / "access.log", hostile)
+        finally:
+            stop_process(proc)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/__ready", timeout=2) as answer:
+            return bool(answer.read() == b"ready")
+    except OSError:
+        return False
+
+
+@dataclass
+class Sweep:
+    results: dict[str, ProbeResult]
+    seconds: dict[str, float]  # each probe's own wall time
+    wall: float
+    max_stall: float  # the event loop's longest gap between two 10 ms heartbeats
+    killed: int  # workers killed for overrunning their budget
+
+
+async def _sweep(estate: Estate, names: list[str], config: ProbeConfig) -> Sweep:
+    stop = asyncio.Event()
+    gaps = [0.0]
+
+    async def heartbeat() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last - 0.01)
+            last = now
+
+    async def one(name: str) -> tuple[str, ProbeResult, float]:
+        started = time.monotonic()
+        result = await probe(estate.target(name), config)
+        return name, result, time.monotonic() - started
+
+    beat = asyncio.create_task(heartbeat())
+    started = time.monotonic()
+    done = await asyncio.gather(*(one(n) for n in names))
+    wall = time.monotonic() - started
+    stop.set()
+    await beat
+    assert config.pool is not None
+    return Sweep(
+        {n: r for n, r, _ in done}, {n: s for n, _, s in done}, wall, max(gaps), config.pool.killed
+    )
+
+
+def _config(estate: Estate, pool: AnalysisPool, **changes: object) -> ProbeConfig:
+    baseline_page = home_html(f"repeat.{ZONE}")  # the portal as it was: "và" is common in it
+    taken = "2026-12-01T06:00:00+07:00"
+    baselines = {
+        estate.host(n): Baseline.take(estate.target(n).url, home_html(estate.host(n)), taken)
+        for n in ("healthy", "other", *CRAFTED)
+    }
+    baselines[estate.host("repeat")] = Baseline.take("http://repeat/", baseline_page, taken)
+    config = ProbeConfig(
+        resolver=Resolver(estate.pins(), timeout=TIMEOUT),
+        limits=Limits(timeout=TIMEOUT),
+        modules=MODULES,
+        baselines=baselines,
+        deadline=DEADLINE,
+        analysis_budget=BUDGET,
+        pool=pool,
+    )
+    return replace(config, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def sweep(estate: Estate) -> Iterator[Sweep]:
+    """Every hostile portal and the healthy one, probed at once on one loop."""
+    pool = AnalysisPool(2)
+    try:
+        names = ["healthy", "repeat", *CRAFTED, "endless", "slow", "away"]
+        yield asyncio.run(_sweep(estate, names, _config(estate, pool)))
+    finally:
+        pool.close()
+
+
+def codes(result: ProbeResult) -> set[str]:
+    return {f.code for f in result.findings}
+
+
+def test_the_event_loop_never_stalls_and_the_sweep_keeps_its_deadline(sweep: Sweep) -> None:
+    assert sweep.max_stall < 0.3, sweep.max_stall
+    assert sweep.wall < DEADLINE + 1.5, sweep.seconds
+    assert all(s < DEADLINE + 0.5 for s in sweep.seconds.values()), sweep.seconds
+    assert sweep.killed == 0  # linear analysis: nothing here needs the budget
+
+
+def test_the_healthy_portal_is_judged_as_if_alone(sweep: Sweep) -> None:
+    healthy = sweep.results["healthy"]
+    assert healthy.success, healthy.findings
+    assert healthy.status_code == 200
+    assert healthy.exposure_checked
+    assert healthy.exposed == []
+    assert healthy.defacement_suspected is False
+    assert healthy.grade is not None
+    assert not codes(healthy) & {"probe.deadline", "probe.analysis_timeout", "probe.error"}
+    assert sweep.seconds["healthy"] < DEADLINE  # waits for a worker: at most 2 for 7 jobs
+
+
+def test_a_page_of_one_repeated_word_is_reported_as_drift_in_time(sweep: Sweep) -> None:
+    repeat = sweep.results["repeat"]
+    assert repeat.success
+    assert "defacement.drift" in codes(repeat)
+    assert repeat.defacement_suspected is True
+    assert sweep.seconds["repeat"] < DEADLINE
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_crafted_exposure_bodies_on_every_path_are_judged_in_time(
+    sweep: Sweep, estate: Estate, name: str
+) -> None:
+    result = sweep.results[name]
+    assert result.success
+    assert result.exposure_checked
+    assert result.exposed == []  # the crafted body proves nothing
+    assert not codes(result) & {"probe.deadline", "probe.analysis_timeout", "probe.error"}
+    assert sweep.seconds[name] < DEADLINE
+    # the body really was served on every exposure path
+    assert estate.requests_to(name) >= len(exposure.paths(estate.host(name)))
+
+
+def test_an_endless_redirect_chain_stops_at_the_limit(sweep: Sweep) -> None:
+    endless = sweep.results["endless"]
+    assert not endless.success
+    assert "http.redirect_loop" in codes(endless)
+
+
+def test_a_redirect_to_a_trickling_server_ends_at_the_deadline(sweep: Sweep) -> None:
+    slow = sweep.results["slow"]
+    assert not slow.success
+    assert "probe.deadline" in codes(slow)
+    assert DEADLINE <= sweep.seconds["slow"] < DEADLINE + 0.5
+    assert slow.phases  # what it learned (the first hop) is kept
+
+
+def test_a_redirect_to_another_host_is_not_probed_for_exposure(
+    sweep: Sweep, estate: Estate
+) -> None:
+    away = sweep.results["away"]
+    assert away.success
+    assert away.final_url.startswith(f"http://other.{ZONE}:")
+    assert "http.foreign_origin" in codes(away)
+    assert not away.exposure_checked
+    assert away.defacement_suspected is None
+    assert estate.requests_to("other") == 1  # the home page, no exposure path
+
+
+def test_an_analysis_past_its_budget_kills_the_worker_and_is_a_finding(estate: Estate) -> None:
+    pool = AnalysisPool(1)
+    try:
+        config = _config(estate, pool, analysis_budget=0.05, deadline=10.0)
+        first = asyncio.run(_sweep(estate, ["heavy"], config))
+        # the same pool, a worker started afresh, a sane budget: the healthy portal is fine
+        second = asyncio.run(_sweep(estate, ["healthy"], replace(config, analysis_budget=BUDGET)))
+    finally:
+        pool.close()
+    heavy = first.results["heavy"]
+    assert heavy.success
+    assert "probe.analysis_timeout" in codes(heavy)
+    assert first.killed == 1
+    assert first.seconds["heavy"] < 1.5 + 1.0  # the worker's start-up is not in the budget
+    assert first.max_stall < 0.3
+    healthy = second.results["healthy"]
+    assert healthy.success
+    assert healthy.exposure_checked
+    assert "probe.analysis_timeout" not in codes(healthy)
