@@ -257,7 +257,7 @@ class Sweeper:
         self.targets, self.config = list(unique.values()), config
         self.urls = frozenset(unique)
         self.interval, self.concurrency = interval, concurrency
-        self.deadline = config.limits.timeout if deadline is None else deadline
+        self.deadline = config.deadline if deadline is None else deadline
         self.stale_after = 2 * interval + self.deadline
         self.uplink_targets = list(uplink)
         self.uplink: dict[str, bool] = {}

@@ -160,14 +160,7 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     listen = args.listen or monitor.listen
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
-    sweeper = Sweeper(
-        targets,
-        config,
-        monitor.interval,
-        monitor.concurrency,
-        uplink=monitor.uplink,
-        deadline=_deadline(monitor),
-    )
+    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
     estate = _estate(ctx)
 
     def lookup(item: str) -> Target:
@@ -197,11 +190,3 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
         asyncio.run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
     return Outcome({"stopped": True}, [])
-
-
-def _deadline(monitor: Any) -> float:
-    """The longest a probe may take: monitor.probe_deadline (``deadline`` or its default)
-    where the config has it, else the per-request timeout. The staleness threshold is
-    2 x interval + this."""
-    deadline = getattr(monitor, "probe_deadline", None)
-    return float(deadline) if deadline is not None else float(monitor.timeout)
