@@ -52,6 +52,12 @@ class AnalysisTimeout(Exception):
     """The job overran its budget (its worker was killed), or no worker could run it."""
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    """The reader callback: the loop may call it again before the waiter has run."""
+    if not future.done():
+        future.set_result(None)
+
+
 class _Worker:
     """One worker process and its pipes; the parent's ends are blocking for writes (the worker
     reads as fast as we write) and read through the event loop."""
@@ -66,8 +72,8 @@ class _Worker:
         stdin, stdout = self.process.stdin, self.process.stdout
         if stdin is None or stdout is None:  # pragma: no cover - PIPE always gives both
             raise OSError("no pipes to the analysis worker")
-        self.stdin = stdin
-        self.out = stdout.fileno()
+        self.into, self.out = stdin.fileno(), stdout.fileno()
+        os.set_blocking(self.into, False)
         os.set_blocking(self.out, False)
         self.started = False
 
@@ -79,7 +85,7 @@ class _Worker:
         header_done = False
         while True:
             readable = loop.create_future()
-            loop.add_reader(self.out, readable.set_result, None)
+            loop.add_reader(self.out, _wake, readable)
             try:
                 await readable
             finally:
@@ -104,11 +110,27 @@ class _Worker:
                 raise EOFError("the analysis worker did not start")
         self.started = True
 
+    async def _write_frame(self, data: bytes) -> None:
+        """One frame to the worker, through the event loop: a job can be megabytes (37
+        exposure bodies), more than a pipe holds, and a worker slow to read it (a loaded
+        host) must not block the loop."""
+        loop = asyncio.get_running_loop()
+        view = memoryview(_HEADER.pack(len(data)) + data)
+        while view:
+            try:
+                view = view[os.write(self.into, view) :]
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(self.into, _wake, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(self.into)
+
     async def call(self, job: tuple[Callable[[Any], Any], Any], budget: float) -> Any:
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-        self.stdin.write(_HEADER.pack(len(data)) + data)
-        self.stdin.flush()
         async with asyncio.timeout(budget):
+            await self._write_frame(data)
             # our own worker's frame; the page's bytes never reach pickle unpickled
             ok, value = pickle.loads(await self._read_frame())  # noqa: S301
         if not ok:
@@ -118,10 +140,10 @@ class _Worker:
     def kill(self) -> None:
         with contextlib.suppress(OSError):
             self.process.kill()
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        with contextlib.suppress(OSError):
-            os.close(self.out)
+        for pipe in (self.process.stdin, self.process.stdout):  # each closes its own fd once
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
 
@@ -184,6 +206,10 @@ class AnalysisPool:
                 if worker is not None:
                     self._idle.append(worker)
                 free.notify()
+
+    async def warm(self) -> None:
+        """Start every worker now (a service may pay the start-up before its first sweep)."""
+        await asyncio.gather(*(self.run(len, (), START_TIMEOUT) for _ in range(self.size)))
 
     def close(self) -> None:
         """Stop the idle workers (busy ones are killed by their callers or die with us)."""
