@@ -447,6 +447,29 @@ def test_alertmanager_pages_through_ops_oncall(agent: Agent, monitoring_converge
     assert _get(url, body, authorized) == 400
 
 
+def test_prometheus_scrapes_the_paging_chain(agent: Agent, monitoring_converged: Recap) -> None:
+    """Alertmanager and the on-call service are scrape targets, and the on-call one is up:
+    Prometheus's copy of the /metrics token (the role's) is the one the service accepts."""
+    host = agent.host
+    token_file = f"{STATE_DIR}/oncall/metrics.token"
+    prom_copy = "/etc/prometheus/portal-ops-metrics.token"
+    assert (host.file(token_file).user, host.file(token_file).mode) == (SERVICE_USER, 0o600)
+    assert (host.file(prom_copy).user, host.file(prom_copy).mode) == ("prometheus", 0o600)
+    assert _get("http://127.0.0.1:9434/metrics") == 401
+    deadline = time.monotonic() + 90  # the first scrape: within one 30 s interval of the start
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = json.loads(_body("http://127.0.0.1:9090/api/v1/targets"))
+        health = {
+            t["labels"]["job"]: f"{t['health']} {t.get('lastError', '')}".strip()
+            for t in targets["data"]["activeTargets"]
+        }
+        if health.get("oncall") == "up" and health.get("alertmanager") == "up":
+            return
+        time.sleep(1)
+    pytest.fail(f"the paging chain's targets are not up within 90 s: {health}")
+
+
 def test_grafana_provisioning_files(agent: Agent, monitoring_converged: Recap) -> None:
     host = agent.host
     for kind in ("datasources", "dashboards"):
