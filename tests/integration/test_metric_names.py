@@ -335,12 +335,19 @@ def _oncall(root: Path) -> str:
     try:
         watchdog = alert(alertname="Watchdog", severity="info")
         assert service.post(webhook(alert(), watchdog))[0] == 200
-        service.wait_delivered(timeout=20)
         token = (root / "state" / "oncall" / "metrics.token").read_text().strip()
-        status, text = http(f"{service.url}/metrics", headers={"Authorization": f"Bearer {token}"})
-        assert status == 200, text
-        assert 'result="failed"' in text, text
-        return str(text)
+        scraped = [""]
+
+        def page_failed() -> bool:
+            status, text = http(
+                f"{service.url}/metrics", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert status == 200, text
+            scraped[0] = str(text)
+            return 'result="failed"' in scraped[0]
+
+        wait_until(page_failed, timeout=20, what="the on-call /metrics counts the failed page")
+        return scraped[0]
     finally:
         service.stop()
 
