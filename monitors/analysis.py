@@ -26,6 +26,7 @@ module-level function), its argument and result picklable.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -227,8 +228,11 @@ class InlinePool(AnalysisPool):
 
 @functools.cache
 def shared_pool() -> AnalysisPool:
-    """The process's pool, created on first use (the workers themselves start on demand)."""
-    return AnalysisPool()
+    """The process's pool, created on first use (the workers themselves start on demand);
+    its idle workers are stopped at exit (busy ones die with us)."""
+    pool = AnalysisPool()
+    atexit.register(pool.close)
+    return pool
 
 
 # --- The worker ------------------------------------------------------------------------------
