@@ -339,6 +339,12 @@ class Oncall(Strict):
     """The default language of pages."""
     tick: Duration = 5.0
     """How often the service looks for due escalation steps and reminders."""
+    replay_window: Duration = 120.0
+    """How long after a resolution is received a "firing" that started no later than it
+    ended counts as a replay (Alertmanager's retries, an HA peer's duplicate) and is dropped;
+    after it, such a firing opens an incident and pages (a re-fire after Alertmanager
+    resolved by timeout looks the same). Also how long a resolution that arrived before its
+    firing is remembered."""
     people: list[Person] = []
     """Everyone who can be paged."""
     rotations: dict[str, Rotation] = {}

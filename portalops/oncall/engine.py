@@ -16,8 +16,14 @@ All of it is state in :class:`~portalops.oncall.store.Store`, advanced by :meth:
 :meth:`Escalator.deliver_pending`; the service loops over both.
 
 Webhooks are ordered by each alert's ``startsAt``/``endsAt``, not by arrival: Alertmanager
-retries and replays, so a "firing" that started before the resolution we recorded (or a
-"resolved" that ended before the firing we hold started) is old news and changes nothing.
+retries and replays, so a "resolved" that ended before the firing we hold started is old
+news and changes nothing. A "firing" that started no later than the resolution we recorded
+ended is a replay only within ``oncall.replay_window`` of receiving that resolution:
+Alertmanager blanks ``endsAt`` on firing alerts, so a replay and a real re-fire (after it
+resolved the alert by timeout while Prometheus stalled) look alike, and after the window the
+safe side wins: it opens an incident and pages. Times in the future (clock skew) count as
+the time of receipt, and a resolution that arrives before its firing is remembered for the
+same window, so the late firing does not open an incident that nothing would close.
 
 A page that was delivered but could not be recorded (database locked, disk full) is
 remembered in memory and its record retried with backoff; it is never delivered again while
@@ -54,6 +60,12 @@ TickHook = Callable[[float], None]
 #: Backoff of retried records of delivered pages: first retry after this, doubling, capped.
 RECORD_RETRY_FIRST = 0.5
 RECORD_RETRY_MAX = 30.0
+#: A page that failed on every channel of its person is tried again (the escalation has
+#: moved on at once meanwhile) this many times, after this many seconds, doubling.
+PAGE_RETRIES = 3
+PAGE_RETRY_FIRST = 60.0
+#: At most this many early resolutions are remembered (a flood of them cannot grow memory).
+MAX_EARLY = 10_000
 
 
 @dataclass
@@ -64,6 +76,15 @@ class _Unrecorded:
     done_at: float
     tries: int = 0
     retry_at: float = 0.0  # time.monotonic()
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A page to write again for a person every channel of whom failed."""
+
+    page: Page
+    tries: int  # retries written so far, this one included
+    at: float  # engine clock
 
 
 @dataclass
@@ -86,6 +107,11 @@ class Escalator:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _unrecorded: dict[int, _Unrecorded] = field(default_factory=dict)
     _db_failing: str | None = None  # what failed, while the database keeps failing
+    _early: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    _retries: list[_Retry] = field(default_factory=list)
+    _retry_of: dict[int, int] = field(default_factory=dict)  # page id -> its retry number
+    """Resolutions of alerts we held no firing for, by (group, fingerprint): (ended,
+    received), kept ``replay_window`` so their late firing is known as old news."""
     last_tick: float | None = None
     """The engine clock at the last tick of :meth:`run`."""
     last_tick_ok: bool = True
@@ -104,7 +130,7 @@ class Escalator:
         alerts = payload.get("alerts")
         if not isinstance(alerts, list) or not alerts:
             raise ValueError("payload has no 'alerts' list (is this an Alertmanager webhook?)")
-        parsed = [_alert_fields(a) for a in alerts]
+        parsed = [_clamped(_alert_fields(a), now) for a in alerts]
         group_key = payload.get("groupKey")
         if isinstance(group_key, str) and group_key:
             groups = {group_key: parsed}
@@ -132,13 +158,20 @@ class Escalator:
         incident = self.store.open_incident(key)
         last = incident or self.store.last_incident(key)
         history = last.alerts if last else {}
-        fresh = [a for a in members if not _stale(a, history.get(a.fingerprint))]
+        window = self.oncall.replay_window
+        self._forget_early(now)
+        fresh = [
+            a
+            for a in members
+            if not _stale(a, history.get(a.fingerprint), now, window)
+            and not self._early_replay(key, a)
+        ]
         if len(fresh) < len(members):
             log.info("webhook: ignored %d replayed alert(s) of %s older than what is recorded",
                      len(members) - len(fresh), last.id if last else "?")  # fmt: skip
         known = dict(incident.alerts) if incident else {}
         for alert in fresh:
-            known[alert.fingerprint] = alert.record()
+            known[alert.fingerprint] = alert.record(now)
         firing = [a for a in fresh if a.status == "firing"]
         if not fresh:
             return  # only replays
@@ -158,7 +191,13 @@ class Escalator:
             summary["resolved"].append(incident.id)
             return
         if not firing:
-            return  # resolved news of an incident we never opened (or already closed)
+            # resolved news of an incident we never opened (or already closed): remembered
+            # a while, in case its firing was delayed behind it
+            for alert in fresh:
+                ended = alert.ends if alert.ends is not None else alert.starts
+                if ended is not None and len(self._early) < MAX_EARLY:
+                    self._early[(key, alert.fingerprint)] = (ended, now)
+            return
         worst = min(firing, key=lambda a: _SEVERITY_ORDER.get(a.labels.get("severity", ""), 9))
         common = payload.get("commonLabels")
         labels = dict(worst.labels)
@@ -176,6 +215,19 @@ class Escalator:
             )
         summary["opened"].append(new_id)
 
+    def _forget_early(self, now: float) -> None:
+        window = self.oncall.replay_window
+        for held, (_, received) in list(self._early.items()):
+            if now - received > window or received > now:
+                del self._early[held]
+
+    def _early_replay(self, key: str, alert: _Alert) -> bool:
+        """Whether ``alert`` fires an episode whose resolution came first (and recently)."""
+        held = self._early.get((key, alert.fingerprint))
+        if held is None or alert.status != "firing" or alert.starts is None:
+            return False
+        return alert.starts <= held[0]
+
     # -- bookkeeping ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -183,6 +235,7 @@ class Escalator:
         for incident in self.store.due(now):
             self._step(incident, now)
         self._reminders(now)
+        self._page_again(now)
 
     def _step(self, incident: Incident, now: float) -> None:
         steps = self.oncall.escalation.steps
@@ -280,6 +333,8 @@ class Escalator:
             result = await deliver(person, message, self.oncall.delivery)
             self.metrics.page_finished(page.kind, result.channel, result.ok)
             self._record(page.id, result)
+            if page.kind == "page" and not result.ok:
+                self._page_failed(page, self.clock())
             log.info("page %d (%s, incident %s) to %s: %s via %s", page.id, page.kind,
                      page.incident, page.person, "sent" if result.ok else "FAILED",
                      result.channel)  # fmt: skip
@@ -287,6 +342,50 @@ class Escalator:
             self._db_error("reading a page's incident", exc)
         finally:
             self._in_flight.discard(page.id)
+
+    def _page_failed(self, page: Page, now: float) -> None:
+        """Every channel of the person failed: the next step is due now (as when nobody is
+        on call), and the person is paged again later, at most :data:`PAGE_RETRIES` times."""
+        tries = self._retry_of.pop(page.id, 0)
+        if tries < PAGE_RETRIES:
+            at = now + PAGE_RETRY_FIRST * 2**tries
+            self._retries.append(_Retry(page, tries + 1, at))
+        if tries or page.incident is None or page.step is None or page.round is None:
+            return  # a retry: the escalation moved on when the first page failed
+        steps = len(self.oncall.escalation.steps)
+        following, round_ = page.step + 1, page.round
+        if following >= steps:
+            following, round_ = 0, round_ + 1
+        try:
+            with self.store.transaction() as conn:
+                moved = conn.execute(
+                    "UPDATE incidents SET next_at = ? WHERE id = ? AND status = 'firing' "
+                    "AND step = ? AND round = ? AND next_at > ?",
+                    (now, page.incident, following, round_, now),
+                ).rowcount
+        except sqlite3.Error as exc:  # the step falls due at its usual time instead
+            self._db_error(f"escalating incident {page.incident} past a failed page", exc)
+            return
+        if moved:
+            log.warning("incident %d: paging %s failed on every channel; escalating at once "
+                        "(retrying %s later)", page.incident, page.person, page.person)  # fmt: skip
+            self.wake.set()
+
+    def _page_again(self, now: float) -> None:
+        """Write the retries that are due, for incidents still firing."""
+        due = [r for r in self._retries if r.at <= now]
+        for retry in due:
+            page = retry.page
+            incident = self.store.incident(page.incident) if page.incident is not None else None
+            if incident is not None and incident.status == "firing":
+                with self.store.transaction() as conn:
+                    again = self.store.add_page(conn, "page", page.person, now,
+                                                incident=page.incident, step=page.step,
+                                                round_=page.round, detail=page.detail)  # fmt: skip
+                self._retry_of[again] = retry.tries
+                log.info("incident %d: paging %s again (retry %d of %d)", incident.id,
+                         page.person, retry.tries, PAGE_RETRIES)  # fmt: skip
+            self._retries.remove(retry)
 
     def _record(self, page_id: int, result: Delivered) -> None:
         """Write a page's outcome; if the database refuses, keep it in memory (so the page
@@ -436,25 +535,37 @@ class _Alert:
     starts: float | None
     ends: float | None  # None: Alertmanager's zero time (still firing)
 
-    def record(self) -> dict[str, Any]:
-        """What an incident keeps of it (``Incident.alerts``)."""
-        return {"status": self.status, "labels": self.labels,
-                "startsAt": self.starts, "endsAt": self.ends}  # fmt: skip
+    def record(self, received: float) -> dict[str, Any]:
+        """What an incident keeps of it (``Incident.alerts``), with when it was received."""
+        return {"status": self.status, "labels": self.labels, "startsAt": self.starts,
+                "endsAt": self.ends, "received": received}  # fmt: skip
 
 
-def _stale(alert: _Alert, known: Mapping[str, Any] | None) -> bool:
+def _clamped(alert: _Alert, now: float) -> _Alert:
+    """``alert`` with times in the future (a skewed clock) moved back to ``now``, the time
+    of receipt: an incident opened by a firing from the future must be resolvable now."""
+    starts = None if alert.starts is None else min(alert.starts, now)
+    ends = None if alert.ends is None else min(alert.ends, now)
+    return replace(alert, starts=starts, ends=ends)
+
+
+def _stale(alert: _Alert, known: Mapping[str, Any] | None, now: float, window: float) -> bool:
     """Whether ``alert`` is older news than ``known``, the record of its fingerprint.
 
-    A "firing" that started no later than the resolution recorded is a replay of the episode
-    that ended (a new episode starts after it); a firing older than the one held is too. A
-    "resolved" that ended before the held firing started resolves an earlier episode.
-    Without times (a hand-made payload, a record of an older portal-ops) nothing is stale."""
+    A "firing" that started no later than the recorded resolution ended is a replay of the
+    episode that ended, but only within ``window`` of receiving that resolution: later, it
+    may be a real re-fire with the same start (Alertmanager resolved it by timeout), and a
+    page too many beats none. A firing older than the firing held is stale. A "resolved"
+    that ended before the held firing started resolves an earlier episode. Without times (a
+    hand-made payload, a record of an older portal-ops) nothing is stale."""
     if known is None or alert.starts is None:
         return False
     held_starts, held_ends = known.get("startsAt"), known.get("endsAt")
     if alert.status == "firing":
         if known.get("status") == "resolved" and held_ends is not None:
-            return bool(alert.starts <= held_ends)
+            received = known.get("received")
+            recent = isinstance(received, int | float) and 0 <= now - received <= window
+            return recent and alert.starts <= held_ends
         return held_starts is not None and alert.starts < held_starts
     ended = alert.ends if alert.ends is not None else alert.starts
     return known.get("status") == "firing" and held_starts is not None and ended < held_starts
@@ -473,10 +584,13 @@ def _stamp(value: Any, name: str) -> float | None:
         raise ValueError(f"alert {name} is not an RFC 3339 time")
     day, fraction, zone = match.groups()
     micro = ((fraction or "") + "000000")[:6]
-    at = datetime.fromisoformat(f"{day}.{micro}{'+00:00' if zone == 'Z' else zone}")
-    if at.year <= 1:
-        return None
-    return at.astimezone(UTC).timestamp()
+    try:
+        at = datetime.fromisoformat(f"{day}.{micro}{'+00:00' if zone == 'Z' else zone}")
+        if at.year <= 1:
+            return None
+        return at.astimezone(UTC).timestamp()
+    except (ValueError, OverflowError):  # 2026-13-01, +99:99, year 9999 at -14:00
+        raise ValueError(f"alert {name} is not a valid time") from None
 
 
 def _alert_fields(alert: Any) -> _Alert:

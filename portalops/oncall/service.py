@@ -30,12 +30,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.typedefs import Middleware
 
 from portalops.oncall import watchdog
 from portalops.oncall.config import Oncall
 from portalops.oncall.engine import Clock, Escalator, TickHook
-from portalops.oncall.metrics import CONTENT_TYPE
+from portalops.oncall.metrics import CONTENT_TYPE, OncallMetrics
 from portalops.oncall.secrets import LinkSigner, load_or_create, parse_number, token_matches
 from portalops.oncall.store import Incident, Store
 
@@ -83,20 +84,30 @@ def parse_webhook(raw: bytes) -> dict[str, Any]:
     return payload
 
 
-@web.middleware
-async def _refuse_malformed(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The last line of defence: what a handler could not parse is a 400, one log line."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except (BadRequest, UnicodeError, RecursionError) as exc:
-        log.warning("%s %s from %s refused: %s", request.method, request.path,
-                    request.remote, exc)  # fmt: skip
-        return web.json_response({"error": f"bad request: {exc}"}, status=400)
-    except sqlite3.Error as exc:  # locked by ops oncall ack, disk full: the client retries
-        log.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
-        return web.json_response({"error": "database unavailable, try again"}, status=503)
+def _refuse_malformed(metrics: OncallMetrics) -> Middleware:
+    """The last line of defence: what a handler could not parse is a 400, one log line; a
+    database error is a 503, counted in ``metrics``; a client gone mid-body one DEBUG line."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except (BadRequest, UnicodeError, RecursionError, OverflowError) as exc:
+            log.warning("%s %s from %s refused: %s", request.method, request.path,
+                        request.remote, exc)  # fmt: skip
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        except sqlite3.Error as exc:  # locked by ops oncall ack, disk full: the client retries
+            metrics.database_error(exc)
+            log.warning("%s %s: database unavailable: %s", request.method, request.path, exc)
+            return web.json_response({"error": "database unavailable, try again"}, status=503)
+        except (ConnectionError, ClientPayloadError) as exc:  # the client went away mid-body
+            log.debug("%s %s from %s: client gone: %s", request.method, request.path,
+                      request.remote, exc)  # fmt: skip
+            return web.Response(status=400)
+
+    return middleware
 
 
 _ACK_TEXT = {
@@ -154,7 +165,10 @@ class OncallApp:
         self.switch, self.metrics_token = switch, metrics_token
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_WEBHOOK_BYTES, middlewares=[_refuse_malformed])
+        app = web.Application(
+            client_max_size=MAX_WEBHOOK_BYTES,
+            middlewares=[_refuse_malformed(self.escalator.metrics)],
+        )
         app.router.add_post("/alertmanager", self.webhook)
         app.router.add_get("/ack", self.ack_form)
         app.router.add_post("/ack", self.ack)
@@ -176,7 +190,7 @@ class OncallApp:
                 if payload is None:
                     return web.json_response({"ok": True, "watchdog": arrived})
             summary = self.escalator.receive(payload, self.escalator.clock())
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             return web.json_response({"error": f"bad payload: {exc}"}, status=400)
         return web.json_response({"ok": True, **summary})
 
@@ -214,6 +228,10 @@ class OncallApp:
         person = self.oncall.person(request.query["p"])
         if incident is None or person is None:
             return _page(lang, text["refused"].format(why="unknown incident"), "", status=404)
+        if incident.status != "firing":  # nothing to confirm: say so before the button
+            status = _STATUS_VI.get(incident.status, incident.status)
+            shown = status if lang == "vi" else incident.status
+            return _page(lang, text["already"].format(id=incident.id, status=shown), "")
         hidden = "".join(
             f'<input type="hidden" name="{k}" value="{html.escape(request.query[k])}">'
             for k in ("i", "p", "e", "s")
@@ -316,7 +334,9 @@ async def serve(
     # clamps it too (portalops.cli.main), this covers the service run in-process
     logging.getLogger("apprise").setLevel(logging.WARNING)
     escalator, token = make_escalator(oncall, state_dir, listen, clock=clock, after_tick=after_tick)
-    switch = watchdog.Switch(oncall, escalator.metrics, started=clock())
+    switch = watchdog.Switch.load(oncall, escalator.metrics, clock(),
+                                  watchdog.state_path(escalator.store.path),
+                                  health=escalator.health)  # fmt: skip
     escalator.metrics.read_at_scrape(
         lambda: len(escalator.store.incidents(open_only=True, limit=100_000)),
         lambda: escalator.last_tick or 0.0,

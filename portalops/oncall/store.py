@@ -241,6 +241,10 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(12)
 
 
+#: How long the health check's write probe waits for another writer (it runs on the loop).
+HEALTH_BUSY_TIMEOUT = 0.1
+
+
 class Store:
     """One SQLite database (WAL, so ``ops oncall ack`` can write while the service runs).
 
@@ -258,17 +262,41 @@ class Store:
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(SCHEMA)
             _migrate(self.db)
+        self.busy_timeout = busy_timeout
+        opened = path.stat()
+        self._identity = (opened.st_dev, opened.st_ino)
         for suffix in ("", "-wal", "-shm"):  # files an older portal-ops created 0644
             extra = path.with_name(path.name + suffix)
             if extra.exists() and stat.S_IMODE(extra.stat().st_mode) & 0o077:
                 extra.chmod(0o600)
 
     def healthy(self) -> str | None:
-        """None if the database answers a read; else why not."""
+        """None if the database answers a read and would take a write; else why not.
+
+        The write probe deletes nothing inside a transaction it rolls back: SQLite refuses
+        it on a read-only database (``BEGIN IMMEDIATE`` alone succeeds there), and waits at
+        most :data:`HEALTH_BUSY_TIMEOUT` for another writer. The file must still be the one
+        opened: a deleted or replaced database file takes writes nobody will ever read."""
+        try:
+            current = self.path.stat()
+        except OSError as exc:
+            return f"database file {self.path} is gone ({exc.strerror})"
+        if (current.st_dev, current.st_ino) != self._identity:
+            return f"database file {self.path} was replaced since the service opened it"
         try:
             self.db.execute("SELECT 1 FROM incidents LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             return f"database unreadable: {exc}"
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(HEALTH_BUSY_TIMEOUT * 1000)}")
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("DELETE FROM clocks WHERE incident = -1")
+        except sqlite3.Error as exc:
+            return f"database refuses writes: {exc}"
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         return None
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from portalops.oncall.engine import PAGE_RETRY_FIRST
 from tests.fixtures.oncall import (
     OncallService,
     ServiceProcess,
@@ -217,6 +218,99 @@ def test_replayed_webhooks_are_ordered_by_their_times(
         svc.stop()
 
 
+def stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+def test_a_refire_after_the_replay_window_pages_and_skewed_or_early_news_is_sorted(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    svc = OncallService(tmp_path, oncall_config(tmp_path, smtp_server))
+    svc.start()
+    try:
+        assert svc.post(webhook(timed("firing", 0)))[1]["opened"] == [1]
+        assert svc.post(webhook(timed("resolved", 0, 10)))[1]["resolved"] == [1]
+        assert svc.post(webhook(timed("firing", 0)))[1]["opened"] == []  # a replay
+        # Prometheus stalled, Alertmanager resolved by timeout; the alert fires again with
+        # the same startsAt after the replay window: a page, not a replay
+        svc.clock.advance(121)
+        assert svc.post(webhook(timed("firing", 0)))[1]["opened"] == [2]
+        # a firing from a clock an hour ahead, then its resolution ending now: resolvable
+        skewed = alert(domain="skew.vinhphuc.gov.vn")
+        skewed["startsAt"] = stamp(svc.clock() + 3600)
+        assert svc.post(webhook(skewed))[1]["opened"] == [3]
+        svc.clock.advance(1)  # resolved a second later by the right clock
+        skewed.update(status="resolved", endsAt=stamp(svc.clock()))
+        assert svc.post(webhook(skewed))[1]["resolved"] == [3]
+        # a resolution that overtook its firing: the late firing opens nothing
+        early = alert("resolved", domain="early.vinhphuc.gov.vn")
+        assert svc.post(webhook(early))[1] == {"ok": True, "opened": [], "updated": [],
+                                                "resolved": []}  # fmt: skip
+        early.update(status="firing", endsAt="0001-01-01T00:00:00Z")
+        assert svc.post(webhook(early))[1]["opened"] == []
+        svc.wait_tick()
+        assert {i["id"]: i["status"] for i in svc.incidents()} == {
+            1: "resolved", 2: "firing", 3: "resolved"
+        }  # fmt: skip
+    finally:
+        svc.stop()
+
+
+def test_a_database_that_refuses_writes_or_is_gone_fails_healthz(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    svc = OncallService(tmp_path, oncall_config(tmp_path, smtp_server))
+    svc.start()
+    metrics_token = (svc.settings.state_dir / "oncall" / "metrics.token").read_text().strip()
+    lock = sqlite3.connect(database(svc), isolation_level=None)
+    try:
+        assert get(svc, "/healthz")[0] == 200
+        lock.execute("BEGIN IMMEDIATE")  # held: every write of the service fails
+        assert svc.post(webhook(alert()))[0] == 503
+        status, body = get(svc, "/healthz")
+        assert (status, "database refuses writes: database is locked\n") == (503, body)
+        status, text = get(svc, "/metrics", token=metrics_token)
+        counted = [
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("portalops_oncall_database_errors_total")
+        ]
+        assert counted, text
+        assert float(counted[0].split()[-1]) >= 1, counted
+        lock.execute("ROLLBACK")
+        assert get(svc, "/healthz")[0] == 200
+        database(svc).unlink()  # an operator's rm: the service writes into a deleted file
+        status, body = get(svc, "/healthz")
+        assert status == 503
+        assert "is gone" in body, body
+    finally:
+        lock.close()
+        svc.stop()
+
+
+def test_a_page_failing_on_every_channel_escalates_at_once_and_is_retried(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    config = oncall_config(tmp_path, smtp_server)
+    with socket.create_server((LOOPBACK, 0)) as closed:  # a port nobody listens on after
+        refused = closed.getsockname()[1]
+    config["oncall"]["people"][0]["channels"] = [mailto(smtp_server, "an", port=refused)]
+    svc = OncallService(tmp_path, config)
+    svc.start()
+    try:
+        assert svc.post(webhook(alert()))[1]["opened"] == [1]
+        # the clock stands still: binh is paged because an's page failed, not by the wait
+        wait_mail(smtp_server, "binh", 1, timeout=10)
+        assert svc.pages() == [(1, "an"), (1, "binh")]
+        svc.advance(PAGE_RETRY_FIRST)  # binh's wait is over too: chi's step, then an again
+        svc.wait_delivered()
+        assert svc.pages() == [(1, "an"), (1, "binh"), (1, "chi"), (1, "an")]
+        states = [p["state"] for p in svc.incidents()[0]["pages"] if p["person"] == "an"]
+        assert states == ["failed", "failed"]
+    finally:
+        svc.stop()
+
+
 def test_incidents_need_the_token(tmp_path: Path, smtp_server: SMTPServer) -> None:
     svc = OncallService(tmp_path, oncall_config(tmp_path, smtp_server))
     svc.start()
@@ -319,6 +413,13 @@ def test_malformed_requests_are_refused_without_a_traceback(
                 json.dumps(webhook({**alert(), "startsAt": "yesterday"})).encode(),
                 [auth, json_type],
             )[0],
+            "startsAt beyond year 9999 in UTC": raw_request(
+                svc,
+                "POST",
+                "/alertmanager",
+                json.dumps(webhook({**alert(), "startsAt": "9999-12-31T23:59:59-14:00"})).encode(),
+                [auth, json_type],
+            )[0],
         }
         assert got == {
             "non-ASCII Authorization": 401,
@@ -335,7 +436,16 @@ def test_malformed_requests_are_refused_without_a_traceback(
             "a JSON string": 400,
             "not UTF-8": 400,
             "bad startsAt": 400,
+            "startsAt beyond year 9999 in UTC": 400,
         }
+        # a client gone mid-body (Alertmanager's own timeout, a proxy reset)
+        with socket.create_connection((LOOPBACK, int(svc.url.rsplit(":", 1)[1]))) as gone:
+            gone.sendall(
+                b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                + f"Authorization: Bearer {svc.token}\r\n\r\n".encode()
+                + b'{"alerts": ['
+            )
+        svc.wait_tick()
         assert get(svc, "/healthz") == (200, "ok\n")  # none of it hurt the service
         assert get(svc, "/incidents", token=svc.token) == (200, [])
     finally:

@@ -88,6 +88,11 @@ def test_escalation_ack_by_signed_link_and_resolution(
     status, page = http(f"{service.url}/ack", urllib.parse.urlencode(fields).encode())
     assert status == 200
     assert "acknowledged" in page
+    # the link again: no button, it says so
+    status, page = http(link)
+    assert status == 200
+    assert "is already acknowledged" in page
+    assert 'method="post"' not in page
     service.advance(STEP_WAIT * 3)  # past every step that is left
     assert service.pages() == [(1, "an"), (1, "binh")]  # the team lead is never woken
 
