@@ -46,6 +46,7 @@ from portalops.cli.environment import Environment
 from portalops.cli.output import emit
 from portalops.cli.parser import Parser, add_global_options, finish
 from portalops.core.errors import ExitCode, OpsError
+from portalops.oncall.secrets import redact
 
 COMMANDS = (
     inventory,
@@ -169,7 +170,10 @@ _SECRETS = (
 
 def scrub(text: str) -> str:
     """``text`` without the secrets a URL or header in it may carry (belt and braces: no
-    portal-ops log line names a channel URL, but a library's message or a traceback might)."""
+    portal-ops log line names a channel URL, but a library's message or a traceback might),
+    and without the exact secrets of every channel URL used so far (an ntfy topic, a bot
+    token in a path: :func:`portalops.oncall.secrets.redact`)."""
+    text = redact(text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

@@ -27,6 +27,7 @@ import apprise
 
 from portalops.oncall.config import Delivery, Person
 from portalops.oncall.messages import Message
+from portalops.oncall.secrets import remember_channels
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def _attempt(url: str, message: Message, timeout: float) -> str | None:
 
 async def send_one(url: str, message: Message, timeout: float, name: str = "?") -> str | None:
     """None if the channel accepted the message; else why not (no secrets)."""
+    remember_channels([url])  # before apprise has a chance to log any part of it
     if apprise.Apprise.instantiate(url) is None:
         return _UNPARSABLE
     channel = _channel(url)

@@ -9,6 +9,10 @@
   (``http_config.authorization.credentials_file`` in the rendered alertmanager.yml).
 
 Neither is ever logged; a file readable by others is refused rather than used.
+
+Channel URLs hold secrets too (passwords, bot tokens, ntfy topics, webhook paths):
+:func:`remember_channels` collects every secret-bearing part of them and :func:`redact`
+removes those exact strings from a log line, whatever library wrote it and at what level.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from portalops.core.errors import OpsError
 
@@ -109,3 +114,56 @@ def token_matches(expected: bytes, header: str | None) -> bool:
     except UnicodeError:
         return False
     return scheme.lower() == "bearer" and hmac.compare_digest(presented, expected)
+
+
+#: Query parameters of channel URLs that name no secret (addresses, modes, formats): their
+#: values are not redacted, so log lines stay readable.
+PUBLIC_QUERY_KEYS = frozenset(
+    {"to", "from", "cc", "bcc", "mode", "format", "name", "smtp", "priority", "lang", "verify"}
+)
+#: Shorter parts are not taken for secrets (they would blank common words in every line);
+#: a password is, from this length on.
+MIN_SECRET, MIN_PASSWORD = 6, 4
+
+_remembered: set[str] = set()
+_pattern: list[re.Pattern[str]] = []  # the one pattern of them, replaced whole
+
+
+def url_secrets(url: str) -> set[str]:
+    """The parts of a channel URL that may be secret, as written and URL-decoded: the
+    password; the user when there is no password (``https://TOKEN@host``); a host that is
+    no host name (``tgram://BOT_TOKEN/``, ``ntfy://TOPIC``); every path segment (ntfy
+    topics, webhook tokens); every query value but :data:`PUBLIC_QUERY_KEYS`'."""
+    try:
+        parts = urlsplit(url)
+        password, user, host = parts.password, parts.username, parts.hostname
+    except ValueError:  # not a URL apprise could use either: the whole of it is the secret
+        return {url} if len(url) >= MIN_SECRET else set()
+    found = {password} if password and len(unquote(password)) >= MIN_PASSWORD else set()
+    if user and not password:
+        found.add(user)
+    if host and "." not in host and ":" not in host and host != "localhost":
+        found.add(host)
+    found.update(segment for segment in parts.path.split("/") if segment)
+    for key, value in parse_qsl(parts.query, keep_blank_values=False):
+        if key.lower().lstrip("+-:") not in PUBLIC_QUERY_KEYS:
+            found.add(value)
+    every = found | {unquote(part) for part in found}
+    return {part for part in every if part == password or len(part) >= MIN_SECRET}
+
+
+def remember_channels(urls: Iterable[str]) -> None:
+    """Redact the secrets of these channel URLs from every log line from now on."""
+    before = len(_remembered)
+    for url in urls:
+        _remembered.update(url_secrets(url))
+    if len(_remembered) != before:
+        longest_first = sorted(_remembered, key=len, reverse=True)
+        _pattern[:] = [re.compile("|".join(re.escape(part) for part in longest_first))]
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered channel secret replaced by ``***``."""
+    for pattern in list(_pattern):
+        text = pattern.sub("***", text)
+    return text

@@ -37,7 +37,13 @@ from portalops.oncall import watchdog
 from portalops.oncall.config import Oncall
 from portalops.oncall.engine import Clock, Escalator, TickHook
 from portalops.oncall.metrics import CONTENT_TYPE, OncallMetrics
-from portalops.oncall.secrets import LinkSigner, load_or_create, parse_number, token_matches
+from portalops.oncall.secrets import (
+    LinkSigner,
+    load_or_create,
+    parse_number,
+    remember_channels,
+    token_matches,
+)
 from portalops.oncall.store import Incident, Store
 
 log = logging.getLogger(__name__)
@@ -333,6 +339,7 @@ async def serve(
     # apprise's debug and info lines can show channel URLs (passwords, tokens); the CLI
     # clamps it too (portalops.cli.main), this covers the service run in-process
     logging.getLogger("apprise").setLevel(logging.WARNING)
+    remember_channels(url for person in oncall.people for url in person.channels)
     escalator, token = make_escalator(oncall, state_dir, listen, clock=clock, after_tick=after_tick)
     switch = watchdog.Switch.load(oncall, escalator.metrics, clock(),
                                   watchdog.state_path(escalator.store.path),

@@ -476,6 +476,13 @@ class _Accept(BaseHTTPRequestHandler):
         pass
 
 
+class _Refuse(_Accept):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(500)
+        self.end_headers()
+
+
 @pytest.fixture
 def webhook_channel() -> Iterator[str]:
     """A JSON webhook channel on loopback with the secret in its path and query, where
@@ -494,15 +501,29 @@ def test_secrets_never_reach_the_logs_at_verbose(
     tmp_path: Path, smtp_server: SMTPServer, webhook_channel: str
 ) -> None:
     config = oncall_config(tmp_path, smtp_server, delivery={"attempts": 1, "timeout": "2s"})
-    config["oncall"]["people"][0]["channels"] = [secret_channel(smtp_server, "an"), webhook_channel]
+    topic = "oncallTopicSecret42"  # an ntfy topic is its only secret; apprise WARNs it
+    ntfy = HTTPServer((LOOPBACK, 0), _Refuse)  # answers 500: "Failed to send ... to topic"
+    threading.Thread(target=ntfy.serve_forever, daemon=True).start()
+    config["oncall"]["people"][0]["channels"] = [
+        secret_channel(smtp_server, "an"),
+        webhook_channel,
+        f"ntfy://{LOOPBACK}:{ntfy.server_address[1]}/{topic}",
+    ]
     # ops -v oncall test: every channel tried, debug logging on
     svc = ServiceProcess(tmp_path, config)
-    done = svc.ops("-v", "oncall", "test", "--person", "an")
-    assert done.returncode == 1  # the mail channel failed, the webhook delivered
+    try:
+        done = svc.ops("-v", "oncall", "test", "--person", "an")
+    finally:
+        ntfy.shutdown()
+        ntfy.server_close()
+    assert done.returncode == 1  # the mail and ntfy channels failed, the webhook delivered
     assert "1:mailto" in done.stdout
     assert "2:json" in done.stdout
+    assert "3:ntfy" in done.stdout
     assert "<7>" in done.stderr  # -v was on: debug lines
+    assert "***" in done.stderr  # something was redacted (the ntfy topic in apprise's line)
     assert SECRET not in done.stderr + done.stdout
+    assert topic not in done.stderr + done.stdout
     # ops -v oncall serve: a page through that channel, an ack link with its signature
     svc.start()
     try:
@@ -515,7 +536,7 @@ def test_secrets_never_reach_the_logs_at_verbose(
         assert svc.stop() == 0
     logged = svc.log.read_text(encoding="utf-8")
     assert "<7>" in logged
-    for secret in (SECRET, svc.token, "SIGNATUREfromALINK"):
+    for secret in (SECRET, svc.token, "SIGNATUREfromALINK", topic):
         assert secret not in logged
 
 
