@@ -90,6 +90,14 @@ class HTTP(Check):
     STATUS = Code("http.status", _C, "the final answer is not a 2xx")
     NO_HTTPS_REDIRECT = Code("http.no_https_redirect", _W, "http:// does not redirect to https://")
     REDIRECT_LOOP = Code("http.redirect_loop", _C, "a redirect loop, or more than 10 redirects")
+    REDIRECT_BLOCKED = Code(
+        "http.redirect_blocked",
+        _C,
+        "a redirect to a loopback, private or link-local address (not configured): not followed",
+    )
+    HTTPS_DOWNGRADE = Code(
+        "http.https_downgrade", _W, "the redirect chain goes from https:// back to http://"
+    )
     NOT_UTF8 = Code("http.not_utf8", _W, "the page is not declared UTF-8 (Art. 3.1)")
     FOREIGN_ORIGIN = Code(
         "http.foreign_origin",

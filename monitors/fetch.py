@@ -5,9 +5,19 @@ time and to bound, as blackbox_exporter reports them: ``resolve`` (the resolver,
 ``connect`` (TCP), ``tls`` (the handshake, on its own), ``processing`` (request sent to the
 status line) and ``transfer`` (headers to the end of the body). The whole exchange has one
 deadline; a server that never answers, trickles, or sends endless headers or body costs its
-timeout and at most ``max_header`` + ``max_body`` bytes of memory, never more. Bodies are
-asked for uncompressed (``Accept-Encoding: identity``); one that arrives compressed anyway is
-inflated only up to ``max_body`` (a gzip bomb stops there).
+timeout and at most ``max_header`` + ``max_body`` bytes of memory, never more: the header
+bytes (interim 1xx answers included) are counted exactly, and more than ``MAX_INFORMATIONAL``
+1xx answers end the exchange. Bodies are asked for uncompressed (``Accept-Encoding:
+identity``); one that arrives compressed anyway (gzip, zlib or raw deflate, several layers
+too) is inflated layer by layer, each only up to ``max_body`` (a bomb stops there); other
+codings (``br``, ``zstd``) are left as they came.
+
+A URL is made the way a browser sends it (:func:`request_url`): its host IDNA-encoded, its
+path and query percent-encoded; a name or port that cannot be sent is ``http.down``. Every
+address a name resolves to is tried in order within the deadline. ``public_only`` refuses,
+before any byte is sent, an address that is not on the public Internet (loopback, private,
+link-local, multicast, unspecified): a redirect from a portal must not make the prober reach
+into the monitoring host's own network (``http.redirect_blocked``).
 
 Certificates are verified against the system store or the configured CA. When verification
 fails, the reason becomes the error (expired, hostname mismatch, untrusted) and the peer
@@ -18,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -25,7 +37,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import h11
 from cryptography import x509
@@ -36,6 +48,8 @@ from portalops.monitors.catalogue import HTTP, TLS, Code
 
 USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
 READ_SIZE = 65536
+MAX_INFORMATIONAL = 10  # 1xx answers before the final one: more is a server stuck in a loop
+_SAFE_URL_CHARS = "/?#[]@!$&'()*+,;=:%~-._"  # left as they are when a URL is percent-encoded
 
 
 class FetchError(Exception):
@@ -222,13 +236,15 @@ async def fetch(
     limits: Limits = Limits(),
     family: int = socket.AF_UNSPEC,
     method: str = "GET",
+    public_only: bool = False,
 ) -> Response:
-    """GET ``url`` once (no redirects followed); raises :class:`FetchError`."""
+    """GET ``url`` once (no redirects followed); raises :class:`FetchError`.
+
+    ``public_only``: refuse (``http.redirect_blocked``) a name that resolves to an address
+    not on the public Internet; the address checked is the one connected to, so a name
+    that resolves elsewhere the second time (DNS rebinding) gains nothing."""
+    url, host, port = request_url(url)
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(HTTP.DOWN, f"{url} is not an http(s) URL", "resolve")
-    host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     clock = _Clock()
     phase = "resolve"
     try:
@@ -236,15 +252,17 @@ async def fetch(
             addresses = await resolver.resolve(host, port, family)
             if not addresses:
                 raise FetchError(HTTP.DOWN, f"{host} has no address of that family", phase)
+            if public_only:
+                refused = [a for a in addresses if not is_public(a)]
+                if refused:
+                    raise FetchError(
+                        HTTP.REDIRECT_BLOCKED,
+                        f"{host} resolves to {refused[0]}, not a public address: not followed",
+                        phase,
+                    )
             clock.lap(phase)
             phase = "connect"
-            address = addresses[0]
-            try:
-                reader, writer = await asyncio.open_connection(address, port)
-            except OSError as exc:
-                raise FetchError(
-                    HTTP.DOWN, f"cannot connect to {address} port {port}: {exc.strerror}", phase
-                ) from None
+            reader, writer, address = await _connect(addresses, port)
             try:
                 clock.lap(phase)
                 tls = None
@@ -264,6 +282,77 @@ async def fetch(
         ) from None
     except (ConnectionError, ssl.SSLError, OSError) as exc:
         raise FetchError(HTTP.DOWN, f"{phase}: {_os_message(exc)}", phase) from None
+
+
+def request_url(url: str) -> tuple[str, str, int]:
+    """(url as a browser sends it, its ASCII host, its port); FetchError ``http.down`` for a
+    URL that cannot be requested (not http(s), no host, a host IDNA refuses, a bad port).
+
+    A portal chooses its Location values: a UTF-8 path (``/tin-tức/``), a space, an IDN
+    host. Browsers percent-encode the path and query and IDNA-encode the host; so do we."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise FetchError(HTTP.DOWN, f"{url!r} is not a valid URL: {exc}", "resolve") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(HTTP.DOWN, f"{url!r} is not an http(s) URL", "resolve")
+    host = ascii_host(parts.hostname)
+    port = port or (443 if parts.scheme == "https" else 80)
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = quote(parts.path, safe=_SAFE_URL_CHARS) or "/"
+    query = quote(parts.query, safe=_SAFE_URL_CHARS)
+    return urlunsplit((parts.scheme, netloc, path, query, "")), host, port
+
+
+def ascii_host(host: str) -> str:
+    """The host as sent on the wire (IDNA for a Unicode name); FetchError if it cannot be."""
+    host = host.rstrip(".") if host.endswith(".") and len(host) > 1 else host
+    if ":" in host:  # an IPv6 literal
+        try:
+            return str(ipaddress.IPv6Address(host.split("%", 1)[0]))
+        except ValueError:
+            raise FetchError(HTTP.DOWN, f"{host!r} is not a valid address", "resolve") from None
+    try:
+        ascii_name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        message = f"{host!r} is not a valid host name: {exc}"
+        raise FetchError(HTTP.DOWN, message, "resolve") from None
+    if not re.fullmatch(r"[a-z0-9_.-]+", ascii_name):
+        raise FetchError(HTTP.DOWN, f"{host!r} is not a valid host name", "resolve")
+    return ascii_name
+
+
+def is_public(address: str) -> bool:
+    """Whether an address is on the public Internet (not loopback, private, link-local,
+    multicast, reserved or unspecified; an IPv4-mapped IPv6 address is judged as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(unbracket(address).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def _connect(
+    addresses: Sequence[str], port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    """Connect to the first address that accepts, in the resolver's order (a dead first A
+    record is not the site down); FetchError naming the last refusal if none does."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            reader, writer = await asyncio.open_connection(address, port)
+        except OSError as exc:
+            error = exc
+            continue
+        return reader, writer, address
+    tried = addresses[0] if len(addresses) == 1 else f"{len(addresses)} addresses"
+    reason = error.strerror if error is not None and error.strerror else str(error)
+    raise FetchError(HTTP.DOWN, f"cannot connect to {tried} port {port}: {reason}", "connect")
 
 
 async def _handshake(writer: asyncio.StreamWriter, host: str, context: ssl.SSLContext) -> TlsInfo:
@@ -304,30 +393,26 @@ async def _exchange(
     default_port = 443 if split.scheme == "https" else 80
     host_header = host if port == default_port else f"{host}:{port}"
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header)
-    request = h11.Request(
-        method=method,
-        target=target,
-        headers=[
-            ("Host", host_header),
-            ("User-Agent", USER_AGENT),
-            ("Accept", "text/html,*/*;q=0.8"),
-            ("Accept-Encoding", "identity"),
-            ("Connection", "close"),
-        ],
-    )
-    writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+    _send_request(conn, writer, url, method, target, host_header)
     await writer.drain()
     response: h11.Response | None = None
     body = bytearray()
     truncated = False
+    fed = 0  # bytes given to h11 until the final response's headers: counted against the cap
+    informational = 0
     while True:
         try:  # h11 raises on a bad or oversized response when it parses: in next_event()
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(READ_SIZE))
+                data = await reader.read(READ_SIZE)
+                if response is None:
+                    fed += len(data)
+                conn.receive_data(data)
                 continue
         except h11.RemoteProtocolError as exc:
             raise FetchError(HTTP.DOWN, _protocol_message(exc, limits), _where(response)) from None
+        if response is None:
+            _check_head(event, fed - len(conn.trailing_data[0]), limits)
         if isinstance(event, h11.Response):
             response = event
             clock.lap("processing")
@@ -340,18 +425,22 @@ async def _exchange(
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             break
         elif isinstance(event, h11.InformationalResponse):
-            continue
+            informational += 1
+            if informational > MAX_INFORMATIONAL:
+                raise FetchError(
+                    HTTP.DOWN,
+                    f"more than {MAX_INFORMATIONAL} interim (1xx) answers before the response",
+                    "processing",
+                )
+            await asyncio.sleep(0)  # a burst of them in one read: let the loop breathe
     if response is None:
         raise FetchError(
             HTTP.DOWN, "the server closed the connection without answering", "processing"
         )
     clock.lap("transfer")
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers]
-    content = bytes(body)
-    encoding = next((v.lower() for k, v in headers if k == "content-encoding"), "identity")
-    if encoding in ("gzip", "deflate"):
-        content, inflated_truncated = _inflate(content, encoding, limits.max_body)
-        truncated = truncated or inflated_truncated
+    content, inflated_truncated = _decode_content(bytes(body), headers, limits.max_body)
+    truncated = truncated or inflated_truncated
     return Response(
         url=url,
         address=address,
@@ -366,14 +455,76 @@ async def _exchange(
     )
 
 
-def _inflate(data: bytes, encoding: str, limit: int) -> tuple[bytes, bool]:
-    """Inflate at most ``limit`` bytes: a bomb stops here. Damaged data: what came out."""
-    inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
+def _send_request(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    url: str,
+    method: str,
+    target: str,
+    host_header: str,
+) -> None:
     try:
-        out = inflater.decompress(data, limit)
-    except zlib.error:
-        return data, False
-    return out, bool(inflater.unconsumed_tail) or len(out) >= limit
+        request = h11.Request(
+            method=method,
+            target=target,
+            headers=[
+                ("Host", host_header),
+                ("User-Agent", USER_AGENT),
+                ("Accept", "text/html,*/*;q=0.8"),
+                ("Accept-Encoding", "identity"),
+                ("Connection", "close"),
+            ],
+        )
+        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+    except h11.LocalProtocolError as exc:
+        raise FetchError(HTTP.DOWN, f"{url!r} cannot be requested: {exc}", "processing") from None
+
+
+def _check_head(event: object, header_bytes: int, limits: Limits) -> None:
+    """The header cap, exactly: ``header_bytes`` is every byte h11 has parsed so far (interim
+    answers included), what it holds unparsed excluded. h11's own limit only bounds an
+    incomplete head, so a complete one arriving in a few large reads could exceed it."""
+    heads = (h11.Response, h11.InformationalResponse)
+    if isinstance(event, heads) and header_bytes > limits.max_header:
+        raise FetchError(
+            HTTP.DOWN,
+            f"response headers larger than {limits.max_header // 1024} KiB",
+            "processing",
+        )
+
+
+def _decode_content(
+    content: bytes, headers: Sequence[tuple[str, str]], limit: int
+) -> tuple[bytes, bool]:
+    """Undo the content codings, last applied first, each layer inflated only up to
+    ``limit``; a coding we do not inflate (``br``, ``zstd``) stops there, the bytes as
+    they are."""
+    codings = [
+        c.strip().lower() for k, v in headers if k == "content-encoding" for c in v.split(",")
+    ]
+    truncated = False
+    for coding in reversed([c for c in codings if c and c != "identity"][:8]):
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            break
+        content, cut = _inflate(content, coding, limit)
+        truncated = truncated or cut
+    return content, truncated
+
+
+def _inflate(data: bytes, encoding: str, limit: int) -> tuple[bytes, bool]:
+    """Inflate at most ``limit`` bytes: a bomb stops here. Damaged data: what came out.
+
+    ``deflate`` is meant to be zlib-wrapped (RFC 9110) but some servers send it raw: the
+    raw form is tried when the wrapped one fails at once."""
+    modes = (15, -15) if encoding == "deflate" else (47,)  # 47: gzip or zlib, detected
+    for wbits in modes:
+        inflater = zlib.decompressobj(wbits=wbits)
+        try:
+            out = inflater.decompress(data, limit)
+        except zlib.error:
+            continue
+        return out, bool(inflater.unconsumed_tail) or len(out) >= limit
+    return data, False
 
 
 def _where(response: h11.Response | None) -> str:

@@ -14,13 +14,24 @@ the probe unsuccessful with ``probe.deadline``, keeping what it learned. Judging
 (headers, expectations, defacement, exposure) is CPU work on the portal's bytes: it runs in
 ``analysis``'s worker processes with a budget (``probe.analysis_timeout`` past it), never on
 the event loop. Exposure paths are fetched and defacement judged only when the final page is
-on the target's own host (its domain, www/bare twin, legacy redirect target): a redirect to
-another host is not probed there (``http.foreign_origin``).
+on the target's own origin (its domain, www/bare twin, legacy redirect target, on the port
+of its URLs): a redirect to another host is not probed there (``http.foreign_origin``).
+
+Redirects are followed as a browser would (the Location percent-encoded, its host
+IDNA-encoded; one that cannot be requested ends as ``http.down``), but never into the
+monitoring host's own network: a hop to a host the estate does not configure (neither one
+of the target's own hosts nor pinned in ``monitor.resolve``) is followed only if every
+address it resolves to is public, else the chain stops with ``http.redirect_blocked`` and
+nothing is sent there. TLS checks handshake only with the target's own origin. The charset a
+page declares picks its decoder only from a list of cheap single-pass text codecs
+(:data:`TEXT_CODECS`); any other is decoded as UTF-8 with replacement (a codec such as
+``punycode`` is quadratic, and it would run on the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
 import logging
 import re
@@ -32,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from html.parser import HTMLParser
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from portalops.core.errors import BadInput
 from portalops.monitors import defacement, exposure
@@ -59,6 +70,7 @@ from portalops.monitors.fetch import (
     fetch,
     insecure_context,
     now_utc,
+    request_url,
 )
 from portalops.monitors.findings import Finding, Severity, worst
 from portalops.monitors.headers import GRADES, Observed
@@ -67,6 +79,25 @@ from portalops.monitors.headers import grade as grade_headers
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
+# Codecs a page's declared charset may pick (by Python's canonical name): single-pass table
+# or UTF codecs, linear in the body. Vietnamese pages in the wild are UTF-8, windows-1258,
+# or (old) latin-1/cp1252 mislabelled; anything else decodes as UTF-8 with replacement.
+TEXT_CODECS = frozenset(
+    {
+        "utf-8",
+        "utf-8-sig",
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "ascii",
+        "cp874",
+        "tis-620",
+        "koi8-r",
+        "koi8-u",
+        *(f"cp{n}" for n in range(1250, 1259)),
+        *(f"iso8859-{n}" for n in (*range(1, 12), *range(13, 17))),
+    }
+)
 EXPIRY_WARNING_DAYS = 21
 EXPIRY_CRITICAL_DAYS = 7
 
@@ -238,7 +269,7 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> 
         await _dns(target, config, result)
     if response is None:
         return
-    html = response.body.decode(_charset(response) or "utf-8", "replace")
+    html = response.body.decode(text_codec(_charset(response)), "replace")
     result.home_html = html
     own = _own_origin(target, response.url)
     if not own and (Module.DEFACEMENT in config.modules or Module.EXPOSURE in config.modules):
@@ -264,7 +295,7 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> 
         return
     try:
         verdict = await (config.pool or shared_pool()).run(
-            analyse_page, job, config.analysis_budget
+            analyse_page, job, config.analysis_budget, key=target.url
         )
     except AnalysisTimeout as exc:
         result.add(
@@ -275,16 +306,39 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> 
     verdict.apply(result)
 
 
-def _own_origin(target: Target, url: str) -> bool:
-    """Whether url is on one of the target's own hosts: its domain, the hosts of its URLs, the
-    domain a legacy name must redirect to, and the www/bare twin of each."""
+def _own_hosts(target: Target) -> set[str]:
+    """The target's own host names: its domain, the hosts of its URLs, the domain a legacy
+    name must redirect to, and the www/bare twin of each."""
     names = {target.domain, target.redirect_to or ""}
     for known in (target.url, target.http_url):
         names.add(urlsplit(known).hostname or "" if known else "")
     names = {n.lower().rstrip(".") for n in names if n}
-    names |= {n[4:] if n.startswith("www.") else f"www.{n}" for n in names}
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    return host in names
+    return names | {n[4:] if n.startswith("www.") else f"www.{n}" for n in names}
+
+
+def _port(parts: SplitResult) -> int:
+    """The port a URL reaches (the scheme's default when it names none); 0 if invalid."""
+    try:
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return 0
+
+
+def _own_origin(target: Target, url: str) -> bool:
+    """Whether url is on one of the target's own origins: an own host (:func:`_own_hosts`) on
+    a port of the target's URLs, or on 80/443 (a port named as the default is the default)."""
+    ports = {80, 443} | {_port(urlsplit(u)) for u in (target.url, target.http_url) if u}
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    return host in _own_hosts(target) and _port(parts) in ports
+
+
+def _configured(target: Target, config: ProbeConfig, url: str) -> bool:
+    """Whether url's host is one the estate configures: the target's own, or pinned in
+    ``monitor.resolve``. Only those may resolve to a non-public address."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    return host in _own_hosts(target) or config.resolver.pinned(host, _port(parts)) is not None
 
 
 @dataclass(frozen=True)
@@ -369,8 +423,11 @@ async def _http(
     url = target.http_url or target.url
     response: Response | None = None
     while True:
+        guard = bool(chain) and not _configured(target, config, url)
         try:
-            response = await fetch(url, config.resolver, context=context, limits=config.limits)
+            response = await fetch(
+                url, config.resolver, context=context, limits=config.limits, public_only=guard
+            )
         except FetchError as exc:
             if (
                 url == target.http_url != target.url
@@ -381,14 +438,21 @@ async def _http(
                 # the HTTPS URL is tried once (it differs, so this cannot repeat)
                 url = target.url
                 continue
-            await _fetch_failed(url, exc, config, result)
+            await _fetch_failed(url, exc, config, result, public_only=guard)
             return None
         chain.append(url)
         for phase, seconds in response.timings.items():
             result.phases[phase] = result.phases.get(phase, 0.0) + seconds
         location = response.header("location")
         if response.status in (301, 302, 303, 307, 308) and location:
-            nxt = urljoin(url, location.strip())
+            location = _location_text(location)
+            try:  # as a browser sends it: IDNA host, percent-encoded path and query
+                nxt = request_url(urljoin(url, location))[0]
+            except FetchError as exc:
+                result.add(exc.code, f"{url} redirects to {location[:200]!r}: {exc}")
+                result.status_code = response.status
+                result.chain = chain
+                return None
             if nxt in chain:
                 result.add(
                     HTTP.REDIRECT_LOOP,
@@ -432,8 +496,18 @@ async def _http(
     return response
 
 
+def _location_text(value: str) -> str:
+    """A Location header as a browser reads it: its bytes (h11 gives them to us as latin-1)
+    are UTF-8 when they decode as such (``/tin-tức/``), latin-1 otherwise."""
+    raw = value.strip().encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 async def _fetch_failed(
-    url: str, exc: FetchError, config: ProbeConfig, result: ProbeResult
+    url: str, exc: FetchError, config: ProbeConfig, result: ProbeResult, *, public_only: bool
 ) -> None:
     result.add(exc.code, f"{url}: {exc.message}")
     result.final_url = url
@@ -441,7 +515,11 @@ async def _fetch_failed(
         # the certificate failed verification: read it anyway, for its expiry
         try:
             unverified = await fetch(
-                url, config.resolver, context=insecure_context(), limits=config.limits
+                url,
+                config.resolver,
+                context=insecure_context(),
+                limits=config.limits,
+                public_only=public_only,
             )
         except FetchError:
             return
@@ -470,6 +548,13 @@ def _redirect_checks(
                 f"legacy name {target.domain} ends at {final.url}, not at {target.redirect_to}",
             )
         return
+    schemes = [urlsplit(u).scheme for u in chain]
+    if "https" in schemes and "http" in schemes[schemes.index("https") :]:
+        back = schemes.index("http", schemes.index("https"))
+        result.add(
+            HTTP.HTTPS_DOWNGRADE,
+            f"the redirects go back from HTTPS to plain HTTP: {chain[back - 1]} → {chain[back]}",
+        )
     if target.http_url and chain and chain[0] == target.http_url:
         second = urlsplit(chain[1]) if len(chain) > 1 else None
         if second is None or second.scheme != "https":
@@ -490,6 +575,18 @@ def _charset(response: Response) -> str | None:
         return match.group(1).lower()
     meta = _META_CHARSET.search(response.body[:4096])
     return meta.group(1).decode("ascii").lower() if meta else None
+
+
+def text_codec(charset: str | None) -> str:
+    """The codec to decode a page with: its declared charset if that is a cheap text codec
+    (:data:`TEXT_CODECS`), else UTF-8 (http.not_utf8 reports the declaration anyway)."""
+    if not charset:
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return "utf-8"
+    return name if name in TEXT_CODECS else "utf-8"
 
 
 def _is_utf8(response: Response) -> bool:
@@ -555,11 +652,14 @@ async def offer(url: str, resolver: Resolver, timeout: float, context: ssl.SSLCo
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolver.resolve(host, port)
-            if not addresses:
-                return Offer(reached=False)
-            try:
-                _, writer = await asyncio.open_connection(addresses[0], port)
-            except OSError:
+            writer = None
+            for address in addresses:  # the first that accepts, as fetch does
+                try:
+                    _, writer = await asyncio.open_connection(address, port)
+                    break
+                except OSError:
+                    continue
+            if writer is None:
                 return Offer(reached=False)
             try:
                 await writer.start_tls(context, server_hostname=host)
@@ -575,7 +675,9 @@ async def offer(url: str, resolver: Resolver, timeout: float, context: ssl.SSLCo
 
 
 async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
-    https_url = result.final_url if result.final_url.startswith("https://") else target.url
+    final = result.final_url
+    own = final.startswith("https://") and _own_origin(target, final)
+    https_url = final if own else target.url  # never a handshake with a foreign origin
     timeout = config.limits.timeout
     legacy, outside = await asyncio.gather(
         offer(https_url, config.resolver, timeout, legacy_context()),
