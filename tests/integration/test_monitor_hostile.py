@@ -15,13 +15,16 @@ as the exporter's do, with a heartbeat task measuring the loop's longest stall.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -446,3 +449,253 @@ def _up(base: str) -> bool:
         return _get(f"{base}/metrics")[0] == 200
     except OSError:
         return False
+
+
+# -- portals that answer with what a real server would not send ---------------------------------
+#
+# A raw server on loopback answers by the Host header's first label; nginx will not send a
+# 1xx flood, a ``charset=punycode`` page or a UTF-8 Location. Each probe runs on one loop with
+# the heartbeat, all at once; the server records the paths it was asked for.
+
+RAW_ZONE = "raw.test"
+RAW_PAGE = b"<html><head><title>t</title></head><body>ok raw-marker</body></html>"
+PUNY_BODY = b"z9" * 300_000  # 600 KB: decoding it as punycode took 14 s on the loop
+
+
+def _raw(status: bytes = b"200 OK", headers: tuple[bytes, ...] = (), body: bytes = b"") -> bytes:
+    head = b"".join(h + b"\r\n" for h in headers)
+    length = b"Content-Length: %d\r\n" % len(body)
+    return b"HTTP/1.1 " + status + b"\r\n" + head + length + b"Connection: close\r\n\r\n" + body
+
+
+def _gzip_twice(data: bytes) -> bytes:
+    return gzip.compress(gzip.compress(data))
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    squeeze = zlib.compressobj(wbits=-15)
+    return squeeze.compress(data) + squeeze.flush()
+
+
+def _raw_answer(name: str, path: str, port: int) -> bytes:
+    html = (b"Content-Type: text/html; charset=utf-8",)
+    if path != "/":  # every hop a redirect leads to ends here, on its own host
+        return _raw(headers=html, body=RAW_PAGE)
+    redirects = {
+        "viet": "/tin-tức/".encode(),
+        "space": b"/a b",
+        "idn": "http://bücher..raw.test/".encode(),
+        "longlabel": b"http://" + b"x" * 70 + b".raw.test/",
+        "badport": b"http://badport.raw.test:99999/",
+        "ssrf": b"http://127.0.0.1:%d/admin/delete?all=1" % port,
+        "rebind": b"http://localhost:%d/admin/rebind" % port,  # a foreign name, on loopback
+        "pinned": b"http://friend.raw.test:%d/welcome" % port,  # pinned: the estate's own
+    }
+    if name in redirects:
+        return _raw(b"302 Found", (b"Location: " + redirects[name],))
+    if name in ("bogus", "idnacs", "puny"):
+        charset = {"bogus": b"x-bogus", "idnacs": b"idna", "puny": b"punycode"}[name]
+        body = PUNY_BODY if name == "puny" else RAW_PAGE
+        return _raw(headers=(b"Content-Type: text/html; charset=" + charset,), body=body)
+    if name == "gzip2":
+        encoded = (b"Content-Encoding: gzip, gzip", *html)
+        return _raw(headers=encoded, body=_gzip_twice(RAW_PAGE))
+    if name == "deflate":
+        return _raw(headers=(b"Content-Encoding: deflate", *html), body=_raw_deflate(RAW_PAGE))
+    if name == "info":
+        return b"HTTP/1.1 102 Processing\r\n\r\n" * 50_000 + _raw(headers=html, body=RAW_PAGE)
+    if name == "headers":  # ~66 KiB of header lines, all arriving at once
+        cookies = tuple(b"Set-Cookie: c%04d=%s; Path=/" % (i, b"v" * 40) for i in range(1300))
+        return _raw(headers=(*html, *cookies), body=RAW_PAGE)
+    return _raw(headers=html, body=RAW_PAGE)
+
+
+@dataclass
+class RawPortals:
+    port: int
+    paths: list[tuple[str, str]]  # (host's first label, request target) in arrival order
+
+    def target(self, name: str) -> Target:
+        return Target(name, "url", f"{name}.{RAW_ZONE}", f"http://{name}.{RAW_ZONE}:{self.port}/")
+
+    def asked(self, path_prefix: str) -> list[tuple[str, str]]:
+        return [p for p in self.paths if p[1].startswith(path_prefix)]
+
+
+@pytest.fixture(scope="module")
+def raw_portals() -> Iterator[RawPortals]:
+    loop = asyncio.new_event_loop()
+    portals = RawPortals(0, [])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            lines = head.decode("latin-1").split("\r\n")
+            host = next(v for k, _, v in (x.partition(":") for x in lines) if k.lower() == "host")
+            name, path = host.strip().split(".")[0], lines[0].split(" ")[1]
+            portals.paths.append((name, path))
+            writer.write(_raw_answer(name, path, portals.port))
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, StopIteration):
+            pass
+        finally:
+            writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(handle, LOOPBACK, 0))
+    portals.port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, name="raw-portals", daemon=True)
+    thread.start()
+    try:
+        yield portals
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
+
+
+RAW_NAMES = (
+    "puny",
+    "bogus",
+    "idnacs",
+    "viet",
+    "space",
+    "idn",
+    "longlabel",
+    "badport",
+    "ssrf",
+    "rebind",
+    "pinned",
+    "gzip2",
+    "deflate",
+    "info",
+    "headers",
+    "multi",
+)
+
+
+@pytest.fixture(scope="module")
+def raw_sweep(raw_portals: RawPortals) -> Sweep:
+    """Every raw portal probed at once on one loop (http only: no analysis worker)."""
+    port = raw_portals.port
+    pins = [f"{n}.{RAW_ZONE}:{port}:{LOOPBACK}" for n in RAW_NAMES if n != "multi"]
+    # two addresses, the first refusing: the second must be tried
+    pins += [f"multi.{RAW_ZONE}:{port}:127.0.0.2", f"multi.{RAW_ZONE}:{port}:{LOOPBACK}"]
+    pins += [f"friend.{RAW_ZONE}:{port}:{LOOPBACK}", f"badport.{RAW_ZONE}:99999:{LOOPBACK}"]
+    config = ProbeConfig(
+        resolver=Resolver(pins, timeout=TIMEOUT),
+        limits=Limits(timeout=TIMEOUT),
+        modules=(Module.HTTP,),
+        deadline=DEADLINE,
+    )
+    return asyncio.run(_raw_sweep(raw_portals, config))
+
+
+async def _raw_sweep(portals: RawPortals, config: ProbeConfig) -> Sweep:
+    stop, gaps = asyncio.Event(), [0.0]
+
+    async def heartbeat() -> None:
+        last = time.thread_time()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.thread_time()
+            gaps.append(now - last)
+            last = now
+
+    async def one(name: str) -> tuple[str, ProbeResult, float]:
+        started = time.monotonic()
+        return name, await probe(portals.target(name), config), time.monotonic() - started
+
+    beat = asyncio.create_task(heartbeat())
+    started = time.monotonic()
+    done = await asyncio.gather(*(one(n) for n in RAW_NAMES))
+    stop.set()
+    await beat
+    return Sweep(
+        {n: r for n, r, _ in done},
+        {n: s for n, _, s in done},
+        time.monotonic() - started,
+        max(gaps),
+        0,
+    )
+
+
+def test_raw_portals_never_crash_the_prober_nor_stall_its_loop(raw_sweep: Sweep) -> None:
+    for name, result in raw_sweep.results.items():
+        assert "probe.error" not in codes(result), (name, result.findings)
+        assert "probe.deadline" not in codes(result), (name, result.findings)
+    assert raw_sweep.max_stall < 0.3, raw_sweep.max_stall
+    assert raw_sweep.wall < DEADLINE, raw_sweep.seconds
+
+
+@pytest.mark.parametrize("name", ["puny", "bogus", "idnacs"])
+def test_a_charset_the_portal_chooses_never_runs_an_expensive_codec(
+    raw_sweep: Sweep, name: str
+) -> None:
+    result = raw_sweep.results[name]
+    assert result.success
+    assert "http.not_utf8" in codes(result)
+    assert raw_sweep.seconds[name] < 1.0, raw_sweep.seconds  # punycode: 14 s before
+    if name == "puny":
+        assert result.home_html == PUNY_BODY.decode()  # decoded as UTF-8, not as punycode
+
+
+@pytest.mark.parametrize(("name", "path"), [("viet", "/tin-t%E1%BB%A9c/"), ("space", "/a%20b")])
+def test_a_location_is_percent_encoded_as_a_browser_sends_it(
+    raw_sweep: Sweep, raw_portals: RawPortals, name: str, path: str
+) -> None:
+    result = raw_sweep.results[name]
+    assert result.success, result.findings
+    assert result.final_url.endswith(path)
+    assert (name, path) in raw_portals.paths
+
+
+@pytest.mark.parametrize("name", ["idn", "longlabel", "badport"])
+def test_a_location_that_cannot_be_requested_is_the_portal_down(
+    raw_sweep: Sweep, name: str
+) -> None:
+    result = raw_sweep.results[name]
+    assert not result.success
+    assert "http.down" in codes(result), result.findings
+    assert result.status_code == 302
+
+
+@pytest.mark.parametrize("name", ["ssrf", "rebind"])
+def test_a_redirect_into_the_monitoring_host_is_blocked_before_any_request(
+    raw_sweep: Sweep, raw_portals: RawPortals, name: str
+) -> None:
+    """A literal loopback address, and a foreign name (``localhost``) that resolves to one."""
+    result = raw_sweep.results[name]
+    assert not result.success
+    assert "http.redirect_blocked" in codes(result), result.findings
+    assert raw_portals.asked("/admin") == []
+
+
+def test_a_redirect_to_a_pinned_host_on_loopback_is_followed(raw_sweep: Sweep) -> None:
+    result = raw_sweep.results["pinned"]
+    assert result.success, result.findings
+    assert result.final_url.endswith("/welcome")
+
+
+@pytest.mark.parametrize("name", ["gzip2", "deflate"])
+def test_stacked_and_raw_deflate_codings_are_inflated(raw_sweep: Sweep, name: str) -> None:
+    result = raw_sweep.results[name]
+    assert result.success
+    assert "raw-marker" in result.home_html
+
+
+def test_a_flood_of_interim_answers_is_the_portal_down(raw_sweep: Sweep) -> None:
+    result = raw_sweep.results["info"]
+    assert "http.down" in codes(result)
+    assert "1xx" in result.findings[0].message
+
+
+def test_headers_past_64_kib_are_refused_even_when_they_arrive_at_once(raw_sweep: Sweep) -> None:
+    result = raw_sweep.results["headers"]
+    assert "http.down" in codes(result)
+    assert "64 KiB" in result.findings[0].message
+
+
+def test_a_dead_first_address_falls_back_to_the_next(raw_sweep: Sweep) -> None:
+    result = raw_sweep.results["multi"]
+    assert result.success, result.findings
