@@ -14,6 +14,11 @@ job keeps its worker busy for good, and killing one breaks the whole pool), and
 frames; the parent waits for an answer with ``loop.add_reader``, so it needs no thread and
 works under any event loop (``ops monitor check`` runs one, the exporter another).
 
+Fairness: jobs carry a key (the target). A target whose last analysis overran its budget, or
+used more than half of it, is served from a slow lane: behind every other waiting job, one
+job at a time. So a handful of hostile pages hold one worker at most, not the whole pool, and
+a healthy page waits only for other healthy pages (see ``AnalysisPool``).
+
 Costs: a worker's start-up (interpreter and imports, a few hundred ms) is paid once, on the
 first job, and does not count against the budget; a job is one pickle each way. Workers die
 with the parent: they ask the kernel for SIGKILL when it dies (``PR_SET_PDEATHSIG``) and leave
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import ctypes
 import functools
@@ -37,6 +43,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +51,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 START_TIMEOUT = 60.0  # a worker's start-up, on a loaded host
+MAX_SLOW_KEYS = 4096  # slow keys remembered (the oldest forgotten first)
 _HEADER = struct.Struct(">Q")
 _READY = b"ready"
 _PR_SET_PDEATHSIG = 1
@@ -128,15 +136,15 @@ class _Worker:
                 finally:
                     loop.remove_writer(self.into)
 
-    async def call(self, job: tuple[Callable[[Any], Any], Any], budget: float) -> Any:
+    async def call(self, job: tuple[Callable[[Any], Any], Any], budget: float) -> tuple[bool, Any]:
+        """(True, the result) or (False, why the job raised), read in full: the worker is
+        then ready for the next job."""
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         async with asyncio.timeout(budget):
             await self._write_frame(data)
             # our own worker's frame; the page's bytes never reach pickle unpickled
             ok, value = pickle.loads(await self._read_frame())  # noqa: S301
-        if not ok:
-            raise RuntimeError(f"analysis failed in the worker: {value}")
-        return value
+        return bool(ok), value
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -150,63 +158,138 @@ class _Worker:
 
 
 class AnalysisPool:
-    """At most ``size`` workers, started on demand; ``run`` waits for a free one."""
+    """At most ``size`` workers, started on demand; ``run`` waits for a free one.
+
+    Fairness: a job that overran its budget, or used more than half of it, marks its ``key``
+    (the target) slow. A slow key's next job runs in the slow lane: it waits behind every job
+    of the normal lane, and at most one slow-lane job runs at a time. So hostile pages,
+    however many, hold at most one worker (with two or more), and every other page waits only
+    for other normal pages. A slow key's job that ends within half its budget puts the key
+    back in the normal lane. A key is judged by its last job: the first analysis of a hostile
+    page (the first sweep after a start) competes like any other."""
 
     def __init__(self, size: int | None = None) -> None:
         self.size = max(1, min(size or 2, os.cpu_count() or 1))
+        self.slow_lane = 1  # slow-lane jobs running at once, at most
         self._idle: list[_Worker] = []
-        self._busy = 0
+        self._running = 0  # jobs holding a slot (a worker, or the right to start one)
+        self._running_slow = 0
+        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
+            False: collections.deque(),
+            True: collections.deque(),
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._free: asyncio.Condition | None = None
+        self._slow: dict[str, None] = {}  # slow keys, oldest first (an ordered set)
         self.killed = 0  # workers killed for overrunning (for tests and logs)
 
-    def _condition(self) -> asyncio.Condition:
-        loop = asyncio.get_running_loop()
-        if self._free is None or self._loop is not loop:  # a new event loop: new primitives
-            self._loop, self._free = loop, asyncio.Condition()
-        return self._free
+    def is_slow(self, key: str | None) -> bool:
+        """Whether ``key``'s next job runs in the slow lane."""
+        return key is not None and key in self._slow
 
-    async def run(self, function: Callable[[A], T], argument: A, budget: float) -> T:
-        """function(argument) in a worker, within budget seconds of wall time from the moment
-        the worker has it (waiting for a free worker is not counted). AnalysisTimeout on an
-        overrun (the worker is killed and replaced later) or when no worker starts; a
-        cancelled caller kills the worker too, so no abandoned job runs on."""
-        free = self._condition()
-        async with free:
-            await free.wait_for(lambda: bool(self._idle) or self._busy < self.size)
-            worker = self._idle.pop() if self._idle else None
-            self._busy += 1
+    def _judge(self, key: str | None, slow: bool) -> None:
+        if key is None:
+            return
+        self._slow.pop(key, None)
+        if slow:
+            self._slow[key] = None
+            while len(self._slow) > MAX_SLOW_KEYS:  # /probe with probe_any: any URL is a key
+                del self._slow[next(iter(self._slow))]
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiters: the normal lane first, then one slow-lane job."""
+        normal, slow = self._waiting[False], self._waiting[True]
+        while self._running < self.size:
+            if normal:
+                lane, future = False, normal.popleft()
+            elif slow and self._running_slow < self.slow_lane:
+                lane, future = True, slow.popleft()
+            else:
+                return
+            if future.done():  # its caller was cancelled while waiting
+                continue
+            self._running += 1
+            self._running_slow += lane
+            future.set_result(None)
+
+    def _release(self, slow: bool) -> None:
+        self._running -= 1
+        self._running_slow -= slow
+        self._dispatch()
+
+    async def _acquire(self, slow: bool) -> None:
+        """A slot in the ``slow`` lane or the normal one, in turn. Safe to cancel: a slot
+        granted to a caller cancelled before it could run is handed on."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop: the old one's waiters are gone
+            self._loop = loop
+            for queue in self._waiting.values():
+                queue.clear()
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting[slow].append(future)
+        self._dispatch()
         try:
-            if worker is None:
-                worker = _Worker()
-                try:
-                    await worker.start()
-                except (OSError, EOFError, TimeoutError) as exc:
-                    worker.kill()
-                    worker = None
-                    raise AnalysisTimeout(f"no analysis worker started ({exc})") from None
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release(slow)
+            else:
+                future.cancel()  # _dispatch drops it
+            raise
+
+    async def _start_worker(self) -> _Worker:
+        """A new, started worker; a cancelled start kills it (a half-started worker would
+        answer the next job with its ready frame)."""
+        try:
+            worker = _Worker()
+        except OSError as exc:
+            raise AnalysisTimeout(f"no analysis worker started ({exc})") from None
+        try:
+            await worker.start()
+        except (OSError, EOFError, TimeoutError) as exc:
+            worker.kill()
+            raise AnalysisTimeout(f"no analysis worker started ({exc})") from None
+        except BaseException:
+            worker.kill()
+            raise
+        return worker
+
+    async def run(
+        self, function: Callable[[A], T], argument: A, budget: float, key: str | None = None
+    ) -> T:
+        """function(argument) in a worker, within budget seconds of wall time from the moment
+        the worker has it (waiting for a free worker is not counted); ``key`` says whose job
+        it is (a target), for the lanes above. AnalysisTimeout on an overrun (the worker is
+        killed and replaced later) or when no worker starts. Whatever ends the call (an
+        overrun, a dead worker, a cancelled caller), a worker goes back to the idle list only
+        after a complete answer: any other worker is killed."""
+        slow = self.is_slow(key)
+        await self._acquire(slow)
+        worker: _Worker | None = None
+        reusable = False
+        try:
+            worker = self._idle.pop() if self._idle else await self._start_worker()
+            started = time.monotonic()
             try:
-                result: T = await worker.call((function, argument), budget)
+                ok, value = await worker.call((function, argument), budget)
             except TimeoutError:
                 self.killed += 1
-                worker.kill()
-                worker = None
+                self._judge(key, slow=True)
                 raise AnalysisTimeout(f"analysis took longer than {budget:g} s") from None
             except (OSError, EOFError):
-                worker.kill()
-                worker = None
+                self._judge(key, slow=True)
                 raise AnalysisTimeout("the analysis worker died") from None
-            except BaseException:
-                worker.kill()
-                worker = None
-                raise
+            reusable = True
+            self._judge(key, slow=time.monotonic() - started > budget / 2)
+            if not ok:
+                raise RuntimeError(f"analysis failed in the worker: {value}")
+            result: T = value
             return result
         finally:
-            async with free:
-                self._busy -= 1
-                if worker is not None:
-                    self._idle.append(worker)
-                free.notify()
+            if worker is not None and not reusable:
+                worker.kill()
+            elif worker is not None:
+                self._idle.append(worker)
+            self._release(slow)
 
     async def warm(self) -> None:
         """Start every worker now (a service may pay the start-up before its first sweep)."""
@@ -222,7 +305,9 @@ class InlinePool(AnalysisPool):
     """Runs each job in this process, on the event loop, with no budget: for tests that
     watch the analysis from inside (a monkeypatched grader), never for a service."""
 
-    async def run(self, function: Callable[[A], T], argument: A, budget: float) -> T:
+    async def run(
+        self, function: Callable[[A], T], argument: A, budget: float, key: str | None = None
+    ) -> T:
         return function(argument)
 
 

@@ -1,0 +1,77 @@
+"""AnalysisPool with real worker processes: a cancelled caller never leaves a worker in an
+unknown state behind, and pages that overran their budget cannot starve the others.
+
+Jobs are stdlib functions (a worker imports them by name): ``time.sleep`` stands for a page
+whose analysis never ends, ``len`` for a healthy one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from portalops.monitors.analysis import AnalysisPool, AnalysisTimeout
+
+
+def test_a_caller_cancelled_during_start_up_leaves_no_half_started_worker() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        pool = AnalysisPool(1)
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):  # a probe deadline, landing mid start-up
+                    await pool.run(len, (1, 2), 5.0)
+            idle = len(pool._idle)
+            # the next job must not read a half-started worker's ready frame as its answer
+            first = await pool.run(len, (1, 2, 3), 5.0)
+            with pytest.raises(TimeoutError):  # cancelled mid-job: that worker is not reused
+                async with asyncio.timeout(0.2):
+                    await pool.run(time.sleep, 5, 5.0)
+            return idle, first, await pool.run(len, (1,), 5.0)
+        finally:
+            pool.close()
+
+    assert asyncio.run(scenario()) == (0, 3, 1)
+
+
+def test_pages_that_overran_their_budget_hold_one_worker_at_most() -> None:
+    """Six pages known to overrun and one healthy page that arrives after them: the healthy
+    one is judged long before a single overrun ends (a FIFO pool of two would make it wait
+    for three of them)."""
+    budget = 1.0
+
+    async def scenario() -> tuple[float, list[bool], bool]:
+        pool = AnalysisPool(2)
+        try:
+            await pool.warm()
+            heavy = [f"http://heavy{i}.test/" for i in range(6)]
+            # the first round: every heavy page overruns (its key is marked slow)
+            first = await asyncio.gather(
+                *(pool.run(time.sleep, 30, 0.3, key=k) for k in heavy[:2]),
+                return_exceptions=True,
+            )
+            assert all(isinstance(e, AnalysisTimeout) for e in first), first
+            for k in heavy[2:]:
+                pool._judge(k, slow=True)  # as a first round of them would have
+            slow = [pool.is_slow(k) for k in heavy]
+            jobs = [asyncio.create_task(pool.run(time.sleep, 30, budget, key=k)) for k in heavy]
+            await asyncio.sleep(0.05)  # they reach the pool first
+            started = time.monotonic()
+            assert await pool.run(len, (1, 2), budget, key="http://healthy.test/") == 2
+            waited = time.monotonic() - started
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            # a fast job puts a key back in the normal lane; the pool is whole again
+            assert await pool.run(len, (), budget, key=heavy[0]) == 0
+            return waited, slow, pool.is_slow(heavy[0])
+        finally:
+            pool.close()
+
+    if AnalysisPool(2).size < 2:
+        pytest.skip("one core: a single worker has no lane to spare")
+    waited, slow, still_slow = asyncio.run(scenario())
+    assert slow == [True] * 6
+    assert not still_slow
+    # it may start a worker (the overruns killed theirs), never wait for one to finish
+    assert waited < budget * 0.8, f"the healthy page waited {waited:.2f} s"
