@@ -15,7 +15,8 @@ Metric names (all ``portalops_oncall_``):
 - ``database_errors_total``: SQLite errors the service survived;
 - ``last_tick_timestamp_seconds``: when the escalation loop last completed a tick;
 - ``watchdog_last_arrival_timestamp_seconds``: when the Watchdog alert last arrived (0: never);
-- ``watchdog_missing``: 1 while the Watchdog is overdue (the blind page was sent);
+- ``watchdog_missing``: 1 while the Watchdog is overdue (a blind outage is open: its page is
+  being delivered, retried and escalated; each try counts in ``pages_total{kind="watchdog"}``);
 - ``incidents_open``: incidents firing or acknowledged, read at scrape time.
 """
 

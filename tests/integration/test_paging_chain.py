@@ -17,19 +17,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from portalops.oncall.config import parse_duration
 from portalops.oncall.metrics import OncallMetrics
-from portalops.oncall.watchdog import Switch, split
+from portalops.oncall.watchdog import RETRY_FIRST, Switch, split
 from portalops.settings import Settings
 from tests.fixtures.monitoring_stack import running_alertmanager, running_prometheus
 from tests.fixtures.oncall import (
@@ -38,13 +45,14 @@ from tests.fixtures.oncall import (
     alert,
     http,
     mails,
+    mailto,
     oncall_config,
     text,
     webhook,
 )
-from tests.fixtures.paths import PROJECT
-from tests.fixtures.procs import wait_until
-from tests.fixtures.smtp import SMTPServer
+from tests.fixtures.paths import OPS_PY, PROJECT
+from tests.fixtures.procs import LOOPBACK, free_port, wait_until
+from tests.fixtures.smtp import ReceivedMessage, SMTPServer, _Collector
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +103,15 @@ def test_split_takes_the_watchdog_out_of_a_payload() -> None:
     assert [a["labels"]["alertname"] for a in rest["alerts"]] == ["PortalDown"]
     assert split(webhook(watchdog_alert())) == (1, None)
     assert split(webhook(alert()))[0] == 0
+    # a resolved Watchdog (Prometheus stopped evaluating it) is taken out but is no arrival
+    assert split(webhook(dict(watchdog_alert(), status="resolved"))) == (0, None)
 
 
-def test_the_switch_pages_once_per_outage_and_when_it_is_back(
+def test_the_switch_pages_once_per_outage_up_the_chain_and_when_it_is_back(
     tmp_path: Path, smtp_server: SMTPServer
 ) -> None:
+    """One blind page per outage, walking the escalation chain on the steps' waits while the
+    Watchdog stays away; "back" to everyone who got it."""
     config = settings(tmp_path, smtp_server)
     metrics = OncallMetrics()
 
@@ -109,27 +121,31 @@ def test_the_switch_pages_once_per_outage_and_when_it_is_back(
         switch.arrived(T0 + 10)
         fired += [switch.check(T0 + 15), switch.check(T0 + 20)]  # 10 s: not yet over
         fired.append(switch.check(T0 + 21))  # 11 s without a Watchdog: blind
-        fired += [switch.check(T0 + 60), switch.check(T0 + 3600)]  # the same outage
         await asyncio.wait(set(switch._tasks), timeout=20)
-        switch.arrived(T0 + 3601)  # back: a notice; armed again
+        fired.append(switch.check(T0 + 22))  # within the first step's wait: nobody else
+        fired += [switch.check(T0 + 60), switch.check(T0 + 3600)]  # steps 2 and 3, no new page
+        await asyncio.wait(set(switch._tasks), timeout=20)
+        switch.arrived(T0 + 3601)  # back: a notice to all three; armed again
         fired.append(switch.check(T0 + 3605))
         await asyncio.wait(set(switch._tasks), timeout=20)
         fired.append(switch.check(T0 + 3612))  # a new outage pages again
         await asyncio.wait(set(switch._tasks), timeout=20)
         return fired
 
-    assert asyncio.run(scenario()) == [False, False, False, True, False, False, False, True]
-    got = mails(smtp_server, "an")  # the primary (the first escalation step) is paged
-    assert [str(m["Subject"]) for m in got] == [
-        "[NGHIÊM TRỌNG] Hệ thống giám sát bị mù: không nhận được Watchdog",
-        "[ĐÃ KHẮC PHỤC] Hệ thống giám sát hoạt động trở lại (Watchdog)",
-        "[NGHIÊM TRỌNG] Hệ thống giám sát bị mù: không nhận được Watchdog",
-    ]
+    assert asyncio.run(scenario()) == [False, False, False, True, False, False, False, False, True]
+    blind = "[NGHIÊM TRỌNG] Hệ thống giám sát bị mù: không nhận được Watchdog"
+    back = "[ĐÃ KHẮC PHỤC] Hệ thống giám sát hoạt động trở lại (Watchdog)"
+    got = mails(smtp_server, "an")  # the primary (the first escalation step) first
+    assert [str(m["Subject"]) for m in got] == [blind, back, blind]
     assert "trong 11s" in text(got[0])
     assert "monitoring.md#watchdog" in text(got[0])
-    assert mails(smtp_server, "binh") == []
+    assert subjects(smtp_server, "binh") == [
+        "[CRITICAL] Monitoring is blind: the Watchdog alert stopped arriving",
+        "[RESOLVED] Monitoring is back (Watchdog arrives again)",
+    ]
+    assert subjects(smtp_server, "chi") == [blind, back]
     exposition = metrics.exposition().decode()
-    assert 'portalops_oncall_pages_total{channel="1:mailto",kind="watchdog",result="sent"} 3.0' in (
+    assert 'portalops_oncall_pages_total{channel="1:mailto",kind="watchdog",result="sent"} 7.0' in (
         exposition
     )
     assert "portalops_oncall_watchdog_missing 1.0" in exposition
@@ -167,6 +183,8 @@ def test_the_service_records_the_watchdog_and_serves_metrics_behind_a_token(
         status, body = service.post(webhook(watchdog_alert()))
         assert (status, body) == (200, {"ok": True, "watchdog": 1})
         assert service.incidents() == []  # never an incident
+        resolved = dict(watchdog_alert(), status="resolved")  # no sign of life
+        assert service.post(webhook(resolved)) == (200, {"ok": True, "watchdog": 0})
         status, _ = service.post(webhook(alert(), watchdog_alert()))  # with a real alert
         assert status == 200
         service.wait_tick()
@@ -286,3 +304,146 @@ def test_prometheus_and_alertmanager_failures_page_through_the_switch(
         f"Prometheus stopped (bound {BLIND_BOUND:g}); whole test "
         f"{time.monotonic() - started:.0f} s"
     )
+
+
+# -- a blind page that must get through: retries, escalation, restarts, a broken database ----
+
+
+@contextlib.contextmanager
+def smtp_on(port: int) -> Iterator[SMTPServer]:
+    """An SMTP server on ``port`` from now on (a mail server that comes back)."""
+    messages: list[ReceivedMessage] = []
+    lock = threading.Lock()
+    controller = Controller(_Collector(messages, lock), hostname=LOOPBACK, port=port,
+                            ready_timeout=10, enable_SMTPUTF8=True)  # fmt: skip
+    controller.start()
+    try:
+        yield SMTPServer(host=LOOPBACK, port=port, messages=messages, _lock=lock)
+    finally:
+        controller.stop()
+
+
+def test_an_undelivered_blind_page_is_retried_and_escalated(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """The first person's mail server is down: the blind page escalates at once to the next
+    step, and is retried to the first person until their server is back. "Monitoring is
+    back" goes to those who got the blind page, never to one who did not."""
+    an_port, chi_port = free_port(), free_port()  # nothing listens on either (yet)
+    config = oncall_config(tmp_path, smtp_server)
+    people = config["oncall"]["people"]
+    people[0]["channels"] = [mailto(smtp_server, "an", port=an_port)]
+    people[2]["channels"] = [mailto(smtp_server, "chi", port=chi_port)]
+    config["oncall"]["watchdog"] = {"repeat_interval": "1s", "missing_after": "10s"}
+    service = OncallService(tmp_path, config)
+    service.start()
+    try:
+        assert service.post(webhook(watchdog_alert())) == (200, {"ok": True, "watchdog": 1})
+        service.clock.advance(11)  # blind: an fails, binh is paged at once
+        wait_subject(smtp_server, "binh", "Monitoring is blind", 1, timeout=10)
+        service.clock.advance(3)  # binh's step waited: chi (who cannot be reached either)
+        wait_until(lambda: watchdog_pages(service, "failed") >= 2, timeout=10,
+                   what="the blind pages to an and chi to fail")  # fmt: skip
+        with smtp_on(an_port) as an_server:
+            service.clock.advance(RETRY_FIRST)  # an's retry is due, and an's server is back
+            wait_subject(an_server, "an", "bị mù", 1, timeout=10)
+            wait_until(lambda: watchdog_pages(service, "failed") >= 3, timeout=10,
+                       what="chi's retry to fail")  # fmt: skip
+            with smtp_on(chi_port) as chi_server:  # chi could be reached now, but never knew
+                assert service.post(webhook(watchdog_alert()))[0] == 200
+                wait_subject(an_server, "an", "hoạt động trở lại", 1, timeout=10)
+                wait_subject(smtp_server, "binh", "Monitoring is back", 1, timeout=10)
+                wait_until(lambda: watchdog_pages(service, "sent") >= 4, timeout=10,
+                           what="4 watchdog pages sent")  # fmt: skip
+                assert chi_server.received() == []
+                assert watchdog_pages(service, "sent") == 4
+    finally:
+        service.stop()
+
+
+def watchdog_pages(endpoint: OncallService | ServiceProcess, result: str) -> float:
+    """``pages_total{kind="watchdog",result=...}`` from the service's ``/metrics``."""
+    token = (endpoint.root / "state" / "oncall" / "metrics.token").read_text().strip()
+    status, exposition = http(f"{endpoint.url}/metrics",
+                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert status == 200
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(exposition)
+        for s in f.samples
+        if s.name == "portalops_oncall_pages_total"
+        and s.labels["kind"] == "watchdog"
+        and s.labels["result"] == result
+    )
+
+
+def quick_switch(tmp_path: Path, smtp: SMTPServer) -> ServiceProcess:
+    """``ops oncall serve`` on the real clock, blind 2 s after the last Watchdog."""
+    config = oncall_config(tmp_path, smtp)
+    config["oncall"]["watchdog"] = {"repeat_interval": "1s", "missing_after": "2s"}
+    return ServiceProcess(tmp_path, config)
+
+
+def test_a_restart_during_an_outage_keeps_the_switch_armed(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """The last arrival and the open outage survive a restart (``watchdog.json``)."""
+    service = quick_switch(tmp_path, smtp_server)
+    service.start()
+    try:
+        assert service.post(webhook(watchdog_alert()))[0] == 200
+        assert service.stop() == 0  # restarted while Prometheus is down
+        service.start()
+        wait_subject(smtp_server, "an", "bị mù", 1, timeout=10)
+        state = tmp_path / "state" / "oncall" / "watchdog.json"
+        assert state.stat().st_mode & 0o077 == 0
+        wait_until(lambda: '"received": ["an"]' in state.read_text(), timeout=10,
+                   what="the delivered blind page kept in watchdog.json")  # fmt: skip
+        assert service.stop() == 0  # restarted again: the outage is still open
+        service.start()
+        assert service.post(webhook(watchdog_alert()))[0] == 200
+        wait_subject(smtp_server, "an", "hoạt động trở lại", 1, timeout=10)
+        assert sum("bị mù" in s for s in subjects(smtp_server, "an")) == 1
+    finally:
+        if service.proc is not None:
+            assert service.stop() == 0
+    assert "Traceback" not in service.log.read_text()
+
+
+def test_a_database_that_refuses_writes_makes_the_switch_page(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    """A Watchdog reaching a service that cannot record alerts does not count: the blind
+    page says why, through channels that need no database."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("chattr is not installed")
+    service = quick_switch(tmp_path, smtp_server)
+    service.start()
+    assert service.stop() == 0
+    database = tmp_path / "state" / "oncall" / "oncall.sqlite"
+    if subprocess.run([chattr, "+i", str(database)], check=False).returncode != 0:
+        pytest.skip("this filesystem refuses chattr +i")
+    try:
+        argv = [sys.executable, str(OPS_PY), "--config", str(service.config_path),
+                "-v", "oncall", "serve"]  # fmt: skip
+        with service.log.open("ab") as log:
+            service.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        wait_until(lambda: http_status(f"{service.url}/healthz") == 503, timeout=20,
+                   what="/healthz to say 503", log=service.log, proc=service.proc)  # fmt: skip
+        assert service.post(webhook(alert()))[0] == 503  # no incident can be recorded
+        assert service.post(webhook(watchdog_alert()))[0] == 200
+        wait_subject(smtp_server, "an", "không ghi được cảnh báo", 1, timeout=10)
+        assert "refuses writes" in text(mails(smtp_server, "an")[0])
+        assert service.stop() == 0
+    finally:
+        subprocess.run([chattr, "-i", str(database)], check=False)
+        if service.proc is not None:
+            service.stop()
+
+
+def http_status(url: str) -> int | None:
+    try:
+        return http(url, timeout=1)[0]
+    except OSError:
+        return None
