@@ -53,6 +53,7 @@ def test_pages_that_overran_their_budget_hold_one_worker_at_most() -> None:
             assert all(isinstance(e, AnalysisTimeout) for e in first), first
             for k in heavy[2:]:
                 pool._judge(k, slow=True)  # as a first round of them would have
+            await pool.warm()  # replace the killed workers: start-up is not what is measured
             slow = [pool.is_slow(k) for k in heavy]
             jobs = [asyncio.create_task(pool.run(time.sleep, 30, budget, key=k)) for k in heavy]
             await asyncio.sleep(0.05)  # they reach the pool first
@@ -73,5 +74,5 @@ def test_pages_that_overran_their_budget_hold_one_worker_at_most() -> None:
     waited, slow, still_slow = asyncio.run(scenario())
     assert slow == [True] * 6
     assert not still_slow
-    # it may start a worker (the overruns killed theirs), never wait for one to finish
-    assert waited < budget * 0.8, f"the healthy page waited {waited:.2f} s"
+    # a FIFO pool would make it wait for three overruns (3 s)
+    assert waited < budget / 2, f"the healthy page waited {waited:.2f} s"
