@@ -111,7 +111,8 @@ def open_store(oncall: Oncall, state_dir: Path) -> Store | None:
     """The service's database; None before ``ops oncall serve`` has ever created it (reading
     commands must not leave an empty one behind in the wrong state directory)."""
     database, _, _ = oncall.state_paths(state_dir)
-    return Store(database) if database.is_file() else None
+    own = database.parent.resolve() == (state_dir / "oncall").resolve()  # ours to chmod
+    return Store(database, own_dir=own) if database.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from portalops.oncall.secrets import (
     remember_channels,
     token_matches,
 )
-from portalops.oncall.store import Incident, Store
+from portalops.oncall.store import Incident, Store, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,10 @@ def make_escalator(
     after_tick: TickHook | None = None,
 ) -> tuple[Escalator, bytes]:
     database, link_key, token_file = oncall.state_paths(state_dir)
-    store = Store(database, busy_timeout=SERVICE_BUSY_TIMEOUT)
+    ours = state_dir / "oncall"
+    private_dir(ours)  # the default home of the secrets, wherever the database is
+    own = database.parent.resolve() == ours.resolve()  # ours to chmod
+    store = Store(database, busy_timeout=SERVICE_BUSY_TIMEOUT, own_dir=own)
     signer = LinkSigner(load_or_create(link_key))
     token = load_or_create(token_file)
     base_url = oncall.public_url or f"http://{listen}"

@@ -198,13 +198,25 @@ def _iso(stamp: float | None) -> str | None:
     return iso_z_epoch(stamp)
 
 
-def private_dir(path: Path) -> None:
+def private_dir(path: Path, *, ours: bool = True) -> None:
     """Create ``path`` 0700, or make an existing one so: a directory others can write to
     would let them swap the database or the secrets. One owned by somebody else is refused
-    (chmod is not ours to do)."""
+    (chmod is not ours to do).
+
+    A directory that is not ours (``ours=False``: ``oncall.database`` points outside
+    portal-ops's state directory, maybe into a directory other services read) is never
+    chmodded: it is used as it is if only its owner can write to it, else refused."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     info = path.stat()
     mode = stat.S_IMODE(info.st_mode)
+    if not ours:
+        if mode & 0o022:
+            raise StateDirError(
+                path,
+                f"of oncall.database is mode {mode:04o}: others could replace the database; "
+                "give it its own directory (mode 0700), or remove group and other write",
+            )
+        return
     if not mode & 0o077:
         return
     if info.st_uid != os.geteuid():
@@ -248,12 +260,15 @@ HEALTH_BUSY_TIMEOUT = 0.1
 class Store:
     """One SQLite database (WAL, so ``ops oncall ack`` can write while the service runs).
 
+    ``own_dir``: the database's directory is portal-ops's own (``<state_dir>/oncall``),
+    made 0700; otherwise it is only checked (:func:`private_dir`).
+
     ``busy_timeout``: how long a write waits for another writer. The service writes on its
     event loop, so it waits briefly and retries later (a locked database must not stall the
     webhook and the pages of other incidents); the command line can wait longer."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
-        private_dir(path.parent)
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0, own_dir: bool = True) -> None:
+        private_dir(path.parent, ours=own_dir)
         self.path = path
         with _private_umask():
             self.db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)

@@ -341,6 +341,26 @@ def test_database_wal_and_shm_are_private_from_creation(
         svc.stop()
 
 
+def test_a_database_elsewhere_never_has_its_directory_chmodded(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    shared = tmp_path / "shared"  # node_exporter's textfile directory, say
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    config = oncall_config(tmp_path, smtp_server, database=str(shared / "oncall.sqlite"))
+    svc = OncallService(tmp_path, config)
+    svc.start()
+    svc.stop()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # left as it was
+    assert stat.S_IMODE((shared / "oncall.sqlite").stat().st_mode) == 0o600
+    shared.chmod(0o777)  # others could swap the database: refused, not chmodded
+    done = ServiceProcess(tmp_path, config).ops("oncall", "serve")
+    assert done.returncode != 0
+    assert "mode 0777" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o777
+
+
 def raw_request(
     svc: OncallService, method: str, path: str, body: bytes = b"", headers: Any = ()
 ) -> tuple[int, bytes]:
