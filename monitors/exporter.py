@@ -218,8 +218,14 @@ async def reachable(address: str, timeout: float) -> bool:
 TICK = 0.25
 #: Seconds without a turn of the sweep loop after which /healthz says it stalled.
 STALLED_AFTER = 10.0
-#: /probe requests that may wait for a probe at once; more get 503 (each holds a task).
-MAX_WAITING_PROBES = 32
+#: /probe requests that may wait on one target at once; more get 503. Per target, so that a
+#: flood of requests for one (a silent portal holds each for its deadline) cannot lock /probe
+#: for the others: Prometheus asks each target once per scrape, an HA pair twice.
+MAX_WAITING_PER_TARGET = 8
+#: /probe requests that may wait at once, all targets together (each holds a task, and with
+#: monitor.probe_any each new URL a probe): a bound on memory, far above what the configured
+#: targets need.
+MAX_WAITING_PROBES = 256
 #: Longest query string /probe reads (a target URL and a module list fit in far less).
 MAX_QUERY = 2048
 
@@ -266,7 +272,7 @@ class Sweeper:
         # url -> the running probe of that target and the modules it runs
         self.busy: dict[str, tuple[asyncio.Task[ProbeResult], tuple[Module, ...]]] = {}
         self.skipped: dict[str, int] = {}
-        self.waiting = 0  # /probe requests waiting for a probe
+        self.waiting: dict[str, int] = {}  # url -> /probe requests waiting on that target
         self.started = time.time()
         self.heartbeat = time.monotonic()
 
@@ -292,10 +298,15 @@ class Sweeper:
     async def probe_now(self, target: Target, modules: tuple[Module, ...]) -> ProbeResult:
         """A probe of ``target`` now (``/probe``), under the sweep's gate. If a probe of it is
         running with the same modules, its result is the answer (no second probe); with other
-        modules, this one waits for it to end first."""
-        if self.waiting >= MAX_WAITING_PROBES:
-            raise TooBusy(f"{self.waiting} /probe requests are already waiting")
-        self.waiting += 1
+        modules, this one waits for it to end first. TooBusy when ``MAX_WAITING_PER_TARGET``
+        requests already wait on this target, or ``MAX_WAITING_PROBES`` on all."""
+        url = target.url
+        here, everywhere = self.waiting.get(url, 0), sum(self.waiting.values())
+        if here >= MAX_WAITING_PER_TARGET:
+            raise TooBusy(f"{here} /probe requests are already waiting on {url[:200]!r}")
+        if everywhere >= MAX_WAITING_PROBES:
+            raise TooBusy(f"{everywhere} /probe requests are already waiting")
+        self.waiting[url] = here + 1
         try:
             for _ in range(3):
                 current = self.busy.get(target.url)
@@ -306,9 +317,11 @@ class Sweeper:
                 if running == modules:
                     return await asyncio.shield(task)
                 await asyncio.wait({task})
-            raise TooBusy(f"{target.url} stayed busy with other probes")
+            raise TooBusy(f"{url[:200]!r} stayed busy with other probes")
         finally:
-            self.waiting -= 1
+            self.waiting[url] -= 1
+            if not self.waiting[url]:
+                del self.waiting[url]
 
     def ages(self, now: float) -> dict[str, float]:
         """Seconds since each target's last probe finished (since the sweeper started for a
@@ -394,15 +407,18 @@ class Sweeper:
                 due[target.url] = now + self.interval * rng.uniform(0.9, 1.1)
                 if target.url in self.busy:
                     self.skipped[target.url] = self.skipped.get(target.url, 0) + 1
-                    log.debug("%s: last probe still running, skipped", target.url)
+                    log.debug("%r: last probe still running, skipped", target.url)
                 else:
                     self.start(target, self.config)
             await asyncio.sleep(TICK)
 
 
 def parse_modules(text: str) -> tuple[Module, ...]:
-    """``http,tls`` -> the modules, in catalogue order; ValueError names an unknown one."""
-    wanted = {item.strip() for item in text.split(",")}
+    """``http,tls`` -> the modules, in catalogue order (empty entries, as in ``http,,tls`` or a
+    trailing comma, are ignored); ValueError names an unknown one, or says none was named."""
+    wanted = {item.strip() for item in text.split(",")} - {""}
+    if not wanted:
+        raise ValueError(f"no module named in {text[:40]!r}")
     known = {m.value: m for m in Module}
     unknown = sorted(w for w in wanted if w not in known)
     if unknown:

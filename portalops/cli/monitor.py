@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
 from rich.markup import escape
@@ -86,9 +87,34 @@ def _targets(ctx: Context, wanted: list[str]) -> list[Target]:
     return targets
 
 
+#: Characters a terminal may act on rather than show: C0 controls but the tab (newlines too:
+#: one finding, one line), DEL, the C1 controls (U+009B is a CSI of its own) and the bidi
+#: overrides and isolates, which reorder what is shown.
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` from a portal (a reason phrase, a finding's message) safe to print: every
+    control character shown as an escape (ESC as ``\\x1b``), so that a portal cannot clear
+    the operator's terminal, set its title or forge lines, whether stdout is a terminal or a
+    pipe into one."""
+    return _CONTROLS.sub(_escaped, text)
+
+
+def _plain(text: str) -> Text:
+    """A line of portal text for the human output: visible, and plain Text, never markup
+    ("503 [/bold]" would otherwise end the run with a traceback)."""
+    return Text(visible(text))
+
+
 def _row(r: ProbeResult) -> tuple[str, ...]:
-    """A table row; every cell escaped, since the table reads rich markup and a portal's
-    answer (its TLS version string, a URL target's name) is not ours to trust."""
+    """A table row; every cell visible and escaped, since the table reads rich markup and a
+    portal's answer (its TLS version string, a URL target's name) is not ours to trust."""
     findings = ", ".join(sorted({f.code for f in r.findings if f.severity != Severity.INFO}))
     cells = (
         r.target.portal,
@@ -101,7 +127,7 @@ def _row(r: ProbeResult) -> tuple[str, ...]:
         r.grade or "-",
         findings,
     )
-    return tuple(escape(cell) for cell in cells)
+    return tuple(escape(visible(cell)) for cell in cells)
 
 
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -129,9 +155,10 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     for r in results:
         for f in r.findings:
             if f.severity != Severity.INFO:
-                # a finding's message quotes the portal (status reason, page text): plain Text,
-                # never markup ("503 [/bold]" would otherwise end the run with a traceback)
-                human.append(Text(f"{r.target.domain}: {f.severity.value}: {f.code}: {f.message}"))
+                # a finding's message quotes the portal (status reason, page text)
+                human.append(
+                    _plain(f"{r.target.domain}: {f.severity.value}: {f.code}: {f.message}")
+                )
     return Outcome(
         [r.to_json() for r in results], human, ExitCode.PROBLEM_FOUND if failing else ExitCode.OK
     )
@@ -144,9 +171,9 @@ def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
     now = ctx.env.now().isoformat(timespec="seconds")
     done = refresh(ctx.settings.state_dir, results, now)
     taken, skipped, path = done.taken, done.skipped, done.file
-    human: list[Any] = [Text(f"baselines taken for {len(taken)} home pages into {path}")]
-    # the reasons quote the portals' answers: plain Text, never markup
-    human += [Text(f"not taken: {domain}: {reason}") for domain, reason in skipped]
+    human: list[Any] = [_plain(f"baselines taken for {len(taken)} home pages into {path}")]
+    # the reasons quote the portals' answers
+    human += [_plain(f"not taken: {domain}: {reason}") for domain, reason in skipped]
     return Outcome(
         {"taken": taken, "skipped": [{"domain": d, "reason": r} for d, r in skipped],
          "file": str(path)},

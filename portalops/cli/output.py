@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,11 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     return out
 
 
+#: What json.dumps leaves raw with ensure_ascii=False and a terminal may act on (U+009B is a
+#: CSI): written as \u escapes, which mean the same to a JSON reader (strings only hold them).
+_C1 = re.compile(r"[\x7f-\x9f]")
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
@@ -66,7 +72,8 @@ def _default(value: Any) -> Any:
 def emit(outcome: Outcome, as_json: bool, env: Environment) -> None:
     """Print the outcome on env.stdout: one JSON document, or the human rendering."""
     if as_json or outcome.force_json:
-        env.stdout.write(json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default))
+        text = json.dumps(outcome.data, ensure_ascii=False, indent=2, default=_default)
+        env.stdout.write(_C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
         env.stdout.write("\n")
         return
     if outcome.raw is not None:

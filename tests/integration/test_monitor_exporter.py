@@ -1,17 +1,21 @@
 """``ops monitor serve`` run as a real process against a real nginx: /probe answers only for
-configured targets (unless ``monitor.probe_any``), a sweep that falls behind fails /healthz and
-recovers, one target is never probed twice at once, and a portal's text never reaches rich as
-markup.
+configured targets (unless ``monitor.probe_any``), a flood of /probe on one target does not
+lock out another, a sweep that falls behind fails /healthz and recovers, one target is never
+probed twice at once, and a portal's text never reaches rich as markup nor the terminal as
+control sequences.
 
 The nginx here is the test's own (module scope): plain-HTTP sites told apart by name, reached
 through ``monitor.resolve`` pins, and an access log with each request's end time and duration
 (``$msec $request_time``), so that what the exporter fetched, and when, is read from the
 portal's side. ``trickle`` sites send their answer at one byte a second while the switch is on
-(``limit_rate 1``): a portal that holds every probe until its timeout.
+(``limit_rate 1``): a portal that holds every probe until its timeout. Two more portals are
+raw: ``escapes`` answers a status line whose reason is terminal control sequences, and
+``silent`` accepts connections and never answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -24,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +39,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from portalops.monitors.exporter import MAX_WAITING_PER_TARGET
 from tests.fixtures.nginx import NGINX_PACKAGE
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import (
@@ -57,6 +63,9 @@ CANARY = "canary"
 #: The status line the ``markup`` site's upstream sends (nginx passes its reason on).
 MARKUP_REASON = "[/bold]"
 MARKUP_BODY = b"<p>[bold red]b\xe1\xba\xa3o tr\xc3\xac[/] [link=http://x]x[/link]</p>"
+#: The ``escapes`` portal's reason phrase: clear screen, red, a window title (OSC ... BEL) and
+#: a C1 CSI (0x9b, read as latin-1).
+ESCAPES_REASON = "\x1b[2J\x1b[31mPWNED\x1b]0;title\x07 \x9b31m"
 
 _CONF = """\
 worker_processes 1;
@@ -105,10 +114,12 @@ PAGE = """<!doctype html>
 
 
 class _Reason(BaseHTTPRequestHandler):
-    """The ``markup`` portal's application: 503 with rich markup as its reason and body."""
+    """The ``markup`` portal's application (through nginx): 503 with rich markup as its reason
+    and body; asked directly as ``escapes``, 503 with terminal escapes as its reason."""
 
     def do_GET(self) -> None:
-        self.send_response(503, MARKUP_REASON)
+        escapes = self.headers.get("Host", "").startswith("escapes.")
+        self.send_response(503, ESCAPES_REASON if escapes else MARKUP_REASON)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(MARKUP_BODY)))
         self.end_headers()
@@ -123,6 +134,8 @@ class Portals:
     port: int
     root: Path
     argv: list[str]
+    upstream: int  # the raw ``escapes`` portal (the markup site's upstream)
+    silent: int  # the ``silent`` portal: a socket that listens and never answers
 
     def hostname(self, name: str) -> str:
         return f"{name}.{ZONE}"
@@ -132,7 +145,15 @@ class Portals:
 
     def pins(self) -> list[str]:
         names = [*TRICKLING, *STATIC, "markup"]
-        return [f"{self.hostname(n)}:{self.port}:{LOOPBACK}" for n in names]
+        return [f"{self.hostname(n)}:{self.port}:{LOOPBACK}" for n in names] + [
+            f"{self.hostname('escapes')}:{self.upstream}:{LOOPBACK}",
+            f"{self.hostname('silent')}:{self.silent}:{LOOPBACK}",
+        ]
+
+    def raw_url(self, name: str) -> str:
+        """The URL of a raw portal (``escapes``, ``silent``)."""
+        port = self.upstream if name == "escapes" else self.silent
+        return f"http://{self.hostname(name)}:{port}/"
 
     def trickle(self, on: bool) -> None:
         """Turn the ``sw*`` sites' one-byte-a-second answers on or off, and wait until nginx
@@ -174,7 +195,8 @@ def portals() -> Iterator[Portals]:
     upstream = ThreadingHTTPServer((LOOPBACK, 0), _Reason)
     thread = threading.Thread(target=upstream.serve_forever, daemon=True)
     thread.start()
-    with temp_dir("exporter-nginx") as root:
+    silent = socket.create_server((LOOPBACK, 0), backlog=128)  # the kernel accepts; no reply
+    with silent, temp_dir("exporter-nginx") as root:
         os.chmod(root, 0o755)  # noqa: S103 (workers run as nobody and must read the webroot)
         (root / "temp").mkdir()
         (root / "www").mkdir(mode=0o755)
@@ -198,7 +220,7 @@ def portals() -> Iterator[Portals]:
         argv = [nginx, "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
         run([*argv, "-t", "-q"], what="nginx -t of the exporter test sites")
         proc = start_process([*argv, "-g", "daemon off;"], root / "nginx.out")
-        portals = Portals(port, root, argv)
+        portals = Portals(port, root, argv, upstream.server_address[1], silent.getsockname()[1])
         try:
             wait_until(
                 lambda: _fast(portals.url("fast")),
@@ -415,3 +437,75 @@ def test_a_portals_text_is_printed_not_read_as_markup(portals: Portals, tmp_path
     )  # fmt: skip
     [result] = json.loads(done.stdout)
     assert result["status_code"] == 503
+
+
+def test_a_portals_control_sequences_never_reach_the_terminal(
+    portals: Portals, tmp_path: Path
+) -> None:
+    """A reason phrase of escape sequences (clear screen, colour, window title, a C1 CSI),
+    sent raw: ``check`` and ``baseline`` show it as visible escapes, --json as JSON escapes
+    that read back as the portal's text."""
+    config = _config(tmp_path, portals)
+    url = portals.raw_url("escapes")
+    shown = "503 \\x1b[2J\\x1b[31mPWNED\\x1b]0;title\\x07 \\x9b31m"
+    ops = [sys.executable, str(PROJECT / "ops.py"), "--config", str(config)]
+    for args in (("check", "--module", "http", url), ("baseline", url)):
+        done = subprocess.run(
+            [*ops, "monitor", *args], capture_output=True, timeout=60, check=False
+        )
+        out = done.stdout.decode("utf-8")
+        assert done.returncode == 1, (out, done.stderr)
+        assert b"Traceback" not in done.stderr, done.stderr
+        assert not {"\x1b", "\x07", "\x9b", "\r"} & set(out), repr(out)
+        assert shown in out, out
+    done = subprocess.run(
+        [*ops, "--json", "monitor", "check", "--module", "http", url],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert not {"\x1b", "\x07", "\x9b"} & set(done.stdout.decode("utf-8")), done.stdout
+    [result] = json.loads(done.stdout)
+    assert any(ESCAPES_REASON in f["message"] for f in result["findings"]), result
+
+
+def test_a_flood_of_probe_requests_on_one_target_does_not_lock_out_another(
+    portals: Portals, tmp_path: Path
+) -> None:
+    """Forty /probe requests at once for a portal that never answers (alternating module
+    lists, so that they queue rather than share one probe): all but
+    MAX_WAITING_PER_TARGET are refused at once, and meanwhile /probe of another target
+    answers in full. A module list with an empty entry is accepted."""
+    flood = 40
+    silent, fast = portals.raw_url("silent"), portals.url("fast")
+    monitor: dict[str, Any] = {"urls": [silent, fast], "timeout": 1, "deadline": 2}
+    with exporter(tmp_path, portals, concurrency=4, **monitor) as base:
+
+        def ask(i: int) -> tuple[int, str]:
+            module = "http" if i % 2 else "http,headers"
+            return get(f"{base}/probe?target={silent}&module={module}", timeout=30)
+
+        refused: list[str] = []
+        with ThreadPoolExecutor(flood) as pool:
+            asked = [pool.submit(ask, i) for i in range(flood)]
+            with contextlib.suppress(TimeoutError):
+                for future in as_completed(asked, timeout=10):
+                    status, text = future.result()
+                    if status == 503:
+                        refused.append(text)
+                    if len(refused) >= flood - MAX_WAITING_PER_TARGET:
+                        break
+            started = time.monotonic()
+            status, text = get(f"{base}/probe?target={fast}&module=http,,headers", timeout=10)
+            took = time.monotonic() - started
+            answers = [future.result() for future in asked]
+        assert status == 200, text
+        assert values(text, "probe_success") == {portals.hostname("fast"): 1}
+        assert took < 1.0, took
+        assert len(refused) == flood - MAX_WAITING_PER_TARGET, refused[:3]
+        assert all("already waiting on" in text for text in refused), refused[:3]
+        # the ones let in got their answer: the silent portal is down, within its deadline
+        done = [text for status, text in answers if status == 200]
+        assert done, answers[:3]
+        assert all(
+            values(text, "probe_success") == {portals.hostname("silent"): 0} for text in done
+        )
+        assert get(f"{base}/probe?target={fast}&module=,")[0] == 400
