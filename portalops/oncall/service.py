@@ -56,7 +56,40 @@ MAX_JSON_DEPTH = 16
 #: they run on the event loop, so a locked database is retried later instead.
 SERVICE_BUSY_TIMEOUT = 1.0
 
+#: Idle keep-alive connections close after this (aiohttp's default is an hour); it is also
+#: how long a connection may take to send its first request line and headers.
+KEEPALIVE_TIMEOUT = 10.0
+#: How long a webhook's body may take to arrive.
+BODY_TIMEOUT = 10.0
+#: Open connections at most (Alertmanager needs a few; the process has ~1000 descriptors):
+#: beyond, a new connection is answered 503 and closed.
+MAX_CONNECTIONS = 64
+BACKLOG = 64
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over :data:`MAX_CONNECTIONS`: one 503, closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n")  # fmt: skip
+        transport.close()
+
+
+def _bounded(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
+    """aiohttp's protocol factory, refusing connections beyond ``limit`` open ones (slow or
+    idle clients must not take every file descriptor of the service)."""
+
+    def factory() -> asyncio.BaseProtocol:
+        if len(server.connections) >= limit:
+            log.debug("connection refused: %d open connections already", limit)
+            return _Refused()
+        return server()
+
+    return factory
 
 
 class BadRequest(ValueError):
@@ -188,7 +221,9 @@ class OncallApp:
             log.warning("webhook from %s refused: missing or wrong bearer token", request.remote)
             return web.json_response({"error": "unauthorized"}, status=401)
         try:
-            payload: Any = parse_webhook(await request.read())
+            async with asyncio.timeout(BODY_TIMEOUT):
+                raw = await request.read()
+            payload: Any = parse_webhook(raw)
             if isinstance(payload, dict) and self.switch is not None:
                 arrived, payload = watchdog.split(payload)  # the dead man's switch, no incident
                 if arrived:
@@ -196,6 +231,10 @@ class OncallApp:
                 if payload is None:
                     return web.json_response({"ok": True, "watchdog": arrived})
             summary = self.escalator.receive(payload, self.escalator.clock())
+        except TimeoutError:  # a body trickling in: the connection is not worth keeping
+            log.info("webhook from %s: body not received within %g s", request.remote,
+                     BODY_TIMEOUT)  # fmt: skip
+            return web.json_response({"error": "body too slow"}, status=408)
         except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             return web.json_response({"error": f"bad payload: {exc}"}, status=400)
         return web.json_response({"ok": True, **summary})
@@ -353,10 +392,14 @@ async def serve(
     )
     metrics_token = load_or_create(oncall.metrics_token_path(state_dir))
     handler = OncallApp(oncall, escalator, token, switch, metrics_token)
-    runner = web.AppRunner(handler.app(), access_log=None)
+    runner = web.AppRunner(handler.app(), access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    server = runner.server
+    if server is None:  # runner.setup() made it
+        raise RuntimeError("aiohttp runner has no server after setup")
+    listener = await asyncio.get_running_loop().create_server(
+        _bounded(server, MAX_CONNECTIONS), host, port, backlog=BACKLOG
+    )
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -368,6 +411,7 @@ async def serve(
     try:
         await escalator.run(stop)
     finally:
+        listener.close()
         await runner.cleanup()
         stop.set()  # the switch's loop ends with the service, however the loop above ended
         await watching

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from portalops.oncall.engine import PAGE_RETRY_FIRST
+from portalops.oncall.service import MAX_CONNECTIONS
 from tests.fixtures.oncall import (
     OncallService,
     ServiceProcess,
@@ -307,6 +308,29 @@ def test_a_page_failing_on_every_channel_escalates_at_once_and_is_retried(
         assert svc.pages() == [(1, "an"), (1, "binh"), (1, "chi"), (1, "an")]
         states = [p["state"] for p in svc.incidents()[0]["pages"] if p["person"] == "an"]
         assert states == ["failed", "failed"]
+    finally:
+        svc.stop()
+
+
+def test_connections_beyond_the_cap_are_refused_and_the_service_recovers(
+    tmp_path: Path, smtp_server: SMTPServer
+) -> None:
+    svc = OncallService(tmp_path, oncall_config(tmp_path, smtp_server))
+    svc.start()
+    address = (LOOPBACK, int(svc.url.rsplit(":", 1)[1]))
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # idle clients, or slow ones sending headers
+            held.append(socket.create_connection(address, timeout=5))
+            held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        wait_until(lambda: get(svc, "/healthz")[0] == 503, timeout=5, what="the cap reached")
+        with socket.create_connection(address, timeout=5) as extra:
+            assert extra.recv(100).startswith(b"HTTP/1.1 503")
+    finally:
+        for conn in held:
+            conn.close()
+    try:
+        wait_until(lambda: get(svc, "/healthz")[0] == 200, timeout=5, what="room again")
     finally:
         svc.stop()
 
