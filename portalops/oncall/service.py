@@ -54,7 +54,7 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 16
 #: How long the service's database writes wait for another writer (``ops oncall ack``):
 #: they run on the event loop, so a locked database is retried later instead.
-SERVICE_BUSY_TIMEOUT = 1.0
+SERVICE_BUSY_TIMEOUT = 0.25
 
 #: Idle keep-alive connections close after this (aiohttp's default is an hour); it is also
 #: how long a connection may take to send its first request line and headers.

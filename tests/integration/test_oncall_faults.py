@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from portalops.oncall.engine import PAGE_RETRY_FIRST
-from portalops.oncall.service import MAX_CONNECTIONS
+from portalops.oncall.service import MAX_CONNECTIONS, SERVICE_BUSY_TIMEOUT
 from tests.fixtures.oncall import (
     OncallService,
     ServiceProcess,
@@ -267,7 +267,10 @@ def test_a_database_that_refuses_writes_or_is_gone_fails_healthz(
     try:
         assert get(svc, "/healthz")[0] == 200
         lock.execute("BEGIN IMMEDIATE")  # held: every write of the service fails
+        started = time.monotonic()
         assert svc.post(webhook(alert()))[0] == 503
+        # the loop waited SERVICE_BUSY_TIMEOUT for the lock, not a second
+        assert time.monotonic() - started < 4 * SERVICE_BUSY_TIMEOUT
         status, body = get(svc, "/healthz")
         assert (status, "database refuses writes: database is locked\n") == (503, body)
         status, text = get(svc, "/metrics", token=metrics_token)
