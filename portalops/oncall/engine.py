@@ -534,11 +534,13 @@ class _Alert:
     fingerprint: str
     starts: float | None
     ends: float | None  # None: Alertmanager's zero time (still firing)
+    sent_starts: float | None = None  # startsAt as sent, before clamping: the episode's name
 
     def record(self, received: float) -> dict[str, Any]:
         """What an incident keeps of it (``Incident.alerts``), with when it was received."""
         return {"status": self.status, "labels": self.labels, "startsAt": self.starts,
-                "endsAt": self.ends, "received": received}  # fmt: skip
+                "endsAt": self.ends, "received": received,
+                "startsAtSent": self.sent_starts}  # fmt: skip
 
 
 def _clamped(alert: _Alert, now: float) -> _Alert:
@@ -546,7 +548,7 @@ def _clamped(alert: _Alert, now: float) -> _Alert:
     of receipt: an incident opened by a firing from the future must be resolvable now."""
     starts = None if alert.starts is None else min(alert.starts, now)
     ends = None if alert.ends is None else min(alert.ends, now)
-    return replace(alert, starts=starts, ends=ends)
+    return replace(alert, starts=starts, ends=ends, sent_starts=alert.starts)
 
 
 def _stale(alert: _Alert, known: Mapping[str, Any] | None, now: float, window: float) -> bool:
@@ -557,7 +559,9 @@ def _stale(alert: _Alert, known: Mapping[str, Any] | None, now: float, window: f
     may be a real re-fire with the same start (Alertmanager resolved it by timeout), and a
     page too many beats none. A firing older than the firing held is stale. A "resolved"
     that ended before the held firing started resolves an earlier episode. Without times (a
-    hand-made payload, a record of an older portal-ops) nothing is stale."""
+    hand-made payload, a record of an older portal-ops) nothing is stale. A "resolved" with
+    the very ``startsAt`` the held firing was sent with ends that episode, whenever it says
+    it ended (a clock ahead sent the firing from the future)."""
     if known is None or alert.starts is None:
         return False
     held_starts, held_ends = known.get("startsAt"), known.get("endsAt")
@@ -567,6 +571,9 @@ def _stale(alert: _Alert, known: Mapping[str, Any] | None, now: float, window: f
             recent = isinstance(received, int | float) and 0 <= now - received <= window
             return recent and alert.starts <= held_ends
         return held_starts is not None and alert.starts < held_starts
+    sent = known.get("startsAtSent", held_starts)
+    if alert.sent_starts is not None and alert.sent_starts == sent:
+        return False  # the resolution of the very episode held (the same startsAt as sent)
     ended = alert.ends if alert.ends is not None else alert.starts
     return known.get("status") == "firing" and held_starts is not None and ended < held_starts
 
