@@ -17,7 +17,8 @@ works under any event loop (``ops monitor check`` runs one, the exporter another
 Fairness: jobs carry a key (the target). A target whose last analysis overran its budget, or
 used more than half of it, is served from a slow lane: behind every other waiting job, one
 job at a time. So a handful of hostile pages hold one worker at most, not the whole pool, and
-a healthy page waits only for other healthy pages (see ``AnalysisPool``).
+a healthy page waits only for other healthy pages; a target with no record yet waits in the
+normal lane, smallest job first (see ``AnalysisPool``).
 
 Costs: a worker's start-up (interpreter and imports, a few hundred ms) is paid once, on the
 first job, and does not count against the budget; a job is one pickle each way. Workers die
@@ -36,7 +37,9 @@ import collections
 import contextlib
 import ctypes
 import functools
+import heapq
 import importlib
+import itertools
 import os
 import pickle
 import signal
@@ -136,10 +139,9 @@ class _Worker:
                 finally:
                     loop.remove_writer(self.into)
 
-    async def call(self, job: tuple[Callable[[Any], Any], Any], budget: float) -> tuple[bool, Any]:
-        """(True, the result) or (False, why the job raised), read in full: the worker is
-        then ready for the next job."""
-        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    async def call(self, data: bytes, budget: float) -> tuple[bool, Any]:
+        """The pickled job ``data`` run: (True, the result) or (False, why the job raised),
+        read in full, so the worker is then ready for the next job."""
         async with asyncio.timeout(budget):
             await self._write_frame(data)
             # our own worker's frame; the page's bytes never reach pickle unpickled
@@ -165,8 +167,10 @@ class AnalysisPool:
     of the normal lane, and at most one slow-lane job runs at a time. So hostile pages,
     however many, hold at most one worker (with two or more), and every other page waits only
     for other normal pages. A slow key's job that ends within half its budget puts the key
-    back in the normal lane. A key is judged by its last job: the first analysis of a hostile
-    page (the first sweep after a start) competes like any other."""
+    back in the normal lane. A key is judged by its last job; a job with no such record (the
+    first sweep after a start) is told apart by size: the normal lane serves the smallest
+    pickled job first, and a page that takes seconds to judge with linear-time analyses is a
+    page of megabytes, while a portal's home page and exposure answers weigh kilobytes."""
 
     def __init__(self, size: int | None = None) -> None:
         self.size = max(1, min(size or 2, os.cpu_count() or 1))
@@ -174,10 +178,10 @@ class AnalysisPool:
         self._idle: list[_Worker] = []
         self._running = 0  # jobs holding a slot (a worker, or the right to start one)
         self._running_slow = 0
-        self._waiting: dict[bool, collections.deque[asyncio.Future[None]]] = {
-            False: collections.deque(),
-            True: collections.deque(),
-        }
+        # the normal lane, smallest job first: (pickled size, arrival, waiter)
+        self._normal: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._slow_queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._arrivals = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slow: dict[str, None] = {}  # slow keys, oldest first (an ordered set)
         self.killed = 0  # workers killed for overrunning (for tests and logs)
@@ -197,10 +201,10 @@ class AnalysisPool:
 
     def _dispatch(self) -> None:
         """Hand free slots to waiters: the normal lane first, then one slow-lane job."""
-        normal, slow = self._waiting[False], self._waiting[True]
+        normal, slow = self._normal, self._slow_queue
         while self._running < self.size:
             if normal:
-                lane, future = False, normal.popleft()
+                lane, future = False, heapq.heappop(normal)[2]
             elif slow and self._running_slow < self.slow_lane:
                 lane, future = True, slow.popleft()
             else:
@@ -216,16 +220,20 @@ class AnalysisPool:
         self._running_slow -= slow
         self._dispatch()
 
-    async def _acquire(self, slow: bool) -> None:
-        """A slot in the ``slow`` lane or the normal one, in turn. Safe to cancel: a slot
-        granted to a caller cancelled before it could run is handed on."""
+    async def _acquire(self, slow: bool, weight: int) -> None:
+        """A slot in the ``slow`` lane or the normal one, in turn (in the normal lane, the
+        smallest job first). Safe to cancel: a slot granted to a caller cancelled before it
+        could run is handed on."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new event loop: the old one's waiters are gone
             self._loop = loop
-            for queue in self._waiting.values():
-                queue.clear()
+            self._normal.clear()
+            self._slow_queue.clear()
         future: asyncio.Future[None] = loop.create_future()
-        self._waiting[slow].append(future)
+        if slow:
+            self._slow_queue.append(future)
+        else:
+            heapq.heappush(self._normal, (weight, next(self._arrivals), future))
         self._dispatch()
         try:
             await future
@@ -263,14 +271,16 @@ class AnalysisPool:
         overrun, a dead worker, a cancelled caller), a worker goes back to the idle list only
         after a complete answer: any other worker is killed."""
         slow = self.is_slow(key)
-        await self._acquire(slow)
+        data = pickle.dumps((function, argument), protocol=pickle.HIGHEST_PROTOCOL)
+        await self._acquire(slow, len(data))
         worker: _Worker | None = None
         reusable = False
+        started: float | None = None  # when the worker got the job
         try:
             worker = self._idle.pop() if self._idle else await self._start_worker()
             started = time.monotonic()
             try:
-                ok, value = await worker.call((function, argument), budget)
+                ok, value = await worker.call(data, budget)
             except TimeoutError:
                 self.killed += 1
                 self._judge(key, slow=True)
@@ -286,6 +296,9 @@ class AnalysisPool:
             return result
         finally:
             if worker is not None and not reusable:
+                if started is not None and time.monotonic() - started > budget / 2:
+                    # its caller gave up (a probe deadline) on a job already long
+                    self._judge(key, slow=True)
                 worker.kill()
             elif worker is not None:
                 self._idle.append(worker)

@@ -12,6 +12,8 @@ import time
 import pytest
 
 from portalops.monitors.analysis import AnalysisPool, AnalysisTimeout
+from portalops.monitors.catalogue import Module
+from portalops.monitors.probe import Expect, PageJob, analyse_page
 
 
 def test_a_caller_cancelled_during_start_up_leaves_no_half_started_worker() -> None:
@@ -76,3 +78,51 @@ def test_pages_that_overran_their_budget_hold_one_worker_at_most() -> None:
     assert not still_slow
     # a FIFO pool would make it wait for three overruns (3 s)
     assert waited < budget / 2, f"the healthy page waited {waited:.2f} s"
+
+
+def _page(html: str) -> PageJob:
+    return PageJob(
+        modules=frozenset({Module.HEADERS, Module.EXPECT}),
+        headers=(("content-type", "text/html; charset=utf-8"),),
+        url="http://portal.test/",
+        chain=("http://portal.test/",),
+        html=html,
+        min_grade="B",
+        expect=Expect(elements=("form",)),
+        baseline=None,
+        drift_threshold=0.5,
+    )
+
+
+def test_with_no_record_the_smallest_page_is_judged_first() -> None:
+    """The first sweep after a start: six pages of megabytes that overrun, queued before one
+    ordinary page, none of them judged before. The ordinary page goes ahead of the queued big
+    ones (it waits for a worker, never for the queue), and its analysis is real."""
+    budget = 1.0
+    big = "<html><body>" + "<p>và <b>các</b> xã</p>" * 90_000 + "</body></html>"
+    small = "<html><head><title>Cổng</title></head><body><form></form></body></html>"
+
+    async def scenario() -> tuple[int, float]:
+        pool = AnalysisPool(2)
+        try:
+            await pool.warm()
+            jobs = [
+                asyncio.create_task(pool.run(analyse_page, _page(big), budget, key=f"big{i}"))
+                for i in range(6)
+            ]
+            await asyncio.sleep(0.05)  # they reach the pool first
+            started = time.monotonic()
+            verdict = await pool.run(analyse_page, _page(small), budget, key="small")
+            waited, overran = time.monotonic() - started, pool.killed
+            assert verdict.grade is not None
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            return overran, waited
+        finally:
+            pool.close()
+
+    overran, waited = asyncio.run(scenario())
+    # it waited for one of the two big pages already running, not for the queue: first come,
+    # first served would have run four or more of them first (over 3 s, plus worker restarts)
+    assert overran <= 2, f"{overran} big pages ran first; the ordinary page waited {waited:.2f} s"
