@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from portalops.oncall.config import (
+    CRITICAL_GROUP_WAIT,
     DAY_NAMES,
     WEEKDAYS,
     AlertmanagerRouting,
@@ -44,8 +45,6 @@ WATCHDOG_RECEIVER = "watchdog"
 #: portals numerous enough that one cause fails many of them at once: grouped per kind
 MASS_KINDS = ("district", "commune")
 MASS_GROUP_BY = ["alertname", "unit_kind"]
-#: the first notification of a critical group waits at most this long (seconds)
-CRITICAL_GROUP_WAIT = 10.0
 
 #: The stable alert names of the Prometheus rules; the inhibitions below refer to them.
 ALERTS = (

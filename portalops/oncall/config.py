@@ -82,6 +82,10 @@ def _clock(value: object) -> time:
 Clock = Annotated[time, BeforeValidator(_clock)]
 
 
+#: the first notification of a critical group waits at most this long (seconds)
+CRITICAL_GROUP_WAIT = 10.0
+
+
 class Person(Strict):
     """Someone who can be paged. ``channels`` are apprise URLs, tried in order until one
     delivers (``mailto://...``, ``tgram://...``, ``json://...``); they hold secrets, so
@@ -339,12 +343,13 @@ class Oncall(Strict):
     """The default language of pages."""
     tick: Duration = 5.0
     """How often the service looks for due escalation steps and reminders."""
-    replay_window: Duration = 120.0
+    replay_window: Duration = 10.0
     """How long after a resolution is received a "firing" that started no later than it
     ended counts as a replay (Alertmanager's retries, an HA peer's duplicate) and is dropped;
     after it, such a firing opens an incident and pages (a re-fire after Alertmanager
-    resolved by timeout looks the same). Also how long a resolution that arrived before its
-    firing is remembered."""
+    resolved by timeout looks the same). Never longer than the shortest ``group_wait`` (see
+    :meth:`replay_horizon`). Also how long a resolution that arrived before its firing is
+    remembered."""
     people: list[Person] = []
     """Everyone who can be paged."""
     rotations: dict[str, Rotation] = {}
@@ -395,6 +400,14 @@ class Oncall(Strict):
                     f"'{notify}' is neither a rotation, a person nor team_lead",
                 )
         return self
+
+    def replay_horizon(self) -> float:
+        """``replay_window``, capped by the shortest group wait. Once Alertmanager has sent a
+        group's resolution it drops the group; an alert that fires again starts a new group,
+        which is notified one ``group_wait`` later at the earliest (critical: at most
+        :data:`CRITICAL_GROUP_WAIT`). A stale-looking firing that arrives later than that can
+        be a real re-fire, and must page."""
+        return min(self.replay_window, self.alertmanager.group_wait, CRITICAL_GROUP_WAIT)
 
     def _known(self, person: str, where: tuple[str | int, ...]) -> None:
         ids = sorted(p.id for p in self.people)

@@ -18,7 +18,8 @@ All of it is state in :class:`~portalops.oncall.store.Store`, advanced by :meth:
 Webhooks are ordered by each alert's ``startsAt``/``endsAt``, not by arrival: Alertmanager
 retries and replays, so a "resolved" that ended before the firing we hold started is old
 news and changes nothing. A "firing" that started no later than the resolution we recorded
-ended is a replay only within ``oncall.replay_window`` of receiving that resolution:
+ended is a replay only within ``oncall.replay_window`` of receiving that resolution (never
+longer than a group wait: :meth:`~portalops.oncall.config.Oncall.replay_horizon`).
 Alertmanager blanks ``endsAt`` on firing alerts, so a replay and a real re-fire (after it
 resolved the alert by timeout while Prometheus stalled) look alike, and after the window the
 safe side wins: it opens an incident and pages. Times in the future (clock skew) count as
@@ -158,7 +159,7 @@ class Escalator:
         incident = self.store.open_incident(key)
         last = incident or self.store.last_incident(key)
         history = last.alerts if last else {}
-        window = self.oncall.replay_window
+        window = self.oncall.replay_horizon()
         self._forget_early(now)
         fresh = [
             a
@@ -216,7 +217,7 @@ class Escalator:
         summary["opened"].append(new_id)
 
     def _forget_early(self, now: float) -> None:
-        window = self.oncall.replay_window
+        window = self.oncall.replay_horizon()
         for held, (_, received) in list(self._early.items()):
             if now - received > window or received > now:
                 del self._early[held]

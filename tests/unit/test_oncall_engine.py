@@ -141,3 +141,14 @@ def test_replays_older_than_what_is_recorded_change_nothing(tmp_path: Path) -> N
     assert engine.store.incident(2).status == "firing"  # type: ignore[union-attr]
     assert engine.receive(timed("resolved", t2, t2), START)["resolved"] == [2]
     engine.store.close()
+
+
+def test_the_replay_window_never_outlasts_a_group_wait() -> None:
+    """A re-fire after Alertmanager resolved by timeout starts a new group, notified one
+    group_wait later at the earliest: a window as long would swallow it (and page only at the
+    next repeat, an hour later for critical alerts)."""
+    assert Oncall().replay_horizon() == 10.0
+    assert oncall(replay_window="1h").replay_horizon() == 10.0  # critical groups wait 10 s
+    assert oncall(replay_window="3s").replay_horizon() == 3.0
+    short = oncall(replay_window="1h", alertmanager={"group_wait": "2s"})
+    assert short.replay_horizon() == 2.0
