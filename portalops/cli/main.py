@@ -46,6 +46,7 @@ from portalops.cli.environment import Environment
 from portalops.cli.output import emit
 from portalops.cli.parser import Parser, add_global_options, finish
 from portalops.core.errors import ExitCode, OpsError
+from portalops.core.visible import has_controls, visible
 from portalops.oncall.secrets import redact
 
 COMMANDS = (
@@ -180,13 +181,21 @@ def scrub(text: str) -> str:
 
 
 class _Scrubbing(logging.Formatter):
-    """Another formatter's output, scrubbed (:func:`scrub`)."""
+    """Another formatter's output, scrubbed (:func:`scrub`), its message made visible
+    (:func:`~portalops.core.visible.visible`); a traceback keeps its lines."""
 
     def __init__(self, inner: logging.Formatter) -> None:
         super().__init__()
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if has_controls(message):
+            # a message quoting a portal (a URL, a reason phrase) is one line, shown escaped:
+            # a newline or an escape sequence in it cannot forge a record or drive a terminal
+            record = logging.makeLogRecord(
+                {**record.__dict__, "msg": visible(message), "args": None}
+            )
         return scrub(self.inner.format(record))
 
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import re
 from typing import Any
 
 from rich.markup import escape
@@ -15,6 +14,7 @@ from rich.text import Text
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import BadInput, ExitCode, OpsError
+from portalops.core.visible import visible
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
@@ -90,22 +90,6 @@ def _targets(ctx: Context, wanted: list[str]) -> list[Target]:
 #: Characters a terminal may act on rather than show: C0 controls but the tab (newlines too:
 #: one finding, one line), DEL, the C1 controls (U+009B is a CSI of its own) and the bidi
 #: overrides and isolates, which reorder what is shown.
-_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def visible(text: str) -> str:
-    """``text`` from a portal (a reason phrase, a finding's message) safe to print: every
-    control character shown as an escape (ESC as ``\\x1b``), so that a portal cannot clear
-    the operator's terminal, set its title or forge lines, whether stdout is a terminal or a
-    pipe into one."""
-    return _CONTROLS.sub(_escaped, text)
-
-
 def _plain(text: str) -> Text:
     """A line of portal text for the human output: visible, and plain Text, never markup
     ("503 [/bold]" would otherwise end the run with a traceback)."""

@@ -225,6 +225,27 @@ def test_a_service_logs_info_but_other_libraries_only_warnings() -> None:
     assert logging.getLogger("portalops").level == logging.NOTSET  # undone afterwards
 
 
+def test_text_a_portal_chose_cannot_forge_a_log_line_or_drive_a_terminal() -> None:
+    """A reason phrase or Location quoted in a log message: a newline would start a record of
+    the attacker's choosing, an escape sequence would reach the operator's terminal."""
+    err = io.StringIO()
+    environment = Environment(stdout=io.StringIO(), stderr=err)
+    hostile = "503 Oops\n<2>portalops.oncall.engine: all clear\x1b]0;pwned\x07\u202e"
+    with _logging_to(environment, verbose=False, service=True):
+        logging.getLogger("portalops.monitors.probe").warning("portal said %s", hostile)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("portalops.monitors.probe").exception("probe failed")
+    lines = err.getvalue().splitlines()
+    assert lines[0] == (
+        "<4>portalops.monitors.probe: portal said 503 Oops\\x0a<2>portalops.oncall.engine: "
+        "all clear\\x1b]0;pwned\\x07\\u202e"
+    )
+    assert lines[1] == "<3>portalops.monitors.probe: probe failed"
+    assert lines[-1] == "<3>ValueError: boom"  # a traceback keeps its lines
+
+
 def test_oncall_serve_logs_pages_and_acks_at_info_without_v(tmp_path: Path) -> None:
     """The real service, stderr a file (not a terminal): without -v it logs where it listens,
     the incident a webhook opened, the escalation step paging someone and the page's fate;
