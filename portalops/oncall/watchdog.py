@@ -74,8 +74,9 @@ _TEXT = {
         "service_title": "[NGHIÊM TRỌNG] Hệ thống giám sát bị mù: dịch vụ trực không ghi được "
         "cảnh báo",
         "service_body": (
-            "Dịch vụ trực không ghi được cảnh báo vào cơ sở dữ liệu ({reason}) từ {missing} "
-            "(Watchdog hợp lệ lần cuối: {last}): mọi cảnh báo khác lúc này KHÔNG đến được ai. "
+            "Dịch vụ trực không ghi được cảnh báo vào cơ sở dữ liệu ({reason}); không có "
+            "Watchdog hợp lệ trong {missing} (lần cuối: {last}): mọi cảnh báo khác lúc này "
+            "KHÔNG đến được ai. "
             "Kiểm tra ngay: curl /healthz của dịch vụ trực, tệp cơ sở dữ liệu và ổ đĩa.\n"
             "Runbook: docs/runbooks/monitoring.md#watchdog"
         ),
@@ -98,8 +99,8 @@ _TEXT = {
         ),
         "service_title": "[CRITICAL] Monitoring is blind: the on-call service cannot record alerts",
         "service_body": (
-            "The on-call service cannot record alerts ({reason}) for {missing} (last "
-            "Watchdog that counted: {last}): no other alert can reach anyone now. Check at "
+            "The on-call service cannot record alerts ({reason}); no Watchdog counted for "
+            "{missing} (last: {last}): no other alert can reach anyone now. Check at "
             "once: the on-call service's /healthz, its database file and disk.\n"
             "Runbook: docs/runbooks/monitoring.md#watchdog"
         ),
