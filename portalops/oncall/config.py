@@ -348,8 +348,8 @@ class Oncall(Strict):
     ended counts as a replay (Alertmanager's retries, an HA peer's duplicate) and is dropped;
     after it, such a firing opens an incident and pages (a re-fire after Alertmanager
     resolved by timeout looks the same). Never longer than the shortest group wait
-    (``alertmanager.group_wait``, at most 10 s for critical alerts). Also how long a resolution that arrived before its firing is
-    remembered."""
+    (``alertmanager.group_wait``, at most 10 s for critical alerts). Also how long a
+    resolution that arrived before its firing is remembered."""
     people: list[Person] = []
     """Everyone who can be paged."""
     rotations: dict[str, Rotation] = {}
