@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -204,7 +204,11 @@ class Sweep:
     killed: int  # workers killed for overrunning their budget
 
 
-async def _sweep(estate: Estate, names: list[str], config: ProbeConfig) -> Sweep:
+async def _sweep(
+    target: Callable[[str], Target], names: Sequence[str], config: ProbeConfig
+) -> Sweep:
+    """Probe ``names`` at once (``target`` maps a name to its Target), timing each probe and
+    the event loop's longest stall."""
     stop = asyncio.Event()
     gaps = [0.0]
 
@@ -220,7 +224,7 @@ async def _sweep(estate: Estate, names: list[str], config: ProbeConfig) -> Sweep
 
     async def one(name: str) -> tuple[str, ProbeResult, float]:
         started = time.monotonic()
-        result = await probe(estate.target(name), config)
+        result = await probe(target(name), config)
         return name, result, time.monotonic() - started
 
     beat = asyncio.create_task(heartbeat())
@@ -229,10 +233,8 @@ async def _sweep(estate: Estate, names: list[str], config: ProbeConfig) -> Sweep
     wall = time.monotonic() - started
     stop.set()
     await beat
-    assert config.pool is not None
-    return Sweep(
-        {n: r for n, r, _ in done}, {n: s for n, _, s in done}, wall, max(gaps), config.pool.killed
-    )
+    killed = config.pool.killed if config.pool is not None else 0
+    return Sweep({n: r for n, r, _ in done}, {n: s for n, _, s in done}, wall, max(gaps), killed)
 
 
 def _config(estate: Estate, pool: AnalysisPool, **changes: object) -> ProbeConfig:
@@ -262,7 +264,7 @@ def sweep(estate: Estate) -> Iterator[Sweep]:
     try:
         asyncio.run(pool.warm())  # a running exporter's workers are up; start-up is not timed
         names = ["healthy", "repeat", *CRAFTED, "endless", "slow", "away"]
-        yield asyncio.run(_sweep(estate, names, _config(estate, pool)))
+        yield asyncio.run(_sweep(estate.target, names, _config(estate, pool)))
     finally:
         pool.close()
 
@@ -343,9 +345,10 @@ def test_an_analysis_past_its_budget_kills_the_worker_and_is_a_finding(estate: E
     try:
         asyncio.run(pool.warm())
         config = _config(estate, pool, analysis_budget=0.05, deadline=10.0)
-        first = asyncio.run(_sweep(estate, ["heavy"], config))
+        first = asyncio.run(_sweep(estate.target, ["heavy"], config))
         # the same pool, a worker started afresh, a sane budget: the healthy portal is fine
-        second = asyncio.run(_sweep(estate, ["healthy"], replace(config, analysis_budget=BUDGET)))
+        sane = replace(config, analysis_budget=BUDGET)
+        second = asyncio.run(_sweep(estate.target, ["healthy"], sane))
     finally:
         pool.close()
     heavy = first.results["heavy"]
@@ -588,36 +591,7 @@ def raw_sweep(raw_portals: RawPortals) -> Sweep:
         modules=(Module.HTTP,),
         deadline=DEADLINE,
     )
-    return asyncio.run(_raw_sweep(raw_portals, config))
-
-
-async def _raw_sweep(portals: RawPortals, config: ProbeConfig) -> Sweep:
-    stop, gaps = asyncio.Event(), [0.0]
-
-    async def heartbeat() -> None:
-        last = time.thread_time()
-        while not stop.is_set():
-            await asyncio.sleep(0.01)
-            now = time.thread_time()
-            gaps.append(now - last)
-            last = now
-
-    async def one(name: str) -> tuple[str, ProbeResult, float]:
-        started = time.monotonic()
-        return name, await probe(portals.target(name), config), time.monotonic() - started
-
-    beat = asyncio.create_task(heartbeat())
-    started = time.monotonic()
-    done = await asyncio.gather(*(one(n) for n in RAW_NAMES))
-    stop.set()
-    await beat
-    return Sweep(
-        {n: r for n, r, _ in done},
-        {n: s for n, _, s in done},
-        time.monotonic() - started,
-        max(gaps),
-        0,
-    )
+    return asyncio.run(_sweep(raw_portals.target, RAW_NAMES, config))
 
 
 def test_raw_portals_never_crash_the_prober_nor_stall_its_loop(raw_sweep: Sweep) -> None:
