@@ -1,6 +1,6 @@
 """alertmanager.yml rendered from ops.yaml (``oncall``): ``ops oncall alertmanager-config``.
 
-Every alert goes to one webhook, the on-call service, which decides whom to page; what
+Every alert goes to the on-call service, which decides whom to page; what
 Alertmanager decides is *when* and *how bundled*:
 
 - ``severity="info"`` goes to ``blackhole`` (dashboards only, never a page);
@@ -12,7 +12,12 @@ Alertmanager decides is *when* and *how bundled*:
 - inhibition rules drop the alerts that merely echo another alert's cause (:data:`INHIBIT`);
 - the always-firing ``Watchdog`` has a route of its own, first and never muted, to the
   on-call service and every ``oncall.watchdog.witnesses`` webhook, repeated every
-  ``oncall.watchdog.repeat_interval``: the dead man's switch (:mod:`portalops.oncall.watchdog`).
+  ``oncall.watchdog.repeat_interval``: the dead man's switch (:mod:`portalops.oncall.watchdog`);
+- the alerts about the paging chain itself (:data:`CHAIN_ALERTS`: the on-call service down,
+  Alertmanager's or the service's deliveries failing) go to receiver ``paging-chain``: the
+  on-call service *and* every witness, since the service they are about may be the one that
+  cannot take them (dead, or refusing Alertmanager's token). Without a witness they have no
+  independent path, and :func:`render` warns.
 
 Written for Alertmanager 0.25: ``matchers``/``source_matchers`` syntax, ``time_intervals``.
 """
@@ -20,6 +25,7 @@ Written for Alertmanager 0.25: ``matchers``/``source_matchers`` syntax, ``time_i
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
 from datetime import time
 from pathlib import Path
@@ -37,12 +43,19 @@ from portalops.oncall.config import (
     format_duration,
 )
 
+log = logging.getLogger(__name__)
+
 RECEIVER = "oncall"
 BLACKHOLE = "blackhole"
 #: the dead man's switch: the always-firing alert and the receiver it alone goes to
 WATCHDOG = "Watchdog"
 WATCHDOG_RECEIVER = "watchdog"
 #: portals numerous enough that one cause fails many of them at once: grouped per kind
+#: alerts about the paging chain itself, which the on-call service alone may never receive
+#: (it is down, or refuses Alertmanager's token): sent to it and to every witness.
+#: AlertmanagerDown is not here: a dead Alertmanager delivers nothing (the Watchdog covers it).
+CHAIN_ALERTS = ("OncallDown", "AlertmanagerNotificationsFailing", "OncallDeliveriesFailing")
+CHAIN_RECEIVER = "paging-chain"
 MASS_KINDS = ("district", "commune")
 MASS_GROUP_BY = ["alertname", "unit_kind"]
 
@@ -62,15 +75,17 @@ ALERTS = (
 INHIBIT: tuple[tuple[list[str], list[str], list[str]], ...] = (
     # A blind monitoring host (no uplink address answers, or 90% of the portals fail at once:
     # config/prometheus/rules, both MonitoringBlind) fails every probe: its PortalDown,
-    # PortalSlow and IPv6Unreachable say nothing about the portals. ``equal: [instance]``
-    # (the exporter both come from) keeps one blind prober from hiding what another sees.
+    # PortalSlow and IPv6Unreachable say nothing about the portals, and its ProbeStale
+    # (probes running into their deadline while the uplink is gone) nothing about the
+    # prober. ``equal: [instance]`` (the exporter both come from) keeps one blind prober
+    # from hiding what another sees.
     # Nothing else is inhibited: certificate, TLS, header, exposure and defacement metrics
     # are emitted only when the check ran (a blind probe leaves them absent, not false), and
     # security findings must never hide behind a monitoring fault; HostDown comes from
     # Prometheus scraping the LAN, which the uplink check does not measure; ExporterAbsent
     # says the watcher itself is broken.
     (['alertname="MonitoringBlind"'],
-     ['alertname=~"PortalDown|PortalSlow|IPv6Unreachable"'], ["instance"]),
+     ['alertname=~"PortalDown|PortalSlow|IPv6Unreachable|ProbeStale"'], ["instance"]),
     # A down portal is also unreachable over IPv6, and whatever answers in its place (a
     # proxy's 502 page) has poor headers, the proxy's TLS and a "drifted" home page. The
     # inhibition ends with PortalDown, so a real defacement still pages once the portal is
@@ -108,6 +123,13 @@ def render(oncall: Oncall, state_dir: Path, source: Path | str | None = "config/
         "# Do not edit by hand: change ops.yaml and regenerate; amtool check-config FILE.\n"
     )
     body = yaml.safe_dump(build(oncall, state_dir), sort_keys=False, allow_unicode=True, width=100)
+    if not oncall.watchdog.witnesses:
+        log.warning(
+            "no oncall.watchdog.witnesses: %s reach only this on-call service, so nobody is "
+            "paged when it is down or refuses Alertmanager; configure a witness on another "
+            "host (docs/alerting.md, 'An external witness')",
+            ", ".join(CHAIN_ALERTS),
+        )
     return header + body
 
 
@@ -147,6 +169,7 @@ def build(oncall: Oncall, state_dir: Path) -> dict[str, Any]:
             },
             {"name": BLACKHOLE},
             *_watchdog_receivers(oncall, state_dir),
+            {"name": CHAIN_RECEIVER, "webhook_configs": _chain_webhooks(oncall, state_dir)},
         ],
     }
     if routing.maintenance:
@@ -199,6 +222,15 @@ def _watchdog_receivers(oncall: Oncall, state_dir: Path) -> list[dict[str, Any]]
     return [{"name": WATCHDOG_RECEIVER, "webhook_configs": [own, *witnesses]}]
 
 
+def _chain_webhooks(oncall: Oncall, state_dir: Path) -> list[dict[str, Any]]:
+    """The on-call service and every witness, with resolutions: a witness opens an
+    incident for a paging-chain alert and pages through its own channels, and closes it when
+    the alert resolves."""
+    own = _webhook(webhook_url(oncall), oncall.state_paths(state_dir)[2], resolved=True)
+    witnesses = [_webhook(w.url, w.token_file, resolved=True) for w in oncall.watchdog.witnesses]
+    return [own, *witnesses]
+
+
 def webhook_url(oncall: Oncall) -> str:
     """``oncall.alertmanager.webhook_url``, else ``http://<oncall.listen>/alertmanager`` with
     a wildcard listen address (``0.0.0.0``, ``::``, empty) replaced by loopback."""
@@ -213,7 +245,7 @@ def webhook_url(oncall: Oncall) -> str:
 
 
 def _routes(routing: AlertmanagerRouting, mute: list[str]) -> list[dict[str, Any]]:
-    """The severity and unit-kind routes, each muted by ``mute``.
+    """The paging-chain, severity and unit-kind routes, each muted by ``mute``.
 
     Alertmanager does not inherit ``mute_time_intervals`` from a parent route (each route
     takes its own, or none), so every node of a muted subtree names the intervals itself.
@@ -229,7 +261,17 @@ def _routes(routing: AlertmanagerRouting, mute: list[str]) -> list[dict[str, Any
         mass = _matcher("unit_kind", "=~", "|".join(MASS_KINDS))
         return {"matchers": [mass], "group_by": list(MASS_GROUP_BY), **timing, **muted()}
 
+    chain = {
+        "matchers": [_matcher("alertname", "=~", "|".join(CHAIN_ALERTS))],
+        "receiver": CHAIN_RECEIVER,
+        # the chain's alerts are critical: the same timing as the critical route's
+        "group_wait": format_duration(min(routing.group_wait, CRITICAL_GROUP_WAIT)),
+        "repeat_interval": format_duration(routing.critical_repeat_interval),
+        **muted(),
+    }
     return [
+        # first: whatever severity the rules give them, they must reach the witnesses too
+        chain,
         {"matchers": severity("info"), "receiver": BLACKHOLE, **muted()},
         {
             "matchers": severity("critical"),

@@ -94,7 +94,17 @@ def test_amtool_check_config_passes(tmp_path: Path, routing: dict[str, Any]) -> 
     output = run([amtool(), "check-config", str(path)], what="amtool check-config")
     assert "SUCCESS" in output
     assert "5 inhibit rules" in output
-    assert "3 receivers" in output
+    assert "4 receivers" in output
+
+
+def test_committed_example_is_rendered_from_the_example_ops_yaml() -> None:
+    """config/alertmanager/alertmanager.yml is what `ops oncall alertmanager-config` makes of
+    config/ops.example.yaml: regenerate it when amconfig changes."""
+    root = Path(__file__).resolve().parents[2]
+    example = load_settings(root / "config" / "ops.example.yaml")
+    committed = (root / "config" / "alertmanager" / "alertmanager.yml").read_text("utf-8")
+    expected = amconfig.render(example.oncall, example.state_dir, "config/ops.example.yaml")
+    assert committed == expected, "regenerate config/alertmanager/alertmanager.yml"
 
 
 @pytest.mark.parametrize(
@@ -109,6 +119,12 @@ def test_amtool_check_config_passes(tmp_path: Path, routing: dict[str, Any]) -> 
         # the dead man's switch: its own receiver, whatever window is open
         (["severity=info", "alertname=Watchdog"], "watchdog"),
         (["severity=info", "alertname=Watchdog", "portal=congan", "unit_kind=commune"], "watchdog"),
+        # the paging chain's own alerts: to the on-call service and the witnesses
+        (["severity=critical", "alertname=OncallDown", "job=oncall"], "paging-chain"),
+        (["severity=critical", "alertname=AlertmanagerNotificationsFailing"], "paging-chain"),
+        (["severity=critical", "alertname=OncallDeliveriesFailing"], "paging-chain"),
+        # a dead Alertmanager delivers nothing: the Watchdog covers it, not a witness
+        (["severity=critical", "alertname=AlertmanagerDown"], "oncall"),
     ],
 )
 @pytest.mark.parametrize("routing", [{}, {"maintenance": WINDOWS}], ids=["plain", "maintenance"])
@@ -149,7 +165,7 @@ def test_defaults() -> None:
         "30s", "5m", "4h",
     )  # fmt: skip
     assert "time_intervals" not in doc
-    watchdog, info, critical, warning, unlabelled = route["routes"]
+    watchdog, chain, info, critical, warning, unlabelled = route["routes"]
     assert watchdog == {
         "matchers": ['alertname="Watchdog"'],
         "receiver": "watchdog",
@@ -158,6 +174,14 @@ def test_defaults() -> None:
         "group_interval": "30s",
         "repeat_interval": "1m",
         "continue": False,
+    }
+    assert chain == {
+        "matchers": [
+            'alertname=~"OncallDown|AlertmanagerNotificationsFailing|OncallDeliveriesFailing"'
+        ],
+        "receiver": "paging-chain",
+        "group_wait": "10s",
+        "repeat_interval": "1h",
     }
     assert info == {"matchers": ['severity="info"'], "receiver": "blackhole"}
     assert critical["group_wait"] == "10s"
@@ -168,7 +192,9 @@ def test_defaults() -> None:
         assert per_kind["group_by"] == ["alertname", "unit_kind"]
     assert unlabelled["group_by"] == ["alertname", "unit_kind"]
     assert not any(r.get("continue") for r in walk(route))
-    [oncall, blackhole, watchdog_receiver] = doc["receivers"]
+    [oncall, blackhole, watchdog_receiver, chain_receiver] = doc["receivers"]
+    # no witness: the on-call service alone (render warns: test_paging_chain_alerts_...)
+    assert chain_receiver == {"name": "paging-chain", "webhook_configs": oncall["webhook_configs"]}
     assert blackhole == {"name": "blackhole"}
     # the same webhook, without resolutions (the Watchdog never resolves but when it stops)
     [own] = watchdog_receiver["webhook_configs"]
@@ -243,7 +269,32 @@ def test_watchdog_witnesses_and_switch_off() -> None:
     assert off["route"]["routes"][0] == {
         "matchers": ['alertname="Watchdog"'], "receiver": "blackhole",
     }  # fmt: skip
-    assert [r["name"] for r in off["receivers"]] == ["oncall", "blackhole"]
+    assert [r["name"] for r in off["receivers"]] == ["oncall", "blackhole", "paging-chain"]
+
+
+def test_paging_chain_alerts_go_to_every_witness_and_warn_without_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dead on-call service (or one refusing Alertmanager's token) cannot take the alert
+    saying so: it goes to every witness too, with resolutions (the witness opens and closes
+    an incident); without a witness the config is still valid, and rendering warns."""
+    with_witness = Settings.model_validate({"oncall": {"watchdog": {
+        "witnesses": [{"url": CUSTOM_URL, "token_file": "/etc/prometheus/witness.token"}],
+    }}})  # fmt: skip
+    [receiver] = [r for r in build(with_witness)["receivers"] if r["name"] == "paging-chain"]
+    own, witness = receiver["webhook_configs"]
+    assert own["url"] == "http://127.0.0.1:9434/alertmanager"
+    assert (witness["url"], witness["send_resolved"]) == (CUSTOM_URL, True)
+    assert witness["http_config"]["authorization"]["credentials_file"] == (
+        "/etc/prometheus/witness.token"
+    )
+    with caplog.at_level("WARNING", logger="portalops.oncall.amconfig"):
+        render(with_witness)
+        assert not caplog.records
+        render(Settings())
+    [warning] = caplog.records
+    assert "OncallDown" in warning.getMessage()
+    assert "witness" in warning.getMessage()
 
 
 def test_watchdog_missing_after_must_exceed_two_repeats() -> None:
@@ -352,7 +403,9 @@ def test_inhibit_rules() -> None:
     rules = build(Settings())["inhibit_rules"]
     by_source = {tuple(r["source_matchers"]): r for r in rules}
     blind = by_source[('alertname="MonitoringBlind"',)]
-    assert blind["target_matchers"] == ['alertname=~"PortalDown|PortalSlow|IPv6Unreachable"']
+    assert blind["target_matchers"] == [
+        'alertname=~"PortalDown|PortalSlow|IPv6Unreachable|ProbeStale"'
+    ]
     assert blind["equal"] == ["instance"]  # the exporter both alerts come from
     down = by_source[('alertname="PortalDown"',)]
     assert down["equal"] == ["domain"]
@@ -492,9 +545,15 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
         domain="soxaydung.quangnam.gov.vn", instance="monitor-2:9433",
     )  # fmt: skip
     info = alert("SecurityGradeLow", "info", portal="ubnd", domain="quangnam.gov.vn")
+    # the blind prober's probes run into their deadline: not news either
+    stale = alert("ProbeStale", "critical", portal="so-noi-vu", domain="sonoivu.quangnam.gov.vn")
     # the Watchdog, from the portal a window mutes now: it is never muted
     watchdog = alert("Watchdog", "info", portal="dang-bao-tri")
-    server.post_alerts([muted, open_window_later, blind, down, seen_elsewhere, info, watchdog])
+    # the on-call service is down: the witness must hear of it
+    oncall_down = alert("OncallDown", "critical", job="oncall", instance="monitor-1:9434")
+    server.post_alerts(
+        [muted, open_window_later, blind, down, seen_elsewhere, info, stale, watchdog, oncall_down]
+    )
 
     def delivered() -> set[tuple[str, str]]:
         return {(a["alertname"], a.get("portal", "")) for a in sink.alerts()}
@@ -504,6 +563,7 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
         ("MonitoringBlind", ""),
         ("PortalDown", "so-xay-dung"),
         ("Watchdog", "dang-bao-tri"),
+        ("OncallDown", ""),
     }
     wait_until(
         lambda: expected <= delivered(), timeout=20, what=f"the webhook received {expected}",
@@ -516,16 +576,21 @@ def test_real_alertmanager_mutes_inhibits_and_delivers(
     assert delivered() == expected  # muted, inhibited and info alerts never arrived
     assert {(path, auth) for path, auth, _ in sink.received} == {
         ("/alertmanager", f"Bearer {token}"),
-        ("/witness", f"Bearer {WITNESS_TOKEN}"),  # the Watchdog, to the external witness
+        ("/witness", f"Bearer {WITNESS_TOKEN}"),  # to the external witness
     }
     witnessed = {a["labels"]["alertname"] for path, _, body in sink.received
                  if path == "/witness" for a in body["alerts"]}  # fmt: skip
-    assert witnessed == {"Watchdog"}
+    assert witnessed == {"Watchdog", "OncallDown"}  # the switch, and the chain's own alert
+    assert ("/alertmanager", "OncallDown") in {
+        (path, a["labels"]["alertname"]) for path, _, body in sink.received for a in body["alerts"]
+    }
 
     [portal_down] = server.alerts(filter='portal="so-tai-chinh"')
     assert portal_down["status"]["inhibitedBy"], portal_down["status"]
     [blind_held] = server.alerts(filter='alertname="MonitoringBlind"')
     assert portal_down["status"]["inhibitedBy"] == [blind_held["fingerprint"]]
+    [stale_held] = server.alerts(filter='alertname="ProbeStale"')
+    assert stale_held["status"]["inhibitedBy"] == [blind_held["fingerprint"]]
     # muting is not inhibition: the muted alert is held as active, to be sent after the window
     [held] = [a for a in server.alerts(filter='portal="dang-bao-tri"')
               if a["labels"]["alertname"] == "CertificateExpired"]  # fmt: skip
