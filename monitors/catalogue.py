@@ -171,7 +171,11 @@ class PROBE(Check):
     module = PROBER
     ERROR = Code("probe.error", _C, "the prober itself failed on this target (a bug)")
     DEADLINE = Code(
-        "probe.deadline", _C, "the probe overran monitor.deadline; what it learned is kept"
+        "probe.deadline",
+        _W,
+        "the probe overran monitor.deadline; what it learned is kept (critical: before the "
+        "HTTP answer)",
+        escalated=_C,
     )
     ANALYSIS_TIMEOUT = Code(
         "probe.analysis_timeout",

@@ -27,6 +27,7 @@ certificate is fetched again without verification, so the report still has its e
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import ipaddress
 import re
@@ -49,6 +50,7 @@ from portalops.monitors.catalogue import HTTP, TLS, Code
 USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
 READ_SIZE = 65536
 MAX_INFORMATIONAL = 10  # 1xx answers before the final one: more is a server stuck in a loop
+DNS_THREADS = 8  # lookups at once; the rest queue (each still bounded by the resolver's timeout)
 _SAFE_URL_CHARS = "/?#[]@!$&'()*+,;=:%~-._"  # left as they are when a URL is percent-encoded
 
 
@@ -114,7 +116,9 @@ class Resolver:
 
     A lookup that takes longer than ``timeout`` seconds is an ``http.down`` FetchError
     (phase ``resolve``): getaddrinfo has no timeout of its own, and a dead resolver must not
-    hold a probe (its thread finishes in the background)."""
+    hold a probe (its thread finishes in the background). Lookups run in a bounded pool of
+    their own (:func:`dns_pool`), not in the event loop's default executor: with a dead
+    resolver, stuck lookups must not queue ahead of anything else run in a thread."""
 
     def __init__(self, pins: Sequence[str] = (), timeout: float = 10.0) -> None:
         self.timeout = timeout
@@ -126,14 +130,24 @@ class Resolver:
     def pinned(self, host: str, port: int) -> list[str] | None:
         return self.pins.get((host.lower(), port))
 
+    def with_pin(self, host: str, port: int, addresses: Sequence[str]) -> Resolver:
+        """This resolver with ``host:port`` pinned to ``addresses`` (an answer reused for a
+        burst of requests to one origin: the exposure paths)."""
+        other = Resolver(timeout=self.timeout)
+        other.pins = {**self.pins, (host.lower(), port): list(addresses)}
+        return other
+
     async def resolve(self, host: str, port: int, family: int = socket.AF_UNSPEC) -> list[str]:
         pinned = self.pinned(host, port)
         if pinned is not None:
             return [a for a in pinned if _family(a) == family or family == socket.AF_UNSPEC]
         loop = asyncio.get_running_loop()
+        lookup = functools.partial(
+            socket.getaddrinfo, host, port, family=family, type=socket.SOCK_STREAM
+        )
         try:
             async with asyncio.timeout(self.timeout):
-                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+                infos = await loop.run_in_executor(dns_pool(), lookup)
         except socket.gaierror as exc:
             raise FetchError(
                 HTTP.DOWN, f"cannot resolve {host}: {exc.strerror}", "resolve"
@@ -143,6 +157,12 @@ class Resolver:
                 HTTP.DOWN, f"cannot resolve {host}: no answer within {self.timeout:g} s", "resolve"
             ) from None
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@functools.cache
+def dns_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads name lookups run in, at most ``DNS_THREADS`` (created on first use)."""
+    return concurrent.futures.ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="dns")
 
 
 def _parse_pin(pin: str) -> tuple[str, int, str]:

@@ -39,10 +39,11 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from portalops.core.errors import BadInput
@@ -238,20 +239,35 @@ def configure(
 async def probe(target: Target, config: ProbeConfig) -> ProbeResult:
     """Run the configured modules against ``target``; never raises for the target's faults.
 
+    The deadline (``monitor.deadline``) decides ``success`` only when it hits before the HTTP
+    answer: a portal that answered is up, however long the checks after it took (an IPv6
+    blackhole, 37 exposure paths, a wait for an analysis worker); those cut short are then
+    named in a warning, not turned into a PortalDown.
+
     A fault of the prober's own (a bug) is logged with its traceback and reported as the
     finding ``probe.error``: one target never stops the sweep of the others."""
     result = ProbeResult(target, now_utc())
+    steps = _Steps()
     started = time.monotonic()
     try:
         async with asyncio.timeout(config.deadline):
-            await _modules(target, config, result)
+            await _modules(target, config, result, steps)
     except TimeoutError:
-        result.success = False
-        result.add(
-            PROBE.DEADLINE,
-            f"the probe of {target.url} took longer than {config.deadline:g} s "
-            "(monitor.deadline) and was stopped",
-        )
+        if steps.http_answered:
+            result.add(
+                PROBE.DEADLINE,
+                f"the probe of {target.url} took longer than {config.deadline:g} s "
+                f"(monitor.deadline) after the HTTP answer; cut short: "
+                f"{', '.join(steps.pending) or 'nothing'}",
+            )
+        else:
+            result.success = False
+            result.add(
+                PROBE.DEADLINE,
+                f"the probe of {target.url} took longer than {config.deadline:g} s "
+                "(monitor.deadline) before the HTTP answer and was stopped",
+                escalated=True,
+            )
     except Exception as exc:
         log.exception("probe of %s failed", target.url)
         result.success = False
@@ -260,15 +276,81 @@ async def probe(target: Target, config: ProbeConfig) -> ProbeResult:
     return result
 
 
-async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
+@dataclass
+class _Steps:
+    """How far a probe got, for the deadline's finding: whether the HTTP phase has its final
+    answer, and what the steps after it were still doing (by step, in start order)."""
+
+    http_answered: bool = False
+    running: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> list[str]:
+        return list(self.running.values())
+
+
+# what each step after the HTTP answer writes, copied from its scratch result once it is done
+_STEP_FIELDS: dict[str, tuple[str, ...]] = {
+    "tls": ("legacy_tls",),
+    "dns": ("addresses", "dns_seconds", "ipv6_reachable"),
+    "page": (
+        "home_html",
+        "score",
+        "grade",
+        "expect_failed",
+        "defacement_suspected",
+        "exposure_checked",
+        "exposed",
+    ),
+}
+
+
+async def _modules(target: Target, config: ProbeConfig, result: ProbeResult, steps: _Steps) -> None:
+    """The HTTP phase, then the steps that need only its answer (the TLS offers, DNS and
+    IPv6, the exposure paths and the page analysis) at once. Each writes to a scratch copy of
+    the result, merged in a fixed order (on the deadline too, for the steps done): the
+    findings come out in the same order however the steps interleave."""
     context = client_context(config.ca_file)
     response = await _http(target, config, context, result)
+    steps.http_answered = True
+    work: dict[str, Callable[[ProbeResult], Coroutine[Any, Any, None]]] = {}
     if Module.TLS in config.modules and urlsplit(target.url).scheme == "https":
-        await _tls_checks(target, config, result)
+        steps.running["tls"] = "the TLS offers"
+        work["tls"] = lambda r: _tls_checks(target, config, r)
     if Module.DNS in config.modules:
-        await _dns(target, config, result)
-    if response is None:
-        return
+        steps.running["dns"] = "DNS and the IPv6 request"
+        work["dns"] = lambda r: _dns(target, config, r)
+    if response is not None:
+        steps.running["page"] = "the exposure paths"
+        work["page"] = lambda r: _page(target, config, context, response, r, steps)
+    scratch = {name: replace(result, findings=[], addresses={}) for name in work}
+
+    async def run(name: str) -> None:
+        await work[name](scratch[name])
+        del steps.running[name]
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for name in work:
+                group.create_task(run(name))
+    finally:
+        for name in work:  # the start order, whatever the end order
+            if name not in steps.running:
+                part = scratch[name]
+                result.findings += part.findings
+                for attribute in _STEP_FIELDS[name]:
+                    setattr(result, attribute, getattr(part, attribute))
+
+
+async def _page(
+    target: Target,
+    config: ProbeConfig,
+    context: ssl.SSLContext,
+    response: Response,
+    result: ProbeResult,
+    steps: _Steps,
+) -> None:
+    """The exposure paths (fetched here) and the page analysis (in a worker)."""
     html = response.body.decode(text_codec(_charset(response)), "replace")
     result.home_html = html
     own = _own_origin(target, response.url)
@@ -293,6 +375,7 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult) -> 
         job = replace(job, exposure=await _exposure(response.url, target, config, context))
     if not job.wanted:
         return
+    steps.running["page"] = "the page analysis (waiting for a worker, or judging)"
     try:
         verdict = await (config.pool or shared_pool()).run(
             analyse_page, job, config.analysis_budget, key=target.url
@@ -868,10 +951,16 @@ async def _exposure(
     )
     paths = exposure.paths(target.domain)
     probe_404 = f"/portalops-404-{secrets.token_hex(6)}"
+    # one lookup for the 38 requests to this origin, not 38 (a slow resolver costs one wait)
+    try:
+        _, host, port = request_url(origin)  # the host and port as fetch resolves them
+        resolver = config.resolver.with_pin(host, port, await config.resolver.resolve(host, port))
+    except FetchError:
+        return (), None
 
     async def get(path: str) -> exposure.Fetched | None:
         try:
-            response = await fetch(origin + path, config.resolver, context=context, limits=limits)
+            response = await fetch(origin + path, resolver, context=context, limits=limits)
         except FetchError:
             return None
         return exposure.Fetched(path, response.status, response.headers, response.body)

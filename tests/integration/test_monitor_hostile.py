@@ -325,6 +325,8 @@ def test_a_redirect_to_a_trickling_server_ends_at_the_deadline(sweep: Sweep) -> 
     assert not slow.success
     assert "probe.deadline" in codes(slow)
     assert DEADLINE <= sweep.seconds["slow"] < DEADLINE + 0.5
+    deadline = next(f for f in slow.findings if f.code == "probe.deadline")
+    assert deadline.severity.value == "critical"  # before the HTTP answer: the portal is down
     assert slow.phases  # what it learned (the first hop) is kept
 
 
@@ -462,6 +464,7 @@ def _up(base: str) -> bool:
 
 RAW_ZONE = "raw.test"
 RAW_PAGE = b"<html><head><title>t</title></head><body>ok raw-marker</body></html>"
+SLOTH_SECONDS = 2.0  # how long "sloth" takes over any path but its home page
 PUNY_BODY = b"z9" * 300_000  # 600 KB: decoding it as punycode took 14 s on the loop
 
 
@@ -517,6 +520,7 @@ def _raw_answer(name: str, path: str, port: int) -> bytes:
 class RawPortals:
     port: int
     paths: list[tuple[str, str]]  # (host's first label, request target) in arrival order
+    handling: int = 0  # connections being answered
 
     def target(self, name: str) -> Target:
         return Target(name, "url", f"{name}.{RAW_ZONE}", f"http://{name}.{RAW_ZONE}:{self.port}/")
@@ -531,18 +535,23 @@ def raw_portals() -> Iterator[RawPortals]:
     portals = RawPortals(0, [])
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        portals.handling += 1
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             lines = head.decode("latin-1").split("\r\n")
             host = next(v for k, _, v in (x.partition(":") for x in lines) if k.lower() == "host")
             name, path = host.strip().split(".")[0], lines[0].split(" ")[1]
             portals.paths.append((name, path))
+            if name == "sloth" and path != "/":  # a home page at once, the rest never in time
+                # until the prober hangs up (its deadline)
+                await asyncio.wait_for(reader.read(1), SLOTH_SECONDS)
             writer.write(_raw_answer(name, path, portals.port))
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, StopIteration):
             pass
         finally:
             writer.close()
+            portals.handling -= 1
 
     server = loop.run_until_complete(asyncio.start_server(handle, LOOPBACK, 0))
     portals.port = server.sockets[0].getsockname()[1]
@@ -673,3 +682,26 @@ def test_headers_past_64_kib_are_refused_even_when_they_arrive_at_once(raw_sweep
 def test_a_dead_first_address_falls_back_to_the_next(raw_sweep: Sweep) -> None:
     result = raw_sweep.results["multi"]
     assert result.success, result.findings
+
+
+def test_a_portal_that_answered_stays_up_when_later_steps_hit_the_deadline(
+    raw_portals: RawPortals,
+) -> None:
+    """The home page answers at once, every exposure path only after the deadline: the probe
+    is a success with a warning naming the step cut short (it was PortalDown before)."""
+    pins = [f"sloth.{RAW_ZONE}:{raw_portals.port}:{LOOPBACK}"]
+    config = ProbeConfig(
+        resolver=Resolver(pins, timeout=TIMEOUT),
+        limits=Limits(timeout=TIMEOUT),
+        modules=(Module.HTTP, Module.EXPOSURE),
+        deadline=SLOTH_SECONDS / 2,
+    )
+    sloth = asyncio.run(probe(raw_portals.target("sloth"), config))
+    # the server sees the hang-ups (nothing left running when its loop stops)
+    wait_until(lambda: raw_portals.handling == 0, SLOTH_SECONDS * 2, "the sloth hang-ups")
+    assert sloth.success, sloth.findings
+    assert sloth.status_code == 200
+    deadline = next(f for f in sloth.findings if f.code == "probe.deadline")
+    assert deadline.severity.value == "warning"
+    assert "exposure paths" in deadline.message
+    assert not sloth.exposure_checked
