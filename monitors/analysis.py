@@ -10,7 +10,7 @@ overruns its budget has its worker killed (SIGKILL) and replaced: the probe gets
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot cancel a running task (a stuck
 job keeps its worker busy for good, and killing one breaks the whole pool), and
 ``multiprocessing`` re-imports the parent's ``__main__`` in every worker. A worker here is
-``python -m portalops.monitors.analysis`` over two pipes, speaking length-prefixed pickle
+``python -P -m portalops.monitors.analysis`` over two pipes, speaking length-prefixed pickle
 frames; the parent waits for an answer with ``loop.add_reader``, so it needs no thread and
 works under any event loop (``ops monitor check`` runs one, the exporter another).
 
@@ -19,6 +19,12 @@ used more than half of it, is served from a slow lane: behind every other waitin
 job at a time. So a handful of hostile pages hold one worker at most, not the whole pool, and
 a healthy page waits only for other healthy pages; a target with no record yet waits in the
 normal lane, smallest job first (see ``AnalysisPool``).
+
+The worker starts with ``-P`` in ``/``: ``python -m`` would put the current directory first on
+``sys.path``, and ``ops monitor check`` run as root from a directory a web user can write would
+run that user's ``portalops/monitors/analysis.py``. It ignores SIGINT (a Ctrl-C is the parent's
+to handle) and sends everything written to its fd 1, C code's too, to stderr: fd 1 as such
+is no longer the answer pipe.
 
 Costs: a worker's start-up (interpreter and imports, a few hundred ms) is paid once, on the
 first job, and does not count against the budget; a job is one pickle each way. Workers die
@@ -55,6 +61,7 @@ A = TypeVar("A")
 
 START_TIMEOUT = 60.0  # a worker's start-up, on a loaded host
 MAX_SLOW_KEYS = 4096  # slow keys remembered (the oldest forgotten first)
+SLOW_FOR = 600.0  # seconds a slow mark lasts: a key whose jobs never end (cancelled) gets out
 _HEADER = struct.Struct(">Q")
 _READY = b"ready"
 _PR_SET_PDEATHSIG = 1
@@ -71,15 +78,18 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 class _Worker:
-    """One worker process and its pipes; the parent's ends are blocking for writes (the worker
-    reads as fast as we write) and read through the event loop."""
+    """One worker process and its pipes; the parent's ends are non-blocking, written and read
+    through the event loop."""
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "portalops.monitors.analysis"],
+            # -P: not the current directory first on sys.path (a directory someone else may
+            # write, with a portalops/ of theirs); cwd "/" for what imports relative paths
+            [sys.executable, "-P", "-m", "portalops.monitors.analysis"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            cwd="/",
         )
         stdin, stdout = self.process.stdin, self.process.stdout
         if stdin is None or stdout is None:  # pragma: no cover - PIPE always gives both
@@ -148,15 +158,30 @@ class _Worker:
             ok, value = pickle.loads(await self._read_frame())  # noqa: S301
         return bool(ok), value
 
+    def alive(self) -> bool:
+        """Whether the process still runs (an idle worker may have died: the OOM killer)."""
+        return self.process.poll() is None
+
     def kill(self) -> None:
+        """SIGKILL and close the pipes, never waiting on the event loop: the process is
+        reaped later (:func:`_reap`), when it is surely gone."""
         with contextlib.suppress(OSError):
             self.process.kill()
         for pipe in (self.process.stdin, self.process.stdout):  # each closes its own fd once
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=1)
+        _dead.append(self.process)
+        _reap()
+
+
+_dead: list[subprocess.Popen[bytes]] = []  # killed workers not yet reaped
+
+
+def _reap() -> None:
+    """Collect killed workers that have exited (non-blocking ``poll``), so none stays a
+    zombie for long; called on every kill and worker start."""
+    _dead[:] = [process for process in _dead if process.poll() is None]
 
 
 class AnalysisPool:
@@ -183,19 +208,22 @@ class AnalysisPool:
         self._slow_queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._arrivals = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slow: dict[str, None] = {}  # slow keys, oldest first (an ordered set)
+        self._slow: dict[str, float] = {}  # slow key -> when marked, oldest first
         self.killed = 0  # workers killed for overrunning (for tests and logs)
 
     def is_slow(self, key: str | None) -> bool:
-        """Whether ``key``'s next job runs in the slow lane."""
-        return key is not None and key in self._slow
+        """Whether ``key``'s next job runs in the slow lane: marked less than ``SLOW_FOR`` ago.
+        A mark expires, since a slow-lane job cancelled while it waits (its probe's deadline)
+        never gets to clear it: the key would otherwise wait behind everything for good."""
+        marked = None if key is None else self._slow.get(key)
+        return marked is not None and time.monotonic() - marked < SLOW_FOR
 
     def _judge(self, key: str | None, slow: bool) -> None:
         if key is None:
             return
         self._slow.pop(key, None)
         if slow:
-            self._slow[key] = None
+            self._slow[key] = time.monotonic()
             while len(self._slow) > MAX_SLOW_KEYS:  # /probe with probe_any: any URL is a key
                 del self._slow[next(iter(self._slow))]
 
@@ -247,6 +275,7 @@ class AnalysisPool:
     async def _start_worker(self) -> _Worker:
         """A new, started worker; a cancelled start kills it (a half-started worker would
         answer the next job with its ready frame)."""
+        _reap()
         try:
             worker = _Worker()
         except OSError as exc:
@@ -277,19 +306,27 @@ class AnalysisPool:
         reusable = False
         started: float | None = None  # when the worker got the job
         try:
-            worker = self._idle.pop() if self._idle else await self._start_worker()
-            started = time.monotonic()
-            try:
-                ok, value = await worker.call(data, budget)
-            except TimeoutError:
-                self.killed += 1
-                self._judge(key, slow=True)
-                raise AnalysisTimeout(f"analysis took longer than {budget:g} s") from None
-            except (OSError, EOFError):
-                self._judge(key, slow=True)
-                raise AnalysisTimeout("the analysis worker died") from None
+            worker, reused = await self._take_worker()
+            for attempt in (1, 2):
+                began = started = time.monotonic()
+                try:
+                    ok, value = await worker.call(data, budget)
+                    break
+                except TimeoutError:
+                    self.killed += 1
+                    self._judge(key, slow=True)
+                    raise AnalysisTimeout(f"analysis took longer than {budget:g} s") from None
+                except (OSError, EOFError):
+                    if attempt == 2 or not reused or time.monotonic() - began > budget / 2:
+                        self._judge(key, slow=True)
+                        raise AnalysisTimeout("the analysis worker died") from None
+                # a reused worker that died before it could answer (since the liveness check,
+                # or unseen by it): not the job's fault; once more, on a fresh worker
+                worker.kill()
+                worker, started = None, None
+                worker = await self._start_worker()
             reusable = True
-            self._judge(key, slow=time.monotonic() - started > budget / 2)
+            self._judge(key, slow=time.monotonic() - began > budget / 2)
             if not ok:
                 raise RuntimeError(f"analysis failed in the worker: {value}")
             result: T = value
@@ -303,6 +340,17 @@ class AnalysisPool:
             elif worker is not None:
                 self._idle.append(worker)
             self._release(slow)
+
+    async def _take_worker(self) -> tuple[_Worker, bool]:
+        """An idle worker still alive (the dead ones killed and dropped: an idle worker the
+        OOM killer took must not cost the next job its budget), else a new one; and whether
+        it was reused."""
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive():
+                return worker, True
+            worker.kill()
+        return await self._start_worker(), False
 
     async def warm(self) -> None:
         """Start every worker now (a service may pay the start-up before its first sweep)."""
@@ -358,8 +406,14 @@ def _write_frame(stream: Any, data: bytes) -> None:
 def serve() -> None:
     """The worker's loop: a job frame in, a result frame out, until end-of-file."""
     _die_with_parent()
-    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but frames on the answer pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: no tracebacks here
+    sys.stdout.flush()
+    # the answer pipe on an fd of its own; fd 1 becomes stderr, so that nothing but frames
+    # reaches the pipe, whatever writes to fd 1 (print, or C code under Python)
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    jobs = sys.stdin.buffer
     importlib.import_module("portalops.monitors.probe")  # the imports, before saying ready
 
     _write_frame(answers, _READY)
