@@ -132,24 +132,35 @@ _pattern: list[re.Pattern[str]] = []  # the one pattern of them, replaced whole
 def url_secrets(url: str) -> set[str]:
     """The parts of a channel URL that may be secret, as written and URL-decoded: the
     password; the user when there is no password (``https://TOKEN@host``); a host that is
-    no host name (``tgram://BOT_TOKEN/``, ``ntfy://TOPIC``); every path segment (ntfy
-    topics, webhook tokens); every query value but :data:`PUBLIC_QUERY_KEYS`'."""
+    no host name (``tgram://BOT_TOKEN/``, ``ntfy://TOPIC``, Slack's ``T1JJ3T3L2``); a "port"
+    that is no number (``tgram://123456789:AAH.../``: the bot token's second half); every
+    path segment (ntfy topics, webhook tokens); every query value but
+    :data:`PUBLIC_QUERY_KEYS`'.
+
+    The netloc is split by hand, as written: ``urlsplit().hostname`` lower-cases (a
+    mixed-case token would no longer match the log line) and ``.port`` refuses a
+    ``host:token`` pair, so neither may decide what is secret."""
     try:
         parts = urlsplit(url)
-        password, user, host = parts.password, parts.username, parts.hostname
     except ValueError:  # not a URL apprise could use either: the whole of it is the secret
         return {url} if len(url) >= MIN_SECRET else set()
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
     found = {password} if password and len(unquote(password)) >= MIN_PASSWORD else set()
-    if user and not password:
+    if at and user and not password:
         found.add(user)
-    if host and "." not in host and ":" not in host and host != "localhost":
-        found.add(host)
+    if not hostport.startswith("["):  # an IPv6 literal is an address, never a token
+        host, _, port = hostport.partition(":")
+        if host and "." not in host and host.lower() != "localhost":
+            found.add(host)
+        if port and not port.isdigit():
+            found.update({port, hostport})
     found.update(segment for segment in parts.path.split("/") if segment)
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if key.lower().lstrip("+-:") not in PUBLIC_QUERY_KEYS:
             found.add(value)
     every = found | {unquote(part) for part in found}
-    return {part for part in every if part == password or len(part) >= MIN_SECRET}
+    return {part for part in every if (password and part == password) or len(part) >= MIN_SECRET}
 
 
 def remember_channels(urls: Iterable[str]) -> None:

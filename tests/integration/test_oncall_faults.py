@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from portalops.oncall import secrets
 from portalops.oncall.engine import PAGE_RETRY_FIRST
 from portalops.oncall.service import MAX_CONNECTIONS, SERVICE_BUSY_TIMEOUT
 from tests.fixtures.oncall import (
@@ -585,6 +586,45 @@ def test_secrets_never_reach_the_logs_at_verbose(
     assert "<7>" in logged
     for secret in (SECRET, svc.token, "SIGNATUREfromALINK", topic):
         assert secret not in logged
+
+
+#: a Telegram bot token (``host:port`` to urlsplit, whose ``.port`` refuses it) and tokens in
+#: the host part with capitals (``.hostname`` lower-cases them)
+TGRAM_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+NTFY_HOST_TOPIC = "PortalOpsAlerts2026"
+SLACK = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#canh-bao"
+
+
+@pytest.mark.parametrize(
+    ("url", "hidden", "kept"),
+    [
+        (
+            f"tgram://{TGRAM_TOKEN}/-100123456",
+            ["123456789", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "-100123456"],
+            ["api.telegram.org"],
+        ),
+        (f"ntfy://{NTFY_HOST_TOPIC}", [NTFY_HOST_TOPIC], ["ntfy.sh"]),
+        (SLACK, ["T1JJ3T3L2", "A1BRTD4JD", "TIiajkdnlazkcOXrIdevi7FQ"], ["slack.com"]),
+        (
+            "mailto://oncall:Pa55word@127.0.0.1:2525?to=an@vinhphuc.gov.vn",
+            ["Pa55word"],
+            ["127.0.0.1:2525", "an@vinhphuc.gov.vn"],
+        ),
+    ],
+    ids=["tgram", "ntfy-host", "slack", "mailto"],
+)
+def test_channel_secrets_are_redacted_as_written(
+    url: str, hidden: list[str], kept: list[str]
+) -> None:
+    """Every secret part of a channel URL, with its case as written, leaves a log line; the
+    public parts (hosts, ports, addresses) stay readable."""
+    secrets.remember_channels([url])
+    line = f"POST {' '.join(kept)} url={url} parts={' '.join(hidden)}"
+    redacted = secrets.redact(line)
+    for part in hidden:
+        assert part not in redacted
+    for part in kept:
+        assert part in redacted
 
 
 def test_an_ack_link_does_not_outlive_its_database(tmp_path: Path, smtp_server: SMTPServer) -> None:
