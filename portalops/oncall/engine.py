@@ -115,6 +115,9 @@ class Escalator:
     received), kept ``replay_window`` so their late firing is known as old news."""
     last_tick: float | None = None
     """The engine clock at the last tick of :meth:`run`."""
+    last_good_tick: float | None = None
+    """The engine clock at the last tick of :meth:`run` that raised no error (the
+    ``last_tick_timestamp_seconds`` metric)."""
     last_tick_ok: bool = True
     """Whether that tick's bookkeeping succeeded."""
     _last_tick_mono: float | None = None
@@ -343,6 +346,9 @@ class Escalator:
             self._db_error("reading a page's incident", exc)
         finally:
             self._in_flight.discard(page.id)
+            # a retry that got through, or had nothing to send: its number is no longer
+            # needed (a failed one was taken by _page_failed, and its next try is a new page)
+            self._retry_of.pop(page.id, None)
 
     def _page_failed(self, page: Page, now: float) -> None:
         """Every channel of the person failed: the next step is due now (as when nobody is
@@ -501,6 +507,7 @@ class Escalator:
                 log.exception("escalation tick failed; trying again at the next tick")
             else:
                 self.last_tick_ok = True
+                self.last_good_tick = now
                 self._db_ok()
             self.last_tick, self._last_tick_mono = now, time.monotonic()
             if self.after_tick is not None:

@@ -10,10 +10,15 @@ Metric names (all ``portalops_oncall_``):
 
 - ``pages_total{kind,channel,result}``: pages finished, by kind (page, resolved, reminder,
   watchdog), the channel that delivered or was tried last (``1:mailto``; ``none``) and
-  result (``sent`` | ``failed``);
+  result (``sent`` | ``failed``; ``nobody``: a watchdog step found nobody on call, which is
+  no failed delivery). Every kind × configured channel (and ``none``) × sent/failed series
+  exists from the start at 0 (:meth:`OncallMetrics.precreate`): a counter that appeared
+  only at its first increment would start at 1, and ``increase()`` would miss that first
+  failure;
 - ``escalation_steps_total``: escalation steps run (each pages someone, or nobody on call);
 - ``database_errors_total``: SQLite errors the service survived;
-- ``last_tick_timestamp_seconds``: when the escalation loop last completed a tick;
+- ``last_tick_timestamp_seconds``: when the escalation loop last completed a tick without
+  error (a loop that ticks but fails each time leaves it behind; ``/healthz`` says why);
 - ``watchdog_last_arrival_timestamp_seconds``: when the Watchdog alert last arrived (0: never);
 - ``watchdog_missing``: 1 while the Watchdog is overdue (a blind outage is open: its page is
   being delivered, retried and escalated; each try counts in ``pages_total{kind="watchdog"}``);
@@ -22,9 +27,10 @@ Metric names (all ``portalops_oncall_``):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -32,6 +38,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger(__name__)
 
 PREFIX = "portalops_oncall_"
+#: the kinds of page (:attr:`portalops.oncall.store.Page.kind`, and the watchdog's)
+KINDS = ("page", "resolved", "reminder", "watchdog")
+#: the channel label of a page that reached no channel (no channels, nobody on call, error)
+NO_CHANNEL = "none"
+SENT, FAILED, NOBODY = "sent", "failed", "nobody"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -53,7 +64,7 @@ class OncallMetrics:
         )
         self.last_tick = Gauge(
             f"{PREFIX}last_tick_timestamp_seconds",
-            "When the escalation loop last completed a tick (Unix time).",
+            "When the escalation loop last completed a tick without error (Unix time).",
             registry=r,
         )
         self.watchdog_arrival = Gauge(
@@ -77,8 +88,23 @@ class OncallMetrics:
 
     # -- hooks the engine, the service and the watchdog call ---------------------------------
 
+    def precreate(self, channels: Iterable[str]) -> None:
+        """Export every kind × channel (``channels``, the names :func:`notify.channel_name`
+        gives, and ``none``) × sent/failed at 0 now, so the first failure is an increase
+        Prometheus sees (a series born at 1 has no earlier sample to increase from)."""
+        for kind, channel, result in itertools.product(
+            KINDS, dict.fromkeys([*channels, NO_CHANNEL]), (SENT, FAILED)
+        ):
+            self.pages.labels(kind, channel, result)
+        self.pages.labels("watchdog", NO_CHANNEL, NOBODY)
+
     def page_finished(self, kind: str, channel: str | None, ok: bool) -> None:
-        self.pages.labels(kind, channel or "none", "sent" if ok else "failed").inc()
+        self.pages.labels(kind, channel or NO_CHANNEL, SENT if ok else FAILED).inc()
+
+    def nobody_on_call(self, kind: str) -> None:
+        """A page that found nobody to go to: not a channel that failed (the rota's gap is
+        logged and the next step paged at once)."""
+        self.pages.labels(kind, NO_CHANNEL, NOBODY).inc()
 
     def escalation_step(self) -> None:
         self.steps.inc()

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import ClientPayloadError, web
 from aiohttp.typedefs import Middleware
 
-from portalops.oncall import watchdog
+from portalops.oncall import notify, watchdog
 from portalops.oncall.config import Oncall
 from portalops.oncall.engine import Clock, Escalator, TickHook
 from portalops.oncall.metrics import CONTENT_TYPE, OncallMetrics
@@ -362,6 +362,12 @@ def make_escalator(
     return escalator, token
 
 
+def count_open(store: Store) -> int:
+    """Incidents firing or acknowledged, counted by the database (``/metrics``)."""
+    row = store.db.execute("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'").fetchone()
+    return int(row[0])
+
+
 async def serve(
     oncall: Oncall,
     state_dir: Path,
@@ -386,9 +392,14 @@ async def serve(
     switch = watchdog.Switch.load(oncall, escalator.metrics, clock(),
                                   watchdog.state_path(escalator.store.path),
                                   health=escalator.health)  # fmt: skip
+    escalator.metrics.precreate(
+        notify.channel_name(index, url)
+        for person in oncall.people
+        for index, url in enumerate(person.channels)
+    )
     escalator.metrics.read_at_scrape(
-        lambda: len(escalator.store.incidents(open_only=True, limit=100_000)),
-        lambda: escalator.last_tick or 0.0,
+        lambda: count_open(escalator.store),
+        lambda: escalator.last_good_tick or 0.0,
     )
     metrics_token = load_or_create(oncall.metrics_token_path(state_dir))
     handler = OncallApp(oncall, escalator, token, switch, metrics_token)

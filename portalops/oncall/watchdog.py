@@ -300,7 +300,7 @@ class Switch:
             )
             if person_id is None:
                 log.error("watchdog: nobody on call for %s; next step at once", target)
-                self.metrics.page_finished("watchdog", None, ok=False)
+                self.metrics.nobody_on_call("watchdog")
                 continue
             if person_id not in self.paged:
                 self.paged.add(person_id)

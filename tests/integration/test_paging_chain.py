@@ -95,6 +95,35 @@ def wait_subject(smtp: SMTPServer, to: str, part: str, count: int, timeout: floa
 # -- the switch, on a clock the test sets ----------------------------------------------------
 
 
+def test_nobody_on_call_is_no_failed_delivery(tmp_path: Path, smtp_server: SMTPServer) -> None:
+    """A watchdog step that finds nobody on call (the primary rotation has not begun) counts
+    as ``result="nobody"``, not as a failed channel (OncallDeliveriesFailing counts those),
+    and the next step is paged at once."""
+    document = oncall_config(tmp_path, smtp_server)
+    document["oncall"]["rotations"]["primary"]["start"] = "2030-01-07"  # after T0
+    document["oncall"]["watchdog"] = {"repeat_interval": "1s", "missing_after": "10s"}
+    config = Settings.model_validate(document)
+    metrics = OncallMetrics()
+    metrics.precreate(["1:mailto"])
+
+    async def scenario() -> bool:
+        switch = Switch(config.oncall, metrics, started=T0)
+        switch.arrived(T0 + 10)
+        fired = switch.check(T0 + 21)
+        await asyncio.wait(set(switch._tasks), timeout=20)
+        return fired
+
+    assert asyncio.run(scenario())
+
+    def pages(channel: str, result: str) -> float | None:
+        labels = {"kind": "watchdog", "channel": channel, "result": result}
+        return metrics.registry.get_sample_value("portalops_oncall_pages_total", labels)
+
+    assert (pages("none", "nobody"), pages("none", "failed")) == (1, 0)
+    assert (pages("1:mailto", "sent"), pages("1:mailto", "failed")) == (1, 0)
+    assert subjects(smtp_server, "binh")  # the secondary, at once
+
+
 def test_split_takes_the_watchdog_out_of_a_payload() -> None:
     both = webhook(watchdog_alert(), alert())
     count, rest = split(both)
@@ -210,6 +239,12 @@ def test_the_service_records_the_watchdog_and_serves_metrics_behind_a_token(
         assert samples[("portalops_oncall_escalation_steps_total", ())] == 1
         sent = (("channel", "1:mailto"), ("kind", "page"), ("result", "sent"))
         assert samples[("portalops_oncall_pages_total", sent)] == 1
+        # every failure series exists from the start at 0, so its first failure is an
+        # increase() (a counter born at 1 would not be)
+        for kind in ("page", "watchdog"):
+            for channel in ("1:mailto", "none"):
+                failed = (("channel", channel), ("kind", kind), ("result", "failed"))
+                assert samples[("portalops_oncall_pages_total", failed)] == 0
         assert samples[("portalops_oncall_last_tick_timestamp_seconds", ())] == now
         assert samples[("portalops_oncall_database_errors_total", ())] == 0
     finally:

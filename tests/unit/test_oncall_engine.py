@@ -1,15 +1,22 @@
 """The escalation engine on a clock the test holds: steps fall due exactly when their waits
 end, an acknowledgement ends them for good, and the service loop reads only the engine's
-clock and tells its hook of every tick. A real SQLite store; nothing is delivered."""
+clock and tells its hook of every tick. A real SQLite store; nothing is delivered, but to a
+loopback webhook in the retry test."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from portalops.oncall.config import Oncall
-from portalops.oncall.engine import Escalator
+from portalops.oncall.engine import PAGE_RETRY_FIRST, Escalator
 from portalops.oncall.secrets import LinkSigner
 from portalops.oncall.store import Store
 
@@ -43,9 +50,9 @@ def oncall(**changes: Any) -> Oncall:
     return Oncall.model_validate(data)
 
 
-def escalator(tmp_path: Path, clock: list[float]) -> Escalator:
+def escalator(tmp_path: Path, clock: list[float], **changes: Any) -> Escalator:
     return Escalator(
-        oncall(),
+        oncall(**changes),
         Store(tmp_path / "oncall.sqlite"),
         LinkSigner(b"k" * 32),
         "http://127.0.0.1:9434",
@@ -117,6 +124,92 @@ def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path
         ("failed", "an has no channels"),
         ("failed", "binh has no channels"),
     ]
+    engine.store.close()
+
+
+def test_a_failed_tick_leaves_the_last_good_tick_behind(tmp_path: Path) -> None:
+    """``last_tick_timestamp_seconds`` says when a tick last *worked*: a loop that ticks
+    but fails every time (the database closed under it) does not move it."""
+    clock = [START]
+    engine = escalator(tmp_path, clock)
+    ticks: list[float] = []
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        def after(now: float) -> None:
+            ticks.append(now)
+            if len(ticks) == 1:
+                engine.store.close()  # every later tick fails
+                clock[0] = START + 60
+            else:
+                stop.set()
+
+        engine.after_tick = after
+        await asyncio.wait_for(engine.run(stop), timeout=10)
+
+    asyncio.run(run())
+    assert ticks == [START, START + 60]
+    assert (engine.last_tick, engine.last_good_tick) == (START + 60, START)
+    assert not engine.last_tick_ok
+    assert engine.metrics.db_errors._value.get() >= 1
+    with pytest.raises(sqlite3.ProgrammingError):
+        engine.store.pages()
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Refuses the first POST, accepts the others."""
+
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).posts += 1
+        self.send_response(500 if type(self).posts == 1 else 200)
+        self.end_headers()
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky_webhook() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Flaky)
+    _Flaky.posts = 0
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"json://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_retried_page_that_gets_through_is_forgotten(tmp_path: Path, flaky_webhook: str) -> None:
+    """A page failing on every channel is retried later; once the retry is delivered the
+    engine keeps nothing of it (no per-page bookkeeping grows with every retry)."""
+    clock = [START]
+    people = [
+        {"id": who, "name": who, "channels": [flaky_webhook]} for who in ("an", "binh", "chi")
+    ]
+    engine = escalator(tmp_path, clock, people=people, delivery={"attempts": 1, "timeout": "5s"})
+    engine.receive(firing(), START)
+
+    async def step(now: float) -> None:
+        clock[0] = now
+        engine.tick(now)
+        engine.deliver_pending()
+        await engine.drain(timeout=10)
+
+    async def run() -> None:
+        await step(START)  # an's page fails: binh at once, an again later
+        assert engine._retries
+        await step(START + PAGE_RETRY_FIRST)  # the retry is written, and delivered
+        await step(START + PAGE_RETRY_FIRST + 0.001)
+
+    asyncio.run(run())
+    an = [p.state for p in engine.store.pages() if p.person == "an"]
+    assert an == ["failed", "sent"]
+    assert (engine._retry_of, engine._retries) == ({}, [])
     engine.store.close()
 
 
