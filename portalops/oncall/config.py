@@ -276,8 +276,10 @@ class AlertmanagerRouting(Strict):
 
 
 class Witness(Strict):
-    """Another on-call service (on another host) that also receives the Watchdog alert, so
-    it pages when this host's whole chain (Prometheus, Alertmanager, this service) is gone."""
+    """Another on-call service (on another host) that also receives the Watchdog alert and the
+    paging chain's own alerts (OncallDown, AlertmanagerNotificationsFailing,
+    OncallDeliveriesFailing), so it pages when this host's chain, or only this service, is
+    gone."""
 
     url: str
     """Its webhook as Alertmanager reaches it (``http://other-host:9434/alertmanager``)."""
@@ -304,7 +306,8 @@ class Watchdog(Strict):
     """Whom the blind page goes to: a rotation, a person or ``team_lead`` (unset: the first
     escalation step's target)."""
     witnesses: list[Witness] = []
-    """Other on-call services the Watchdog is also sent to (external witnesses)."""
+    """Other on-call services the Watchdog and the paging chain's own alerts are also sent to
+    (external witnesses)."""
 
     @model_validator(mode="after")
     def _order(self) -> Watchdog:

@@ -9,9 +9,10 @@ apprise plugin synchronously in it with apprise's socket timeouts set to
 still be blocked, so the channel is not tried again for this page (a retry could deliver
 twice once the first attempt wakes up) and the next channel is tried at once; if it ends
 later, that is logged. A channel whose threads are all held by abandoned attempts refuses
-new ones straight away ("busy"), so a mail server that accepts connections and never
-answers delays nobody's page on another channel (an asyncio timeout alone does not stop
-apprise's threads: they filled its shared pool and a healthy channel then failed).
+new ones straight away ("busy"). A mail server that accepts connections and never answers
+costs each page one ``delivery.timeout`` on that channel until its threads are all held,
+then none, and it never blocks another channel's threads (an asyncio timeout alone does not
+stop apprise's threads: they filled its shared pool and a healthy channel then failed).
 """
 
 from __future__ import annotations
