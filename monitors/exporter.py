@@ -16,6 +16,8 @@ state, so no endpoint needs a token; /probe refuses targets outside the configur
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import ipaddress
 import logging
 import random
@@ -31,7 +33,7 @@ from prometheus_client.registry import Collector
 from portalops.core.errors import BadInput, OpsError
 from portalops.core.netaddr import parse_host_port, unbracket
 from portalops.monitors.catalogue import EXPOSURE, HEADERS, Module
-from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
+from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, own_hosts, probe
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +246,13 @@ class Sweeper:
     One gate (``concurrency``) for the sweep and /probe alike, and at most one probe of a
     target at a time: a target that falls due while its last probe still runs (or still waits
     at the gate) is skipped until its next turn and counted, so a slow portal costs one task,
-    never a pile of them. A result is stale once older than ``stale_after`` (2 x interval +
-    the probe deadline): a probe that keeps its deadline and its schedule is never that late,
-    so a stale target means the sweep is behind (the gate starved, the loop stalled)."""
+    never a pile of them. A turn that falls due while a /probe with other modules runs is
+    owed instead, and started the moment that probe ends (before any other /probe can take
+    the target again): its result is not one the sweep can store, and /probe requests in a
+    row would otherwise keep the target from ever being swept (stale, /healthz failing).
+    A result is stale once older than ``stale_after`` (2 x interval + the probe deadline): a
+    probe that keeps its deadline and its schedule is never that late, so a stale target
+    means the sweep is behind (the gate starved, the loop stalled)."""
 
     def __init__(
         self,
@@ -262,6 +268,9 @@ class Sweeper:
             unique.setdefault(target.url, target)
         self.targets, self.config = list(unique.values()), config
         self.urls = frozenset(unique)
+        # the configured targets' hosts: the only ones /probe of another URL (probe_any) may
+        # fetch exposure paths from or judge for defacement
+        self.hosts = frozenset(host for t in self.targets for host in own_hosts(t))
         self.interval, self.concurrency = interval, concurrency
         self.deadline = config.deadline if deadline is None else deadline
         self.stale_after = 2 * interval + self.deadline
@@ -272,6 +281,7 @@ class Sweeper:
         # url -> the running probe of that target and the modules it runs
         self.busy: dict[str, tuple[asyncio.Task[ProbeResult], tuple[Module, ...]]] = {}
         self.skipped: dict[str, int] = {}
+        self.owed: set[str] = set()  # urls whose sweep turn waits for a /probe to end
         self.waiting: dict[str, int] = {}  # url -> /probe requests waiting on that target
         self.started = time.time()
         self.heartbeat = time.monotonic()
@@ -293,6 +303,9 @@ class Sweeper:
             self.busy.pop(target.url, None)
         if config.modules == self.config.modules and target.url in self.urls:
             self.latest[target.url] = result
+        elif target.url in self.owed:  # the sweep's turn this probe held up: now, no await
+            self.owed.discard(target.url)
+            self.start(target, self.config)
         return result
 
     async def probe_now(self, target: Target, modules: tuple[Module, ...]) -> ProbeResult:
@@ -312,6 +325,8 @@ class Sweeper:
                 current = self.busy.get(target.url)
                 if current is None:
                     config = replace(self.config, modules=modules)
+                    if url not in self.urls:  # an ad-hoc URL (monitor.probe_any)
+                        config = replace(config, estate_hosts=self.hosts)
                     return await asyncio.shield(self.start(target, config))
                 task, running = current
                 if running == modules:
@@ -405,7 +420,10 @@ class Sweeper:
                 if due[target.url] > now:
                     continue
                 due[target.url] = now + self.interval * rng.uniform(0.9, 1.1)
-                if target.url in self.busy:
+                current = self.busy.get(target.url)
+                if current is not None and current[1] != self.config.modules:
+                    self.owed.add(target.url)  # a /probe of other modules: after it
+                elif current is not None:
                     self.skipped[target.url] = self.skipped.get(target.url, 0) + 1
                     log.debug("%r: last probe still running, skipped", target.url)
                 else:
@@ -431,12 +449,20 @@ def make_app(sweeper: Sweeper, lookup: Callable[[str], Target]) -> web.Applicati
     NotConfigured (403) for one the exporter may not probe, LookupError (400) for nonsense.
     Nothing here awaits anything but the probe itself: /metrics and /healthz read memory."""
 
+    # rendering 170 targets takes ~70 ms of pure Python: done in a thread, from a snapshot
+    # (results are replaced, never changed, once stored), so /healthz and the sweep go on. A
+    # thread of its own: in the loop's default executor a render could queue behind work
+    # stuck elsewhere (name lookups of a dead resolver) past Prometheus's scrape timeout.
+    renderer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metrics-render")
+
     async def metrics(_: web.Request) -> web.Response:
-        # rendering 170 targets takes ~70 ms of pure Python: done in a thread, from a snapshot
-        # (results are replaced, never changed, once stored), so /healthz and the sweep go on
         results, uplink = list(sweeper.latest.values()), dict(sweeper.uplink)
-        body = await asyncio.to_thread(render, results, uplink, sweeper.families())
+        job = functools.partial(render, results, uplink, sweeper.families())
+        body = await asyncio.get_running_loop().run_in_executor(renderer, job)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stop_renderer(_: web.Application) -> None:
+        renderer.shutdown(wait=False)
 
     async def probe_now(request: web.Request) -> web.Response:
         if len(request.query_string) > MAX_QUERY:
@@ -461,6 +487,7 @@ def make_app(sweeper: Sweeper, lookup: Callable[[str], Target]) -> web.Applicati
         return web.Response(status=503 if reason else 200, text=f"{reason or 'ok'}\n")
 
     app = web.Application()
+    app.on_cleanup.append(stop_renderer)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe_now)
     app.router.add_get("/healthz", healthz)

@@ -10,7 +10,9 @@ badly configured, and the alerts treat the two differently.
 A portal may be hostile (defaced, compromised, or just broken in odd ways), so a probe is
 bounded as a whole, not only request by request: ``ProbeConfig.deadline`` covers every step
 (redirects, TLS checks, DNS, the IPv6 request, exposure paths, analysis) and an overrun ends
-the probe unsuccessful with ``probe.deadline``, keeping what it learned. Judging the pages
+the probe with ``probe.deadline``, keeping what it learned: unsuccessful (critical) if the HTTP
+phase had no final answer yet, else a success with a warning (the portal answered; the steps
+after the answer, run at once, were cut short). Judging the pages
 (headers, expectations, defacement, exposure) is CPU work on the portal's bytes: it runs in
 ``analysis``'s worker processes with a budget (``probe.analysis_timeout`` past it), never on
 the event loop. Exposure paths are fetched and defacement judged only when the final page is
@@ -209,6 +211,10 @@ class ProbeConfig:
     drift_threshold: float = 0.5
     deadline: float = 30.0  # the whole probe
     analysis_budget: float = 2.0  # the page analysis of one probe, in a worker
+    # the hosts exposure and defacement may look at, beyond each target's own; None: any
+    # target's own origin will do. /probe of a URL outside the configuration (probe_any)
+    # sets it to the estate's hosts: no exposure paths on an origin anyone chose.
+    estate_hosts: frozenset[str] | None = None
     pool: AnalysisPool | None = field(default=None, compare=False)  # None: the shared one
 
 
@@ -354,12 +360,21 @@ async def _page(
     html = response.body.decode(text_codec(_charset(response)), "replace")
     result.home_html = html
     own = _own_origin(target, response.url)
-    if not own and (Module.DEFACEMENT in config.modules or Module.EXPOSURE in config.modules):
+    outside = not _in_estate(config, response.url)
+    looks = Module.DEFACEMENT in config.modules or Module.EXPOSURE in config.modules
+    if own and outside and looks:
+        result.add(
+            HTTP.FOREIGN_ORIGIN,
+            f"{response.url} is not an origin of the estate nor of monitor.urls: exposure and "
+            "defacement are not checked there",
+        )
+    elif not own and looks:
         result.add(
             HTTP.FOREIGN_ORIGIN,
             f"{target.url} ends at {response.url}, another host: exposure and defacement "
             "are not checked there",
         )
+    own = own and not outside
     job = PageJob(
         modules=frozenset(config.modules),
         headers=tuple(response.headers),
@@ -389,7 +404,7 @@ async def _page(
     verdict.apply(result)
 
 
-def _own_hosts(target: Target) -> set[str]:
+def own_hosts(target: Target) -> set[str]:
     """The target's own host names: its domain, the hosts of its URLs, the domain a legacy
     name must redirect to, and the www/bare twin of each."""
     names = {target.domain, target.redirect_to or ""}
@@ -397,6 +412,13 @@ def _own_hosts(target: Target) -> set[str]:
         names.add(urlsplit(known).hostname or "" if known else "")
     names = {n.lower().rstrip(".") for n in names if n}
     return names | {n[4:] if n.startswith("www.") else f"www.{n}" for n in names}
+
+
+def _in_estate(config: ProbeConfig, url: str) -> bool:
+    """Whether url's host is one exposure and defacement may look at (``estate_hosts``)."""
+    if config.estate_hosts is None:
+        return True
+    return (urlsplit(url).hostname or "").lower().rstrip(".") in config.estate_hosts
 
 
 def _port(parts: SplitResult) -> int:
@@ -408,12 +430,12 @@ def _port(parts: SplitResult) -> int:
 
 
 def _own_origin(target: Target, url: str) -> bool:
-    """Whether url is on one of the target's own origins: an own host (:func:`_own_hosts`) on
+    """Whether url is on one of the target's own origins: an own host (:func:`own_hosts`) on
     a port of the target's URLs, or on 80/443 (a port named as the default is the default)."""
     ports = {80, 443} | {_port(urlsplit(u)) for u in (target.url, target.http_url) if u}
     parts = urlsplit(url)
     host = (parts.hostname or "").lower().rstrip(".")
-    return host in _own_hosts(target) and _port(parts) in ports
+    return host in own_hosts(target) and _port(parts) in ports
 
 
 def _configured(target: Target, config: ProbeConfig, url: str) -> bool:
@@ -421,7 +443,7 @@ def _configured(target: Target, config: ProbeConfig, url: str) -> bool:
     ``monitor.resolve``. Only those may resolve to a non-public address."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower().rstrip(".")
-    return host in _own_hosts(target) or config.resolver.pinned(host, _port(parts)) is not None
+    return host in own_hosts(target) or config.resolver.pinned(host, _port(parts)) is not None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ raw: ``escapes`` answers a status line whose reason is terminal control sequence
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -37,9 +38,13 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from portalops.monitors.exporter import MAX_WAITING_PER_TARGET
+from portalops.monitors.catalogue import Module
+from portalops.monitors.exporter import MAX_WAITING_PER_TARGET, Sweeper, make_app
+from portalops.monitors.fetch import Resolver
+from portalops.monitors.probe import ProbeConfig, Target
 from tests.fixtures.nginx import NGINX_PACKAGE
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import (
@@ -509,3 +514,114 @@ def test_a_flood_of_probe_requests_on_one_target_does_not_lock_out_another(
             values(text, "probe_success") == {portals.hostname("silent"): 0} for text in done
         )
         assert get(f"{base}/probe?target={fast}&module=,")[0] == 400
+
+
+# -- in process: the sweeper and the app on one loop, no nginx ----------------------------------
+
+
+async def _slow_portal(delay: float, asked: list[str] | None = None) -> asyncio.Server:
+    """A portal on loopback that answers every request after ``delay`` seconds (the request
+    lines it got go to ``asked``)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            if asked is not None:
+                asked.append(head.decode("latin-1").split("\r\n")[0])
+            await asyncio.sleep(delay)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, LOOPBACK, 0)
+
+
+def test_probes_of_other_modules_in_a_row_never_keep_the_sweep_from_a_target() -> None:
+    """/probe?module=… requests one after another keep the target busy: the sweep's turn
+    waits for the one running, then goes before the next, and its result is stored."""
+
+    async def scenario() -> tuple[bool, int]:
+        server = await _slow_portal(0.1)
+        port = server.sockets[0].getsockname()[1]
+        target = Target("slow", "url", "slow.test", f"http://slow.test:{port}/")
+        config = ProbeConfig(
+            resolver=Resolver([f"slow.test:{port}:{LOOPBACK}"], timeout=5),
+            modules=(Module.HTTP,),
+            deadline=5,
+        )
+        sweeper = Sweeper([target], config, interval=0.3, concurrency=4)
+        sweeping = asyncio.create_task(sweeper.run())
+        try:
+            for _ in range(12):  # about 1.2 s of /probe, always another module set
+                await sweeper.probe_now(target, (Module.HTTP, Module.DNS))
+            return target.url in sweeper.latest, sweeper.skipped.get(target.url, 0)
+        finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
+            for task, _ in list(sweeper.busy.values()):
+                task.cancel()
+            server.close()
+
+    stored, skipped = asyncio.run(scenario())
+    assert stored, "the sweep never stored a result of the target"
+    assert skipped == 0
+
+
+def test_metrics_answer_while_the_default_executor_is_stuck() -> None:
+    """Name lookups of a dead resolver filled the loop's default executor: /metrics renders in
+    a thread of its own, so it answers anyway."""
+
+    async def scenario() -> bytes:
+        loop = asyncio.get_running_loop()
+        sweeper = Sweeper([], ProbeConfig(resolver=Resolver()), interval=60, concurrency=1)
+        runner = web.AppRunner(make_app(sweeper, lambda url: Target(url, "url", url, url)))
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, LOOPBACK, port).start()
+        release = threading.Event()
+        stuck = [loop.run_in_executor(None, release.wait, 30) for _ in range(64)]
+        try:
+            async with asyncio.timeout(10):
+                reader, writer = await asyncio.open_connection(LOOPBACK, port)
+                writer.write(b"GET /metrics HTTP/1.0\r\nHost: exporter\r\n\r\n")
+                answer = await reader.read()
+                writer.close()
+            return answer
+        finally:
+            release.set()
+            await asyncio.gather(*stuck)
+            await runner.cleanup()
+
+    answer = asyncio.run(scenario())
+    assert answer.split(b" ", 2)[1] == b"200", answer[:200]
+    assert b"portalops_probe_stale_targets" in answer
+
+
+def test_probe_any_fetches_no_exposure_path_outside_the_estate() -> None:
+    """With monitor.probe_any, /probe of a URL whose host is neither the estate's nor in
+    monitor.urls gets its home page only: exposure and defacement are for our own origins."""
+
+    async def scenario() -> tuple[set[str], bool, list[str]]:
+        asked: list[str] = []
+        server = await _slow_portal(0, asked)
+        port = server.sockets[0].getsockname()[1]
+        pins = [f"{h}:{port}:{LOOPBACK}" for h in ("ours.test", "anyone.test")]
+        config = ProbeConfig(
+            resolver=Resolver(pins, timeout=5),
+            modules=(Module.HTTP, Module.EXPOSURE),
+            deadline=5,
+        )
+        ours = Target("ours", "url", "ours.test", f"http://ours.test:{port}/")
+        sweeper = Sweeper([ours], config, interval=60, concurrency=4)
+        adhoc = Target("x", "url", "anyone.test", f"http://anyone.test:{port}/")
+        try:
+            result = await sweeper.probe_now(adhoc, config.modules)
+        finally:
+            server.close()
+        return {f.code for f in result.findings}, result.exposure_checked, asked
+
+    codes, checked, asked = asyncio.run(scenario())
+    assert "http.foreign_origin" in codes
+    assert not checked
+    assert asked == ["GET / HTTP/1.1"]
