@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,9 @@ def test_each_step_falls_due_when_its_wait_ends_and_an_acknowledgement_ends_them
     engine.store.close()
 
 
-def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path) -> None:
-    clock = [START]
-    engine = escalator(tmp_path, clock)
-    engine.receive(firing(), START)
+def two_ticks(engine: Escalator, between: Callable[[], None]) -> list[float]:
+    """Run the engine's loop for two ticks, calling ``between`` after the first; the ticks'
+    times on the engine clock."""
     ticks: list[float] = []
 
     async def run() -> None:
@@ -108,7 +107,7 @@ def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path
         def after(now: float) -> None:
             ticks.append(now)
             if len(ticks) == 1:
-                clock[0] = START + WAIT  # the next tick sees the first wait over
+                between()
             else:
                 stop.set()
 
@@ -117,7 +116,18 @@ def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path
         await engine.drain(timeout=5)
 
     asyncio.run(run())
-    assert ticks == [START, START + WAIT]
+    return ticks
+
+
+def test_the_loop_ticks_on_the_engine_clock_and_reports_each_tick(tmp_path: Path) -> None:
+    clock = [START]
+    engine = escalator(tmp_path, clock)
+    engine.receive(firing(), START)
+
+    def first_wait_over() -> None:
+        clock[0] = START + WAIT
+
+    assert two_ticks(engine, first_wait_over) == [START, START + WAIT]
     assert paged(engine) == ["an", "binh"]
     # nobody has a channel here: each page was tried, failed, and says why
     assert [(p.state, p.error) for p in engine.store.pages()] == [
@@ -132,24 +142,12 @@ def test_a_failed_tick_leaves_the_last_good_tick_behind(tmp_path: Path) -> None:
     but fails every time (the database closed under it) does not move it."""
     clock = [START]
     engine = escalator(tmp_path, clock)
-    ticks: list[float] = []
 
-    async def run() -> None:
-        stop = asyncio.Event()
+    def database_gone() -> None:
+        engine.store.close()  # every later tick fails
+        clock[0] = START + 60
 
-        def after(now: float) -> None:
-            ticks.append(now)
-            if len(ticks) == 1:
-                engine.store.close()  # every later tick fails
-                clock[0] = START + 60
-            else:
-                stop.set()
-
-        engine.after_tick = after
-        await asyncio.wait_for(engine.run(stop), timeout=10)
-
-    asyncio.run(run())
-    assert ticks == [START, START + 60]
+    assert two_ticks(engine, database_gone) == [START, START + 60]
     assert (engine.last_tick, engine.last_good_tick) == (START + 60, START)
     assert not engine.last_tick_ok
     assert engine.metrics.db_errors._value.get() >= 1
