@@ -45,7 +45,7 @@ from portalops.monitors.catalogue import Module
 from portalops.monitors.exporter import MAX_WAITING_PER_TARGET, Sweeper, make_app
 from portalops.monitors.fetch import Resolver
 from portalops.monitors.probe import ProbeConfig, Target
-from tests.fixtures.nginx import NGINX_PACKAGE
+from tests.fixtures.nginx import NGINX_PACKAGE, temp_paths
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import (
     LOOPBACK,
@@ -82,11 +82,7 @@ http {{
     charset utf-8;
     log_format timed '$msec $request_time $host "$request" $status';
     access_log {root}/access.log timed;
-    client_body_temp_path {root}/temp/client_body;
-    proxy_temp_path {root}/temp/proxy;
-    fastcgi_temp_path {root}/temp/fastcgi;
-    uwsgi_temp_path {root}/temp/uwsgi;
-    scgi_temp_path {root}/temp/scgi;
+    {temp_paths}
     server {{
         listen {host}:{port} default_server;
         server_name _;
@@ -213,6 +209,7 @@ def portals() -> Iterator[Portals]:
         conf.write_text(
             _CONF.format(
                 root=root,
+                temp_paths=temp_paths(root),
                 host=LOOPBACK,
                 port=port,
                 zone=ZONE,

@@ -41,7 +41,7 @@ from portalops.monitors.defacement import Baseline
 from portalops.monitors.fetch import Limits, Resolver
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, probe
 from tests.fixtures.hostile import HostileServers, running_hostile
-from tests.fixtures.nginx import NGINX_PACKAGE
+from tests.fixtures.nginx import NGINX_PACKAGE, temp_paths
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.pki import ThrowawayPKI
 from tests.fixtures.portal_sites import home_html
@@ -156,11 +156,7 @@ http {{
     charset utf-8;
     log_format byhost '$host $status $request_uri';
     access_log {root}/access.log byhost;
-    client_body_temp_path {root}/temp/client_body;
-    proxy_temp_path {root}/temp/proxy;
-    fastcgi_temp_path {root}/temp/fastcgi;
-    uwsgi_temp_path {root}/temp/uwsgi;
-    scgi_temp_path {root}/temp/scgi;
+    {temp_paths(root)}
     server {{
         listen {LOOPBACK}:{port} default_server;
         location = /__ready {{ return 200 "ready"; }}
