@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 
 from portalops.core.netaddr import is_port, parse_host_port, parse_pin
-from portalops.core.validate import Strict
+from portalops.core.validate import LocatedError, Strict
 from portalops.monitors.catalogue import ALL_MODULES, Module
 from portalops.monitors.headers import GRADES
 
@@ -84,8 +84,9 @@ class Monitor(Strict):
     @model_validator(mode="after")
     def _deadline_below_interval(self) -> Monitor:
         if self.deadline is not None and self.deadline >= self.interval:
-            raise ValueError(
-                f"deadline {self.deadline:g} s is not below interval {self.interval:g} s"
+            raise LocatedError(
+                ("deadline",),
+                f"{self.deadline:g} s is not below interval {self.interval:g} s",
             )
         return self
 

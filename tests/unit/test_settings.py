@@ -160,6 +160,14 @@ def test_shipped_example_is_valid() -> None:
         ),
         (
             """\
+            monitor:
+              interval: 30
+              deadline: 40
+            """,
+            "F:3: monitor.deadline: 40 s is not below interval 30 s",
+        ),
+        (
+            """\
             backup:
               sources:
                 - {name: web, kind: files, category: code, paths: [/srv]
