@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,26 @@ from portalops.core.netaddr import is_port, parse_host_port, parse_pin
 from portalops.core.validate import LocatedError, Strict
 from portalops.monitors.catalogue import ALL_MODULES, Module
 from portalops.monitors.headers import GRADES
+
+#: The most exporters one estate may be split over (a bound, not a tuning: a shard of the
+#: smallest estate still has a few targets).
+MAX_SHARDS = 64
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/2"`` -> (1, 2); ValueError naming the rule for anything else (the config loader
+    turns it into a FILE:LINE error)."""
+    found = re.fullmatch(r"\s*([0-9]{1,6})\s*/\s*([0-9]{1,6})\s*", text)
+    if found is None:
+        raise ValueError(
+            f"shard {text[:40]!r} is not INDEX/COUNT (e.g. 0/2: the first of two exporters)"
+        )
+    i, n = int(found[1]), int(found[2])
+    if not 1 <= n <= MAX_SHARDS:
+        raise ValueError(f"shard {text!r}: COUNT must be 1 to {MAX_SHARDS}")
+    if i >= n:
+        raise ValueError(f"shard {text!r}: INDEX counts from 0 and must be below COUNT ({n})")
+    return i, n
 
 
 class MonitorExpect(Strict):
@@ -71,6 +92,10 @@ class Monitor(Strict):
     """Let the exporter's ``/probe`` fetch any http(s) URL it is given; by default it probes
     only the estate's portals and ``monitor.urls`` and answers 403 to anything else (an
     open ``/probe`` is a fetch-anything proxy, port scanner and path oracle)."""
+    shard: str | None = None
+    """``INDEX/COUNT`` (``0/2``, ``1/2``): this exporter sweeps only the targets whose domain
+    Prometheus' ``hashmod`` puts in shard INDEX of COUNT (docs/monitoring.md, "Sharding");
+    unset: every target."""
     uplink: list[str] = []
     """``host:port`` addresses outside the province network (a resolver, the ISP's gateway)
     the monitoring host should always reach: when none answers, the host is blind
@@ -89,6 +114,18 @@ class Monitor(Strict):
                 f"{self.deadline:g} s is not below interval {self.interval:g} s",
             )
         return self
+
+    @property
+    def shard_of(self) -> tuple[int, int] | None:
+        """``shard`` as (index, count), or None when this exporter sweeps every target."""
+        return parse_shard(self.shard) if self.shard is not None else None
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, shard: str | None) -> str | None:
+        if shard is not None:
+            parse_shard(shard)
+        return shard
 
     @field_validator("uplink")
     @classmethod

@@ -3,6 +3,7 @@ names (which must redirect), plus any URL the config or the command line adds.""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -132,3 +133,26 @@ def configured(item: str, targets: Iterable[Target]) -> Target | None:
         if key in (_url_key(target.url), target.http_url and _url_key(target.http_url)):
             return target
     return None
+
+
+def shard_hash(key: str, count: int) -> int:
+    """Prometheus' ``hashmod`` of ``key``: the MD5 of its UTF-8 bytes, the digest's LAST 8
+    bytes read as a big-endian uint64, modulo ``count`` (model/relabel/relabel.go, kept so
+    since the first version, whose shifts past 64 bits dropped the first 8 bytes)."""
+    digest = hashlib.md5(key.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[8:], "big") % count
+
+
+def shard_key(target: Target) -> str:
+    """What a target is sharded by: its domain (the URL's host, lower case, no port), so that
+    a file_sd listing domains or URLs, reduced to the host by the relabelling of
+    docs/monitoring.md, hashes to the same shard as the exporter's own sweep."""
+    return target.domain
+
+
+def in_shard(targets: Iterable[Target], shard: tuple[int, int] | None) -> list[Target]:
+    """The targets shard ``(index, count)`` sweeps (``monitor.shard``); all when None."""
+    if shard is None:
+        return list(targets)
+    index, count = shard
+    return [t for t in targets if shard_hash(shard_key(t), count) == index]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -18,10 +17,10 @@ from portalops.core.visible import visible
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
-from portalops.monitors.exporter import NotConfigured, Sweeper, serve, sweep
+from portalops.monitors.exporter import NotConfigured, Sweeper, run, serve, sweep
 from portalops.monitors.findings import Severity
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, configure
-from portalops.monitors.targets import configured, select
+from portalops.monitors.targets import configured, in_shard, select
 from portalops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ def _row(r: ProbeResult) -> tuple[str, ...]:
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, args.module)
-    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    results = run(sweep(targets, config, ctx.settings.monitor.concurrency))
     failing = [r for r in results if r.failing]
     human: list[Any] = [
         table(
@@ -151,7 +150,7 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, ["http"])
-    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    results = run(sweep(targets, config, ctx.settings.monitor.concurrency))
     now = ctx.env.now().isoformat(timespec="seconds")
     done = refresh(ctx.settings.state_dir, results, now)
     taken, skipped, path = done.taken, done.skipped, done.file
@@ -171,7 +170,9 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     listen = args.listen or monitor.listen
     targets = _targets(ctx, [])
     config = probe_config(ctx.settings)
-    sweeper = Sweeper(targets, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
+    # monitor.shard: sweep this exporter's share; /probe still answers for every target
+    swept = in_shard(targets, monitor.shard_of)
+    sweeper = Sweeper(swept, config, monitor.interval, monitor.concurrency, uplink=monitor.uplink)
     estate = _estate(ctx)
 
     def lookup(item: str) -> Target:
@@ -179,7 +180,7 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         monitor.probe_any (403 otherwise, before any fetch)."""
         if not item:
             raise LookupError("target= is required (a portal domain or URL)")
-        found = configured(item, sweeper.targets)
+        found = configured(item, targets)
         if found is not None:
             return found
         if not monitor.probe_any:
@@ -192,12 +193,14 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         except BadInput as exc:
             raise LookupError(str(exc)) from None
 
+    shard = f" (shard {monitor.shard} of {len(targets)})" if monitor.shard else ""
+
     def listening() -> None:
         print(
-            f"ops monitor: {len(targets)} targets, serving http://{listen}/metrics",
+            f"ops monitor: {len(swept)} targets{shard}, serving http://{listen}/metrics",
             file=ctx.env.stderr,
         )
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
-        asyncio.run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
+        run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
     return Outcome({"stopped": True}, [])

@@ -168,6 +168,21 @@ def test_shipped_example_is_valid() -> None:
         ),
         (
             """\
+            monitor:
+              interval: 30
+              shard: 2/2
+            """,
+            "F:3: monitor.shard: shard '2/2': INDEX counts from 0 and must be below COUNT (2)",
+        ),
+        (
+            """\
+            monitor:
+              shard: half
+            """,
+            "F:2: monitor.shard: shard 'half' is not INDEX/COUNT",
+        ),
+        (
+            """\
             backup:
               sources:
                 - {name: web, kind: files, category: code, paths: [/srv]
