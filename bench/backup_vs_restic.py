@@ -44,7 +44,11 @@ DEFAULT_WORKDIR_PARENT = Path("/var/tmp")  # noqa: S108 - big, disk-backed, not 
 MARKER = ".portalops-bench"
 BENCH_PASSWORD = "portal-ops-bench-password-not-a-secret"  # noqa: S105
 DEFAULT_TIMEOUT = 30 * 60
-RSS_BAR_MIB = 512
+RSS_BAR_MIB = 256
+RATIO_BAR = 0.8  # first backup, next-day backup, restore, check: median ratio to restic
+SCALING_BAR = 1.15  # peak RSS of the first backup at 2x the corpus / at 1x
+SMALL_REPO_BAR = 0.7  # check --read-data on a ~10 MB repository
+SMALL_REPO_GB = 0.01
 TAIL_LINES = 15
 HASH_SAMPLE = 200
 MiB = 1024 * 1024
@@ -76,6 +80,7 @@ class StepResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     note: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)  # measure_child's raw figures
 
     @property
     def ok(self) -> bool:
@@ -181,9 +186,10 @@ class Runner:
         except (OSError, ValueError):
             usage = None  # killed before the launcher could write it
         if usage is not None:
+            result.usage = usage
             result.seconds = round(usage["seconds"], 3)
-            result.cpu_seconds = round(usage["user_seconds"] + usage["system_seconds"], 3)
-            result.max_rss_mib = round(usage["max_rss_kib"] / 1024, 1)  # KiB on Linux
+            result.cpu_seconds = round(usage["cpu_seconds"], 3)  # the whole process tree
+            result.max_rss_mib = round(usage["max_rss_kib"] / 1024, 1)  # the whole tree
         elif code == 0:
             result.status = "failed"
             result.note = "no resource usage recorded"
@@ -467,16 +473,24 @@ class ToolRun:
     cache: DiskUsage | None = None
     verify: tuple[str, str] = ("n/a", "no restore")
     notes: list[str] = field(default_factory=list)
+    week: dict[str, StepResult] = field(default_factory=dict)  # "day3".. untimed backups
 
 
 class Repeat:
     """One run of every step for both tools, on fresh repositories and a fresh day-1 corpus."""
 
     def __init__(
-        self, index: int, args: argparse.Namespace, work: Path, restic_bin: str, cache: CacheDropper
+        self,
+        index: int,
+        args: argparse.Namespace,
+        work: Path,
+        restic_bin: str,
+        cache: CacheDropper,
+        profile: str,
     ) -> None:
         self.index = index
         self.args = args
+        self.profile = profile
         self.corpus_dir = work / "corpus"
         self.rundir = work / f"run-{index}"
         runner = Runner(self.rundir / "logs", args.timeout, cache)
@@ -501,7 +515,7 @@ class Repeat:
         self.step("backup1")
         self.measure("day1")
         self.log("next day: mutating the corpus")
-        mutation = corpus.next_day(self.corpus_dir, self.args.seed)
+        mutation = corpus.next_day_profile(self.corpus_dir, self.profile, self.args.seed, 2)
         if not mutation_out:
             mutation_out.append(mutation)
         self.step("backup2")
@@ -509,8 +523,34 @@ class Repeat:
         self.step("restore")
         self.verify([*mutation.changed_files, *mutation.added_files])
         self.step("check")
+        if self.index == 1:  # the rest of the week: once, untimed (see bench/README.md)
+            self.week()
         self.finish()
         return self.runs
+
+    def week(self) -> None:
+        for day in range(3, self.args.days + 1):
+            self.log(f"day {day}: mutating the corpus, then untimed backups")
+            corpus.next_day_profile(self.corpus_dir, self.profile, self.args.seed, day)
+            for tool in self.tools:
+                run = self.runs[tool.name]
+                prev = run.week.get(f"day{day - 1}", run.steps.get("backup2"))
+                if prev is None or not prev.ok:
+                    res = StepResult("skipped", note=f"needs a successful day-{day - 1} backup")
+                else:
+                    res = tool.runner.run(
+                        f"{tool.name}-day{day}", tool.step_argv("backup2"), tool.env(), timed=False
+                    )
+                run.week[f"day{day}"] = res
+                if res.ok and tool.repo.exists():
+                    run.repo["week"] = disk_usage(tool.repo)
+                else:
+                    run.repo.pop("week", None)  # a failed day leaves no week figure
+                self.log(f"day {day}: {tool.name} {res.status} ({res.seconds} s)")
+        if self.args.days == 2:
+            for tool in self.tools:
+                if "day2" in self.runs[tool.name].repo:
+                    self.runs[tool.name].repo["week"] = self.runs[tool.name].repo["day2"]
 
     def setup(self) -> None:
         for tool in self.tools:
@@ -584,13 +624,22 @@ def _last_line(text: str) -> str:
 
 @dataclass
 class Cell:
-    values: list[float]
-    runs: int
+    """One figure per round (None where the step failed or was skipped)."""
+
+    values: list[float | None]
     statuses: list[str] = field(default_factory=list)  # of the step behind the figure, per run
+    use_max: bool = False  # show the worst round (peak memory) instead of the median
+
+    @property
+    def got(self) -> list[float]:
+        return [v for v in self.values if v is not None]
 
     @property
     def median(self) -> float | None:
-        return statistics.median(self.values) if self.values else None
+        got = self.got
+        if not got:
+            return None
+        return max(got) if self.use_max else statistics.median(got)
 
     def text(self, fmt: str) -> str:
         m = self.median
@@ -601,7 +650,8 @@ class Cell:
                 return "skipped"
             return "FAILED"
         s = format(m, fmt)
-        return s if len(self.values) == self.runs else f"{s} ({len(self.values)}/{self.runs})"
+        n = len(self.values)
+        return s if len(self.got) == n else f"{s} ({len(self.got)}/{n})"
 
 
 @dataclass
@@ -612,38 +662,60 @@ class Row:
     rs: Cell
     fmt: str
     bar: str  # what is asked, shown in the table
-    check: Callable[[float | None, float | None], bool | None] | None
+    check: Callable[[Row], bool | None] | None
     po_text: str = ""
     rs_text: str = ""
 
     @property
+    def ratios(self) -> list[float]:
+        """Per-round portal-ops/restic ratios (rounds where both have a figure)."""
+        return [
+            a / b
+            for a, b in zip(self.po.values, self.rs.values, strict=True)
+            if a is not None and b is not None and b > 0
+        ]
+
+    @property
     def ratio(self) -> float | None:
-        a, b = self.po.median, self.rs.median
-        return a / b if a is not None and b not in (None, 0) else None
+        r = self.ratios
+        return statistics.median(r) if r else None
+
+    def ratio_text(self) -> str:
+        r = self.ratios
+        if not r or self.po_text:
+            return "-"
+        if len(r) == 1:
+            return f"{r[0]:.2f}"
+        return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
     @property
     def verdict(self) -> str:
         if self.check is None:
             return "-"
-        met = self.check(self.po.median, self.rs.median)
+        met = self.check(self)
         return "n/a" if met is None else ("pass" if met else "FAIL")
 
 
-def _ratio_bar(po: float | None, rs: float | None) -> bool | None:
-    return None if po is None or rs is None else po <= rs
+def _ratio_bar(limit: float) -> Callable[[Row], bool | None]:
+    def check(row: Row) -> bool | None:
+        r = row.ratio
+        return None if r is None else r <= limit
+
+    return check
 
 
-def _rss_bar(po: float | None, _rs: float | None) -> bool | None:
-    return None if po is None else po < RSS_BAR_MIB
+def _rss_bar(row: Row) -> bool | None:
+    got = row.po.got
+    if not got or len(got) < len(row.po.values):
+        return None
+    return max(got) <= RSS_BAR_MIB
 
 
 def build_rows(runs: list[dict[str, ToolRun]]) -> list[Row]:
-    n = len(runs)
-
-    def cell(tool: str, get: Callable[[ToolRun], float | None], step: str) -> Cell:
-        values = [v for r in runs if (v := get(r[tool])) is not None]
+    def cell(tool: str, get: Callable[[ToolRun], float | None], step: str, **kw: Any) -> Cell:
+        values = [get(r[tool]) for r in runs]
         statuses = [res.status if (res := r[tool].steps.get(step)) else "skipped" for r in runs]
-        return Cell(values, n, statuses)
+        return Cell(values, statuses, **kw)
 
     def step_value(key: str, attr: str) -> Callable[[ToolRun], float | None]:
         def get(run: ToolRun) -> float | None:
@@ -670,36 +742,40 @@ def build_rows(runs: list[dict[str, ToolRun]]) -> list[Row]:
                 cell("portal-ops", f, key),
                 cell("restic", f, key),
                 ".2f",
-                "ratio <= 1.0",
-                _ratio_bar,
+                f"ratio <= {RATIO_BAR}",
+                _ratio_bar(RATIO_BAR),
             )
         )
-    for day, need, label in (
-        ("day1", "backup1", "after first backup"),
-        ("day2", "backup2", "after next-day backup"),
+    for day, need, label, bar in (
+        ("day1", "backup1", "after first backup", False),
+        ("day2", "backup2", "after day 2", False),
+        ("week", "backup2", "after the last day", True),
     ):
         f = repo_value(day, need)
+        po, rs = cell("portal-ops", f, need), cell("restic", f, need)
+        if day == "week":  # the week runs in round 1 only
+            po, rs = Cell(po.values[:1], po.statuses[:1]), Cell(rs.values[:1], rs.statuses[:1])
         rows.append(
             Row(
                 "repository size (MiB, du)",
                 label,
-                cell("portal-ops", f, need),
-                cell("restic", f, need),
+                po,
+                rs,
                 ".1f",
-                "<= restic",
-                _ratio_bar,
+                "<= restic" if bar else "",
+                _ratio_bar(1.0) if bar else None,
             )
         )
     for key, label in STEPS:
         f = step_value(key, "max_rss_mib")
         rows.append(
             Row(
-                "peak RSS (MiB)",
+                "peak memory, whole tree (MiB, worst round)",
                 label,
-                cell("portal-ops", f, key),
-                cell("restic", f, key),
+                cell("portal-ops", f, key, use_max=True),
+                cell("restic", f, key, use_max=True),
                 ".0f",
-                f"p-o < {RSS_BAR_MIB} MiB",
+                f"p-o <= {RSS_BAR_MIB} MiB",
                 _rss_bar,
             )
         )
@@ -707,7 +783,7 @@ def build_rows(runs: list[dict[str, ToolRun]]) -> list[Row]:
         f = step_value(key, "cpu_seconds")
         rows.append(
             Row(
-                "CPU (s, user+sys)",
+                "CPU, whole tree (s, user+sys)",
                 label,
                 cell("portal-ops", f, key),
                 cell("restic", f, key),
@@ -717,7 +793,7 @@ def build_rows(runs: list[dict[str, ToolRun]]) -> list[Row]:
             )
         )
     verdicts = {t: [r[t].verify[0] for r in runs] for t in TOOLS}
-    ok = {t: Cell([1.0 for v in verdicts[t] if v == "OK"], n) for t in TOOLS}
+    ok = {t: Cell([1.0 if v == "OK" else None for v in verdicts[t]]) for t in TOOLS}
     row = Row(
         "restore verification",
         "files, sizes, SHA-256 sample",
@@ -725,7 +801,7 @@ def build_rows(runs: list[dict[str, ToolRun]]) -> list[Row]:
         ok["restic"],
         "",
         "all OK",
-        lambda _po, _rs: _verify_bar(verdicts["portal-ops"]),
+        lambda _row: _verify_bar(verdicts["portal-ops"]),
     )
     row.po_text, row.rs_text = (_verify_text(verdicts[t]) for t in TOOLS)
     rows.append(row)
@@ -747,7 +823,7 @@ def _verify_text(verdicts: list[str]) -> str:
 
 
 def render_table(rows: list[Row]) -> str:
-    widths = (30, 13, 13, 7, 16, 6)
+    widths = (30, 13, 13, 17, 16, 6)
     head = ("", "portal-ops", "restic", "ratio", "bar", "result")
 
     def line(cols: Sequence[str]) -> str:
@@ -762,14 +838,13 @@ def render_table(rows: list[Row]) -> str:
         if row.section != section:
             section = row.section
             out.append(section)
-        ratio = row.ratio
         out.append(
             line(
                 (
                     f"  {row.label}",
                     row.po_text or row.po.text(row.fmt),
                     row.rs_text or row.rs.text(row.fmt),
-                    "-" if ratio is None or row.po_text else f"{ratio:.2f}",
+                    row.ratio_text(),
                     row.bar,
                     row.verdict,
                 )
@@ -823,6 +898,8 @@ def failures_text(runs: list[dict[str, ToolRun]]) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, Row):
+        return row_json(obj)
     if isinstance(obj, StepResult | DiskUsage | ToolRun | corpus.CorpusStats):
         return to_jsonable(asdict(obj))
     if isinstance(obj, dict):
@@ -853,9 +930,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"corpus size in GB (default {corpus.DEFAULT_SIZE_GB})",
     )
     size.add_argument(
-        "--small", action="store_true", help=f"a {corpus.SMALL_SIZE_GB} GB corpus for a quick check"
+        "--small", action="store_true", help=f"a {corpus.SMALL_SIZE_GB} GB corpus for a smoke check"
     )
     p.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED, help="corpus seed")
+    p.add_argument(
+        "--profile",
+        choices=(*corpus.PROFILES, "both"),
+        default="both",
+        help="corpus profile: portal, smallfiles (30k small files, a pg_dump rewritten "
+        "daily) or both (default); bars apply to each",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=7,
+        help="days of daily changes (default 7: the week); day 2 is timed, days 3..N run "
+        "once (round 1), untimed, for the repository size after the week",
+    )
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also run portal-ops' first backup on a corpus twice the size: peak memory "
+        f"ratio 2x/1x <= {SCALING_BAR}",
+    )
+    p.add_argument(
+        "--small-repo-runs",
+        type=int,
+        default=7,
+        help="check --read-data runs on a ~10 MB repository, per tool (0: skip that row)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a quick look while working: --size-gb 0.3 --repeat 1 --days 2 "
+        "--small-repo-runs 3 (unless given); its figures do not settle a bar",
+    )
     p.add_argument(
         "--workdir",
         type=Path,
@@ -896,6 +1005,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--ops", type=Path, default=DEFAULT_OPS, help="portal-ops' ops.py")
     args = p.parse_args(argv)
+    if args.quick:
+        given = set(argv if argv is not None else sys.argv[1:])
+        for opt, attr, value in (
+            ("--size-gb", "size_gb", 0.3),
+            ("--repeat", "repeat", 1),
+            ("--days", "days", 2),
+            ("--small-repo-runs", "small_repo_runs", 3),
+        ):
+            if not any(a == opt or a.startswith(opt + "=") for a in given):
+                setattr(args, attr, value)
+    if args.days < 2:
+        p.error("--days must be at least 2 (day 2 is the timed next-day backup)")
+    if args.small_repo_runs < 0:
+        p.error("--small-repo-runs must be >= 0")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     if args.small:
@@ -931,9 +1054,12 @@ def _fail(code: int, msg: str) -> int:
     return code
 
 
-def get_corpus(work: Path, size_gb: float, seed: int) -> tuple[Path, dict[str, Any], bool]:
-    day1 = work / "day1"
-    meta_path = work / "day1.json"
+def get_corpus(
+    work: Path, size_gb: float, seed: int, profile: str = "portal"
+) -> tuple[Path, dict[str, Any], bool]:
+    day1 = work / f"day1-{profile}-{size_gb:g}"
+    meta_path = work / f"day1-{profile}-{size_gb:g}.json"
+    version = corpus.GENERATOR_VERSION if profile == "portal" else corpus.SMALLFILES_VERSION
     if meta_path.exists() and day1.is_dir():
         try:
             meta = json.loads(meta_path.read_text())
@@ -942,7 +1068,7 @@ def get_corpus(work: Path, size_gb: float, seed: int) -> tuple[Path, dict[str, A
         if (meta.get("size_gb"), meta.get("seed"), meta.get("generator_version")) == (
             size_gb,
             seed,
-            corpus.GENERATOR_VERSION,
+            version,
         ):
             log(
                 f"reusing the corpus in {day1} ({meta['files']} files, "
@@ -951,8 +1077,8 @@ def get_corpus(work: Path, size_gb: float, seed: int) -> tuple[Path, dict[str, A
             return day1, meta, True
     shutil.rmtree(day1, ignore_errors=True)
     meta_path.unlink(missing_ok=True)
-    log(f"generating a {size_gb} GB corpus in {day1} (seed {seed}) ...")
-    stats = corpus.generate(day1, size_gb, seed)
+    log(f"generating a {size_gb} GB {profile} corpus in {day1} (seed {seed}) ...")
+    stats = corpus.generate_profile(day1, profile, size_gb, seed)
     meta = asdict(stats)
     meta_path.write_text(json.dumps(meta, indent=2))
     log(
@@ -978,9 +1104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = prepare_workdir(args)
     try:
         free = shutil.disk_usage(work).free
-        need = int(args.size_gb * 1e9 * 4.5)
-        day1_ok = (work / "day1.json").exists()
-        if free < need - (int(args.size_gb * 1e9) if day1_ok else 0):
+        need = int(args.size_gb * 1e9 * 4.5) + (int(args.size_gb * 3e9) if args.scaling else 0)
+        if free < need:
             return _fail(
                 3,
                 f"not enough space in {work}: {free / 1e9:.1f} GB free, about "
@@ -996,13 +1121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, work: Path, restic_bin: str) -> int:
     started = time.time()
-    day1, corpus_meta, reused = get_corpus(work, args.size_gb, args.seed)
-    runs: list[dict[str, ToolRun]] = []
-    mutation: list[corpus.MutationStats] = []
     cache = CacheDropper(not args.no_drop_caches)
-    for i in range(1, args.repeat + 1):
-        log(f"=== run {i}/{args.repeat} ===")
-        runs.append(Repeat(i, args, work, restic_bin, cache).run(day1, mutation))
+    profiles = list(corpus.PROFILES) if args.profile == "both" else [args.profile]
+    results: dict[str, dict[str, Any]] = {}
+    for profile in profiles:
+        log(f"##### profile {profile} #####")
+        results[profile] = run_profile(args, work, restic_bin, cache, profile)
+    small = small_repository(args, work, restic_bin) if args.small_repo_runs else None
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
@@ -1013,35 +1138,167 @@ def run(args: argparse.Namespace, work: Path, restic_bin: str) -> int:
             "portal-ops git": git_revision(),
         },
         "page_cache": cache.note,
-        "corpus": {**corpus_meta, "reused": reused},
-        "next_day": mutation[0].summary() if mutation else {},
         "repeat": args.repeat,
+        "days": args.days,
+        "measured_with": _measure_mode(results),
     }
-    rows = build_rows(runs)
-    with_bar = [r for r in rows if r.check is not None]
+    all_rows = [r for res in results.values() for r in res["rows"]] + (small or [])
+    with_bar = [r for r in all_rows if r.check is not None]
     met = sum(r.verdict == "pass" for r in with_bar)
     missing = sum(r.verdict == "n/a" for r in with_bar)
     meta["bars"] = {"met": met, "of": len(with_bar), "without_figures": missing}
-    print(report_text(args, meta, rows, runs, started))
+    print(report_text(args, meta, results, small, started))
     if args.json:
-        doc = {**meta, "table": [row_json(r) for r in rows], "runs": to_jsonable(runs)}
+        doc = {
+            **meta,
+            "profiles": {
+                name: {
+                    "corpus": res["corpus"],
+                    "next_day": res["next_day"],
+                    "table": [row_json(r) for r in res["rows"]],
+                    "runs": to_jsonable(res["runs"]),
+                    "scaling": to_jsonable(res.get("scaling")),
+                }
+                for name, res in results.items()
+            },
+            "small_repository": [row_json(r) for r in small] if small else None,
+        }
         args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         log(f"figures written to {args.json}")
     return 0 if met == len(with_bar) else 1
 
 
+def _measure_mode(results: dict[str, dict[str, Any]]) -> str:
+    modes = {
+        res.usage.get("mode", "?")
+        for r in results.values()
+        for run in r["runs"]
+        for tr in run.values()
+        for res in tr.steps.values()
+        if res.usage
+    }
+    return ", ".join(sorted(modes)) or "?"
+
+
+def run_profile(
+    args: argparse.Namespace, work: Path, restic_bin: str, cache: CacheDropper, profile: str
+) -> dict[str, Any]:
+    day1, corpus_meta, reused = get_corpus(work, args.size_gb, args.seed, profile)
+    runs: list[dict[str, ToolRun]] = []
+    mutation: list[corpus.MutationStats] = []
+    for i in range(1, args.repeat + 1):
+        log(f"=== {profile}: run {i}/{args.repeat} ===")
+        rep = Repeat(i, args, work / profile, restic_bin, cache, profile)
+        runs.append(rep.run(day1, mutation))
+    rows = build_rows(runs)
+    out: dict[str, Any] = {
+        "corpus": {**corpus_meta, "reused": reused},
+        "next_day": mutation[0].summary() if mutation else {},
+        "runs": runs,
+        "rows": rows,
+    }
+    if args.scaling:
+        out["scaling"] = scaling(args, work, restic_bin, cache, profile, runs)
+        rows.append(out["scaling"]["row"])
+    return out
+
+
+def scaling(
+    args: argparse.Namespace,
+    work: Path,
+    restic_bin: str,
+    cache: CacheDropper,
+    profile: str,
+    runs: list[dict[str, ToolRun]],
+) -> dict[str, Any]:
+    """portal-ops' first backup of a corpus twice the size: is its peak memory flat?"""
+    day1, _meta, _reused = get_corpus(work, args.size_gb * 2, args.seed, profile)
+    rundir = work / profile / "scaling"
+    corpus_dir = rundir / "corpus"
+    shutil.rmtree(rundir, ignore_errors=True)
+    rundir.mkdir(parents=True)
+    link_copy(day1, corpus_dir)
+    runner = Runner(rundir / "logs", args.timeout, cache)
+    tool = PortalOps(rundir, corpus_dir, runner, args.ops_python, args.ops)
+    res = tool.setup()
+    if res.ok:
+        log(f"scaling: portal-ops first backup of {args.size_gb * 2:g} GB ...")
+        res = tool.step("backup1")
+    at_1x = [
+        v for r in runs if (st := r["portal-ops"].steps.get("backup1")) and (v := st.max_rss_mib)
+    ]
+    one = statistics.median(at_1x) if at_1x else None
+    two = res.max_rss_mib if res.ok else None
+    row = Row(
+        "scaling (portal-ops only)",
+        "first-backup peak, 2x / 1x",
+        Cell([two], [res.status]),
+        Cell([one], ["ok" if one else "failed"]),
+        ".0f",
+        f"ratio <= {SCALING_BAR}",
+        _ratio_bar(SCALING_BAR),
+    )
+    if not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return {"size_gb": args.size_gb * 2, "step": res, "peak_1x_mib": one, "row": row}
+
+
+def small_repository(args: argparse.Namespace, work: Path, restic_bin: str) -> list[Row]:
+    """check --read-data on a ~10 MB repository: start-up dominates; warm cache, N runs."""
+    day1, _meta, _reused = get_corpus(work, SMALL_REPO_GB, args.seed, "portal")
+    rundir = work / "small-repo"
+    shutil.rmtree(rundir, ignore_errors=True)
+    rundir.mkdir(parents=True)
+    corpus_dir = rundir / "corpus"
+    link_copy(day1, corpus_dir)
+    runner = Runner(rundir / "logs", args.timeout, CacheDropper(False))
+    tools: list[Tool] = [
+        PortalOps(rundir, corpus_dir, runner, args.ops_python, args.ops),
+        Restic(rundir, corpus_dir, runner, restic_bin),
+    ]
+    times: dict[str, list[float | None]] = {t.name: [] for t in tools}
+    statuses: dict[str, list[str]] = {t.name: [] for t in tools}
+    ready = {}
+    for tool in tools:
+        res = tool.setup()
+        if res.ok:
+            res = runner.run(f"{tool.name}-backup", tool.step_argv("backup1"), tool.env(), False)
+        ready[tool.name] = res.ok
+    for i in range(args.small_repo_runs):
+        for tool in tools if i % 2 == 0 else tools[::-1]:
+            if not ready[tool.name]:
+                times[tool.name].append(None)
+                statuses[tool.name].append("skipped")
+                continue
+            res = runner.run(
+                f"{tool.name}-check-{i}", tool.step_argv("check"), tool.env(), timed=False
+            )
+            times[tool.name].append(res.seconds if res.ok else None)
+            statuses[tool.name].append(res.status)
+    log(f"small repository: check --read-data times {times}")
+    if not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return [
+        Row(
+            f"small repository (~10 MB, warm cache, {args.small_repo_runs} runs)",
+            "check --read-data (s)",
+            Cell(times["portal-ops"], statuses["portal-ops"]),
+            Cell(times["restic"], statuses["restic"]),
+            ".2f",
+            f"ratio <= {SMALL_REPO_BAR}",
+            _ratio_bar(SMALL_REPO_BAR),
+        )
+    ]
+
+
 def report_text(
     args: argparse.Namespace,
     meta: dict[str, Any],
-    rows: list[Row],
-    runs: list[dict[str, ToolRun]],
+    results: dict[str, dict[str, Any]],
+    small: list[Row] | None,
     started: float,
 ) -> str:
-    info, versions, cm, mut = meta["machine"], meta["versions"], meta["corpus"], meta["next_day"]
-    kinds = ", ".join(
-        f"{kind} {v['files']} files/{v['bytes'] / 1e6:.0f} MB" for kind, v in cm["by_kind"].items()
-    )
-    gen = "reused" if cm["reused"] else f"generated in {cm['seconds']:.1f} s"
+    info, versions = meta["machine"], meta["versions"]
     bars = meta["bars"]
     lines = [
         f"portal-ops backup vs restic — {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}",
@@ -1050,17 +1307,39 @@ def report_text(
         f"Debian {info.get('debian', '?')}",
         f"tools:    {versions['restic']}; {versions['portal-ops']} "
         f"(git {versions['portal-ops git']})",
-        f"corpus:   {cm['bytes'] / 1e6:.0f} MB in {cm['files']} files, size {args.size_gb} GB, "
-        f"seed {args.seed}, {gen} ({kinds})",
-        f"next day: {mut.get('changed', '?')} files changed, {mut.get('added', '?')} added, "
-        f"{mut.get('deleted', '?')} deleted, {mut.get('renamed', '?')} renamed; "
-        f"{mut.get('sql_rows_rewritten', '?')} SQL rows rewritten in place, "
-        f"{mut.get('sql_rows_appended', '?')} appended",
-        f"runs:     {args.repeat} on fresh repositories"
-        + (", the table shows medians" if args.repeat > 1 else ""),
+        f"rounds:   {args.repeat} on fresh repositories, who goes first alternates; every "
+        "ratio is the median of the per-round ratios (min-max)",
+        f"week:     {args.days} days; next-day backup = day 2 (every round); days 3..{args.days} "
+        "run in round 1 only, untimed, for the repository size",
+        f"counting: CPU and peak memory of the whole process tree ({meta['measured_with']}); "
+        "peak memory = max(sampled sum of PSS, largest single RSS)",
         f"page cache {meta['page_cache']}",
-        "",
-        render_table(rows),
+    ]
+    for profile, res in results.items():
+        cm, mut = res["corpus"], res["next_day"]
+        kinds = ", ".join(
+            f"{kind} {v['files']} files/{v['bytes'] / 1e6:.0f} MB"
+            for kind, v in cm["by_kind"].items()
+        )
+        gen = "reused" if cm["reused"] else f"generated in {cm['seconds']:.1f} s"
+        lines += [
+            "",
+            f"=== profile {profile} ===",
+            f"corpus:   {cm['bytes'] / 1e6:.0f} MB in {cm['files']} files, --size-gb "
+            f"{args.size_gb}, seed {args.seed}, {gen} ({kinds})",
+            f"day 2:    {mut.get('changed', '?')} files changed, {mut.get('added', '?')} added, "
+            f"{mut.get('deleted', '?')} deleted, {mut.get('renamed', '?')} renamed; "
+            f"{mut.get('sql_rows_rewritten', '?')} dump rows rewritten, "
+            f"{mut.get('sql_rows_appended', '?')} appended",
+            "",
+            render_table(res["rows"]),
+        ]
+        fails = failures_text(res["runs"])
+        if fails:
+            lines += ["", "Failures:", fails]
+    if small:
+        lines += ["", render_table(small)]
+    lines += [
         "",
         f"bars met: {bars['met']} of {bars['of']}"
         + (
@@ -1069,11 +1348,8 @@ def report_text(
             else ""
         ),
         "ratio = portal-ops / restic (below 1.0: portal-ops is faster or smaller); "
-        "FAILED = no figure; (k/n) = median of the k runs out of n that succeeded.",
+        "FAILED = no figure; (k/n) = k of n rounds succeeded.",
     ]
-    fails = failures_text(runs)
-    if fails:
-        lines += ["", "Failures:", fails]
     return "\n".join(lines)
 
 
@@ -1090,6 +1366,7 @@ def row_json(r: Row) -> dict[str, Any]:
         "portal_ops_values": r.po.values,
         "restic_values": r.rs.values,
         "ratio": None if r.po_text else _round(r.ratio),
+        "ratios_per_round": [_round(x) for x in r.ratios],
         "bar": r.bar,
         "result": r.verdict,
     }

@@ -930,38 +930,41 @@ def list_files(root: Path) -> list[str]:
     return out
 
 
-def next_day(root: Path, seed: int = DEFAULT_SEED) -> MutationStats:
-    """Turn the day-1 corpus under ``root`` into day 2, deterministically.
+def next_day(root: Path, seed: int = DEFAULT_SEED, day: int = 2) -> MutationStats:
+    """Turn the corpus of day ``day - 1`` under ``root`` into day ``day``, deterministically.
 
     Appends to every access and error log, rotates one site's logs, rewrites ~1% of code files,
     adds a few uploads, rewrites ~0.5% of the dump's rows in place (same size) and appends new
     rows, and deletes a few files. Only ever writes new inodes (see the module docstring).
     """
     t0 = time.monotonic()
-    rng = rng_for(seed, "day2")
+    rng = rng_for(seed, f"day{day}")
     pools = TextPools(seed)
     ms = MutationStats()
     files = list_files(root)
-    _next_day_logs(root, seed, pools, ms)
-    _next_day_code(root, rng, pools, files, ms)
-    _next_day_media(root, rng, files, ms)
-    _next_day_sql(root, seed, pools, rng, ms)
+    _next_day_logs(root, seed, pools, ms, day)
+    _next_day_code(root, rng, pools, files, ms, day)
+    _next_day_media(root, rng, files, ms, day)
+    _next_day_sql(root, seed, pools, rng, ms, day)
     ms.seconds = round(time.monotonic() - t0, 2)
     return ms
 
 
-def _next_day_logs(root: Path, seed: int, pools: TextPools, ms: MutationStats) -> None:
-    """The rest of day 1 and the start of day 2 land in every log; one site's logs rotate."""
-    day2 = DAY1 + DAY
+def _next_day_logs(
+    root: Path, seed: int, pools: TextPools, ms: MutationStats, day: int = 2
+) -> None:
+    """The rest of yesterday and the start of today land in every log; one site's logs rotate."""
+    base = DAY1 + (day - 2) * DAY  # "day 1" of this mutation: yesterday's backup time
+    day2 = base + DAY
     logdir = root / "var/log/nginx"
     for site, weight in zip(SITES, SITE_WEIGHTS, strict=True):
         maker = LogMaker(seed, site, pools)
-        lrng = rng_for(seed, f"day2-logs:{site}")
+        lrng = rng_for(seed, f"day{day}-logs:{site}")
         access = logdir / f"{site}.access.log"
         one = logdir / f"{site}.access.log.1"
         yesterday = one.stat().st_size
-        new = maker.lines(lrng, DAY1 + DAY // 10, int(DAY * 0.9), int(yesterday * 0.9))
-        if site == SITES[0]:
+        new = maker.lines(lrng, base + DAY // 10, int(DAY * 0.9), int(yesterday * 0.9))
+        if site == SITES[(day - 2) % len(SITES)]:
             # logrotate ran for this site: .N.gz shift up (the oldest goes), .1 is compressed
             # to .2.gz, the current log becomes .1 and a fresh one starts.
             oldest = f"{site}.access.log.{ROTATED_LOGS + 1}.gz"
@@ -971,8 +974,8 @@ def _next_day_logs(root: Path, seed: int, pools: TextPools, ms: MutationStats) -
                 newer = f"{site}.access.log.{age + 1}.gz"
                 os.rename(logdir / f"{site}.access.log.{age}.gz", logdir / newer)
                 ms.renamed_files.append(f"var/log/nginx/{newer}")
-            gz = gzip.compress(one.read_bytes(), compresslevel=6, mtime=DAY1)
-            ms.bytes_written += _write(logdir / f"{site}.access.log.2.gz", gz, DAY1 + 60)
+            gz = gzip.compress(one.read_bytes(), compresslevel=6, mtime=base)
+            ms.bytes_written += _write(logdir / f"{site}.access.log.2.gz", gz, base + 60)
             ms.added_files.append(f"var/log/nginx/{site}.access.log.2.gz")
             ms.bytes_written += _write(one, [access.read_bytes(), new], day2)
             ms.changed_files.append(f"var/log/nginx/{site}.access.log.1")
@@ -982,16 +985,21 @@ def _next_day_logs(root: Path, seed: int, pools: TextPools, ms: MutationStats) -
             ms.bytes_written += _write(access, [access.read_bytes(), new], day2)
         ms.changed_files.append(f"var/log/nginx/{site}.access.log")
         err = logdir / f"{site}.error.log"
-        more = maker.error_lines(lrng, DAY1, 150)
+        more = maker.error_lines(lrng, base, 150)
         ms.bytes_written += _write(err, [err.read_bytes(), more], day2)
         ms.changed_files.append(f"var/log/nginx/{site}.error.log")
 
 
 def _next_day_code(
-    root: Path, rng: random.Random, pools: TextPools, files: list[str], ms: MutationStats
+    root: Path,
+    rng: random.Random,
+    pools: TextPools,
+    files: list[str],
+    ms: MutationStats,
+    day: int = 2,
 ) -> None:
     """~1% of the code files edited (a few lines replaced, some added), ~0.1% deleted."""
-    day2 = DAY1 + DAY
+    day2 = DAY1 + (day - 1) * DAY
     code = [f for f in files if f.startswith("var/www/") and "/uploads/" not in f]
     for rel in sorted(rng.sample(code, max(3, len(code) // 100))):
         path = root / rel
@@ -1007,9 +1015,11 @@ def _next_day_code(
         ms.deleted_files.append(rel)
 
 
-def _next_day_media(root: Path, rng: random.Random, files: list[str], ms: MutationStats) -> None:
+def _next_day_media(
+    root: Path, rng: random.Random, files: list[str], ms: MutationStats, day: int = 2
+) -> None:
     """A few new uploads (~1% of the media bytes), ~0.5% of the uploads removed."""
-    day2 = DAY1 + DAY
+    day2 = DAY1 + (day - 1) * DAY
     media = [f for f in files if "/uploads/" in f]
     gone = sorted(rng.sample(media, min(len(media), max(2, len(media) // 200))))
     for rel in gone:
@@ -1022,7 +1032,7 @@ def _next_day_media(root: Path, rng: random.Random, files: list[str], ms: Mutati
     while done < new_budget:
         site = rng.choices(SITES, weights=SITE_WEIGHTS)[0]
         ext, data = media_file(rng, new_budget - done, max(1_000_000, new_budget // 2))
-        rel = f"var/www/{site}/public/uploads/2025/06/{rng.choice(CODE_WORDS)}-day2-{i}.{ext}"
+        rel = f"var/www/{site}/public/uploads/2025/06/{rng.choice(CODE_WORDS)}-day{day}-{i}.{ext}"
         done += _write(root / rel, data, day2 - rng.randrange(20 * 3600))
         ms.added_files.append(rel)
         i += 1
@@ -1033,8 +1043,9 @@ _ROW_SEP = re.compile(rb"VALUES \(|\),\(")
 
 
 def _next_day_sql(
-    root: Path, seed: int, pools: TextPools, rng: random.Random, ms: MutationStats
+    root: Path, seed: int, pools: TextPools, rng: random.Random, ms: MutationStats, day: int = 2
 ) -> None:
+    base = DAY1 + (day - 2) * DAY
     path = root / SQL_PATH
     data = bytearray(path.read_bytes())
     maker = SqlMaker(seed, pools)
@@ -1058,19 +1069,19 @@ def _next_day_sql(
         n_new = max(1, int(len(rows) * share))
         last_id = int(data[rows[-1] : data.find(b",", rows[-1])])
         new_rows = [
-            maker.row(rng, table, last_id + 1 + i, DAY1 + rng.randrange(DAY)) for i in range(n_new)
+            maker.row(rng, table, last_id + 1 + i, base + rng.randrange(DAY)) for i in range(n_new)
         ]
         ms.sql_rows_appended += n_new
         appended[table] = maker.insert(table, new_rows)
     # Header and footer carry the dump time (same length, so in place).
     for old, new in (
         (
-            f"-- Dump started {_sql_datetime(DAY1 - 1800)}",
-            f"-- Dump started {_sql_datetime(DAY1 + DAY - 1800)}",
+            f"-- Dump started {_sql_datetime(base - 1800)}",
+            f"-- Dump started {_sql_datetime(base + DAY - 1800)}",
         ),
         (
-            f"-- Dump completed on {_sql_datetime(DAY1 - 1500)}",
-            f"-- Dump completed on {_sql_datetime(DAY1 + DAY - 1500)}",
+            f"-- Dump completed on {_sql_datetime(base - 1500)}",
+            f"-- Dump completed on {_sql_datetime(base + DAY - 1500)}",
         ),
     ):
         at = data.find(old.encode())
@@ -1086,7 +1097,7 @@ def _next_day_sql(
         at = enable
     out.append(bytes(data[at:]))
     path.unlink()
-    ms.bytes_written += _write(path, out, DAY1 + DAY - 1500)
+    ms.bytes_written += _write(path, out, base + DAY - 1500)
     ms.changed_files.append(SQL_PATH)
 
 
@@ -1116,6 +1127,451 @@ def _rewrite_row(data: bytearray, pos: int, pools: TextPools, rng: random.Random
     return True
 
 
+# --------------------------------------------------------------------------- profile "smallfiles"
+#
+# A second, held-apart profile: an application server's day with ~30k small files (code,
+# templates, config) in many directories, incompressible media, compressible logs and a
+# PostgreSQL plain-format dump (``COPY ... FROM stdin;`` blocks) that a nightly pg_dump
+# REWRITES WHOLE every day: a new file (new inode), rows in physical order, ~0.5% of them
+# updated (scattered uniformly, so their lengths change and every later byte shifts) and new
+# rows appended to each table. Layout::
+#
+#     etc/<app>/*.yml|ini|conf                                     (config)
+#     var/www/<app>/{src,templates,lang,config,public}/...         (~12% of bytes, ~30k files)
+#     var/www/<app>/storage/uploads/YYYY/MM/*.jpg|pdf             (~36%)
+#     var/log/<app>/access.log, var/log/<app>/app.log             (~17%, plain text)
+#     var/backups/postgresql/portal.sql                            (~35%)
+
+PROFILES = ("portal", "smallfiles")
+SMALLFILES_VERSION = 1
+SMALLFILES_SCALE = 1.4 / 1.5  # ~1.4 GB at the default --size-gb 1.5
+SMALL_FILES_PER_GB = 21_500  # ~30k files at 1.4 GB
+SF_SHARE_LOGS = 0.17
+SF_SHARE_SQL = 0.35
+SF_APPS = ("dichvucong", "vanban", "cms", "api", "hoidap")
+PG_PATH = "var/backups/postgresql/portal.sql"
+PG_TABLES: dict[str, tuple[float, str]] = {  # table: (share of the dump, columns)
+    "bai_viet": (
+        0.45,
+        "id, chuyen_muc_id, tieu_de, tom_tat, noi_dung, tac_gia, ngay_dang, luot_xem, "
+        "trang_thai, cap_nhat_luc",
+    ),
+    "ho_so": (
+        0.25,
+        "id, ma_ho_so, cong_dan_id, thu_tuc, trang_thai, ghi_chu, ngay_nop, cap_nhat_luc",
+    ),
+    "cong_dan": (0.05, "id, ho_ten, so_dinh_danh, email, dien_thoai, dia_chi, tao_luc"),
+    "nhat_ky": (0.25, "id, nguoi_dung_id, hanh_dong, doi_tuong, ip, thoi_gian, chi_tiet"),
+}
+PG_NEW_ROWS = {"bai_viet": 0.001, "ho_so": 0.004, "cong_dan": 0.002, "nhat_ky": 0.006}
+PG_UPDATE_SHARE = 0.005
+
+
+def _pg_time(ts: int) -> str:
+    return _sql_datetime(ts) + "+07"
+
+
+class PgMaker:
+    """Rows of a pg_dump plain-format dump: tab-separated, ``\\N`` for NULL, escaped text."""
+
+    def __init__(self, pools: TextPools) -> None:
+        self.pools = pools
+
+    def row(self, rng: random.Random, table: str, row_id: int, when: int, updated: int) -> str:
+        p = self.pools
+        r = rng.random
+        if table == "bai_viet":
+            body = "\\n".join(
+                f"<p>{p.text(rng, 2 + int(r() * 5))}</p>" for _ in range(2 + int(r() * 10))
+            )
+            return (
+                f"{row_id}\t{_rand(rng, 1, 60)}\t{rng.choice(p.sentences)[:-1]}\t"
+                f"{p.text(rng, 1 + int(r() * 2))}\t{body}\t{SqlMaker._name(rng)}\t"
+                f"{_pg_time(when)}\t{_rand(rng, 0, 90_000)}\t{'t' if r() < 0.8 else 'f'}\t"
+                f"{_pg_time(updated)}"
+            )
+        if table == "ho_so":
+            note = p.text(rng, 1 + int(r() * 4)) if r() < 0.7 else "\\N"
+            return (
+                f"{row_id}\tHS-{2020 + int(r() * 6)}-{row_id:08d}\t{_rand(rng, 1, 200_000)}\t"
+                f"{rng.choice(p.sentences)[:-1]}\t"
+                f"{('moi', 'dang_xu_ly', 'cho_bo_sung', 'hoan_thanh', 'tu_choi')[int(r() * 5)]}"
+                f"\t{note}\t{_pg_time(when)}\t{_pg_time(updated)}"
+            )
+        if table == "cong_dan":
+            name = SqlMaker._name(rng)
+            user = name.lower().translate(_SLUG_MAP).replace("-", ".")
+            return (
+                f"{row_id}\t{name}\t0{int(r() * 10**11):011d}\t{user}{row_id}@gmail.com\t"
+                f"09{int(r() * 10**8):08d}\t{p.text(rng, 1)[:80]}\t{_pg_time(when)}"
+            )
+        detail = (
+            f'{{"truoc": "{rng.choice(p.sentences)}", "sau": "{rng.choice(p.sentences)}", '
+            f'"ua": "Mozilla/5.0"}}'
+        )
+        return (
+            f"{row_id}\t{_rand(rng, 1, 3000)}\t{AUDIT_ACTIONS[int(r() * len(AUDIT_ACTIONS))]}\t"
+            f"{AUDIT_OBJECTS[int(r() * len(AUDIT_OBJECTS))]}:{_rand(rng, 1, 60_000)}\t"
+            f"{_rand(rng, 1, 255)}.{int(r() * 256)}.{int(r() * 256)}.{_rand(rng, 1, 255)}\t"
+            f"{_pg_time(when)}\t{detail}"
+        )
+
+    @staticmethod
+    def header() -> str:
+        return (
+            "--\n-- PostgreSQL database dump\n--\n\n"
+            "-- Dumped from database version 15.8 (Debian 15.8-0+deb12u1)\n"
+            "-- Dumped by pg_dump version 15.8 (Debian 15.8-0+deb12u1)\n\n"
+            "SET statement_timeout = 0;\nSET lock_timeout = 0;\n"
+            "SET idle_in_transaction_session_timeout = 0;\nSET client_encoding = 'UTF8';\n"
+            "SET standard_conforming_strings = on;\n"
+            "SELECT pg_catalog.set_config('search_path', '', false);\n"
+            "SET check_function_bodies = false;\nSET xmloption = content;\n"
+            "SET client_min_messages = warning;\nSET row_security = off;\n\n"
+            "SET default_tablespace = '';\n\nSET default_table_access_method = heap;\n\n"
+        )
+
+    @staticmethod
+    def table_head(table: str) -> str:
+        cols = PG_TABLES[table][1].split(", ")
+        body = ",\n".join(f"    {c} {'bigint NOT NULL' if c == 'id' else 'text'}" for c in cols)
+        return (
+            f"--\n-- Name: {table}; Type: TABLE; Schema: public; Owner: portal\n--\n\n"
+            f"CREATE TABLE public.{table} (\n{body}\n);\n\n\n"
+            f"ALTER TABLE public.{table} OWNER TO portal;\n\n"
+        )
+
+    @staticmethod
+    def copy_head(table: str) -> str:
+        return (
+            f"--\n-- Data for Name: {table}; Type: TABLE DATA; Schema: public; Owner: portal\n"
+            f"--\n\nCOPY public.{table} ({PG_TABLES[table][1]}) FROM stdin;\n"
+        )
+
+    @staticmethod
+    def footer() -> str:
+        out = [
+            f"--\n-- Name: {t} {t}_pkey; Type: CONSTRAINT; Schema: public; Owner: portal\n--\n\n"
+            f"ALTER TABLE ONLY public.{t}\n    ADD CONSTRAINT {t}_pkey PRIMARY KEY (id);\n\n\n"
+            for t in PG_TABLES
+        ]
+        return "".join(out) + "--\n-- PostgreSQL database dump complete\n--\n\n"
+
+
+def generate_profile(
+    root: Path, profile: str, size_gb: float = DEFAULT_SIZE_GB, seed: int = DEFAULT_SEED
+) -> CorpusStats:
+    """Day 1 of ``profile`` (``portal`` or ``smallfiles``) under ``root``."""
+    if profile == "portal":
+        return generate(root, size_gb, seed)
+    if profile != "smallfiles":
+        raise ValueError(f"unknown corpus profile {profile!r}")
+    t0 = time.monotonic()
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty")
+    stats = CorpusStats(root=str(root), size_gb=size_gb, seed=seed)
+    stats.generator_version = SMALLFILES_VERSION
+    total = int(size_gb * GB * SMALLFILES_SCALE)
+    pools = TextPools(seed)
+    _sf_code(root, seed, pools, total, stats)
+    _sf_logs(root, seed, pools, int(total * SF_SHARE_LOGS), stats)
+    _sf_dump(root, seed, pools, int(total * SF_SHARE_SQL), stats)
+    media = max(1_000_000, total - stats.bytes)
+    _sf_media(root, seed, media, stats)
+    stats.seconds = round(time.monotonic() - t0, 2)
+    return stats
+
+
+def next_day_profile(
+    root: Path, profile: str, seed: int = DEFAULT_SEED, day: int = 2
+) -> MutationStats:
+    """Day ``day`` of ``profile`` from day ``day - 1`` (new inodes only, as ``next_day``)."""
+    if profile == "portal":
+        return next_day(root, seed, day)
+    t0 = time.monotonic()
+    rng = rng_for(seed, f"sf-day{day}")
+    pools = TextPools(seed)
+    ms = MutationStats()
+    files = list_files(root)
+    _sf_next_logs(root, seed, pools, ms, day)
+    _sf_next_code(root, rng, pools, files, ms, day)
+    _sf_next_media(root, rng, files, ms, day)
+    _sf_next_dump(root, pools, rng, ms, day)
+    ms.seconds = round(time.monotonic() - t0, 2)
+    return ms
+
+
+def _sf_config(rng: random.Random, pools: TextPools, rel: str) -> bytes:
+    lines = [f"# {rel}", f"# {rng.choice(pools.sentences)}"]
+    for _ in range(rng.randint(4, 60)):
+        key = rng.choice(pools.idents).lower()
+        val = rng.choice((str(rng.randrange(10**5)), rng.choice(pools.idents), "true", "false"))
+        lines.append(f"{key}{'' if rng.random() < 0.5 else '_' + rng.choice(CODE_WORDS)}: {val}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _sf_tree(rng: random.Random, app: str, n_files: int) -> list[tuple[str, str]]:
+    """(relative path, kind) in many shallow-to-deep directories (~8 files a directory)."""
+    tops = ("src", "src", "src", "templates", "templates", "lang", "config", "public/assets")
+    dirs = [f"var/www/{app}/{t}" for t in tops]
+    kinds = {
+        "src": ("php", "php", "php", "js", "conf"),
+        "templates": ("html", "html", "css", "js"),
+        "lang": ("po",),
+        "config": ("conf",),
+        "public/assets": ("js", "css", "css"),
+    }
+    out: list[tuple[str, str]] = []
+    while len(out) < n_files:
+        parent = rng.choice(dirs)
+        if parent.count("/") < 9 and rng.random() < 0.12:
+            dirs.append(f"{parent}/{rng.choice(CODE_WORDS)}{rng.choice(('', 's', '_v2', 'Lib'))}")
+            continue
+        top = next(t for t in sorted(kinds, key=len, reverse=True) if f"/{app}/{t}" in parent)
+        kind = rng.choice(kinds[top])
+        ext = {"php": ".php", "js": ".js", "css": ".css", "html": ".twig", "conf": ".yml"}
+        ext["po"] = ".po"
+        name = rng.choice(CODE_WORDS) + rng.choice(CODE_WORDS).capitalize()
+        out.append((f"{parent}/{name}{len(out)}{ext[kind]}", kind))
+    return out
+
+
+def _sf_file(pools: TextPools, rng: random.Random, rel: str, kind: str, size: int) -> bytes:
+    if kind == "conf":
+        return _sf_config(rng, pools, rel)
+    if kind == "po":
+        return "".join(
+            f'msgid "{rng.choice(pools.idents)}"\nmsgstr "{rng.choice(pools.sentences)}"\n\n'
+            for _ in range(max(1, size // 120))
+        ).encode()
+    return code_bytes(pools, rng, kind, rel, size)
+
+
+def _sf_size(rng: random.Random) -> int:
+    return int(min(64_000, max(60, rng.lognormvariate(math.log(2200), 1.1))))
+
+
+def _sf_code(root: Path, seed: int, pools: TextPools, total: int, stats: CorpusStats) -> None:
+    n = max(100, int(SMALL_FILES_PER_GB * total / GB))
+    for app in SF_APPS:
+        rng = rng_for(seed, f"sf-code:{app}")
+        for i in range(6):
+            rel = f"etc/{app}/{('app', 'db', 'cache', 'queue', 'mail', 'nginx')[i]}.yml"
+            stats.add("config", _write(root / rel, _sf_config(rng, pools, rel), DAY1 - DAY * 30))
+        for rel, kind in _sf_tree(rng, app, n // len(SF_APPS)):
+            data = _sf_file(pools, rng, rel, kind, _sf_size(rng))
+            stats.add("code", _write(root / rel, data, DAY1 - rng.randrange(500 * DAY)))
+
+
+def _sf_logs(root: Path, seed: int, pools: TextPools, budget: int, stats: CorpusStats) -> None:
+    """Three days of access log and application log per app, plain text (compressible)."""
+    for app in SF_APPS:
+        rng = rng_for(seed, f"sf-logs:{app}")
+        maker = LogMaker(seed, f"{app}.vinhphuc.gov.vn", pools)
+        share = budget // len(SF_APPS)
+        access = maker.lines(rng, DAY1 - 3 * DAY, 3 * DAY, share * 3 // 4)
+        stats.add("logs", _write(root / f"var/log/{app}/access.log", access, DAY1))
+        stats.add(
+            "logs",
+            _write(
+                root / f"var/log/{app}/app.log",
+                _sf_app_log(rng, pools, DAY1 - 3 * DAY, share // 4),
+                DAY1,
+            ),
+        )
+
+
+def _sf_app_log(rng: random.Random, pools: TextPools, start: int, nbytes: int) -> bytes:
+    out: list[str] = []
+    done = 0
+    ts = start
+    while done < nbytes:
+        ts += rng.randrange(1, 20)
+        level = rng.choice(("INFO", "INFO", "INFO", "DEBUG", "WARNING", "ERROR"))
+        line = (
+            f"[{_sql_datetime(ts)}] production.{level}: {rng.choice(pools.sentences)} "
+            f'{{"user_id":{rng.randrange(3000)},"ho_so":"HS-{rng.randrange(10**8):08d}"}}\n'
+        )
+        out.append(line)
+        done += len(line)
+    return "".join(out).encode()
+
+
+def _sf_dump(root: Path, seed: int, pools: TextPools, budget: int, stats: CorpusStats) -> None:
+    rng = rng_for(seed, "sf-dump")
+    maker = PgMaker(pools)
+
+    def pieces() -> Iterator[bytes]:
+        yield maker.header().encode()
+        for table in PG_TABLES:
+            yield maker.table_head(table).encode()
+        for table, (share, _cols) in PG_TABLES.items():
+            parts = [maker.copy_head(table)]
+            size, done, row_id = 0, 0, 1
+            want = int(budget * share / 1.25)  # counted in characters; UTF-8 is ~1.25x
+            start, span = DAY1 - 5 * 365 * DAY, 5 * 365 * DAY - DAY
+            while done < want:
+                when = start + int(span * done / want)
+                line = maker.row(rng, table, row_id, when, when + rng.randrange(30 * DAY)) + "\n"
+                parts.append(line)
+                row_id += 1
+                size += len(line)
+                done += len(line)
+                if size > WRITE_CHUNK:
+                    yield "".join(parts).encode()
+                    parts, size = [], 0
+            parts.append("\\.\n\n\n")
+            yield "".join(parts).encode()
+        yield maker.footer().encode()
+
+    stats.add("sql", _write(root / PG_PATH, pieces(), DAY1 - 1200))
+
+
+def _sf_media(root: Path, seed: int, budget: int, stats: CorpusStats) -> None:
+    rng = rng_for(seed, "sf-media")
+    done = i = 0
+    while done < budget:
+        app = rng.choice(SF_APPS)
+        age = rng.randrange(1, 3 * 365)
+        t = time.gmtime(DAY1 - age * DAY)
+        ext, data = media_file(rng, budget - done, 8_000_000)
+        name = f"{rng.choice(CODE_WORDS)}-{i}.{ext}"
+        rel = f"var/www/{app}/storage/uploads/{t.tm_year}/{t.tm_mon:02d}/{name}"
+        written = _write(root / rel, data, DAY1 - age * DAY + rng.randrange(DAY))
+        done += written
+        stats.add("media", written)
+        i += 1
+
+
+def _sf_next_logs(root: Path, seed: int, pools: TextPools, ms: MutationStats, day: int) -> None:
+    today = DAY1 + (day - 1) * DAY
+    for app in SF_APPS:
+        rng = rng_for(seed, f"sf-day{day}-logs:{app}")
+        maker = LogMaker(seed, f"{app}.vinhphuc.gov.vn", pools)
+        for name in ("access.log", "app.log"):
+            path = root / f"var/log/{app}/{name}"
+            old = path.read_bytes()
+            n = len(old) // (day + 1)
+            new = (
+                maker.lines(rng, today - DAY, DAY, n)
+                if name == "access.log"
+                else _sf_app_log(rng, pools, today - DAY, n)
+            )
+            ms.bytes_written += _write(path, [old, new], today)
+            ms.changed_files.append(f"var/log/{app}/{name}")
+
+
+def _sf_next_code(
+    root: Path,
+    rng: random.Random,
+    pools: TextPools,
+    files: list[str],
+    ms: MutationStats,
+    day: int,
+) -> None:
+    """~0.5% of the small files edited, ~0.2% added (a deploy), ~0.05% deleted."""
+    today = DAY1 + (day - 1) * DAY
+    code = [f for f in files if f.startswith("var/www/") and "/storage/" not in f]
+    for rel in sorted(rng.sample(code, max(3, len(code) // 200))):
+        path = root / rel
+        kind = rel.rsplit(".", 1)[-1]
+        kind = {"twig": "html", "yml": "conf"}.get(kind, kind)
+        lines = path.read_bytes().split(b"\n")
+        at = rng.randrange(len(lines))
+        patch = _sf_file(pools, rng, rel, kind, rng.randint(80, 1500)).split(b"\n")
+        lines[at : at + rng.randint(0, 12)] = patch[3:]
+        ms.bytes_written += _write(path, b"\n".join(lines), today - rng.randrange(20 * 3600))
+        ms.changed_files.append(rel)
+    for i, rel in enumerate(sorted(rng.sample(code, max(2, len(code) // 500)))):
+        new = f"{rel.rsplit('/', 1)[0]}/day{day}new{i}.{rel.rsplit('.', 1)[-1]}"
+        kind = {"twig": "html", "yml": "conf"}.get(new.rsplit(".", 1)[-1], new.rsplit(".", 1)[-1])
+        data = _sf_file(pools, rng, new, kind, _sf_size(rng))
+        ms.bytes_written += _write(root / new, data, today - rng.randrange(20 * 3600))
+        ms.added_files.append(new)
+    unchanged = sorted(set(code) - set(ms.changed_files))
+    for rel in sorted(rng.sample(unchanged, max(1, len(code) // 2000))):
+        (root / rel).unlink()
+        ms.deleted_files.append(rel)
+
+
+def _sf_next_media(
+    root: Path, rng: random.Random, files: list[str], ms: MutationStats, day: int
+) -> None:
+    today = DAY1 + (day - 1) * DAY
+    media = [f for f in files if "/storage/uploads/" in f]
+    gone = sorted(rng.sample(media, min(len(media), max(1, len(media) // 500))))
+    for rel in gone:
+        (root / rel).unlink()
+    ms.deleted_files.extend(gone)
+    budget = max(500_000, sum((root / f).stat().st_size for f in media if f not in gone) // 200)
+    done = i = 0
+    while done < budget:
+        app = rng.choice(SF_APPS)
+        ext, data = media_file(rng, budget - done, max(500_000, budget // 2))
+        rel = f"var/www/{app}/storage/uploads/2025/06/day{day}-{i}.{ext}"
+        done += _write(root / rel, data, today - rng.randrange(20 * 3600))
+        ms.added_files.append(rel)
+        i += 1
+    ms.bytes_written += done
+
+
+def _sf_next_dump(
+    root: Path, pools: TextPools, rng: random.Random, ms: MutationStats, day: int
+) -> None:
+    """Tonight's pg_dump: the same tables in physical order, ~0.5% of rows updated (uniformly
+    scattered, new lengths), new rows appended; written whole to a new file."""
+    today = DAY1 + (day - 1) * DAY
+    path = root / PG_PATH
+    data = path.read_bytes()
+    maker = PgMaker(pools)
+    out: list[bytes] = []
+    at = 0
+    for table in PG_TABLES:
+        head = f"COPY public.{table} (".encode()
+        start = data.index(b"\n", data.index(head)) + 1
+        end = data.index(b"\n\\.\n", start) + 1  # just after the last row's newline
+        nrows = data.count(b"\n", start, end)
+        picks = sorted(
+            {
+                data.rfind(b"\n", start, rng.randrange(start, end)) + 1 or start
+                for _ in range(max(1, int(nrows * PG_UPDATE_SHARE)))
+            }
+        )
+        out.append(data[at:start])
+        at = start
+        for pick in picks:
+            row_start = max(pick, start)
+            if row_start < at:
+                continue
+            row_end = data.index(b"\n", row_start) + 1
+            row_id = int(data[row_start : data.index(b"\t", row_start)])
+            when = today - rng.randrange(5 * 365 * DAY)
+            out.append(data[at:row_start])
+            out.append(
+                (maker.row(rng, table, row_id, when, today - rng.randrange(DAY)) + "\n").encode()
+            )
+            at = row_end
+            ms.sql_rows_rewritten += 1
+        out.append(data[at:end])
+        at = end
+        last = data.rfind(b"\n", start, end - 1) + 1
+        last_id = int(data[max(last, start) : data.index(b"\t", max(last, start))])
+        n_new = max(1, int(nrows * PG_NEW_ROWS[table]))
+        out.append(
+            "".join(
+                maker.row(rng, table, last_id + 1 + i, today - rng.randrange(DAY), today) + "\n"
+                for i in range(n_new)
+            ).encode()
+        )
+        ms.sql_rows_appended += n_new
+    out.append(data[at:])
+    del data
+    path.unlink()
+    ms.bytes_written += _write(path, out, today - 1200)
+    ms.changed_files.append(PG_PATH)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -1129,11 +1585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     size.add_argument("--small", action="store_true", help=f"{SMALL_SIZE_GB} GB")
     nxt = sub.add_parser("next-day", help="apply the day-2 changes to a day-1 corpus")
     nxt.add_argument("dir", type=Path)
+    nxt.add_argument("--day", type=int, default=2, help="the day to make (from day - 1)")
     for p in (gen, nxt):
         p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+        p.add_argument("--profile", choices=PROFILES, default="portal")
     args = parser.parse_args(argv)
     if args.cmd == "generate":
-        stats = generate(args.dir, SMALL_SIZE_GB if args.small else args.size_gb, args.seed)
+        size_gb = SMALL_SIZE_GB if args.small else args.size_gb
+        stats = generate_profile(args.dir, args.profile, size_gb, args.seed)
         rate = stats.bytes / MB / max(stats.seconds, 1e-9)
         print(json.dumps(asdict(stats), indent=2))
         print(
@@ -1142,7 +1601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     else:
-        ms = next_day(args.dir, args.seed)
+        ms = next_day_profile(args.dir, args.profile, args.seed, args.day)
         print(json.dumps(ms.summary(), indent=2))
     return 0
 
