@@ -22,8 +22,9 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -36,12 +37,34 @@ from portalops.monitors.catalogue import EXPOSURE, HEADERS, Module
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, own_hosts, probe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LABELS = ("portal", "unit_kind", "domain")
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 TLS_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
 # portalops_exposed_path{code}: one series per exposure code of the catalogue, 0 or 1
 EXPOSURE_CODES = sorted(code.code for code in EXPOSURE.codes())
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (a dependency on Linux), else None (asyncio's).
+
+    The prober is event-loop bound: its TLS and HTTP run in the loop's transports. uvloop's
+    are C (libuv, Cython's SSL protocol) where asyncio's are pure Python, which takes about a
+    fifth off the CPU of every probe (docs/benchmarks.md); everything works without it."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional: asyncio's loop when it cannot be imported
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the prober's event loop (:func:`loop_factory`): every loop that
+    sweeps or serves is made here, by ``ops monitor`` and bench/probe_vs_blackbox alike.
+    (A Runner: ``asyncio.run`` takes a loop factory only from Python 3.12.)"""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
 
 
 async def sweep(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -18,7 +17,7 @@ from portalops.core.visible import visible
 from portalops.inventory.model import Estate
 from portalops.monitors.baseline import load_baselines, refresh
 from portalops.monitors.catalogue import Module
-from portalops.monitors.exporter import NotConfigured, Sweeper, serve, sweep
+from portalops.monitors.exporter import NotConfigured, Sweeper, run, serve, sweep
 from portalops.monitors.findings import Severity
 from portalops.monitors.probe import ProbeConfig, ProbeResult, Target, configure
 from portalops.monitors.targets import configured, in_shard, select
@@ -117,7 +116,7 @@ def _row(r: ProbeResult) -> tuple[str, ...]:
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, args.module)
-    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    results = run(sweep(targets, config, ctx.settings.monitor.concurrency))
     failing = [r for r in results if r.failing]
     human: list[Any] = [
         table(
@@ -151,7 +150,7 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _baseline(ctx: Context, args: argparse.Namespace) -> Outcome:
     targets = _targets(ctx, args.targets)
     config = probe_config(ctx.settings, ["http"])
-    results = asyncio.run(sweep(targets, config, ctx.settings.monitor.concurrency))
+    results = run(sweep(targets, config, ctx.settings.monitor.concurrency))
     now = ctx.env.now().isoformat(timespec="seconds")
     done = refresh(ctx.settings.state_dir, results, now)
     taken, skipped, path = done.taken, done.skipped, done.file
@@ -203,5 +202,5 @@ def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
         )
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: a clean stop
-        asyncio.run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
+        run(serve(sweeper, lookup, listen, listening, probe_any=monitor.probe_any))
     return Outcome({"stopped": True}, [])
