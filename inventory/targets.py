@@ -27,11 +27,13 @@ carry the same three portal labels), e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import OpsError
-from portalops.inventory.servers import Server, Servers
+
+if TYPE_CHECKING:
+    from portalops.inventory.servers import Server, Servers
 
 #: node_exporter's port (Debian's prometheus-node-exporter).
 NODE_EXPORTER_PORT = 9100

@@ -12,7 +12,6 @@ from pydantic import model_validator
 
 from portalops.backup.config import Backup, Drill
 from portalops.backup.sources import database_kinds
-from portalops.core import schemadoc
 from portalops.core.validate import LocatedError, Strict, parse_model
 from portalops.core.yamlsrc import load_yaml
 from portalops.monitors.config import Monitor
@@ -90,11 +89,15 @@ secrets, so keep the file mode 0600 where it has them.
 
 def settings_schema() -> dict[str, Any]:
     """The JSON Schema of ops.yaml (``ops config schema``)."""
+    from portalops.core import schemadoc  # noqa: PLC0415 - the schema's, not every load's
+
     return schemadoc.json_schema(Settings)
 
 
 def settings_reference() -> str:
     """docs/configuration.md: every key of ops.yaml, with its type, default and description."""
+    from portalops.core import schemadoc  # noqa: PLC0415 - the schema's, not every load's
+
     return schemadoc.markdown(settings_schema(), REFERENCE_TITLE, _INTRO, REGENERATE)
 
 

@@ -38,9 +38,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast, get_args
 
 from pydantic import BaseModel, Field
 
-from portalops.backup.archive.streams import Sink
-from portalops.backup.repo.chunker import Chunker
-from portalops.backup.repo.writer import BlobWriter
 from portalops.backup.sources import command, files, mariadb, postgres, ssh
 from portalops.backup.sources.base import Category, DatabaseDrill, Stored
 from portalops.backup.sources.command import CommandSource
@@ -51,6 +48,8 @@ from portalops.backup.sources.ssh import SshSource
 
 if TYPE_CHECKING:
     from portalops.backup.config import Drill
+    from portalops.backup.repo.chunker import Chunker
+    from portalops.backup.repo.writer import BlobWriter
 
 __all__ = [
     "KINDS",
@@ -157,6 +156,8 @@ def store(
     produce = getattr(module, "produce", None)
     if produce is None:
         raise TypeError(f"source kind {module.KIND} has neither produce nor store")
+    from portalops.backup.archive.streams import Sink  # noqa: PLC0415 - loaded when used
+
     sink = Sink(source.name, writer, chunker, progress=progress)
     try:
         stats = produce(source, sink)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from portalops.backup.archive.streams import Sink, stream_command
 from portalops.backup.sources.base import Category, Name
 from portalops.core.validate import Strict
 
 if TYPE_CHECKING:
+    from portalops.backup.archive.streams import Sink
     from portalops.backup.config import Drill
 
 KIND = "command"
@@ -48,6 +48,8 @@ def describe(source: CommandSource) -> str:
 
 def produce(source: CommandSource, sink: Sink) -> dict[str, Any]:
     """Run ``source.command`` and store its stdout as ``filename`` (default ``<name>.txt``)."""
+    from portalops.backup.archive.streams import stream_command  # noqa: PLC0415 - loaded when used
+
     size = stream_command(
         sink,
         source.filename or f"{source.name}.txt",

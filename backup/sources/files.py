@@ -13,15 +13,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from portalops.backup.archive.archiver import Archiver, Prefetcher
-from portalops.backup.archive.files_cache import FilesCache
-from portalops.backup.repo.chunker import Chunker
-from portalops.backup.repo.writer import BlobWriter
 from portalops.backup.sources.base import Category, Name, Stored
 from portalops.core.validate import Strict
 
 if TYPE_CHECKING:
     from portalops.backup.config import Drill
+    from portalops.backup.repo.chunker import Chunker
+    from portalops.backup.repo.writer import BlobWriter
 
 KIND = "files"
 _LISTED = 20  # vanished and skipped paths named in the job's report
@@ -66,6 +64,9 @@ def store(
 ) -> Stored:
     """Archive ``source.paths``; the files cache in ``cache_file`` is committed when the
     snapshot is written and discarded if anything fails before."""
+    from portalops.backup.archive.archiver import Archiver, Prefetcher  # noqa: PLC0415 - loaded when used
+    from portalops.backup.archive.files_cache import FilesCache  # noqa: PLC0415 - loaded when used
+
     cache = FilesCache(cache_file)
     prefetch = Prefetcher()
     archiver = Archiver(

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
-from portalops.backup.archive.streams import Sink, SourceFailed, stream_command
-from portalops.backup.engines import DumpFailed, DumpOutput, engine
 from portalops.backup.sources.base import Category, DatabaseDrill, Name
 from portalops.core.validate import Strict
 
 if TYPE_CHECKING:
+    from portalops.backup.archive.streams import Sink
     from portalops.backup.config import Drill
 
 KIND = "mariadb"
@@ -70,6 +69,9 @@ def describe(source: MariadbSource) -> str:
 def produce(source: MariadbSource, sink: Sink) -> dict[str, Any]:
     """Dump ``<db>.sql`` per database and ``users.sql``; return the server version and exact
     row counts per database and table, from the dump's snapshot where possible."""
+    from portalops.backup.archive.streams import SourceFailed, stream_command  # noqa: PLC0415 - loaded when used
+    from portalops.backup.engines import DumpFailed, DumpOutput, engine  # noqa: PLC0415 - loaded when used
+
     try:
         return engine(KIND).dump(source, DumpOutput(sink.add_stream, partial(stream_command, sink)))
     except DumpFailed as exc:
@@ -79,6 +81,8 @@ def produce(source: MariadbSource, sink: Sink) -> dict[str, Any]:
 def drill(source: MariadbSource, drill_config: Drill) -> DatabaseDrill:
     """Load the dumps and then the accounts into a throwaway server, compare the row counts
     with the record, run the source's smoke queries."""
+    from portalops.backup.engines import engine  # noqa: PLC0415 - loaded when used
+
     return engine(KIND).drill(
         [q for q in drill_config.smoke if q.source == source.name],
         scratch_dir=drill_config.scratch_dir,

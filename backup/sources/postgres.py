@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from portalops.backup.archive.streams import Sink, SourceFailed, stream_command
-from portalops.backup.engines import DumpFailed, DumpOutput, engine
 from portalops.backup.sources.base import Category, DatabaseDrill, Name
 from portalops.core.validate import Strict
 
 if TYPE_CHECKING:
+    from portalops.backup.archive.streams import Sink
     from portalops.backup.config import Drill
 
 KIND = "postgres"
@@ -76,6 +75,9 @@ def describe(source: PostgresSource) -> str:
 def produce(source: PostgresSource, sink: Sink) -> dict[str, Any]:
     """Dump ``globals.sql`` and ``<db>.dump`` per database; return the server version and
     exact row counts (and large-object counts) per database, from the dump's own snapshot."""
+    from portalops.backup.archive.streams import SourceFailed, stream_command  # noqa: PLC0415 - loaded when used
+    from portalops.backup.engines import DumpFailed, DumpOutput, engine  # noqa: PLC0415 - loaded when used
+
     try:
         return engine(KIND).dump(source, DumpOutput(sink.add_stream, partial(stream_command, sink)))
     except DumpFailed as exc:
@@ -85,6 +87,8 @@ def produce(source: PostgresSource, sink: Sink) -> dict[str, Any]:
 def drill(source: PostgresSource, drill_config: Drill) -> DatabaseDrill:
     """Load the dumps into a throwaway cluster (or ``drill.postgres.dsn``), compare the row
     counts with the record, run the source's smoke queries."""
+    from portalops.backup.engines import engine  # noqa: PLC0415 - loaded when used
+
     return engine(KIND).drill(
         [q for q in drill_config.smoke if q.source == source.name],
         scratch_dir=drill_config.scratch_dir,

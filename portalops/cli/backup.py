@@ -4,44 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
-from portalops.backup.jobs.access import (
-    Keys,
-    init_repositories,
-    list_snapshots,
-    load_keys,
-    open_repository,
-    resolve_snapshot,
-    select,
-    select_sources,
-)
-from portalops.backup.jobs.check import check_shared
-from portalops.backup.jobs.prune import (
-    UNINDEXED_GRACE,
-    RetentionRun,
-    exclusive_lock,
-    forget_and_prune,
-)
-from portalops.backup.jobs.retention import Policy
-from portalops.backup.jobs.run import run_backup
-from portalops.backup.jobs.status import record_run
-from portalops.backup.repo.backends import open_storage
-from portalops.backup.repo.keys import IdentityMissing, keygen
-from portalops.backup.repo.locks import list_locks, remove_all, remove_stale
-from portalops.backup.repo.repair import repair_index
-from portalops.backup.repo.repository import Repository
-from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
-from portalops.backup.restore.database import restore_snapshot_to_database
-from portalops.backup.restore.files import restore
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
-from portalops.cli.progress import progress_bars
 from portalops.core.errors import BadInput, ExitCode
-from portalops.core.runlock import LOCK_NAME as RUN_LOCK_NAME
-from portalops.core.runlock import run_lock
 from portalops.core.units import age, size
+
+if TYPE_CHECKING:
+    from portalops.backup.jobs.access import Keys
+    from portalops.backup.jobs.prune import RetentionRun
+    from portalops.backup.repo.repository import Repository
+    from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
+
+# The engine is imported by each handler, for what it does: building the parser (``--help``,
+# completion) and listing snapshots pay neither for the writer's pipeline nor for the
+# database clients and cloud SDKs of restores and remote storages.
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -219,6 +197,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.repo.keys import keygen
+
     public, fingerprint = keygen(args.identity, args.writer_key, force=args.force)
     data = {
         "identity": str(args.identity),
@@ -237,6 +217,8 @@ def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import init_repositories
+
     done = init_repositories(ctx.settings.backup, args.repository, ctx.config_path)
     rows = [
         (d.repository, d.location, d.id, "created" if d.created else "already initialised")
@@ -252,6 +234,13 @@ def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import load_keys, select, select_sources
+    from portalops.backup.jobs.run import run_backup
+    from portalops.backup.jobs.status import record_run
+    from portalops.cli.progress import progress_bars
+    from portalops.core.runlock import LOCK_NAME as RUN_LOCK_NAME
+    from portalops.core.runlock import run_lock
+
     settings = ctx.settings
     backup = settings.backup
     where = ctx.config_path or "the config"
@@ -306,12 +295,16 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _open_all(ctx: Context, names: list[str] | None) -> tuple[list[Repository], Keys]:
+    from portalops.backup.jobs.access import load_keys, open_repository, select
+
     backup = ctx.settings.backup
     keys = load_keys(backup)
     return [open_repository(s, keys) for s in select(backup, names, ctx.config_path)], keys
 
 
 def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import list_snapshots
+
     repos, keys = _open_all(ctx, args.repository)
     docs = list_snapshots(repos, keys, args.source)
     rows = [
@@ -346,6 +339,11 @@ def _list(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import resolve_snapshot
+    from portalops.backup.repo.keys import IdentityMissing
+    from portalops.backup.restore.files import restore
+    from portalops.cli.progress import progress_bars
+
     names = [args.repository] if args.repository else None
     repos, keys = _open_all(ctx, names)
     repo = repos[0]
@@ -397,6 +395,9 @@ def _restore_database(
     ref: SnapshotRef,
     snapshot: Snapshot,
 ) -> Outcome:
+    from portalops.backup.restore.database import restore_snapshot_to_database
+    from portalops.cli.progress import progress_bars
+
     with progress_bars(ctx.env) as bars:
         files, report = restore_snapshot_to_database(
             repo, snapshot, args.to_database, scratch=ctx.settings.drill.scratch_dir,
@@ -431,6 +432,10 @@ def _restore_database(
 
 
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.check import check_shared
+    from portalops.backup.jobs.prune import UNINDEXED_GRACE
+    from portalops.cli.progress import progress_bars
+
     repos, _ = _open_all(ctx, args.repository)
     results = []
     with progress_bars(ctx.env) as bars:
@@ -469,6 +474,10 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import select
+    from portalops.backup.repo.backends import open_storage
+    from portalops.backup.repo.locks import list_locks, remove_all, remove_stale
+
     backup = ctx.settings.backup
     docs, rows = [], []
     for settings in select(backup, args.repository, ctx.config_path):
@@ -490,6 +499,12 @@ def _unlock(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _forget(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from zoneinfo import ZoneInfo
+
+    from portalops.backup.jobs.prune import forget_and_prune
+    from portalops.backup.jobs.retention import Policy
+    from portalops.backup.repo.keys import IdentityMissing
+
     settings = ctx.settings
     policy = Policy(**settings.backup.retention.model_dump())
     tz = ZoneInfo(settings.backup.schedule.timezone)
@@ -550,6 +565,11 @@ def _render_forget(
 
 
 def _repair_index(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.prune import exclusive_lock
+    from portalops.backup.repo.keys import IdentityMissing
+    from portalops.backup.repo.repair import repair_index
+    from portalops.cli.progress import progress_bars
+
     repos, keys = _open_all(ctx, args.repository)
     if keys.identity is None:
         raise IdentityMissing(ctx.config_path or "the config")

@@ -15,12 +15,16 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from portalops import inventory
 from portalops.cli.environment import Environment
 from portalops.core.errors import BadInput
-from portalops.inventory.model import Estate, load_estate
-from portalops.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    # Imported where first used: the models cost a command that needs neither (``--help``,
+    # ``completion``) a good part of its start-up.
+    from portalops.inventory.model import Estate
+    from portalops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ CONFIG_VARIABLE = "PORTAL_OPS_CONFIG"
 DEFAULT_UNITS = Path("inventory/units.yaml")
 # The estate shipped with the package: inventory/units.yaml in a checkout, and in a wheel too
 # (portalops/inventory/units.yaml, package data).
-PACKAGED_UNITS = Path(inventory.__file__).parent / "units.yaml"
+# Located without importing portalops.inventory (whose __init__ builds the estate's models).
+PACKAGED_UNITS = Path(__file__).parents[1] / "inventory" / "units.yaml"
 
 
 def _resolve_default(relative: Path, *fallbacks: Path) -> Path | None:
@@ -107,8 +112,12 @@ class Context:
     def settings(self) -> Settings:
         # An explicit config that does not exist is an error (config_path); no file at the
         # default locations means every section takes its safe default.
+        from portalops.settings import load_settings
+
         return load_settings(self.config_path)
 
     @cached_property
     def estate(self) -> Estate:
+        from portalops.inventory.model import load_estate
+
         return load_estate(self.units_path)

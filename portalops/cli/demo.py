@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome
 from portalops.core.errors import BadInput, ExitCode
-from portalops.demo import Step, run_demo
+
+if TYPE_CHECKING:
+    from portalops.demo import Step
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +26,8 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.demo import run_demo
+
     root = args.dir.resolve()
 
     def show(step: Step) -> None:

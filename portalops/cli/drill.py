@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from portalops.backup.jobs.drill_run import record_drills, run_drills
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import ExitCode
@@ -37,6 +36,8 @@ examples:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.drill_run import record_drills, run_drills
+
     settings = ctx.settings
     results = run_drills(
         settings.backup,

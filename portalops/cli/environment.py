@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from rich.console import Console
-
 
 def utc_now() -> datetime:
     """The real clock, timezone-aware in UTC."""
@@ -27,7 +25,19 @@ def utc_now() -> datetime:
 
 def _rich_sees_a_terminal(stream: TextIO) -> bool:
     """As rich judges it (isatty, and the FORCE_COLOR / TTY_COMPATIBLE overrides), so that
-    passing the answer back to rich explicitly changes nothing for a real run."""
+    passing the answer back to rich explicitly changes nothing for a real run.
+
+    Rich can only say yes for TTY_COMPATIBLE=1, a non-empty FORCE_COLOR or a terminal: with
+    none of them (a pipe, cron, the journal) the answer is no without importing rich."""
+    environ = os.environ
+    if environ.get("TTY_COMPATIBLE") != "1" and not environ.get("FORCE_COLOR"):
+        try:
+            if not stream.isatty():
+                return False
+        except ValueError:  # closed: rich says no too
+            return False
+    from rich.console import Console
+
     return Console(file=stream).is_terminal
 
 

@@ -5,26 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
-from rich.console import RenderableType
+from typing import TYPE_CHECKING
 
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
+from portalops.cli.parser import SERVERS_HELP
 from portalops.core.errors import BadInput
-from portalops.inventory.ansible import inventory_host, inventory_list
-from portalops.inventory.servers import (
-    SERVERS_HELP,
-    default_servers_path,
-    load_servers,
-    servers_for,
-)
-from portalops.inventory.targets import (
-    FILE_SD_PATH,
-    NODE_EXPORTER_PORT,
-    node_targets,
-    portal_server_info,
-    write_file,
-)
+
+# Only constants here (no models): the servers model and the Ansible view load when run.
+from portalops.inventory.targets import FILE_SD_PATH, NODE_EXPORTER_PORT
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +76,8 @@ examples:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.inventory.servers import default_servers_path, load_servers, servers_for
+
     estate = ctx.estate
     if args.action == "check":
         counts = estate.counts()
@@ -138,6 +132,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     if args.action == "prometheus-targets":
         return _prometheus_targets(ctx, args)
     # ansible: the script protocol prints JSON whatever --json says.
+    from portalops.inventory.ansible import inventory_host, inventory_list
+
     servers = servers_for(ctx.estate, args.servers)
     if args.list:
         return Outcome(inventory_list(servers), force_json=True)
@@ -149,6 +145,9 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _prometheus_targets(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.inventory.servers import servers_for
+    from portalops.inventory.targets import node_targets, portal_server_info, write_file
+
     if not 1 <= args.port <= 65535:
         raise BadInput(f"--port {args.port}: a TCP port is 1..65535")
     servers = servers_for(ctx.estate, args.servers)

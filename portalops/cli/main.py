@@ -17,6 +17,7 @@ given), so tests run ``main(argv, env)`` in-process and read what a user would h
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
@@ -24,44 +25,54 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from types import ModuleType
 
 from portalops import __version__
-from portalops.cli import (
-    backup,
-    config,
-    cron,
-    demo,
-    drill,
-    inventory,
-    monitor,
-    oncall,
-    provision,
-    shell,
-    systemd,
-)
 from portalops.cli.context import Context
 from portalops.cli.environment import Environment
 from portalops.cli.output import emit
-from portalops.cli.parser import Parser, add_global_options, finish
+from portalops.cli.parser import PLACEHOLDER, Parser, add_global_options, finish
 from portalops.core.errors import ExitCode, OpsError
 from portalops.core.visible import has_controls, visible
-from portalops.oncall.secrets import redact
 
-COMMANDS = (
-    inventory,
-    config,
-    backup,
-    drill,
-    monitor,
-    oncall,
-    cron,
-    systemd,
-    demo,
-    provision,
-    shell,
-)
+# pydantic looks for plugins in the entry points of every installed distribution when the
+# first model is defined, some 0.05-0.1 s of each command that reads a config; portal-ops uses
+# none. The documented switch, unless the caller set it.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+#: Every command group, in the order ``ops --help`` lists them: its module under
+#: portalops.cli, and the commands that module adds with the help line it gives each. A
+#: command line imports and builds only its own group; the others stand in as placeholders
+#: with the same name and help line, so ``ops --help`` and the errors of the top level are
+#: those of the whole parser (tests/unit/test_cli_startup.py holds the two together).
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("inventory", (("inventory", "the estate model: units, portals, domains (Art. 3)"),)),
+    ("config", (("config", "the operations config (ops.yaml): check it, print its schema or "
+                "reference"),)),
+    ("backup", (("backup", "Art. 11 backups: keys, repositories, snapshots"),)),
+    ("drill", (("drill", "Art. 11.3: restore every source's latest snapshot and test it"),)),
+    ("monitor", (("monitor", "Art. 19: probe the portals' availability and security posture"),)),
+    ("oncall", (("oncall", "Art. 19.3: on-call rotation, escalation and paging"),)),
+    ("cron", (
+        ("cron", "the /etc/cron.d lines for this host's scheduled jobs (hosts without systemd)"),
+        ("schedule", "run this host's scheduled jobs in the foreground"),
+    )),
+    ("systemd", (("systemd", "systemd timers and services for this host's jobs ('ops cron' "
+                 "where no systemd)"),)),
+    ("demo", (("demo", "back up a sample commune portal twice, then drill it (nothing else "
+               "needed)"),)),
+    ("provision", (("provision", "build the servers with the playbooks (ansible-playbook, "
+                    "estate inventory)"),)),
+    ("shell", (
+        ("completion", "print the shell completion script for ops (bash or zsh)"),
+        ("manpage", "print the ops(1) manual page (roff)"),
+    )),
+)  # fmt: skip
+
+#: The commands that describe the whole command line (completion, man page): they get it all.
+WHOLE_PARSER = frozenset({"completion", "manpage"})
 
 log = logging.getLogger("portalops")
 
@@ -87,7 +98,13 @@ Exit codes: 0 all good; 1 a problem was found; 2 bad input; 3 operational failur
 130 interrupted."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _module(group: str) -> ModuleType:
+    return importlib.import_module(f"portalops.cli.{group}")
+
+
+def build_parser(groups: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``groups``, only those groups are built (their modules
+    imported) and every other command is a placeholder of the same name and help line."""
     parser = Parser(prog="ops", description=DESCRIPTION, epilog=EPILOG)
     add_global_options(parser, top=True)
     parser.add_argument(
@@ -99,20 +116,36 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands"
     )
-    for module in COMMANDS:
-        module.build_parser(commands)
+    for group, names in COMMANDS:
+        if groups is None or group in groups:
+            _module(group).build_parser(commands)
+            continue
+        for name, help_line in names:
+            # No options, no --help of its own: whatever follows the command is left over
+            # (parse_known_args) for the group's real parser.
+            stand_in = commands.add_parser(name, help=help_line, add_help=False)
+            stand_in.set_defaults(**{PLACEHOLDER: group})
     finish(parser)
     return parser
 
 
 def _parse(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, env: Environment
-) -> argparse.Namespace | int:
-    """The parsed arguments, or the exit code argparse chose (2 on bad arguments, 0 after
-    --help or --version); its usage and messages go to the Environment's streams."""
+    argv: Sequence[str] | None, env: Environment
+) -> tuple[argparse.ArgumentParser, argparse.Namespace] | int:
+    """The parser of the chosen command's group and the parsed arguments, or the exit code
+    argparse chose (2 on bad arguments, 0 after --help or --version); its usage and messages
+    go to the Environment's streams.
+
+    Two passes: the top level alone (every group a placeholder) finds the command, answers
+    ``ops --help`` and ``--version`` and rejects an unknown command; then the command's own
+    group is built and the whole line parsed again. Completion and the man page describe the
+    whole command line, so they get every group."""
     try:
         with redirect_stdout(env.stdout), redirect_stderr(env.stderr):
-            return parser.parse_args(argv)
+            found, _ = build_parser(()).parse_known_args(argv)
+            group: str = getattr(found, PLACEHOLDER)
+            parser = build_parser(None if found.command in WHOLE_PARSER else (group,))
+            return parser, parser.parse_args(argv)
     except SystemExit as exc:
         if exc.code is None:
             return int(ExitCode.OK)
@@ -174,6 +207,8 @@ def scrub(text: str) -> str:
     portal-ops log line names a channel URL, but a library's message or a traceback might),
     and without the exact secrets of every channel URL used so far (an ntfy topic, a bot
     token in a path: :func:`portalops.oncall.secrets.redact`)."""
+    from portalops.oncall.secrets import redact  # a log line's cost, not every start-up's
+
     text = redact(text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
@@ -256,11 +291,11 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     """Run one ``ops`` command line and return its exit code (with -v, a bug's exception
     propagates so that Python prints its traceback)."""
     env = env if env is not None else Environment.from_process()
-    parser = build_parser()
     try:
-        parsed = _parse(parser, argv, env)
-        if isinstance(parsed, int):
-            return parsed
+        chosen = _parse(argv, env)
+        if isinstance(chosen, int):
+            return chosen
+        parser, parsed = chosen
         with _logging_to(env, parsed.verbose, getattr(parsed, "service", False)):
             return _run(Context(parsed, env, parser), env)
     except BrokenPipeError:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from portalops.cli.context import Context
 from portalops.cli.output import Outcome, table
 from portalops.core.errors import ExitCode
-from portalops.oncall import commands
-from portalops.oncall.config import Oncall
+
+if TYPE_CHECKING:
+    from portalops.oncall.config import Oncall
+
+# Each handler imports portalops.oncall.commands itself: the service's aiohttp, apprise and
+# the on-call database are paid for by the command that runs, not by every ``ops`` line.
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,11 +69,15 @@ def _oncall(ctx: Context) -> Oncall:
 
 
 def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     commands.run_service(_oncall(ctx), ctx.settings.state_dir, args.listen)
     return Outcome({"stopped": True}, ["on-call service stopped"])
 
 
 def _who(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     oncall = _oncall(ctx)
     zone = oncall.zone()
     at = commands.parse_time(oncall, args.at, ctx.env.now().astimezone(zone))
@@ -107,6 +113,8 @@ def _who(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     oncall = _oncall(ctx)
     zone = oncall.zone()
     start = ctx.env.now().astimezone(zone)
@@ -142,6 +150,8 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     result = commands.acknowledge(
         _oncall(ctx), ctx.settings.state_dir, args.incident, args.by, ctx.env.now().timestamp()
     )
@@ -161,6 +171,8 @@ def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _incidents(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     found = commands.incidents(_oncall(ctx), ctx.settings.state_dir, open_only=args.open)
     zone = _oncall(ctx).zone()
     rows = []
@@ -195,6 +207,8 @@ def _incidents(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _test(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     results = commands.send_tests(_oncall(ctx), args.person)
     failed = [r for r in results if r.error is not None]
     return Outcome(
@@ -208,8 +222,12 @@ def _test(ctx: Context, args: argparse.Namespace) -> Outcome:
 
 
 def _alertmanager_config(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.oncall import commands
+
     text = commands.alertmanager_config(_oncall(ctx), ctx.settings.state_dir, ctx.config_path)
     if args.output is None:
+        from rich.text import Text
+
         return Outcome({"config": text}, [Text(text.rstrip("\n"))])
     commands.write_alertmanager_config(text, args.output)
     return Outcome(

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
-
-from rich import box
-from rich.console import Console, RenderableType
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from portalops.cli.environment import Environment
 from portalops.core.errors import ExitCode
 from portalops.core.timefmt import iso_z
+
+if TYPE_CHECKING:
+    # rich is imported by what renders (table, emit), not by what only parses (--help).
+    from rich.console import RenderableType
+    from rich.table import Table
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Outcome:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """A plain table; rich drops colour and box art when stdout is not a terminal."""
+    from rich import box
+    from rich.table import Table
+
     out = Table(
         title=title,
         title_justify="left",
@@ -79,6 +83,8 @@ def emit(outcome: Outcome, as_json: bool, env: Environment) -> None:
     if outcome.raw is not None:
         env.stdout.write(outcome.raw)
         return
+    from rich.console import Console
+
     if env.stdout_is_tty:
         console = Console(
             file=env.stdout, highlight=False, force_terminal=True, _environ=env.environ

@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GLOBAL_TITLE = "global options (before or after the command)"
+#: Set (to its group's name) on the namespace by a command that stands in for its group until
+#: the group is built (cli.main parses a command line in two passes); :func:`finish` skips it.
+PLACEHOLDER = "_ops_group"
+#: ``--servers`` of the commands that read the servers file (inventory, provision); here, not
+#: beside the servers model, so that building the parser does not build that model.
+SERVERS_HELP = "the servers file (default: servers.yaml beside the units file)"
 
 
 class Formatter(argparse.HelpFormatter):
@@ -124,6 +130,8 @@ def finish(parser: argparse.ArgumentParser) -> None:
     """Once every command group has added its parsers: give each subcommand the global
     options, and its help line as description where it has none of its own."""
     for command in subcommands(parser):
+        if command.parser.get_default(PLACEHOLDER) is not None:
+            continue
         add_global_options(command.parser, top=False)
         if command.parser.description is None and command.help:
             command.parser.description = command.help[0].upper() + command.help[1:] + "."

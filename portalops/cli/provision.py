@@ -7,15 +7,7 @@ from pathlib import Path
 
 from portalops.cli.context import PROJECT_ROOT, Context
 from portalops.cli.output import Outcome
-from portalops.inventory.servers import SERVERS_HELP, servers_for
-from portalops.provision import (
-    PlaybookFailed,
-    ansible_env,
-    build_argv,
-    find_ansible_playbook,
-    resolve_playbook,
-    run_playbook,
-)
+from portalops.cli.parser import SERVERS_HELP
 
 
 def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,6 +45,16 @@ examples:
 
 
 def run(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.inventory.servers import servers_for
+    from portalops.provision import (
+        PlaybookFailed,
+        ansible_env,
+        build_argv,
+        find_ansible_playbook,
+        resolve_playbook,
+        run_playbook,
+    )
+
     # Bad units or servers files end here with FILE:LINE (exit 2), not as an inventory warning.
     servers = servers_for(ctx.estate, args.servers)
     playbook = resolve_playbook(PROJECT_ROOT, args.playbook)

@@ -12,9 +12,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import shtab
-from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]
-
 import portalops
 from portalops import __version__
 from portalops.cli.context import Context
@@ -86,6 +83,8 @@ def _parser(ctx: Context) -> argparse.ArgumentParser:
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for ``shell``; options that take a path complete file names."""
+    import shtab
+
     for action in _all_actions(parser):
         if action.type is Path:
             directory = action.metavar == "DIR"
@@ -97,6 +96,8 @@ def manual_page(parser: argparse.ArgumentParser, date: str) -> str:
     """ops(1) in roff, dated ``date``. This rewrites the help of the parser it is given
     (meant for one invocation's own): the global options are listed once, at the top, not
     under every command, and each command's examples (its epilog) follow its description."""
+    from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]
+
     for command in subcommands(parser):
         for action in global_actions(command.parser):
             action.help = argparse.SUPPRESS

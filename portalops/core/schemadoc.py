@@ -13,13 +13,19 @@ field (a discriminated union) carry it: ``backup.sources[kind=files].paths``.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
 import json
+import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 Schema = Mapping[str, Any]
 
@@ -30,6 +36,54 @@ class _NoFieldTitles(GenerateJsonSchema):
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        """Each property without a description gets its field's docstring: what pydantic's
+        ``use_attribute_docstrings`` would have given it, read here rather than whenever a
+        model is defined."""
+        json_schema = super().model_schema(schema)
+        model: type[BaseModel] = schema["cls"]
+        properties = json_schema.get("properties", {})
+        for name, field in model.model_fields.items():
+            node = properties.get(field.alias or name)
+            if field.description is not None or not isinstance(node, dict):
+                continue
+            doc = field_docstring(model, name)
+            if doc is not None and "description" not in node:
+                node["description"] = doc
+        return json_schema
+
+
+def field_docstring(model: type, name: str) -> str | None:
+    """The docstring of field ``name``: the string literal under its annotation in the body
+    of the nearest class (``model`` or a base) that annotates it."""
+    for cls in model.__mro__:
+        if name in vars(cls).get("__annotations__", {}):
+            return _attribute_docstrings(cls).get(name)
+    return None
+
+
+@cache
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """Every ``name: type`` in ``cls``'s body followed by a string literal, cleaned as
+    pydantic cleans them (:func:`inspect.cleandoc`)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source: built in, or made at run time
+        return {}
+    tree = ast.parse(source)
+    body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+    found = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            found[node.target.id] = inspect.cleandoc(after.value.value)
+    return found
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:

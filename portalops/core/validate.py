@@ -20,9 +20,14 @@ M = TypeVar("M", bound=BaseModel)
 class Strict(BaseModel):
     """Base of every model read from a user's file: unknown keys are errors (usually typos).
     A field's docstring (the string literal under it) is its description in the JSON Schema
-    (``ops config schema``), so the reference is written once, beside the field."""
+    (``ops config schema``), so the reference is written once, beside the field.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    The docstrings are read from the source only when a schema is made
+    (:func:`portalops.core.schemadoc.json_schema`), not by pydantic as each model is defined
+    (``use_attribute_docstrings``): that parses every model's source, a fifth of the start-up
+    of a command that reads ops.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _zone_name(name: str) -> str:

@@ -8,22 +8,24 @@ turns that data into tables and JSON. Times come in as arguments, so a caller de
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portalops.core.atomic import write_atomic
 from portalops.core.errors import BadInput
 from portalops.core.netaddr import is_port, parse_host_port, unbracket
-from portalops.oncall import amconfig, rota
+from portalops.oncall import rota
 from portalops.oncall.config import Oncall, Person
-from portalops.oncall.messages import test as test_message
-from portalops.oncall.notify import channel_name, send_one
 from portalops.oncall.rota import Gap, Shift
-from portalops.oncall.service import serve
-from portalops.oncall.store import Incident, Page, Store
+
+if TYPE_CHECKING:
+    from portalops.oncall.store import Incident, Page, Store
+
+# The service (aiohttp), delivery (apprise), the database and the Alertmanager renderer are
+# imported by the commands that use them: ``ops oncall who`` needs none of them.
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ def run_service(oncall: Oncall, state_dir: Path, listen: str | None) -> None:
         )
     address = listen or oncall.listen
     host, port = parse_listen(address)
+    import asyncio  # noqa: PLC0415 - loaded when used
+
+    from portalops.oncall.service import serve  # noqa: PLC0415 - loaded when used
+
     asyncio.run(serve(oncall, state_dir, host, port, address))
 
 
@@ -112,6 +118,8 @@ def open_store(oncall: Oncall, state_dir: Path) -> Store | None:
     commands must not leave an empty one behind in the wrong state directory)."""
     database, _, _ = oncall.state_paths(state_dir)
     own = database.parent.resolve() == (state_dir / "oncall").resolve()  # ours to chmod
+    from portalops.oncall.store import Store  # noqa: PLC0415 - loaded when used
+
     return Store(database, own_dir=own) if database.is_file() else None
 
 
@@ -179,6 +187,10 @@ def send_tests(oncall: Oncall, only: list[str] | None) -> list[SentTest]:
         people = [p for p in people if p.id in only]
     if not people:
         raise BadInput("oncall.people is empty: nobody to send a test to")
+    import asyncio  # noqa: PLC0415 - loaded when used
+
+    from portalops.oncall.messages import test as test_message  # noqa: PLC0415 - loaded when used
+    from portalops.oncall.notify import channel_name, send_one  # noqa: PLC0415 - loaded when used
 
     async def run() -> list[SentTest]:
         sent: list[SentTest] = []
@@ -201,6 +213,8 @@ def send_tests(oncall: Oncall, only: list[str] | None) -> list[SentTest]:
 
 def alertmanager_config(oncall: Oncall, state_dir: Path, source: Path | None) -> str:
     """``ops oncall alertmanager-config``: the text, naming the ops.yaml it came from."""
+    from portalops.oncall import amconfig  # noqa: PLC0415 - loaded when used
+
     return amconfig.render(oncall, state_dir, str(source) if source else None)
 
 

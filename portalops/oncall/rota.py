@@ -21,9 +21,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import apprise
-from apprise.plugins import N_MGR
-
 from portalops.core.timefmt import iso_z
 from portalops.oncall.config import Oncall, Person, Rotation
 
@@ -263,6 +260,8 @@ def _why_not(url: str) -> str:
     if match is None:
         return "no scheme:// at the start"
     scheme = match[1].lower()
+    from apprise.plugins import N_MGR  # noqa: PLC0415 - loaded when used
+
     if scheme not in N_MGR:  # apprise's registry of schemes
         return f"scheme '{scheme}'"
     if not N_MGR[scheme].enabled:
@@ -275,6 +274,8 @@ def channel_problems(person: Person) -> list[str]:
     Channels are numbered from 1 and shown by scheme only; nothing is sent."""
     if not person.channels:
         return ["no channels"]
+    import apprise  # noqa: PLC0415 - who is on call needs no apprise
+
     problems = []
     with _hushed():
         for number, url in enumerate(person.channels, start=1):

@@ -1,0 +1,148 @@
+"""What an ``ops`` command line imports before it does anything: building the parser and
+printing help load no command implementation, and a command loads only its own group; the
+lazily built parser answers exactly as the whole one does (help, errors, completion).
+
+Behaviour, not timing: each check runs a fresh interpreter (``sys.modules`` of this test
+process has everything loaded already) and looks at which modules it ended with.
+bench/startup measures the time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portalops.cli.main import COMMANDS, build_parser
+from portalops.cli.parser import subcommands
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Libraries no parser, help text or top-level error may load.
+HEAVY = (
+    "aiohttp",
+    "apprise",
+    "boto3",
+    "botocore",
+    "cryptography",
+    "paramiko",
+    "prometheus_client",
+    "psycopg",
+    "pydantic",
+    "pymysql",
+    "rich",
+    "shtab",
+    "yaml",
+)
+
+# Runs ops's main in a fresh interpreter with the given arguments (stdout and stderr to
+# /dev/null: a pipe is not a terminal, as in cron), then prints the top-level packages it
+# imported, its exit code, and whether each portalops.cli module was imported.
+_PROBE = """
+import contextlib, io, json, os, sys
+from portalops.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({
+    "code": code,
+    "top": sorted({name.split(".")[0] for name in sys.modules}),
+    "cli": sorted(n for n in sys.modules if n.startswith("portalops.cli.")),
+    "all": sorted(sys.modules),
+}))
+"""
+
+
+def _loaded(*argv: str, cwd: Path = ROOT) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["no-such-command"],
+        [],
+        ["backup", "list", "--help"],
+        ["oncall", "who", "--help"],
+        ["inventory", "check", "--help"],
+    ],
+    ids=lambda argv: " ".join(argv) or "(nothing)",
+)
+def test_help_and_parsing_load_no_heavy_library(argv: list[str]) -> None:
+    found = _loaded(*argv)
+    assert found["code"] in (0, 2)
+    top = found["top"]
+    assert isinstance(top, list)
+    assert [name for name in HEAVY if name in top] == []
+
+
+def test_top_level_help_builds_no_command_group() -> None:
+    found = _loaded("--help")
+    assert found["cli"] == [
+        "portalops.cli.context",
+        "portalops.cli.environment",
+        "portalops.cli.main",
+        "portalops.cli.output",
+        "portalops.cli.parser",
+    ]
+
+
+def test_a_command_builds_only_its_own_group() -> None:
+    found = _loaded("oncall", "who", "--help")
+    cli = found["cli"]
+    assert isinstance(cli, list)
+    assert "portalops.cli.oncall" in cli
+    others = {f"portalops.cli.{group}" for group, _ in COMMANDS} - {"portalops.cli.oncall"}
+    assert others.isdisjoint(cli)
+
+
+def test_inventory_check_loads_no_engine_or_service() -> None:
+    """What ``ops inventory check`` truly needs: the estate's models, not the backup engine,
+    the prober, on-call's service or the cloud and database clients."""
+    found = _loaded("inventory", "check", cwd=ROOT)
+    assert found["code"] == 0
+    loaded = found["all"]
+    assert isinstance(loaded, list)
+    assert "portalops.inventory.servers" in loaded
+    unwanted = ("portalops.backup", "portalops.monitors", "portalops.oncall", "aiohttp")
+    assert [n for n in loaded if n.startswith(unwanted)] == []
+    top = found["top"]
+    assert isinstance(top, list)
+    assert [name for name in HEAVY if name in top] == ["pydantic", "rich", "yaml"]
+
+
+def test_the_registry_matches_the_groups() -> None:
+    """COMMANDS lists each group's commands with the help lines the group gives them, in
+    the order of the whole parser: the top level of a lazy parse is the whole one's."""
+    whole = build_parser()
+    listed = [(c.name.split()[1], c.help) for c in subcommands(whole) if c.name.count(" ") == 1]
+    registered = [(name, help_line) for _, names in COMMANDS for name, help_line in names]
+    assert registered == listed
+    assert build_parser(()).format_help() == whole.format_help()
+
+
+def test_every_group_built_alone_is_as_in_the_whole_parser() -> None:
+    """Each group, built alone (as a command line of it builds it), has the same
+    subcommands, options and help text as in the whole parser."""
+    whole = {c.name: c.parser.format_help() for c in subcommands(build_parser())}
+    for group, names in COMMANDS:
+        own = {name for name, _ in names}
+        alone = {
+            c.name: c.parser.format_help()
+            for c in subcommands(build_parser((group,)))
+            if c.name.split()[1] in own
+        }
+        assert alone == {k: v for k, v in whole.items() if k.split()[1] in own}, group
