@@ -72,12 +72,8 @@ def _loaded(*argv: str, cwd: Path = ROOT) -> dict[str, object]:
     "argv",
     [
         ["--help"],
-        ["--version"],
         ["no-such-command"],
-        [],
         ["backup", "list", "--help"],
-        ["oncall", "who", "--help"],
-        ["inventory", "check", "--help"],
     ],
     ids=lambda argv: " ".join(argv) or "(nothing)",
 )
