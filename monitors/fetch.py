@@ -71,13 +71,14 @@ class Limits:
 
 @dataclass
 class CertInfo:
-    subject: str
-    issuer: str
+    """What the checks read from the peer's certificate: its expiry and its key. Only that:
+    the subject, issuer and names as text cost cryptography ~0.3 ms per probe (Name objects
+    built and printed), a large share of a probe's own CPU (bench/probe_vs_blackbox), and
+    nothing reported them."""
+
     not_after: datetime
-    names: list[str]
     key_type: str  # "RSA" or "EC"
     key_bits: int
-    self_signed: bool
 
     def days_left(self, now: datetime) -> float:
         return (self.not_after - now).total_seconds() / 86400
@@ -200,11 +201,6 @@ def insecure_context() -> ssl.SSLContext:
 
 def cert_info(der: bytes) -> CertInfo:
     cert = x509.load_der_x509_certificate(der)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
-    except x509.ExtensionNotFound:
-        names = []
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         key_type, bits = "RSA", key.key_size
@@ -212,15 +208,7 @@ def cert_info(der: bytes) -> CertInfo:
         key_type, bits = "EC", key.curve.key_size
     else:
         key_type, bits = type(key).__name__, 0
-    return CertInfo(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        not_after=cert.not_valid_after_utc,
-        names=names,
-        key_type=key_type,
-        key_bits=bits,
-        self_signed=cert.issuer == cert.subject,
-    )
+    return CertInfo(not_after=cert.not_valid_after_utc, key_type=key_type, key_bits=bits)
 
 
 def classify_verify_error(error: ssl.SSLCertVerificationError) -> tuple[Code, str]:
