@@ -9,11 +9,12 @@ runs: harmless, and ``forget --prune`` removes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,13 @@ from portalops.backup.repo.pack import MAX_PACK_SIZE
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
 from portalops.backup.repo.tree import NodeType, show_name
-from portalops.backup.restore.parallel import MIN_PACKS, run_parallel, setup_for, verify_pack
+from portalops.backup.restore.parallel import (
+    Workers,
+    readahead,
+    setup_for,
+    verify_pack,
+    worth_workers,
+)
 from portalops.core.atomic import write_atomic
 
 PATHS_PER_PROBLEM = 20
@@ -95,8 +102,22 @@ def check(
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckResult:
     """``read_data``: None = structure only; a percentage in (0, 100] of packs to read."""
+    with contextlib.ExitStack() as stack:
+        return _check(repo, read_data, state_dir, progress, stack)
+
+
+def _check(
+    repo: Repository,
+    read_data: float | None,
+    state_dir: Path,
+    progress: Callable[[int, int], None] | None,
+    stack: contextlib.ExitStack,
+) -> CheckResult:
     result = CheckResult(repo.name)
     index = repo.load_index()
+    # Workers (when the packs to read are enough to pay for them) start now and come up
+    # while this process lists the packs and walks the trees.
+    workers = _start_workers(repo, read_data, stack)
     for problem in repo.index_problems:
         key, _, what = problem.partition(": ")
         result.problems.append(Problem(key, what))
@@ -113,9 +134,18 @@ def check(
     result.packs = len(index.packs)
     result.blobs = len(index.blobs)
     result.unreferenced_packs = sorted(set(stored) - set(index.packs))
+    listing = repo.snapshot_listing()
+    # The first tree pass needs no pack verified: done while workers start, when there are.
+    missing = (
+        _any_blob_missing(repo, listing[0], result)
+        if workers is not None and repo.identity is not None
+        else None
+    )
+    repo.forget_packs()  # the trees' packs: the workers need the memory now
 
     if read_data is not None:
-        _read_packs(repo, read_data, state_dir, damaged, result, progress)
+        _read_packs(repo, read_data, state_dir, damaged, result, progress, workers)
+    stack.close()  # workers are done
 
     for key in sorted(index.conflicting_packs):
         result.problems.append(
@@ -124,7 +154,7 @@ def check(
     for blob in sorted(index.crowded):
         key = f"blob {blob.hex()[:16]}"
         result.problems.append(Problem(key, "said to be in too many places ('repair-index')"))
-    refs = _listed_snapshots(repo, result)
+    refs = _listed_snapshots(listing, result)
     if repo.identity is None:
         result.notes.append(
             "snapshots and trees were not walked: that needs backup.identity; "
@@ -136,15 +166,33 @@ def check(
     result.problems += [Problem(key, what) for key, what in repo.key_problems()]
     # A first pass reads each distinct tree once. Only when something is wrong does a second
     # pass walk every snapshot in full, to name all the snapshots and paths it touches.
-    if damaged or _any_blob_missing(repo, refs, result):
+    if missing is None:
+        missing = _any_blob_missing(repo, refs, result)
+    if damaged or missing:
         _walk_snapshots(repo, refs, damaged, result)
     return result
 
 
-def _listed_snapshots(repo: Repository, result: CheckResult) -> list[SnapshotRef]:
+def _start_workers(
+    repo: Repository, read_data: float | None, stack: contextlib.ExitStack
+) -> Workers | None:
+    """Workers for ``--read-data`` when the packs it would read are worth them."""
+    setup = setup_for(repo)
+    if read_data is None or setup is None:
+        return None
+    records = repo.index.packs.values()
+    share = min(read_data, 100) / 100
+    if not worth_workers(int(len(records) * share), int(sum(r.size for r in records) * share)):
+        return None
+    return stack.enter_context(Workers(setup))
+
+
+def _listed_snapshots(
+    listing: tuple[list[SnapshotRef], list[str]], result: CheckResult
+) -> list[SnapshotRef]:
     """The snapshots, after naming what the listing alone shows to be wrong: objects that
     are no snapshot's name, and snapshots stated later than the storage's time allows."""
-    refs, strange = repo.snapshot_listing()
+    refs, strange = listing
     result.snapshots = len(refs)
     for key in strange:
         result.problems.append(Problem(key, "not a snapshot name (snapshots/<source>/<time>-<id>)"))
@@ -171,6 +219,7 @@ def _read_packs(
     damaged: dict[str, str],
     result: CheckResult,
     progress: Callable[[int, int], None] | None,
+    workers: Workers | None,
 ) -> None:
     """Download, decrypt and verify (a rotating share of) the packs, on every core."""
     if repo.identity is None:
@@ -178,10 +227,10 @@ def _read_packs(
     index = repo.index
     keys = _select_packs(repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir)
     records = [index.packs[key] for key in keys]
-    setup = setup_for(repo)
-    if setup is not None and len(records) >= MIN_PACKS:
-        verified = run_parallel(setup, verify_pack, records)
-    else:
+    verified: Iterator[tuple[str, list[str]]]
+    if workers is not None:
+        verified = workers.map(verify_pack, records, lambda record: readahead(repo, record.key))
+    else:  # a small repository: starting workers would cost more than the reading
         verified = ((r.key, repo.verify_pack(r.key, r)) for r in records)
     for key, problems in verified:
         result.packs_read += 1

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+from typing import cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -186,22 +187,32 @@ def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
     view = memoryview(data)[body_start + 16 :]
     sealed = CHUNK + TAG
     count = max(1, -(-len(view) // sealed))
-    out = []
+    if len(view) < count * TAG:
+        raise AgeError("truncated payload")
+    # Decrypted in place into one buffer: a 16 MiB pack costs 16 MiB once, not chunks + a join.
+    out = bytearray(len(view) - count * TAG)
+    target = memoryview(out)
     for i in range(count):
         last = i == count - 1
         piece = view[i * sealed : (i + 1) * sealed]
+        if len(piece) < TAG:
+            raise AgeError(f"payload chunk {i} fails authentication (damaged or truncated)")
         try:
-            plain = payload.decrypt(
-                i.to_bytes(11, "big") + (b"\x01" if last else b"\x00"), piece, None
+            payload.decrypt_into(
+                i.to_bytes(11, "big") + (b"\x01" if last else b"\x00"),
+                piece,
+                None,
+                target[i * CHUNK : i * CHUNK + len(piece) - TAG],
             )
         except InvalidTag:
             raise AgeError(
                 f"payload chunk {i} fails authentication (damaged or truncated)"
             ) from None
-        if last and not plain and count > 1:
+        if last and len(piece) == TAG and count > 1:
             raise AgeError("empty final chunk")
-        out.append(plain)
-    return b"".join(out)
+    # A bytearray, read as bytes by every caller: copying 16 MiB to make it bytes would double
+    # a pack's memory for nothing.
+    return cast(bytes, out)
 
 
 def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:

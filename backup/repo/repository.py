@@ -333,7 +333,7 @@ class Repository:
     def unpack_blob(self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry) -> bytes:
         """Blob ``blob_id`` out of ``pack``'s plaintext, bounded and checked against its id;
         DamagedObject naming the pack otherwise."""
-        stored = plaintext[entry.offset : entry.offset + entry.length]
+        stored = memoryview(plaintext)[entry.offset : entry.offset + entry.length]
         try:
             data = decompress(stored, entry, max_data=self.max_data_blob)
         except BlobFormatError as exc:
@@ -356,6 +356,10 @@ class Repository:
         while len(self._packs) > 4:
             self._packs.popitem(last=False)
         return plaintext
+
+    def forget_packs(self) -> None:
+        """Drop the cached pack plaintexts (before memory goes to other work)."""
+        self._packs.clear()
 
     def read_blob(self, blob_id: bytes) -> bytes:
         """The blob from the first location any index gives that holds it intact (a forged
@@ -386,11 +390,12 @@ class Repository:
         except ValueError as exc:
             return [str(exc)]
         problems = []
+        view = memoryview(plaintext)
         for entry in record.blobs:
             if header.get(entry.id) != entry:
                 problems.append(f"blob {entry.id.hex()[:16]}: index and pack header disagree")
                 continue
-            stored = plaintext[entry.offset : entry.offset + entry.length]
+            stored = view[entry.offset : entry.offset + entry.length]
             try:
                 data = decompress(stored, entry, max_data=self.max_data_blob)
             except BlobFormatError as exc:

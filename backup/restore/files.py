@@ -35,14 +35,18 @@ from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.repo.tree import Node, NodeType, Refused, Tree, TreeFormatError, show_name
 from portalops.backup.restore.beneath import FILE_FLAGS, Beneath, split
 from portalops.backup.restore.parallel import (
-    MIN_PACKS,
+    FileMeta,
+    FinishRules,
     JobBlob,
     JobResult,
     RestoreJob,
     RestoreTarget,
+    Workers,
+    readahead,
     restore_pack,
-    run_parallel,
+    set_metadata,
     setup_for,
+    worth_workers,
     write_blobs,
 )
 from portalops.core.errors import BadInput, ExitCode, OpsError
@@ -55,7 +59,6 @@ MAX_DEPTH = 2048
 # plans each one in memory, so a few kilobytes of trees listing one blob a million times over,
 # reused at every level, must be refused before planning, not by running out of memory.
 MAX_CONTENT_REFS = 10_000_000
-SETID = stat.S_ISUID | stat.S_ISGID
 REFUSED_SHOWN = 20
 
 
@@ -213,6 +216,7 @@ class _Plan:
     lengths: dict[bytes, int] = field(default_factory=dict)
     links: list[tuple[bytes, bytes]] = field(default_factory=list)  # (first path, new link)
     refused: list[str] = field(default_factory=list)  # "path: why"
+    finished: set[bytes] = field(default_factory=set)  # files a pack job gave size and metadata
 
 
 def _selected(path: bytes, includes: list[bytes]) -> bool:
@@ -297,21 +301,27 @@ def restore(
     label = name or f"{snapshot.source} of {snapshot.time:%Y-%m-%d %H:%M:%SZ}"
     wanted = [os.fsencode(p.strip("/")) for p in includes or []]
     result = RestoreResult(target, keep_setid=keep_setid)
-    plan = _plan(repo, read_trees(repo, snapshot.tree, label), wanted, result)
-    if wanted and not (plan.files or plan.dirs or plan.others or plan.refused):
-        raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
-    _require_space(target, sum(size for _, _, size in plan.files), label)
-    below, where, existed = _open_target(target)
-    try:
-        with below:
-            _make_dirs(below, plan, result, existed)
-            _fill(repo, plan, where, result, progress)
-            _finish_files(below, plan, result)
-            _finish_others(below, plan, result)
-            _finish_dirs(below, plan, result)
-    except OSError as exc:
-        at = os.fsdecode(exc.filename) if exc.filename else str(target)
-        raise RestoreError(target, f"{at}: {exc.strerror}") from None
+    with contextlib.ExitStack() as stack:
+        # Workers start while the trees are read and planned, when the repository is large
+        # enough that the snapshot probably is too (a small one is restored in this process).
+        workers = _early_workers(repo, stack) if not wanted else None
+        plan = _plan(repo, read_trees(repo, snapshot.tree, label), wanted, result)
+        if wanted and not (plan.files or plan.dirs or plan.others or plan.refused):
+            raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
+        _require_space(target, sum(size for _, _, size in plan.files), label)
+        repo.forget_packs()  # the trees' packs: the workers need the memory now
+        below, where, existed = _open_target(target)
+        try:
+            with below:
+                _make_dirs(below, plan, result, existed)
+                _fill(repo, plan, where, result, progress, workers, existed)
+                stack.close()  # workers are done: their memory is returned before finishing
+                _finish_files(below, plan, result)
+                _finish_others(below, plan, result)
+                _finish_dirs(below, plan, result)
+        except OSError as exc:
+            at = os.fsdecode(exc.filename) if exc.filename else str(target)
+            raise RestoreError(target, f"{at}: {exc.strerror}") from None
     result.seconds = time.monotonic() - started
     if result.setid_dropped:
         result.warnings.append(
@@ -325,6 +335,14 @@ def restore(
         what = f"{count} entr{'y' if count == 1 else 'ies'}"
         raise EntriesRefused(label, what, target, "; ".join(shown) + more)
     return result
+
+
+def _early_workers(repo: Repository, stack: contextlib.ExitStack) -> Workers | None:
+    setup = setup_for(repo)
+    records = repo.index.packs.values()
+    if setup is None or not worth_workers(len(records), sum(r.size for r in records)):
+        return None
+    return stack.enter_context(Workers(setup))
 
 
 def _require_space(target: Path, needed: int, label: str) -> None:
@@ -408,9 +426,12 @@ def _fill(
     where: RestoreTarget,
     result: RestoreResult,
     progress: Callable[[int, int], None] | None,
+    workers: Workers | None,
+    existed: bool,
 ) -> None:
     """Write every blob from its first known location; what a pack cannot give is tried at
-    the blob's next location, round after round, until written or out of locations."""
+    the blob's next location, round after round, until written or out of locations. Files
+    whose blobs all come from one pack are finished by that pack's job."""
     candidates = {
         blob: iter(
             [
@@ -424,9 +445,12 @@ def _fill(
     failures: dict[bytes, list[str]] = defaultdict(list)
     todo = list(plan.uses)
     setup = setup_for(repo)
+    rules = FinishRules(existed, os.geteuid() == 0, result.keep_setid)
+    linked = {new for _, new in plan.links}
     first_round = True
     while todo:
         by_pack: dict[str, list[JobBlob]] = defaultdict(list)
+        chosen: dict[bytes, str] = {}
         for blob in todo:
             location: Location | None = next(candidates[blob], None)
             if location is None:
@@ -435,48 +459,88 @@ def _fill(
                 raise DamagedObject(
                     repo.name, f"blob {blob.hex()[:16]}", f"needed by {path}: {tried}"
                 )
+            chosen[blob] = location.pack
             by_pack[location.pack].append(
                 (blob, location.entry, plan.lengths[blob], plan.uses[blob])
             )
-        jobs: list[RestoreJob] = [(where, key, blobs) for key, blobs in sorted(by_pack.items())]
+        # Retries are few: the main process finishes their files.
+        finish = _finishing(plan, chosen, linked) if first_round else {}
+        jobs: list[RestoreJob] = [
+            (where, key, blobs, finish.get(key, []), rules)
+            for key, blobs in sorted(by_pack.items())
+        ]
         outcomes: Iterable[JobResult]
-        if first_round and setup is not None and len(jobs) >= MIN_PACKS:
-            outcomes = run_parallel(setup, restore_pack, jobs)
-        else:  # retries are few: this process does them
+        own: Workers | None = None
+        if first_round and workers is None and setup is not None:
+            stored = sum(repo.index.packs[k].size for k in by_pack if k in repo.index.packs)
+            if worth_workers(len(jobs), stored):
+                workers = own = Workers(setup)
+        if first_round and workers is not None:
+            outcomes = workers.map(restore_pack, jobs, lambda job: readahead(repo, job[1]))
+        else:  # small restores and retries: this process does them
             outcomes = (write_blobs(repo, job) for job in jobs)
         todo = []
-        for key, blobs, written, failed in outcomes:
-            result.packs += 1
-            result.verified_blobs += blobs
-            result.bytes += written
-            for blob, why in failed:
-                failures[blob].append(f"{key}: {why}")
-                todo.append(blob)
-            if failed:
-                result.warnings.append(
-                    f"{key}: {len(failed)} blob(s) not usable there ({failed[0][1]}); "
-                    "taken from the other locations the index gives"
-                )
-            if progress:
-                progress(result.packs, result.bytes)
+        try:
+            for outcome in outcomes:
+                _account(outcome, plan, result, failures, todo)
+                if progress:
+                    progress(result.packs, result.bytes)
+        finally:
+            if own is not None:
+                own.close()
         first_round = False
+
+
+def _finishing(
+    plan: _Plan, chosen: dict[bytes, str], linked: set[bytes]
+) -> dict[str, list[FileMeta]]:
+    """The files each pack job finishes: those whose every blob it writes."""
+    finish: dict[str, list[FileMeta]] = defaultdict(list)
+    for rel, node, size in plan.files:
+        content = node.content
+        if not content or rel in linked:
+            continue
+        pack = chosen[content[0]]
+        if len(content) == 1 or all(chosen[blob] == pack for blob in content):
+            finish[pack].append(
+                FileMeta(rel, size, len(content), node.uid, node.gid, node.mode, node.mtime_ns)
+            )
+    return finish
+
+
+def _account(
+    outcome: JobResult,
+    plan: _Plan,
+    result: RestoreResult,
+    failures: dict[bytes, list[str]],
+    todo: list[bytes],
+) -> None:
+    """Count one pack job's outcome; its failed blobs go to the next round."""
+    key, failed = outcome.pack, outcome.failed
+    result.packs += 1
+    result.verified_blobs += outcome.blobs
+    result.bytes += outcome.written
+    result.setid_dropped += outcome.setid_dropped
+    result.warnings += outcome.warnings
+    plan.finished.update(outcome.finished)
+    for blob, why in failed:
+        failures[blob].append(f"{key}: {why}")
+        todo.append(blob)
+    if failed:
+        result.warnings.append(
+            f"{key}: {len(failed)} blob(s) not usable there ({failed[0][1]}); "
+            "taken from the other locations the index gives"
+        )
 
 
 def _set_metadata(fd: int, rel: bytes, node: Node, result: RestoreResult) -> None:
     """Owner (as root), mode and mtime through the entry's own descriptor."""
-    if os.geteuid() == 0:
-        try:
-            os.fchown(fd, node.uid, node.gid)
-        except OSError as exc:
-            result.warnings.append(f"{os.fsdecode(rel)}: cannot set owner: {exc.strerror}")
-    mode = node.mode
-    if mode & SETID and not stat.S_ISDIR(os.fstat(fd).st_mode) and not result.keep_setid:
-        # A set-id program from a (possibly hostile) backup host, owned by root here, is a
-        # privilege escalation waiting for whoever can reach it: dropped unless asked for.
-        mode &= ~SETID
-        result.setid_dropped += 1
-    os.fchmod(fd, mode)  # after chown, which clears set-id bits
-    os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+    rules = FinishRules(False, os.geteuid() == 0, result.keep_setid)
+    meta = FileMeta(rel, 0, 0, node.uid, node.gid, node.mode, node.mtime_ns)
+    done = JobResult("")
+    set_metadata(fd, meta, rules, done, is_dir=stat.S_ISDIR(os.fstat(fd).st_mode))
+    result.warnings += done.warnings
+    result.setid_dropped += done.setid_dropped
 
 
 def _finish_files(below: Beneath, plan: _Plan, result: RestoreResult) -> None:
@@ -484,6 +548,9 @@ def _finish_files(below: Beneath, plan: _Plan, result: RestoreResult) -> None:
     longer) and metadata, then hard links."""
     linked = {new for _, new in plan.links}
     for rel, node, size in plan.files:
+        if rel in plan.finished:
+            result.files += 1
+            continue
         if rel in linked:
             continue
         parent, name = below.parent(rel)

@@ -1,20 +1,24 @@
-"""Pack work on every core: decrypting (age holds the GIL), decompressing and hashing.
+"""Pack work on every core: decrypting, decompressing and hashing.
 
-Restores and ``check --read-data`` hand whole packs to worker processes; each worker opens
-its own storage connection and keys once, then fetches, decrypts and verifies packs, and for
-restores writes blobs straight into place, beneath the target's directory descriptor. The main
-process only plans, collects results and retries what a pack could not give from the blob's
-other locations.
+Restores and ``check --read-data`` hand whole packs to worker processes when there is enough
+pack work to pay for them (:func:`worth_workers`; a small repository is done in the calling
+process). Workers are started once per command, in the background while the main process
+plans (the forkserver imports this module once; each worker opens its own storage and keys),
+and the main process asks the kernel to read ahead the packs it queues. Each worker fetches,
+decrypts and verifies a pack, and for restores writes blobs straight into place, beneath the
+target's directory descriptor, and finishes (size, owner, mode, mtime) every file all of whose
+blobs the pack holds through the descriptor it wrote them with. The main process plans,
+collects results and retries what a pack could not give from the blob's other locations.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from portalops.backup.repo.backends import open_storage
 from portalops.backup.repo.index import PackRecord
@@ -24,8 +28,15 @@ from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.restore.beneath import FILE_FLAGS, Beneath
 from portalops.core.errors import OpsError
 
-# Below this many packs, starting workers costs more than it saves.
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+# Below this many packs, or this many stored bytes, starting workers (a forkserver interpreter
+# importing the repository code, then one process per core) costs more CPU than it saves: the
+# work runs in this process.
 MIN_PACKS = 3
+MIN_PARALLEL_BYTES = 48 * 1024 * 1024
+SETID = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,45 @@ class RestoreTarget:
     ino: int
 
 
+class FileMeta(NamedTuple):
+    """What finishing a file takes: its size, owner, mode and mtime. A job finishes the files
+    all of whose blobs it writes, through the descriptor it writes them with, so a small file
+    costs one open instead of two and the main process no loop over every file."""
+
+    rel: bytes
+    size: int
+    blobs: int  # blob references in the file's content
+    uid: int
+    gid: int
+    mode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FinishRules:
+    """How a job finishes files: truncate (the target held files before), chown (as root),
+    keep set-id bits (asked for)."""
+
+    truncate: bool
+    chown: bool
+    keep_setid: bool
+
+
 # One blob of a restore job: its id, its entry in this pack, its length (agreed by every index
 # or measured), and every (path relative to the target, offset) it fills.
 JobBlob = tuple[bytes, BlobEntry, int, list[tuple[bytes, int]]]
-RestoreJob = tuple[RestoreTarget, str, list[JobBlob]]
-# (pack, blobs written, bytes written, [(blob id, why this pack could not give it)])
-JobResult = tuple[str, int, int, list[tuple[bytes, str]]]
+RestoreJob = tuple[RestoreTarget, str, list[JobBlob], list[FileMeta], FinishRules]
+
+
+@dataclass
+class JobResult:
+    pack: str
+    blobs: int = 0  # written
+    written: int = 0  # bytes
+    failed: list[tuple[bytes, str]] = field(default_factory=list)  # (blob, why not from here)
+    finished: list[bytes] = field(default_factory=list)  # files given their size and metadata
+    warnings: list[str] = field(default_factory=list)
+    setid_dropped: int = 0
 
 
 class BlobUnusable(Exception):
@@ -84,32 +128,43 @@ def restore_pack(job: RestoreJob) -> JobResult:
 
 
 def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
-    """Decrypt the pack once, verify each blob and write it at every offset that uses it.
+    """Decrypt the pack once, verify each blob and write it at every offset that uses it;
+    then finish (size, owner, mode, mtime) the job's files whose every blob was written.
 
     A pack that cannot be read, or a blob that fails here, is returned as failed, not raised:
-    the blob may be intact in another pack. Files are created relative to directory
-    descriptors opened from the target down (backup/restore/beneath.py), so no symlink is followed.
+    the blob may be intact in another pack (its files are then finished by the main process).
+    Files are created relative to directory descriptors opened from the target down
+    (backup/restore/beneath.py), so no symlink is followed.
     """
-    target, key, blobs = job
+    target, key, blobs, finish, rules = job
+    result = JobResult(key)
     try:
         plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
     except OpsError as exc:
-        return key, 0, 0, [(blob_id, str(exc)) for blob_id, _, _, _ in blobs]
-    done = written = 0
-    failed: list[tuple[bytes, str]] = []
+        result.failed = [(blob_id, str(exc)) for blob_id, _, _, _ in blobs]
+        return result
+    # Files of one blob are written and finished through one descriptor; others once all of
+    # this job's writes are done.
+    single = {meta.rel: meta for meta in finish if meta.blobs == 1}
+    spoiled: set[bytes] = set()  # files a failed blob leaves unfinished
     with Beneath.open(target.path, (target.dev, target.ino)) as below:
         for blob_id, entry, length, uses in blobs:
             try:
                 data = extract_blob(repo, key, plaintext, entry, blob_id, length)
             except BlobUnusable as exc:
-                failed.append((blob_id, str(exc)))
+                result.failed.append((blob_id, str(exc)))
+                spoiled.update(rel for rel, _ in uses)
                 continue
             for rel, offset in uses:
                 # Created here, not beforehand: the main process need not touch every file twice.
-                _write_at(below, rel, data, offset)
-                written += len(data)
-            done += 1
-    return key, done, written, failed
+                meta = single.get(rel)
+                _write_at(below, rel, data, offset, meta, rules, result)
+                result.written += len(data)
+            result.blobs += 1
+        for meta in finish:
+            if meta.blobs != 1 and meta.rel not in spoiled:
+                _write_at(below, meta.rel, b"", 0, meta, rules, result)
+    return result
 
 
 def extract_blob(
@@ -127,16 +182,56 @@ def extract_blob(
         raise BlobUnusable(exc.args[2]) from None
 
 
-def _write_at(below: Beneath, rel: bytes, data: bytes, offset: int) -> None:
+def _write_at(
+    below: Beneath,
+    rel: bytes,
+    data: bytes,
+    offset: int,
+    meta: FileMeta | None,
+    rules: FinishRules,
+    result: JobResult,
+) -> None:
+    """Write ``data`` at ``offset`` of ``rel`` (created if need be); with ``meta``, finish
+    the file through the same descriptor."""
     try:
         parent, name = below.parent(rel)
         fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
         try:
-            os.pwrite(fd, data, offset)
+            if data:
+                os.pwrite(fd, data, offset)
+            if meta is not None:
+                finish_file(fd, meta, rules, result)
         finally:
             os.close(fd)
     except OSError as exc:  # name the path from the target, not the last component
         raise OSError(exc.errno, exc.strerror, os.fsdecode(rel)) from None
+
+
+def finish_file(fd: int, meta: FileMeta, rules: FinishRules, result: JobResult) -> None:
+    """Size (when the target held files before), owner (as root), mode and mtime."""
+    if rules.truncate:
+        os.ftruncate(fd, meta.size)
+    set_metadata(fd, meta, rules, result, is_dir=False)
+    result.finished.append(meta.rel)
+
+
+def set_metadata(
+    fd: int, meta: FileMeta, rules: FinishRules, result: JobResult, *, is_dir: bool
+) -> None:
+    """Owner (as root), mode and mtime through the entry's own descriptor."""
+    if rules.chown:
+        try:
+            os.fchown(fd, meta.uid, meta.gid)
+        except OSError as exc:
+            result.warnings.append(f"{os.fsdecode(meta.rel)}: cannot set owner: {exc.strerror}")
+    mode = meta.mode
+    if mode & SETID and not is_dir and not rules.keep_setid:
+        # A set-id program from a (possibly hostile) backup host, owned by root here, is a
+        # privilege escalation waiting for whoever can reach it: dropped unless asked for.
+        mode &= ~SETID
+        result.setid_dropped += 1
+    os.fchmod(fd, mode)  # after chown, which clears set-id bits
+    os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
 
 
 def verify_pack(record: PackRecord) -> tuple[str, list[str]]:
@@ -156,28 +251,76 @@ def setup_for(repo: Repository) -> WorkerSetup | None:
     )
 
 
-def run_parallel(
-    setup: WorkerSetup,
-    func: Callable[[Any], Any],
-    jobs: Iterable[Any],
-    workers: int | None = None,
-) -> Iterator[Any]:
-    """Results of ``func`` over ``jobs`` in completion order, at most 2 jobs queued per
-    worker (memory stays bounded however many packs there are)."""
-    count = workers or os.cpu_count() or 1
-    # forkserver: workers start from a clean process, not a copy of one with threads running
-    # (progress bars), which fork() would copy mid-lock.
-    context = multiprocessing.get_context("forkserver")
-    # The server imports these once; each worker forked from it starts warm.
-    context.set_forkserver_preload(["portalops.backup.restore.parallel"])
-    with ProcessPoolExecutor(
-        count, mp_context=context, initializer=_init, initargs=(setup,)
-    ) as pool:
+def readahead(repo: Repository, key: str) -> None:
+    """Ask the kernel to start reading pack ``key`` (a local repository) while the workers
+    are busy with earlier packs, so a cold-cache run reads and computes at the same time."""
+    root = getattr(repo.storage, "root", None)
+    if root is None or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(os.path.join(root, key), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the worker's own read says what is wrong
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class Workers:
+    """One worker per core, started once (their start-up overlapping whatever the main process
+    does next) and used for every pack of a command."""
+
+    def __init__(self, setup: WorkerSetup, workers: int | None = None) -> None:
+        import multiprocessing  # noqa: PLC0415 - only commands with enough packs start workers
+        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+        self.count = workers or os.cpu_count() or 1
+        # forkserver: workers start from a clean process, not a copy of one with threads running
+        # (progress bars), which fork() would copy mid-lock.
+        context = multiprocessing.get_context("forkserver")
+        # The server imports these once; each worker forked from it starts warm.
+        context.set_forkserver_preload(["portalops.backup.restore.parallel"])
+        self.pool = ProcessPoolExecutor(
+            self.count, mp_context=context, initializer=_init, initargs=(setup,)
+        )
+        # Started now, not at the first pack, and from a thread: the first start waits for the
+        # forkserver to come up, which this process need not sit through.
+        self._starter = threading.Thread(target=self._start, name="workers-start", daemon=True)
+        self._starter.start()
+
+    def _start(self) -> None:
+        for _ in range(self.count):
+            self.pool.submit(_ready)
+
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        jobs: Iterable[Any],
+        before: Callable[[Any], None] | None = None,
+    ) -> Iterator[Any]:
+        """Results of ``func`` over ``jobs`` in completion order, at most 2 jobs queued per
+        worker (memory stays bounded however many packs there are); ``before`` is called on
+        each job as it is queued (read-ahead)."""
+        from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
+
         queue = iter(jobs)
         pending: set[Future[Any]] = set()
+
+        def submit(job: Any) -> None:
+            if before is not None:
+                before(job)
+            pending.add(self.pool.submit(func, job))
+
         for job in queue:
-            pending.add(pool.submit(func, job))
-            if len(pending) >= 2 * count:
+            submit(job)
+            if len(pending) >= 2 * self.count:
                 break
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -185,4 +328,19 @@ def run_parallel(
                 yield future.result()
                 job = next(queue, None)
                 if job is not None:
-                    pending.add(pool.submit(func, job))
+                    submit(job)
+
+    def close(self) -> None:
+        self._starter.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def worth_workers(packs: int, stored_bytes: int) -> bool:
+    """Whether this much pack work pays for starting workers."""
+    return packs >= MIN_PACKS and stored_bytes >= MIN_PARALLEL_BYTES and (os.cpu_count() or 1) > 1
