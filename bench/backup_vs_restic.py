@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus
+import measure_child
 from benchlib import git_revision, killpg, log, machine_info, tool_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -170,9 +171,11 @@ class Runner:
                 timed_out = True
                 killpg(proc.pid)
                 code = proc.wait()
+                measure_child.cleanup_cgroups(proc.pid)  # anything that left the group
             except BaseException:  # Ctrl-C: take the command down with us
                 killpg(proc.pid)
                 proc.wait()
+                measure_child.cleanup_cgroups(proc.pid)
                 raise
         result = StepResult(
             "ok" if code == 0 else "failed",

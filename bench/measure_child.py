@@ -82,6 +82,32 @@ def remove_cgroups(groups: dict[str, str]) -> None:
             os.rmdir(path)
 
 
+def cleanup_cgroups(launcher_pid: int) -> None:
+    """Kill what is left in the cgroups of a launcher that was itself killed, and remove them.
+
+    For the benchmark, after it SIGKILLs a timed-out launcher: the launcher's cgroups (made
+    under the caller's own cgroup, which the launcher inherited) would otherwise stay behind.
+    """
+    for ctrl in ("cpuacct", "memory"):
+        base = os.path.normpath(os.path.join(CGROUP_ROOT, ctrl) + _own_cgroup(ctrl))
+        try:
+            names = [n for n in os.listdir(base) if n.startswith(f"pobench-{launcher_pid}-")]
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(base, name)
+            for _ in range(100):  # up to ~2 s for the killed processes to go
+                pids = _procs(path)
+                if not pids:
+                    break
+                for p in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(p, signal.SIGKILL)
+                time.sleep(0.02)
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
+
 def _procs(path: str) -> list[int]:
     try:
         with open(os.path.join(path, "cgroup.procs")) as f:
