@@ -67,7 +67,9 @@ class Archiver:
     exclude: list[str] = field(default_factory=list)
     progress: Progress | None = None
     prefetch: Prefetcher | None = None
+    walk_ahead: bool = True
     stats: WalkStats = field(default_factory=WalkStats)
+    _ahead: _WalkAhead | None = field(default=None, init=False, repr=False)
 
     def archive(self, paths: list[Path]) -> bytes:
         """Store everything under ``paths``; return the root tree's id.
@@ -76,7 +78,6 @@ class Archiver:
         that matches nothing is noted, not an error (a host without PHP has no /etc/php).
         A plain path that does not exist fails the source.
         """
-        root: dict[bytes, object] = {}
         expanded: list[Path] = []
         for path in paths:
             if glob.has_magic(str(path)):
@@ -88,6 +89,18 @@ class Archiver:
                 expanded.append(path)
         if not expanded:
             raise SourceUnreadable(", ".join(map(str, paths)), "no path matches")
+        if self.walk_ahead:
+            self._ahead = _WalkAhead([os.fsencode(p) for p in sorted(set(expanded))], self)
+            self._ahead.start()
+        try:
+            return self._archive(expanded)
+        finally:
+            if self._ahead is not None:
+                self._ahead.stop()
+                self._ahead = None
+
+    def _archive(self, expanded: list[Path]) -> bytes:
+        root: dict[bytes, object] = {}
         for path in expanded:
             parts = [os.fsencode(p) for p in path.parts[1:]]
             if not parts:
@@ -120,6 +133,8 @@ class Archiver:
         return self.writer.add_tree(Tree(nodes), os.fsdecode(prefix))
 
     def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
+        if self._ahead is not None and not listed:
+            self._ahead.passed()
         try:
             return os.lstat(path)
         except FileNotFoundError:
@@ -295,6 +310,59 @@ def _open_listed(path: bytes, listed: os.stat_result) -> int:
         os.close(fd)
         raise _Replaced
     return fd
+
+
+class _WalkAhead(threading.Thread):
+    """Lists and lstats directories a little ahead of the walk, in the walk's own order.
+
+    With a cold page cache every directory block and inode the walk touches is a disk read,
+    and the walk waited for each in turn (scandir and lstat took a fifth of a next-day
+    backup of 30,000 small files). This thread takes those waits in parallel with the walk's
+    own work (files-cache lookups, trees, hashing), so the walk finds them cached. It reads
+    only metadata, never follows a symlink, skips what the walk excludes, and stays at most
+    ``lead`` entries ahead, so it warms what is about to be used, not the whole disk.
+    """
+
+    def __init__(self, roots: list[bytes], archiver: Archiver, lead: int = 4096) -> None:
+        super().__init__(name="walk-ahead", daemon=True)
+        self._roots = roots
+        self._archiver = archiver
+        self._room = threading.Semaphore(lead)
+        self._stopped = False
+
+    def passed(self) -> None:
+        """The walk has lstat'ed one more entry: one more may be looked at ahead."""
+        self._room.release()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._room.release()
+
+    def run(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the walk reports real errors
+            stack = list(reversed(self._roots))
+            while stack and not self._stopped:
+                self._visit(stack.pop(), stack)
+
+    def _visit(self, path: bytes, stack: list[bytes]) -> None:
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError:
+            return
+        subdirs = []
+        for name in names:
+            self._room.acquire()
+            if self._stopped:
+                return
+            child = os.path.join(path, name)
+            try:
+                st = os.lstat(child)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and not self._archiver._excluded(child, name, True):
+                subdirs.append(child)
+        stack.extend(reversed(subdirs))
 
 
 class Prefetcher:

@@ -41,6 +41,8 @@ class FilesCache:
                 self._old.execute("select count(*) from files").fetchone()
             except sqlite3.Error:
                 self._old = None  # damaged: start afresh, it is only a cache
+            else:
+                _read_ahead(path)
         with contextlib.suppress(FileNotFoundError):
             self._new_path.unlink()
         self._new = sqlite3.connect(self._new_path)
@@ -84,3 +86,16 @@ class FilesCache:
             self._old.close()
         with contextlib.suppress(FileNotFoundError):
             self._new_path.unlink()
+
+
+def _read_ahead(path: Path) -> None:
+    """Ask the kernel to read the whole old cache now. Lookups follow the walk's order, not
+    the file's, so with a cold page cache each one waited for its own random read (a third
+    of a next-day backup's time over 30,000 small files); one sequential read-ahead costs
+    milliseconds and no memory of ours. Best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
