@@ -472,7 +472,7 @@ def table(r: dict[str, Any]) -> str:
         ("packs", f"{r['packs_objects']:,} objects, {r['packs_bytes'] / 2**20:.0f} MiB"),
     ]  # fmt: skip
     for name, label in (("list", "ops backup list --json"),
-                        ("list-table", "list --source (365 rows)"),
+                        ("list-table", f"list --source ({r['days']} rows)"),
                         ("check", "ops backup check"),
                         ("read-data", "check --read-data (sample)"),
                         ("prune-plan", "forget --prune --dry-run")):  # fmt: skip
