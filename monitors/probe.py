@@ -101,6 +101,11 @@ TEXT_CODECS = frozenset(
         *(f"iso8859-{n}" for n in (*range(1, 12), *range(13, 17))),
     }
 )
+# Exposure requests one probe has open to its portal at once (of 38): enough to finish well
+# inside the deadline, few enough that a portal's per-client connection limit (nginx
+# limit_conn) does not answer 503 to its own prober, and that a sweep's memory is bounded by
+# probes in flight x this, not x 38 (a 100-target full sweep peaked at 314 MB with all 38).
+EXPOSURE_PARALLEL = 4
 EXPIRY_WARNING_DAYS = 21
 EXPIRY_CRITICAL_DAYS = 7
 
@@ -980,11 +985,14 @@ async def _exposure(
     except FetchError:
         return (), None
 
+    gate = asyncio.Semaphore(EXPOSURE_PARALLEL)
+
     async def get(path: str) -> exposure.Fetched | None:
-        try:
-            response = await fetch(origin + path, resolver, context=context, limits=limits)
-        except FetchError:
-            return None
+        async with gate:
+            try:
+                response = await fetch(origin + path, resolver, context=context, limits=limits)
+            except FetchError:
+                return None
         return exposure.Fetched(path, response.status, response.headers, response.body)
 
     fetched = await asyncio.gather(*(get(p) for p in [probe_404, *paths]))
