@@ -345,11 +345,19 @@ class _WalkAhead(threading.Thread):
                 self._visit(stack.pop(), stack)
 
     def _visit(self, path: bytes, stack: list[bytes]) -> None:
+        # never through a symlink (a source root that is a link, a directory swapped for one):
+        # the walk stores links as links, so reading ahead beneath one is wasted disk reads
         try:
-            with os.scandir(path) as it:
-                names = sorted(entry.name for entry in it)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return
+        try:
+            with os.scandir(fd) as it:
+                names = sorted(os.fsencode(entry.name) for entry in it)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
         subdirs = []
         for name in names:
             self._room.acquire()

@@ -188,7 +188,7 @@ def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
     sealed = CHUNK + TAG
     count = max(1, -(-len(view) // sealed))
     if len(view) < count * TAG:
-        raise AgeError("truncated payload")
+        raise AgeError("payload chunk 0 fails authentication (damaged or truncated)")
     # Decrypted in place into one buffer: a 16 MiB pack costs 16 MiB once, not chunks + a join.
     out = bytearray(len(view) - count * TAG)
     target = memoryview(out)
