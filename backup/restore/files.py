@@ -91,6 +91,7 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
     keep_setid: bool = False  # asked for: restore set-user/group-id bits on files
     setid_dropped: int = 0
+    writers: set[int] = field(default_factory=set)  # pids of the processes that wrote packs
 
 
 # -- reading trees ---------------------------------------------------------------------------
@@ -302,9 +303,9 @@ def restore(
     wanted = [os.fsencode(p.strip("/")) for p in includes or []]
     result = RestoreResult(target, keep_setid=keep_setid)
     with contextlib.ExitStack() as stack:
-        # Workers start while the trees are read and planned, when the repository is large
-        # enough that the snapshot probably is too (a small one is restored in this process).
-        workers = _early_workers(repo, stack) if not wanted else None
+        # Workers start while the trees are read and planned, when the repository and the
+        # snapshot are large enough (a small one is restored in this process).
+        workers = _early_workers(repo, snapshot, stack) if not wanted else None
         plan = _plan(repo, read_trees(repo, snapshot.tree, label), wanted, result)
         if wanted and not (plan.files or plan.dirs or plan.others or plan.refused):
             raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
@@ -337,10 +338,22 @@ def restore(
     return result
 
 
-def _early_workers(repo: Repository, stack: contextlib.ExitStack) -> Workers | None:
+def _early_workers(
+    repo: Repository, snapshot: Snapshot, stack: contextlib.ExitStack
+) -> Workers | None:
+    """Workers started before planning, when both the repository's packs and the snapshot's
+    file bytes (its summary: a cheap estimate of what the restore reads, so one small snapshot
+    of a large repository starts no forkserver; a wrong one only moves the decision to _fill,
+    which counts the packs it will read) are enough to pay for them."""
     setup = setup_for(repo)
+    if setup is None:
+        return None
     records = repo.index.packs.values()
-    if setup is None or not worth_workers(len(records), sum(r.size for r in records)):
+    stored = sum(r.size for r in records)
+    summary_bytes = snapshot.summary.get("bytes") if isinstance(snapshot.summary, dict) else None
+    if isinstance(summary_bytes, int) and not isinstance(summary_bytes, bool):
+        stored = min(stored, max(summary_bytes, 0))
+    if not worth_workers(len(records), stored):
         return None
     return stack.enter_context(Workers(setup))
 
@@ -485,9 +498,12 @@ def _fill(
                 _account(outcome, plan, result, failures, todo)
                 if progress:
                     progress(result.packs, result.bytes)
-        finally:
+        except BaseException:
             if own is not None:
-                own.close()
+                own.close(wait=False)  # the error is reported without waiting for them
+            raise
+        if own is not None:
+            own.close()
         first_round = False
 
 
@@ -518,6 +534,7 @@ def _account(
     """Count one pack job's outcome; its failed blobs go to the next round."""
     key, failed = outcome.pack, outcome.failed
     result.packs += 1
+    result.writers.add(outcome.pid)
     result.verified_blobs += outcome.blobs
     result.bytes += outcome.written
     result.setid_dropped += outcome.setid_dropped

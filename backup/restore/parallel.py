@@ -9,6 +9,10 @@ decrypts and verifies a pack, and for restores writes blobs straight into place,
 target's directory descriptor, and finishes (size, owner, mode, mtime) every file all of whose
 blobs the pack holds through the descriptor it wrote them with. The main process plans,
 collects results and retries what a pack could not give from the blob's other locations.
+
+``PORTALOPS_PACK_WORKERS`` overrides :func:`worth_workers`: ``always`` (tests run the worker
+path on a small repository with it), ``never`` (one process, e.g. on a host short of memory)
+or ``auto`` (the default: by the amount of pack work).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from portalops.backup.repo.keys import Identity, WriterKey
 from portalops.backup.repo.pack import BlobEntry
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.restore.beneath import FILE_FLAGS, Beneath
-from portalops.core.errors import OpsError
+from portalops.core.errors import BadInput, OpsError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 # work runs in this process.
 MIN_PACKS = 3
 MIN_PARALLEL_BYTES = 48 * 1024 * 1024
+WORKERS_VARIABLE = "PORTALOPS_PACK_WORKERS"
 SETID = stat.S_ISUID | stat.S_ISGID
 
 
@@ -116,6 +121,7 @@ class JobResult:
     finished: list[bytes] = field(default_factory=list)  # files given their size and metadata
     warnings: list[str] = field(default_factory=list)
     setid_dropped: int = 0
+    pid: int = 0  # the process that did the job (tells a worker's work from the caller's)
 
 
 class BlobUnusable(Exception):
@@ -137,7 +143,7 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     (backup/restore/beneath.py), so no symlink is followed.
     """
     target, key, blobs, finish, rules = job
-    result = JobResult(key)
+    result = JobResult(key, pid=os.getpid())
     try:
         plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
     except OpsError as exc:
@@ -292,12 +298,18 @@ class Workers:
         )
         # Started now, not at the first pack, and from a thread: the first start waits for the
         # forkserver to come up, which this process need not sit through.
+        self.start_error: str | None = None  # set by the starter, said by map()
         self._starter = threading.Thread(target=self._start, name="workers-start", daemon=True)
         self._starter.start()
 
     def _start(self) -> None:
-        for _ in range(self.count):
-            self.pool.submit(_ready)
+        try:
+            for _ in range(self.count):
+                self.pool.submit(_ready)
+        except Exception as exc:
+            # A pool shut down while starting (an error elsewhere ended the command), or one
+            # that could not start a process: no "Exception in thread" traceback here.
+            self.start_error = str(exc) or type(exc).__name__
 
     def map(
         self,
@@ -308,7 +320,7 @@ class Workers:
         """Results of ``func`` over ``jobs`` in completion order, at most 2 jobs queued per
         worker (memory stays bounded however many packs there are); ``before`` is called on
         each job as it is queued (read-ahead)."""
-        from concurrent.futures import FIRST_COMPLETED, wait  # noqa: PLC0415
+        from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait  # noqa: PLC0415
 
         queue = iter(jobs)
         pending: set[Future[Any]] = set()
@@ -316,7 +328,10 @@ class Workers:
         def submit(job: Any) -> None:
             if before is not None:
                 before(job)
-            pending.add(self.pool.submit(func, job))
+            try:
+                pending.add(self.pool.submit(func, job))
+            except RuntimeError as exc:  # BrokenProcessPool among them
+                raise WorkersFailed(self.start_error or str(exc)) from None
 
         for job in queue:
             submit(job)
@@ -325,22 +340,46 @@ class Workers:
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                try:
+                    value = future.result()
+                except BrokenExecutor as exc:  # a worker died (killed, out of memory)
+                    raise WorkersFailed(self.start_error or str(exc)) from None
+                yield value
                 job = next(queue, None)
                 if job is not None:
                     submit(job)
 
-    def close(self) -> None:
-        self._starter.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the workers. ``wait=False`` (an error is on its way to the user): neither the
+        starter nor the workers are waited for here; the pool's own thread still ends and
+        reaps them, and the interpreter waits for that thread at exit, so none is orphaned."""
+        if wait:
+            self._starter.join()
+        self.pool.shutdown(wait=wait, cancel_futures=True)
 
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(wait=kind is None)
+
+
+class WorkersFailed(OpsError):
+    """the worker processes could not run: {}"""
+
+
+def workers_mode() -> str:
+    """``always``, ``never`` or ``auto`` from PORTALOPS_PACK_WORKERS (default ``auto``)."""
+    mode = os.environ.get(WORKERS_VARIABLE, "auto").strip().lower() or "auto"
+    if mode not in ("always", "never", "auto"):
+        raise BadInput(f"{WORKERS_VARIABLE}={mode!r}: expected always, never or auto")
+    return mode
 
 
 def worth_workers(packs: int, stored_bytes: int) -> bool:
-    """Whether this much pack work pays for starting workers."""
+    """Whether this much pack work pays for starting workers (PORTALOPS_PACK_WORKERS may say
+    always or never instead)."""
+    mode = workers_mode()
+    if mode != "auto":
+        return mode == "always" and packs > 0
     return packs >= MIN_PACKS and stored_bytes >= MIN_PARALLEL_BYTES and (os.cpu_count() or 1) > 1
