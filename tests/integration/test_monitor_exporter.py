@@ -45,6 +45,7 @@ from portalops.monitors.catalogue import Module
 from portalops.monitors.exporter import MAX_WAITING_PER_TARGET, Sweeper, make_app
 from portalops.monitors.fetch import Resolver
 from portalops.monitors.probe import ProbeConfig, Target
+from tests.fixtures.monitoring_stack import ops_monitor_serve
 from tests.fixtures.nginx import NGINX_PACKAGE, temp_paths
 from tests.fixtures.paths import PROJECT
 from tests.fixtures.procs import (
@@ -292,27 +293,8 @@ def exporter(
     """A running ``ops monitor serve`` with this monitor config, listening on
     ``listen_host`` (which must reach 127.0.0.1); yields its base URL."""
     config = _config(root, portals, **monitor)
-    port = free_port()
-    log = root / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT / "ops.py"), "--config", str(config),
-             "monitor", "serve", "--listen", f"{listen_host}:{port}"],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-    base = f"http://{LOOPBACK}:{port}"
-    try:
-        wait_until(
-            lambda: get(f"{base}/healthz", timeout=2)[0] in (200, 503),
-            timeout=20,
-            what="ops monitor serve answers /healthz",
-            log=log,
-        )
+    with ops_monitor_serve(config, listen_host=listen_host) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    assert "Traceback" not in log.read_text(), log.read_text()
 
 
 def test_probe_fetches_only_configured_targets(portals: Portals, tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ target has a host of its own to hash. The interval is long, so each target is pr
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,9 +23,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.monitoring_stack import Prometheus, running_prometheus
-from tests.fixtures.paths import PROJECT
-from tests.fixtures.procs import LOOPBACK, free_port, temp_dir, wait_until
+from tests.fixtures.monitoring_stack import Prometheus, ops_monitor_serve, running_prometheus
+from tests.fixtures.procs import free_port, temp_dir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,28 +80,10 @@ def exporter(root: Path, urls: list[str], shard: str) -> Iterator[str]:
     }
     doc = {"state_dir": str(root / "state"), "monitor": monitor}
     config.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    port = free_port()
-    log = root / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, str(PROJECT / "ops.py"), "--config", str(config),
-             "monitor", "serve", "--listen", f"{LOOPBACK}:{port}"],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-    base = f"http://{LOOPBACK}:{port}"
-    try:
-        wait_until(
-            lambda: get(f"{base}/healthz", timeout=2)[0] in (200, 503),
-            timeout=60,
-            what=f"ops monitor serve (shard {shard}) answers /healthz",
-            log=log,
-        )
+    what = f"ops monitor serve (shard {shard}) answers /healthz"
+    with ops_monitor_serve(config, timeout=60, what=what) as (base, log):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     text = log.read_text()
-    assert "Traceback" not in text, text
     assert f"(shard {shard} of {TARGETS})" in text, text
 
 
