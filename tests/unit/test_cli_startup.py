@@ -8,14 +8,18 @@ bench/startup measures the time."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from portalops.cli.environment import Environment
 from portalops.cli.main import COMMANDS, build_parser
+from portalops.cli.output import Outcome, _plain_text, emit, table
 from portalops.cli.parser import subcommands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +121,7 @@ def test_inventory_check_loads_no_engine_or_service() -> None:
     assert [n for n in loaded if n.startswith(unwanted)] == []
     top = found["top"]
     assert isinstance(top, list)
-    assert [name for name in HEAVY if name in top] == ["pydantic", "rich", "yaml"]
+    assert [name for name in HEAVY if name in top] == ["pydantic", "yaml"]
 
 
 def test_the_registry_matches_the_groups() -> None:
@@ -142,3 +146,55 @@ def test_every_group_built_alone_is_as_in_the_whole_parser() -> None:
             if c.name.split()[1] in own
         }
         assert alone == {k: v for k, v in whole.items() if k.split()[1] in own}, group
+
+
+def _as_rich_prints(parts: list[Any]) -> str:
+    """What emit's rich console prints off a terminal (one line per row, never wrapped)."""
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, highlight=False, force_terminal=False, width=100_000)
+    for part in parts:
+        console.print(part)
+    return out.getvalue()
+
+
+_CELLS = [
+    "7e925615",
+    "2026-12-07 08:16:02Z",
+    "Tĩnh Vĩnh Phúc — ủy ban",
+    "",
+    "a\\b",
+    "x" * 30,
+    "[bold]markup[/bold]",
+    ":thumbs_up: :100: 1:100:",
+    "tab\there",
+    "two\nlines",
+    "wide 日本",
+    "bell\x07",
+    "e\u0301 combining",
+]
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [table(None, ["id", "time"], [[c, "08:00"] for c in _CELLS[:6]])],
+        [table("on call at 2026-12-07 15:21 +07", ["rotation", "note"], [["primary", None]])],
+        [table("a title wider than its table", ["a", "b"], [["x", 1]])],
+        [table(None, ["only"], [])],
+        ["team lead: An (an)", table(None, ["k", "n"], [["x", 3]]), "OK — done"],
+        *([c, table(None, ["c"], [[c]]), table(c, ["c"], [["x" * 40]])] for c in _CELLS),
+    ],
+)
+def test_plain_output_is_what_rich_prints(parts: list[Any]) -> None:
+    """Off a terminal, emit writes tables and texts itself when it can be sure of rich's
+    output, and leaves the rest to rich: either way the bytes are rich's."""
+    out = io.StringIO()
+    emit(Outcome(None, parts), False, Environment(stdout=out, stderr=io.StringIO()))
+    assert out.getvalue() == _as_rich_prints(parts)
+
+
+def test_plain_output_is_used_for_plain_tables() -> None:
+    assert _plain_text([table(None, ["a"], [["Vĩnh Phúc 08:00"]]), "done"]) is not None
+    assert _plain_text(["[bold]x[/bold]"]) is None
