@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+from functools import lru_cache
 from typing import cast
 
 from cryptography.exceptions import InvalidTag
@@ -105,7 +106,11 @@ def public_key_string(public: X25519PublicKey) -> str:
     return bech32_encode("age", public.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
 
+@lru_cache(maxsize=64)
 def parse_recipient(text: str) -> X25519PublicKey:
+    """The recipient's public key. Cached: every object a backup writes is encrypted to the
+    same few recipients, and decoding bech32 in Python cost a quarter to a third of encrypting
+    a small object (a failed parse raises and is not cached)."""
     raw = bech32_decode(text, "age")
     if len(raw) != 32:
         raise AgeError("an age X25519 recipient holds 32 bytes")
@@ -150,8 +155,15 @@ def _raw(public: X25519PublicKey) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def encrypt(data: bytes, recipients: list[X25519PublicKey]) -> bytes:
+def encrypt(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> bytes:
     """``data`` as an age file to ``recipients``."""
+    return bytes(encrypt_buffer(data, recipients))
+
+
+def encrypt_buffer(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> bytearray:
+    """:func:`encrypt` into one preallocated buffer, each chunk encrypted in place: a 16 MiB
+    pack costs its ciphertext once, not 64 KiB pieces plus their join (16 MiB less at a
+    seal's peak). A bytearray: callers that need ``bytes`` use :func:`encrypt`."""
     file_key = os.urandom(16)
     header = [INTRO]
     for recipient in recipients:
@@ -166,14 +178,20 @@ def encrypt(data: bytes, recipients: list[X25519PublicKey]) -> bytes:
     mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()
     nonce = os.urandom(16)
     payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-    out = [head, b" ", _b64(mac), b"\n", nonce]
+    prefix = b"".join([head, b" ", _b64(mac), b"\n", nonce])
     view = memoryview(data)
-    count = max(1, -(-len(data) // CHUNK))
+    count = max(1, -(-len(view) // CHUNK))
+    out = bytearray(len(prefix) + len(view) + count * TAG)
+    out[: len(prefix)] = prefix
+    target = memoryview(out)
+    at = len(prefix)
     for i in range(count):
         last = i == count - 1
         chunk_nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
-        out.append(payload.encrypt(chunk_nonce, view[i * CHUNK : (i + 1) * CHUNK], None))
-    return b"".join(out)
+        piece = view[i * CHUNK : (i + 1) * CHUNK]
+        payload.encrypt_into(chunk_nonce, piece, None, target[at : at + len(piece) + TAG])
+        at += len(piece) + TAG
+    return out
 
 
 def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:

@@ -13,6 +13,7 @@ import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import blake3
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -60,6 +61,13 @@ class WriterKey:
 
     def encrypt(self, data: bytes) -> bytes:
         return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
+
+    def encrypt_pack(self, data: bytes) -> bytes:
+        """:meth:`encrypt` for packs: the age buffer itself (a bytearray, read as bytes by
+        hashing and storage), not a 16 MiB copy of it."""
+        return cast(
+            bytes, age.encrypt_buffer(data, [age.parse_recipient(r) for r in self.recipients])
+        )
 
     def to_json(self) -> dict[str, object]:
         return {

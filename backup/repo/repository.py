@@ -256,7 +256,7 @@ class Repository:
     # -- writing -------------------------------------------------------------------------
 
     def write_pack(self, plaintext: bytes) -> tuple[str, int]:
-        stored = self.writer.encrypt(plaintext)
+        stored = self.writer.encrypt_pack(plaintext)
         key = pack_key(stored)
         self.storage.put(key, stored)
         return key, len(stored)
