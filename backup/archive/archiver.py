@@ -22,6 +22,7 @@ import queue
 import stat
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from io import BytesIO
@@ -58,6 +59,12 @@ class WalkStats:
 
 Progress = Callable[[int, int], None]  # (files done, bytes done)
 
+# Files are read, chunked and hashed by a few threads while the walk goes on (lstat, files
+# cache, trees): on one thread the walk waited for each file's disk reads in turn and kept
+# about 0.8 of 2 cores busy. At most READ_AHEAD files are handed over and not yet read.
+READERS = 2
+READ_AHEAD = 64
+
 
 @dataclass
 class Archiver:
@@ -68,8 +75,10 @@ class Archiver:
     progress: Progress | None = None
     prefetch: Prefetcher | None = None
     walk_ahead: bool = True
+    readers: int = READERS  # 0: read every file on the walking thread
     stats: WalkStats = field(default_factory=WalkStats)
     _ahead: _WalkAhead | None = field(default=None, init=False, repr=False)
+    _reads: _Readers | None = field(default=None, init=False, repr=False)
 
     def archive(self, paths: list[Path]) -> bytes:
         """Store everything under ``paths``; return the root tree's id.
@@ -92,9 +101,14 @@ class Archiver:
         if self.walk_ahead:
             self._ahead = _WalkAhead([os.fsencode(p) for p in sorted(set(expanded))], self)
             self._ahead.start()
+        if self.readers > 0:
+            self._reads = _Readers(self.readers, READ_AHEAD)
         try:
             return self._archive(expanded)
         finally:
+            if self._reads is not None:
+                self._reads.close()
+                self._reads = None
             if self._ahead is not None:
                 self._ahead.stop()
                 self._ahead = None
@@ -164,14 +178,16 @@ class Archiver:
         name: bytes,
         st: os.stat_result,
         cached: list[bytes] | None = None,
+        read: Future[tuple[list[bytes], int]] | None = None,
         *,
         listed: bool = False,
     ) -> Node | None:
+        """``listed``: a path the user gave, or one whose exclusion was already checked."""
         mode = st.st_mode
         if not listed and self._excluded(path, name, stat.S_ISDIR(mode)):
             return None
         if stat.S_ISREG(mode):
-            return self._file(path, name, st, cached)
+            return self._file(path, name, st, cached, read)
         if stat.S_ISDIR(mode):
             return self._dir(path, name, st)
         if stat.S_ISLNK(mode):
@@ -200,11 +216,13 @@ class Archiver:
             return None
         except OSError as exc:
             raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
-        entries = []
+        entries: list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]] = []
         for child in names:
             child_path = os.path.join(path, child)
             child_st = self._lstat(child_path)
-            if child_st is None:
+            if child_st is None or self._excluded(
+                child_path, child, stat.S_ISDIR(child_st.st_mode)
+            ):
                 continue
             cached = None
             if stat.S_ISREG(child_st.st_mode) and self.cache is not None:
@@ -214,9 +232,18 @@ class Archiver:
             if cached is None and stat.S_ISREG(child_st.st_mode) and self.prefetch:
                 self.prefetch.want(child_path)
             entries.append((child_path, child, child_st, cached))
+        # This directory's files go to the readers before any of them is needed, so they are
+        # read while the walk goes on through the subdirectories listed before them.
+        reads: dict[bytes, Future[tuple[list[bytes], int]]] = {}
+        if self._reads is not None:
+            for child_path, _, child_st, cached in entries:
+                if cached is None and stat.S_ISREG(child_st.st_mode):
+                    reads[child_path] = self._reads.submit(self._read, child_path, child_st)
         nodes = []
         for child_path, child, child_st, cached in entries:
-            node = self._entry(child_path, child, child_st, cached)
+            node = self._entry(
+                child_path, child, child_st, cached, reads.pop(child_path, None), listed=True
+            )
             if node is not None:
                 nodes.append(node)
         self.stats.dirs += 1
@@ -224,19 +251,26 @@ class Archiver:
         return self._node(name, NodeType.DIR, st, subtree=subtree)
 
     def _file(
-        self, path: bytes, name: bytes, st: os.stat_result, cached: list[bytes] | None
+        self,
+        path: bytes,
+        name: bytes,
+        st: os.stat_result,
+        cached: list[bytes] | None,
+        read: Future[tuple[list[bytes], int]] | None = None,
     ) -> Node | None:
         state = FileState.of(st)
         content = cached
         size = st.st_size
         if content is None:
             try:
-                content, size = self._read(path, st)
+                content, size = read.result() if read is not None else self._read(path, st)
             except (FileNotFoundError, _Replaced):
                 self.stats.vanished.append(os.fsdecode(path))
                 return None
             except OSError as exc:
                 raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+            self.stats.files_read += 1
+            self.stats.bytes_read += size
             if self.cache:
                 self.cache.record(path, state, content)
         elif self.cache:
@@ -251,6 +285,7 @@ class Archiver:
         )
 
     def _read(self, path: bytes, st: os.stat_result) -> tuple[list[bytes], int]:
+        """The file's blob ids and size; runs on a reader thread (touches no walk state)."""
         content: list[bytes] = []
         size = 0
         with open(_open_listed(path, st), "rb", buffering=0) as handle:
@@ -266,8 +301,6 @@ class Archiver:
             for chunk in chunks:
                 content.append(self.writer.add(BlobType.DATA, chunk))
                 size += len(chunk)
-        self.stats.files_read += 1
-        self.stats.bytes_read += size
         return content, size
 
     def _node(self, name: bytes, kind: NodeType, st: os.stat_result, **extra: object) -> Node:
@@ -310,6 +343,42 @@ def _open_listed(path: bytes, listed: os.stat_result) -> int:
         os.close(fd)
         raise _Replaced
     return fd
+
+
+_Read = Future[tuple[list[bytes], int]]
+
+
+class _Readers:
+    """The threads that read, chunk and hash files for the walk (open and read release the
+    GIL, and so do FastCDC's cut and BLAKE3 on large inputs), at most ``ahead`` files at once
+    handed over and unfinished: submitting blocks until one is done, which bounds the work
+    queued and never waits on the walk itself."""
+
+    def __init__(self, threads: int, ahead: int) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="read")
+        self._room = threading.BoundedSemaphore(ahead)
+
+    def submit(
+        self,
+        read: Callable[[bytes, os.stat_result], tuple[list[bytes], int]],
+        path: bytes,
+        st: os.stat_result,
+    ) -> _Read:
+        self._room.acquire()
+        try:
+            future = self._pool.submit(read, path, st)
+        except BaseException:
+            self._room.release()
+            raise
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: _Read) -> None:
+        self._room.release()
+
+    def close(self) -> None:
+        """Drop what has not started (the walk failed) and wait for what has."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _WalkAhead(threading.Thread):

@@ -1,5 +1,6 @@
 """Adding blobs to a repository: deduplicate, compress, fill packs, seal, index.
 
+Blobs come from several threads at once (the archiver's file readers, the walk's trees).
 Compression runs on a small thread pool and sealing a pack (encrypt + upload) on another
 thread; zstd, ChaCha20 and file I/O release the GIL, so reading and chunking the next data
 overlaps with both. Queues are bounded (a few blobs, two packs), which bounds memory. The
@@ -82,6 +83,7 @@ class BlobWriter:
         self._pending: set[bytes] = set()  # ids written this run, not yet in an index object
         self._records: list[PackRecord] = []  # sealed packs not yet named by an index
         self._lock = threading.Lock()
+        self._adding = threading.Lock()  # add() is called from several reading threads
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
         self._in_flight: list[Future[None]] = []
         self._last_flush = time.monotonic()
@@ -102,21 +104,28 @@ class BlobWriter:
         return blob_id in self.repo.index or blob_id in self._pending
 
     def add(self, kind: BlobType, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
-        """Store ``data`` unless the repository has it already; return its id."""
+        """Store ``data`` unless the repository has it already; return its id. Thread-safe;
+        :meth:`finish` and :meth:`abort` only once every adding thread is done."""
         if blob_id is None:
             blob_id = self.repo.writer.blob_id(data)
         if self.known(blob_id):
             return blob_id
         raw = bytes(data)  # a copy: the chunker reuses its buffer for the next chunk
-        self._pending.add(blob_id)
-        if len(raw) >= OFFLOAD_MIN:
-            self._submit([(kind, blob_id, len(raw))], [raw])
-            return blob_id
-        self._batch.append((kind, blob_id, len(raw)))
-        self._batch_raw.append(raw)
-        self._batch_bytes += len(raw)
-        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
-            self._submit_batch()
+        # Several threads read files and add their blobs at once: hashing and the copy above
+        # run in parallel, the bookkeeping below one thread at a time (the check again, so a
+        # blob two threads found at once is stored once).
+        with self._adding:
+            if self.known(blob_id):
+                return blob_id
+            self._pending.add(blob_id)
+            if len(raw) >= OFFLOAD_MIN:
+                self._submit([(kind, blob_id, len(raw))], [raw])
+                return blob_id
+            self._batch.append((kind, blob_id, len(raw)))
+            self._batch_raw.append(raw)
+            self._batch_bytes += len(raw)
+            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
+                self._submit_batch()
         return blob_id
 
     def _submit_batch(self) -> None:

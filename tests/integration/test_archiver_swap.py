@@ -3,8 +3,9 @@ vanished file, never another file's content under this name.
 
 A backed-up directory others can write to (an uploads directory, a log directory) lets them
 replace a file after the walk has listed it. The walk lstats a directory's entries first and
-reads them afterwards; the progress callback, called after each file, swaps the next one at
-exactly that moment, so the race is reproduced without sleeping.
+reads them afterwards (on its own thread, or on the reader threads); the test's archiver swaps
+a file right after its lstat, before anything can open it, so the race is reproduced without
+sleeping, on both paths.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from portalops.backup.archive.archiver import Archiver
+from portalops.backup.archive.archiver import READERS, Archiver
 from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.writer import BlobWriter
 from tests.fixtures.backup_env import BackupEnv, repository
@@ -41,9 +42,26 @@ def swap_to_fifo(victim: Path, secret: Path) -> None:
     os.mkfifo(victim)
 
 
+class SwappingArchiver(Archiver):
+    """Swaps ``victim`` the moment its lstat returns: listed, not yet opened."""
+
+    victim: bytes = b""
+    swap: Callable[[], None] = staticmethod(lambda: None)
+
+    def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
+        st = super()._lstat(path, listed=listed)
+        if path == self.victim:
+            self.swap()
+        return st
+
+
+@pytest.mark.parametrize("readers", [0, READERS], ids=["walk-reads", "reader-threads"])
 @pytest.mark.parametrize("swap", [swap_to_symlink, swap_to_other_file, swap_to_fifo])
 def test_a_file_swapped_after_listing_is_vanished_not_read(
-    local_backup_env: BackupEnv, tmp_path: Path, swap: Callable[[Path, Path], None]
+    local_backup_env: BackupEnv,
+    tmp_path: Path,
+    swap: Callable[[Path, Path], None],
+    readers: int,
 ) -> None:
     secret = tmp_path / "shadow"
     secret.write_bytes(SECRET)
@@ -51,18 +69,14 @@ def test_a_file_swapped_after_listing_is_vanished_not_read(
     uploads.mkdir()
     (uploads / "a.txt").write_bytes(b"first, read before the swap\n")
     (uploads / "b.txt").write_bytes(b"second, swapped before it is read\n")
-    done: list[int] = []
-
-    def progress(files: int, _bytes: int) -> None:
-        if not done:  # after a.txt, before b.txt: both were listed already
-            swap(uploads / "b.txt", secret)
-        done.append(files)
 
     with repository(local_backup_env) as repo:
         repo.load_index()
         writer = BlobWriter(repo)
         chunker = Chunker(repo.writer.chunker_seed, repo.config.chunker)
-        archiver = Archiver(writer, chunker, None, progress=progress)
+        archiver = SwappingArchiver(writer, chunker, None, readers=readers)
+        archiver.victim = os.fsencode(uploads / "b.txt")
+        archiver.swap = lambda: swap(uploads / "b.txt", secret)
         try:
             archiver.archive([uploads])
             assert not writer.known(repo.writer.blob_id(SECRET))
