@@ -219,7 +219,7 @@ def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.backup.jobs.access import init_repositories
 
-    done = init_repositories(ctx.settings.backup, args.repository, ctx.config_path)
+    done = init_repositories(ctx.backup_settings, args.repository, ctx.config_path)
     rows = [
         (d.repository, d.location, d.id, "created" if d.created else "already initialised")
         for d in done
@@ -297,7 +297,7 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _open_all(ctx: Context, names: list[str] | None) -> tuple[list[Repository], Keys]:
     from portalops.backup.jobs.access import load_keys, open_repository, select
 
-    backup = ctx.settings.backup
+    backup = ctx.backup_settings
     keys = load_keys(backup)
     return [open_repository(s, keys) for s in select(backup, names, ctx.config_path)], keys
 
@@ -441,9 +441,7 @@ def _check(ctx: Context, args: argparse.Namespace) -> Outcome:
     with progress_bars(ctx.env) as bars:
         for repo in repos:
             results.append(
-                check_shared(
-                    repo, args.read_data, ctx.settings.state_dir, bars(f"check {repo.name}")
-                )
+                check_shared(repo, args.read_data, ctx.state_dir, bars(f"check {repo.name}"))
             )
     human: list[Any] = []
     for r in results:

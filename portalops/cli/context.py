@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portalops.cli.environment import Environment
 from portalops.core.errors import BadInput
@@ -23,10 +23,20 @@ from portalops.core.errors import BadInput
 if TYPE_CHECKING:
     # Imported where first used: the models cost a command that needs neither (``--help``,
     # ``completion``) a good part of its start-up.
+    from portalops.backup.config import Backup
+    from portalops.core.validate import Strict
+    from portalops.core.yamlsrc import YamlSource
     from portalops.inventory.model import Estate
+    from portalops.oncall.config import Oncall
     from portalops.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The top-level keys of ops.yaml (``Settings``'s fields, in order; a unit test holds them
+#: together), and ``state_dir``'s default: what a command that reads one section checks of
+#: the rest of the file without importing the other sections' models.
+TOP_LEVEL_KEYS = ("state_dir", "metrics", "backup", "monitor", "drill", "oncall")
+DEFAULT_STATE_DIR = Path("/var/lib/portal-ops")
 
 # The checkout (config/, playbooks/, ansible.cfg beside the package); installed from a wheel,
 # site-packages, where those are absent.
@@ -115,6 +125,58 @@ class Context:
         from portalops.settings import load_settings
 
         return load_settings(self.config_path)
+
+    @cached_property
+    def _config_source(self) -> YamlSource | None:
+        from portalops.core.yamlsrc import load_yaml
+
+        path = self.config_path
+        return None if path is None else load_yaml(path)
+
+    def _one_section(self, name: str, model: type[Strict]) -> Strict:
+        """ops.yaml validated as ``Settings`` is, but with only section ``name`` (and
+        ``state_dir``) read: every other section passes unread, its models not even imported
+        (most of the start-up of a short command is defining and building pydantic models).
+        What is read is exactly as strict: the same models, locations and messages, and an
+        unknown top-level key is still an error ("did you mean"). A command that reads several
+        sections, or the checks across them (``drill.smoke``), uses :attr:`settings`."""
+        from pydantic import create_model
+
+        from portalops.core.validate import Strict, parse_model
+
+        fields: dict[str, Any] = {key: (Any, None) for key in TOP_LEVEL_KEYS}
+        fields["state_dir"] = (Path, DEFAULT_STATE_DIR)
+        fields[name] = (model, model())
+        partial = create_model("Settings", __base__=Strict, **fields)
+        source = self._config_source
+        return partial() if source is None else parse_model(partial, source)
+
+    @cached_property
+    def backup_settings(self) -> Backup:
+        """The ``backup`` section (with ``state_dir`` and the top-level keys checked)."""
+        if "settings" in self.__dict__:
+            return self.settings.backup
+        from portalops.backup.config import Backup
+
+        section = self._one_section("backup", Backup)
+        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
+        return section.backup  # type: ignore[attr-defined,no-any-return]
+
+    @cached_property
+    def oncall_settings(self) -> Oncall:
+        """The ``oncall`` section (with ``state_dir`` and the top-level keys checked)."""
+        if "settings" in self.__dict__:
+            return self.settings.oncall
+        from portalops.oncall.config import Oncall
+
+        section = self._one_section("oncall", Oncall)
+        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
+        return section.oncall  # type: ignore[attr-defined,no-any-return]
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """``state_dir``, from whichever part of the config was read first."""
+        return self.settings.state_dir
 
     @cached_property
     def estate(self) -> Estate:

@@ -65,13 +65,13 @@ examples:
 
 
 def _oncall(ctx: Context) -> Oncall:
-    return ctx.settings.oncall
+    return ctx.oncall_settings
 
 
 def _serve(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.oncall import commands
 
-    commands.run_service(_oncall(ctx), ctx.settings.state_dir, args.listen)
+    commands.run_service(_oncall(ctx), ctx.state_dir, args.listen)
     return Outcome({"stopped": True}, ["on-call service stopped"])
 
 
@@ -153,7 +153,7 @@ def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.oncall import commands
 
     result = commands.acknowledge(
-        _oncall(ctx), ctx.settings.state_dir, args.incident, args.by, ctx.env.now().timestamp()
+        _oncall(ctx), ctx.state_dir, args.incident, args.by, ctx.env.now().timestamp()
     )
     incident = result.incident
     if not result.done:
@@ -173,7 +173,7 @@ def _ack(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _incidents(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.oncall import commands
 
-    found = commands.incidents(_oncall(ctx), ctx.settings.state_dir, open_only=args.open)
+    found = commands.incidents(_oncall(ctx), ctx.state_dir, open_only=args.open)
     zone = _oncall(ctx).zone()
     rows = []
     for i, pages in found:
@@ -224,7 +224,7 @@ def _test(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _alertmanager_config(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.oncall import commands
 
-    text = commands.alertmanager_config(_oncall(ctx), ctx.settings.state_dir, ctx.config_path)
+    text = commands.alertmanager_config(_oncall(ctx), ctx.state_dir, ctx.config_path)
     if args.output is None:
         from rich.text import Text
 
