@@ -1,24 +1,18 @@
 """Progress bars on the Environment's stderr for long work, shown only when that is a terminal
-(cron mail and pipes get nothing but errors)."""
+(cron mail and pipes get nothing but errors). Rich is imported only then: for a job under
+cron or systemd it is some 0.03 s of start-up for nothing."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
 
 from portalops.cli.environment import Environment
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 Callback = Callable[[int, int], None]  # (items done, bytes done)
 
@@ -33,6 +27,16 @@ def progress_bars(
     if not enabled:
         yield lambda _label: None
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(bar_width=None),

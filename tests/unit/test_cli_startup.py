@@ -198,3 +198,87 @@ def test_plain_output_is_what_rich_prints(parts: list[Any]) -> None:
 def test_plain_output_is_used_for_plain_tables() -> None:
     assert _plain_text([table(None, ["a"], [["Vĩnh Phúc 08:00"]]), "done"]) is not None
     assert _plain_text(["[bold]x[/bold]"]) is None
+
+
+def test_one_section_reading_knows_every_top_level_key() -> None:
+    from portalops.cli.context import DEFAULT_STATE_DIR, TOP_LEVEL_KEYS
+    from portalops.settings import Settings
+
+    assert tuple(Settings.model_fields) == TOP_LEVEL_KEYS
+    assert Settings.model_fields["state_dir"].default == DEFAULT_STATE_DIR
+
+
+_BROKEN_BACKUP = """\
+state_dir: /tmp/x
+backup:
+  repositories: [{name: local, url: /tmp/r, atempts: 3}]
+  retention: {daily: -1}
+  schedule: {backup: 12:30}
+oncall:
+  people: [{id: an, name: An, channels: ['mailto://an@example.org']}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "argv"),
+    [
+        (_BROKEN_BACKUP, ["backup", "list"]),
+        (_BROKEN_BACKUP.replace("state_dir:", "stat_dir:"), ["oncall", "who"]),
+        ("oncall: {people: [{id: an}], teamlead: an}\n", ["oncall", "who"]),
+    ],
+)
+def test_a_section_read_alone_is_as_strict_as_the_whole_file(
+    tmp_path: Path, text: str, argv: list[str]
+) -> None:
+    """A command that reads one section reports exactly what ``ops config check`` (the whole
+    file) reports for that section and the top level, with the same lines and words."""
+    from tests.fixtures.cli import run_ops
+
+    config = tmp_path / "ops.yaml"
+    config.write_text(text, encoding="utf-8")
+    whole = run_ops("config", "check", config=config)
+    alone = run_ops(*argv, config=config)
+    assert whole.code == alone.code == 2
+    section = argv[0]
+    expected = [
+        line
+        for line in whole.stderr.splitlines()
+        if f": {section}." in line or f": {section}:" in line or ": stat_dir:" in line
+    ]
+    assert expected
+    assert [line for line in alone.stderr.splitlines() if str(config) in line] == expected
+
+
+def test_a_command_reads_only_its_section() -> None:
+    """``backup list`` imports no on-call or prober models; ``oncall who`` no backup ones."""
+    config = ROOT / "config" / "ops.example.yaml"
+    for argv, unwanted in (
+        (["backup", "list"], ("portalops.oncall.", "portalops.monitors.")),
+        (["oncall", "who"], ("portalops.backup.", "portalops.monitors.")),
+    ):
+        loaded = _loaded("--config", str(config), *argv)["all"]
+        assert isinstance(loaded, list)
+        assert [n for n in loaded if n.startswith(unwanted)] == [], argv
+        assert "portalops.settings" not in loaded
+
+
+def test_a_section_a_command_does_not_read_is_not_checked(tmp_path: Path) -> None:
+    """The other side of reading one section: ``oncall who`` answers as it would without
+    the broken ``monitor`` section (``ops config check`` and the jobs that read it fail)."""
+    from tests.fixtures.cli import run_ops
+
+    oncall = (
+        "oncall:\n  team_lead: an\n"
+        "  people: [{id: an, name: An, channels: ['mailto://an@example.org']}]\n"
+        "  rotations:\n"
+        "    primary: {people: [an], every: week, handover: '08:00', start: 2026-01-05}\n"
+        "    secondary: {people: [an], every: week, handover: '08:00', start: 2026-01-05}\n"
+    )
+    clean, broken = tmp_path / "clean.yaml", tmp_path / "broken.yaml"
+    clean.write_text(oncall, encoding="utf-8")
+    broken.write_text(oncall + "monitor: {concurrency: many}\n", encoding="utf-8")
+    at = ["oncall", "who", "--at", "2026-12-07 10:00"]
+    answer = run_ops(*at, config=broken)
+    assert (answer.code, answer.stdout) == (0, run_ops(*at, config=clean).stdout)
+    assert "primary" in answer.stdout
+    assert run_ops("config", "check", config=broken).code == 2
