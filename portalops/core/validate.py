@@ -25,9 +25,14 @@ class Strict(BaseModel):
     The docstrings are read from the source only when a schema is made
     (:func:`portalops.core.schemadoc.json_schema`), not by pydantic as each model is defined
     (``use_attribute_docstrings``): that parses every model's source, a fifth of the start-up
-    of a command that reads ops.yaml."""
+    of a command that reads ops.yaml.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Each model's validator is built the first time it is used (``defer_build``), not as its
+    class is defined: a command validates one section of ops.yaml, or one file, and the
+    models it never validates cost it only their definition (the validator of the model it
+    does validate includes those of the models nested in it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _zone_name(name: str) -> str:
