@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import struct
 import threading
 from dataclasses import dataclass
@@ -84,29 +83,63 @@ class BlobEntry:
     @classmethod
     def from_row(cls, row: object) -> BlobEntry:
         """A header or index row, every field checked (ValueError naming the field): rows
-        come from objects a writer may have forged."""
+        come from objects a writer may have forged.
+
+        Run once per blob of every index and pack header read (a restore of 30,000 small
+        files: twice 30,000 times), so the common case takes no regex, enum call or
+        dataclass ``__init__``; the checks are the same on every path."""
         if not isinstance(row, list) or len(row) != 6:
             raise ValueError(f"a blob row has 6 fields, not {_shown(row)}")
         blob_id, kind, offset, length, raw_length, comp = row
-        if not isinstance(blob_id, str) or not _HEX64.fullmatch(blob_id):
-            raise ValueError(f"blob id {_shown(blob_id)} is not 64 hex digits")
-        if kind not in _TYPES:
+        raw_id = _hex64(blob_id)
+        blob_type = _TYPES.get(kind) if isinstance(kind, str) else None
+        if blob_type is None:
             raise ValueError(f"blob {blob_id[:16]}: type {_shown(kind)} is not data or tree")
-        if comp not in _COMPRESSIONS:
+        compression = _COMPRESSIONS.get(comp) if isinstance(comp, str) else None
+        if compression is None:
             raise ValueError(f"blob {blob_id[:16]}: compression {_shown(comp)} is not none or zstd")
-        return cls(
-            bytes.fromhex(blob_id),
-            BlobType(kind),
-            _size(blob_id, "offset", offset),
-            _size(blob_id, "length", length),
-            _size(blob_id, "raw_length", raw_length),
-            Compression(comp),
+        # type() is int: neither bool nor any other int subclass, as _size checks.
+        if not (
+            type(offset) is int
+            and type(length) is int
+            and type(raw_length) is int
+            and offset >= 0
+            and length >= 0
+            and raw_length >= 0
+        ):
+            _size(blob_id, "offset", offset)
+            _size(blob_id, "length", length)
+            _size(blob_id, "raw_length", raw_length)
+        # The frozen dataclass's __init__ sets each field through object.__setattr__; filling
+        # the instance dict directly makes an equal, equally hashable entry at half the cost.
+        entry = _new(cls)
+        entry.__dict__.update(
+            id=raw_id,
+            type=blob_type,
+            offset=offset,
+            length=length,
+            raw_length=raw_length,
+            compression=compression,
         )
+        return entry
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_TYPES = {t.value for t in BlobType}
-_COMPRESSIONS = {c.value for c in Compression}
+_new = object.__new__
+_TYPES: dict[str, BlobType] = {t.value: t for t in BlobType}
+_COMPRESSIONS: dict[str, Compression] = {c.value: c for c in Compression}
+
+
+def _hex64(blob_id: object) -> bytes:
+    """The 32 bytes of a blob id written as 64 lowercase hex digits, nothing else (no
+    uppercase, no spaces, which ``bytes.fromhex`` alone would take); ValueError otherwise."""
+    if isinstance(blob_id, str) and len(blob_id) == 64:
+        try:
+            raw = bytes.fromhex(blob_id)
+        except ValueError:
+            raw = b""
+        if len(raw) == 32 and raw.hex() == blob_id:
+            return raw
+    raise ValueError(f"blob id {_shown(blob_id)} is not 64 hex digits")
 
 
 def _size(blob_id: str, name: str, value: object) -> int:
@@ -218,17 +251,33 @@ def unzstd(data: bytes | memoryview, limit: int, *, exact: bool = False) -> byte
         )
     # zstd's own default ceiling is 128 MiB; 8 MiB covers frames made by `zstd -19`.
     window = min(1 << 27, max(1 << 23, 1 << max(limit - 1, 1).bit_length()))
-    decompressor = zstandard.ZstdDecompressor(max_window_size=window)
     try:
         if declared >= 0:
-            out = decompressor.decompress(data, max_output_size=limit)
+            out = _decompressor(window).decompress(data, max_output_size=limit)
         else:
-            out = _stream(decompressor, data, limit)
+            out = _stream(zstandard.ZstdDecompressor(max_window_size=window), data, limit)
     except zstandard.ZstdError as exc:
         raise CompressedDataError(f"zstd: {exc}") from None
     if exact and len(out) != limit:
         raise CompressedDataError(f"zstd frame holds {len(out)} bytes, the row says {limit}")
     return out
+
+
+_decompressors = threading.local()
+
+
+def _decompressor(window: int) -> zstandard.ZstdDecompressor:
+    """This thread's decompressor for frames of at most ``window``: one per thread and window,
+    reused (a ZstdDecompressor is not thread-safe). A new one per blob cost more than the
+    decompression itself for small blobs (its context and buffers allocated, then freed,
+    each time): 25 us against 13 per 3 KiB blob, and 30% more on 1 MiB blobs."""
+    cache: dict[int, zstandard.ZstdDecompressor] | None = getattr(_decompressors, "cache", None)
+    if cache is None:
+        cache = _decompressors.cache = {}
+    decompressor = cache.get(window)
+    if decompressor is None:
+        decompressor = cache[window] = zstandard.ZstdDecompressor(max_window_size=window)
+    return decompressor
 
 
 def _stream(
@@ -276,6 +325,13 @@ class PackBuilder:
 
     def build(self) -> tuple[bytes, list[BlobEntry]]:
         """The pack's plaintext and its entries (offsets into that plaintext)."""
+        parts, entries = self.build_parts()
+        return b"".join(parts), entries
+
+    def build_parts(self) -> tuple[list[bytes], list[BlobEntry]]:
+        """:meth:`build`'s plaintext as the pieces it joins (the blobs in their shuffled
+        order, the header, the trailer): encrypted straight from these, a pack is never held
+        both as blobs and as one plaintext (16 MiB less at a seal's peak)."""
         order = list(self.blobs)
         # Seeded from the OS once per pack: SystemRandom would make a syscall per blob.
         random.Random(os.urandom(32)).shuffle(order)  # noqa: S311 - not a secret, an order
@@ -294,7 +350,7 @@ class PackBuilder:
             {"version": 1, "blobs": [e.to_row() for e in entries]}, separators=(",", ":")
         ).encode()
         parts += [header, struct.pack("<I", len(header)), MAGIC]
-        return b"".join(parts), entries
+        return parts, entries
 
 
 def pack_key(encrypted: bytes) -> str:
