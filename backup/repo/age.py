@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import cast
 
@@ -160,10 +161,14 @@ def encrypt(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> byte
     return bytes(encrypt_buffer(data, recipients))
 
 
-def encrypt_buffer(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> bytearray:
+def encrypt_buffer(
+    data: bytes | memoryview | list[bytes], recipients: list[X25519PublicKey]
+) -> bytearray:
     """:func:`encrypt` into one preallocated buffer, each chunk encrypted in place: a 16 MiB
-    pack costs its ciphertext once, not 64 KiB pieces plus their join (16 MiB less at a
-    seal's peak). A bytearray: callers that need ``bytes`` use :func:`encrypt`."""
+    pack costs its ciphertext once, not 64 KiB pieces plus their join. ``data`` may be a
+    list of pieces to encrypt as if joined; the list is emptied as it is read, so each
+    piece is freed once encrypted (a pack's blobs, never joined into one plaintext). A
+    bytearray: callers that need ``bytes`` use :func:`encrypt`."""
     file_key = os.urandom(16)
     header = [INTRO]
     for recipient in recipients:
@@ -179,19 +184,54 @@ def encrypt_buffer(data: bytes | memoryview, recipients: list[X25519PublicKey]) 
     nonce = os.urandom(16)
     payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
     prefix = b"".join([head, b" ", _b64(mac), b"\n", nonce])
-    view = memoryview(data)
-    count = max(1, -(-len(view) // CHUNK))
-    out = bytearray(len(prefix) + len(view) + count * TAG)
+    parts: list[bytes] | list[bytes | memoryview] = data if isinstance(data, list) else [data]
+    size = sum(len(part) for part in parts)
+    count = max(1, -(-size // CHUNK))
+    out = bytearray(len(prefix) + size + count * TAG)
     out[: len(prefix)] = prefix
     target = memoryview(out)
     at = len(prefix)
-    for i in range(count):
+    for i, piece in enumerate(_chunks(parts, size)):
         last = i == count - 1
         chunk_nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
-        piece = view[i * CHUNK : (i + 1) * CHUNK]
         payload.encrypt_into(chunk_nonce, piece, None, target[at : at + len(piece) + TAG])
         at += len(piece) + TAG
     return out
+
+
+def _chunks(parts: list[bytes] | list[bytes | memoryview], size: int) -> Iterator[memoryview]:
+    """The payload's 64 KiB chunks of ``parts`` joined (one empty chunk for no data): a view
+    into a piece where a chunk lies within one, else copied into a staging buffer. Pieces
+    are dropped from ``parts`` as they are used up."""
+    if size == 0:
+        parts.clear()
+        yield memoryview(b"")
+        return
+    staging = memoryview(bytearray(CHUNK))
+    pending = list(reversed(parts))  # popped one by one: a used piece has no reference left
+    parts.clear()
+    view = memoryview(b"")
+    pos = 0  # read position in view
+    done = 0
+    while done < size:
+        want = min(CHUNK, size - done)
+        if len(view) - pos >= want:
+            yield view[pos : pos + want]
+            pos += want
+        else:
+            filled = 0
+            while filled < want:
+                if pos == len(view):
+                    view, pos = memoryview(pending.pop()), 0
+                    continue
+                take = min(want - filled, len(view) - pos)
+                staging[filled : filled + take] = view[pos : pos + take]
+                filled += take
+                pos += take
+            yield staging[:want]
+        done += want
+        if pos == len(view):
+            view, pos = memoryview(b""), 0  # this piece is used up: free it
 
 
 def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:

@@ -255,7 +255,7 @@ class Repository:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_pack(self, plaintext: bytes) -> tuple[str, int]:
+    def write_pack(self, plaintext: bytes | list[bytes]) -> tuple[str, int]:
         stored = self.writer.encrypt_pack(plaintext)
         key = pack_key(stored)
         self.storage.put(key, stored)

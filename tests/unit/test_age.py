@@ -29,6 +29,24 @@ def test_interoperates_with_pyrage(size: int) -> None:
     assert age.decrypt(pyrage.encrypt(data, [theirs.to_public()]), secret) == data
 
 
+@pytest.mark.parametrize(
+    "sizes",
+    [[], [0], [10, 0, 5], [65536], [65536, 65536], [70_000, 1, 65535, 3], [100, 200_000, 7]],
+    ids=str,
+)
+def test_a_pack_encrypted_from_its_pieces_is_their_join(sizes: list[int]) -> None:
+    """A pack is encrypted from its blobs without joining them: chunks within one piece,
+    across pieces and of empty pieces must all come out as the joined plaintext would."""
+    theirs = pyrage.x25519.Identity.generate()
+    pieces = [os.urandom(size) for size in sizes]
+    joined = b"".join(pieces)
+    handed = list(pieces)
+    sealed = age.encrypt_buffer(handed, [age.parse_recipient(str(theirs.to_public()))])
+    assert handed == []  # used up: each piece freed once encrypted
+    assert len(sealed) == len(age.encrypt(joined, [age.parse_recipient(str(theirs.to_public()))]))
+    assert pyrage.decrypt(bytes(sealed), [theirs]) == joined
+
+
 def test_several_recipients_and_the_wrong_key() -> None:
     one, two = (pyrage.x25519.Identity.generate() for _ in range(2))
     data = b"Xin chao"
