@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
-from io import BytesIO
 from pathlib import Path
 
 from portalops.backup.archive.files_cache import FilesCache, FileState
@@ -290,12 +289,12 @@ class Archiver:
         size = 0
         with open(_open_listed(path, st), "rb", buffering=0) as handle:
             chunks: Iterable[bytes | memoryview]
-            if st.st_size < self.chunker.min_size:
-                # Small files are one blob. One that grew past a chunk while we looked is
-                # chunked from what we read.
+            if st.st_size <= self.chunker.whole_max:
+                # Small files are one blob; files up to a few chunks are read whole and cut
+                # in memory (a file that grew meanwhile: cut from what we read).
                 data = handle.read()
                 small = len(data) < self.chunker.min_size
-                chunks = ([data] if data else []) if small else self.chunker.chunks(BytesIO(data))
+                chunks = ([data] if data else []) if small else self.chunker.chunks_of(data)
             else:
                 chunks = self.chunker.chunks(handle)
             for chunk in chunks:
