@@ -25,6 +25,7 @@ from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
 from portalops.backup.repo.tree import NodeType, show_name
 from portalops.backup.restore.parallel import (
+    READ_AHEAD_PACKS,
     Workers,
     readahead,
     setup_for,
@@ -135,7 +136,13 @@ def _check(
     result.blobs = len(index.blobs)
     result.unreferenced_packs = sorted(set(stored) - set(index.packs))
     listing = repo.snapshot_listing()
-    # The first tree pass needs no pack verified: done while workers start, when there are.
+    # With workers, the packs are queued (and read ahead) now and verified while this
+    # process takes the first tree pass, which needs no pack verified.
+    verified = (
+        _verify_packs(repo, read_data, state_dir, damaged, workers)
+        if read_data is not None
+        else None
+    )
     missing = (
         _any_blob_missing(repo, listing[0], result)
         if workers is not None and repo.identity is not None
@@ -143,8 +150,8 @@ def _check(
     )
     repo.forget_packs()  # the trees' packs: the workers need the memory now
 
-    if read_data is not None:
-        _read_packs(repo, read_data, state_dir, damaged, result, progress, workers)
+    if verified is not None:
+        _read_packs(verified, damaged, result, progress)
     stack.close()  # workers are done
 
     for key in sorted(index.conflicting_packs):
@@ -212,26 +219,38 @@ def _listed_snapshots(
     return refs
 
 
-def _read_packs(
+def _verify_packs(
     repo: Repository,
     read_data: float,
     state_dir: Path,
     damaged: dict[str, str],
-    result: CheckResult,
-    progress: Callable[[int, int], None] | None,
     workers: Workers | None,
-) -> None:
-    """Download, decrypt and verify (a rotating share of) the packs, on every core."""
+) -> Iterator[tuple[str, list[str]]]:
+    """Download, decrypt and verify (a rotating share of) the packs, on every core: with
+    workers, the first packs are queued and read ahead before this returns."""
     if repo.identity is None:
         raise IdentityMissing("the config")
     index = repo.index
     keys = _select_packs(repo, sorted(set(index.packs) - set(damaged)), read_data, state_dir)
     records = [index.packs[key] for key in keys]
-    verified: Iterator[tuple[str, list[str]]]
     if workers is not None:
-        verified = workers.map(verify_pack, records, lambda record: readahead(repo, record.key))
-    else:  # a small repository: starting workers would cost more than the reading
-        verified = ((r.key, repo.verify_pack(r.key, r)) for r in records)
+        return workers.map(
+            verify_pack,
+            records,
+            lambda record: readahead(repo, record.key),
+            ahead=READ_AHEAD_PACKS,
+        )
+    # a small repository: starting workers would cost more than the reading
+    return ((r.key, repo.verify_pack(r.key, r)) for r in records)
+
+
+def _read_packs(
+    verified: Iterator[tuple[str, list[str]]],
+    damaged: dict[str, str],
+    result: CheckResult,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Count the verified packs and name the damaged ones."""
     for key, problems in verified:
         result.packs_read += 1
         if problems:

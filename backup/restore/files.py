@@ -35,6 +35,7 @@ from portalops.backup.repo.snapshot import Snapshot
 from portalops.backup.repo.tree import Node, NodeType, Refused, Tree, TreeFormatError, show_name
 from portalops.backup.restore.beneath import FILE_FLAGS, Beneath, split
 from portalops.backup.restore.parallel import (
+    READ_AHEAD_PACKS,
     FileMeta,
     FinishRules,
     JobBlob,
@@ -489,7 +490,9 @@ def _fill(
             if worth_workers(len(jobs), stored):
                 workers = own = Workers(setup)
         if first_round and workers is not None:
-            outcomes = workers.map(restore_pack, jobs, lambda job: readahead(repo, job[1]))
+            outcomes = workers.map(
+                restore_pack, jobs, lambda job: readahead(repo, job[1]), ahead=READ_AHEAD_PACKS
+            )
         else:  # small restores and retries: this process does them
             outcomes = (write_blobs(repo, job) for job in jobs)
         todo = []

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 MIN_PACKS = 3
 MIN_PARALLEL_BYTES = 48 * 1024 * 1024
 WORKERS_VARIABLE = "PORTALOPS_PACK_WORKERS"
+# Packs asked of the disk (``posix_fadvise``, ~16 MiB each) beyond those queued to the
+# workers: a cold-cache run reads while its workers start and while it walks trees.
+READ_AHEAD_PACKS = 8
 SETID = stat.S_ISUID | stat.S_ISGID
 
 
@@ -341,40 +344,20 @@ class Workers:
     def map(
         self,
         func: Callable[[Any], Any],
-        jobs: Iterable[Any],
+        jobs: Sequence[Any],
         before: Callable[[Any], None] | None = None,
+        *,
+        ahead: int = 0,
     ) -> Iterator[Any]:
         """Results of ``func`` over ``jobs`` in completion order, at most 2 jobs queued per
-        worker (memory stays bounded however many packs there are); ``before`` is called on
-        each job as it is queued (read-ahead)."""
-        from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait  # noqa: PLC0415
+        worker (memory stays bounded however many packs there are).
 
-        queue = iter(jobs)
-        pending: set[Future[Any]] = set()
-
-        def submit(job: Any) -> None:
-            if before is not None:
-                before(job)
-            try:
-                pending.add(self.pool.submit(func, job))
-            except RuntimeError as exc:  # BrokenProcessPool among them
-                raise WorkersFailed(self.start_error or str(exc)) from None
-
-        for job in queue:
-            submit(job)
-            if len(pending) >= 2 * self.count:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    value = future.result()
-                except BrokenExecutor as exc:  # a worker died (killed, out of memory)
-                    raise WorkersFailed(self.start_error or str(exc)) from None
-                yield value
-                job = next(queue, None)
-                if job is not None:
-                    submit(job)
+        Jobs are queued from a thread of their own as soon as this is called, and the next
+        one as soon as one finishes, not when the caller takes a result: the caller can do
+        other work meanwhile (check walks the trees) without the workers running dry.
+        ``before`` is called on each job ``ahead`` jobs before it is queued (read-ahead: the
+        first packs are read from disk while the workers start)."""
+        return _Feed(self, func, jobs, before, ahead).results()
 
     def close(self, *, wait: bool = True) -> None:
         """Stop the workers. ``wait=False`` (an error is on its way to the user): neither the
@@ -389,6 +372,90 @@ class Workers:
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self.close(wait=kind is None)
+
+
+_DONE = object()
+
+
+class _Feed:
+    """One :meth:`Workers.map`: a thread queues the jobs, a slot per job in flight; results
+    (small: a pack's problems, a restore job's counts and paths) wait in a queue for the
+    caller."""
+
+    def __init__(
+        self,
+        workers: Workers,
+        func: Callable[[Any], Any],
+        jobs: Sequence[Any],
+        before: Callable[[Any], None] | None,
+        ahead: int,
+    ) -> None:
+        import queue  # noqa: PLC0415 - with the workers, not at import
+
+        self.workers = workers
+        self.func = func
+        self.jobs = jobs
+        self.before = before
+        self.ahead = max(ahead, 0)
+        self.slots = threading.Semaphore(2 * workers.count)
+        self.done: queue.SimpleQueue[Any] = queue.SimpleQueue()  # futures, then _DONE
+        self.stop = threading.Event()
+        self.error: BaseException | None = None  # set by the feeder, raised by results()
+        self.thread = threading.Thread(target=self._feed, name="workers-feed", daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        prepared = 0  # jobs ``before`` was called on
+        try:
+            for i, job in enumerate(self.jobs):
+                while not self.slots.acquire(timeout=0.1):  # bounded: the caller may stop
+                    if self.stop.is_set():
+                        return
+                if self.stop.is_set():
+                    return
+                if self.before is not None:
+                    while prepared <= min(i + self.ahead, len(self.jobs) - 1):
+                        self.before(self.jobs[prepared])
+                        prepared += 1
+                try:
+                    future = self.workers.pool.submit(self.func, job)
+                except RuntimeError as exc:  # BrokenProcessPool among them, or shut down
+                    self.error = WorkersFailed(self.workers.start_error or str(exc))
+                    return
+                future.add_done_callback(self._finished)
+        except BaseException as exc:  # a failing read-ahead: said by the caller, not here
+            self.error = exc
+        finally:
+            self.done.put(_DONE)
+
+    def _finished(self, future: Future[Any]) -> None:
+        self.slots.release()
+        self.done.put(future)
+
+    def results(self) -> Iterator[Any]:
+        from concurrent.futures import BrokenExecutor  # noqa: PLC0415
+
+        queued = len(self.jobs)
+        taken = 0
+        fed = False
+        try:
+            while taken < queued:
+                item = self.done.get()
+                if item is _DONE:
+                    fed = True
+                    if self.error is not None:
+                        raise self.error
+                    continue
+                taken += 1
+                try:
+                    value = item.result()
+                except BrokenExecutor as exc:  # a worker died (killed, out of memory)
+                    raise WorkersFailed(self.workers.start_error or str(exc)) from None
+                yield value
+            if not fed:
+                self.thread.join()
+        finally:
+            self.stop.set()
 
 
 class WorkersFailed(OpsError):
