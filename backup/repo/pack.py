@@ -207,6 +207,15 @@ def decompress(
     """The blob's bytes from its ``stored`` slice of the pack plaintext; BlobFormatError when
     the slice, the row or the zstd frame disagree, or claim more than ``blob_limit`` allows.
     The caller still checks the result against the blob's id."""
+    return bytes(blob_view(stored, entry, max_data=max_data))
+
+
+def blob_view(
+    stored: bytes | memoryview, entry: BlobEntry, *, max_data: int = MAX_DATA_BLOB
+) -> bytes | memoryview:
+    """:func:`decompress`, checked alike, but a blob stored uncompressed comes back as
+    ``stored`` itself, not a copy: media make up most of a restore's or a check's bytes,
+    and hashing or writing them needs no copy of their own."""
     limit = blob_limit(entry.type, max_data)
     if entry.raw_length > limit:
         raise BlobFormatError(
@@ -222,7 +231,7 @@ def decompress(
             raise BlobFormatError(
                 f"stored uncompressed in {entry.length} bytes, but claims {entry.raw_length}"
             )
-        return bytes(stored)
+        return stored
     try:
         return unzstd(stored, entry.raw_length, exact=True)
     except CompressedDataError as exc:

@@ -31,7 +31,7 @@ from portalops.backup.repo.pack import (
     MAX_PACK_SIZE,
     BlobEntry,
     BlobFormatError,
-    decompress,
+    blob_view,
     pack_key,
     read_header,
 )
@@ -333,9 +333,16 @@ class Repository:
     def unpack_blob(self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry) -> bytes:
         """Blob ``blob_id`` out of ``pack``'s plaintext, bounded and checked against its id;
         DamagedObject naming the pack otherwise."""
+        return bytes(self.unpack_view(pack, plaintext, blob_id, entry))
+
+    def unpack_view(
+        self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry
+    ) -> bytes | memoryview:
+        """:meth:`unpack_blob`, checked alike, but a blob stored uncompressed is a view into
+        ``plaintext`` (no copy; for writing it out, not for keeping)."""
         stored = memoryview(plaintext)[entry.offset : entry.offset + entry.length]
         try:
-            data = decompress(stored, entry, max_data=self.max_data_blob)
+            data = blob_view(stored, entry, max_data=self.max_data_blob)
         except BlobFormatError as exc:
             raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]}: {exc}") from None
         if self.writer.blob_id(data) != blob_id:
@@ -397,7 +404,7 @@ class Repository:
                 continue
             stored = view[entry.offset : entry.offset + entry.length]
             try:
-                data = decompress(stored, entry, max_data=self.max_data_blob)
+                data = blob_view(stored, entry, max_data=self.max_data_blob)
             except BlobFormatError as exc:
                 problems.append(f"blob {entry.id.hex()[:16]}: cannot decompress: {exc}")
                 continue

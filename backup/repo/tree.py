@@ -265,7 +265,7 @@ def _plain_node(doc: dict[str, Any]) -> Node | None:
         if content is _ABSENT:
             blobs: tuple[bytes, ...] = ()
         elif type(content) is list:
-            blobs = tuple(_blob_id(blob) for blob in content)
+            blobs = tuple(map(_blob_id, content))
         else:
             return None
         subtree_id = None if subtree is None else bytes.fromhex(subtree)

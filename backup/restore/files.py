@@ -312,6 +312,7 @@ def restore(
             raise BadInput(f"--path {', '.join(includes or [])}: not in snapshot {snapshot.source}")
         _require_space(target, sum(size for _, _, size in plan.files), label)
         repo.forget_packs()  # the trees' packs: the workers need the memory now
+        _read_ahead(repo, plan)
         below, where, existed = _open_target(target)
         try:
             with below:
@@ -357,6 +358,16 @@ def _early_workers(
     if not worth_workers(len(records), stored):
         return None
     return stack.enter_context(Workers(setup))
+
+
+def _read_ahead(repo: Repository, plan: _Plan) -> None:
+    """Ask the kernel for the first packs the restore will read (in the order :func:`_fill`
+    queues them) before the directories are made: a cold-cache restore reads them meanwhile.
+    Only a hint: a pack wrongly guessed costs a read of it into the page cache."""
+    located = repo.index.blobs
+    packs = sorted({located[blob].pack for blob in plan.uses if blob in located})
+    for key in packs[:READ_AHEAD_PACKS]:
+        readahead(repo, key)
 
 
 def _require_space(target: Path, needed: int, label: str) -> None:

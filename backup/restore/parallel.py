@@ -205,15 +205,16 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
 
 def extract_blob(
     repo: Repository, key: str, plaintext: bytes, entry: BlobEntry, blob_id: bytes, length: int
-) -> bytes:
+) -> bytes | memoryview:
     """The blob ``entry`` locates in pack ``key``'s plaintext, bounded, verified against its
-    id and ``length`` bytes long; BlobUnusable saying why not."""
+    id and ``length`` bytes long (a view into ``plaintext`` when stored uncompressed);
+    BlobUnusable saying why not."""
     if entry.raw_length != length:  # unpack_blob holds the blob to its stated length
         raise BlobUnusable(
             f"blob {blob_id.hex()[:16]} stated as {entry.raw_length} bytes, not {length}"
         )
     try:
-        return repo.unpack_blob(key, plaintext, blob_id, entry)
+        return repo.unpack_view(key, plaintext, blob_id, entry)
     except DamagedObject as exc:
         raise BlobUnusable(exc.args[2]) from None
 
@@ -221,7 +222,7 @@ def extract_blob(
 def _write_at(
     below: Beneath,
     rel: bytes,
-    data: bytes,
+    data: bytes | memoryview,
     offset: int,
     meta: FileMeta | None,
     rules: FinishRules,
