@@ -1,9 +1,15 @@
 """One HTTP(S) exchange, timed phase by phase, with every resource bounded.
 
-asyncio streams carry the bytes and h11 speaks HTTP/1.1 over them, so each phase is ours to
-time and to bound, as blackbox_exporter reports them: ``resolve`` (the resolver, pins first),
-``connect`` (TCP), ``tls`` (the handshake, on its own), ``processing`` (request sent to the
-status line) and ``transfer`` (headers to the end of the body). The whole exchange has one
+The connection is driven from the event loop's callbacks (:class:`_Channel`: TLS over an
+``SSLObject`` and memory BIOs, no stream layers; the request leaves with the client's TLS
+Finished in one ``send()``). A plain answer (one status line, headers in a strict subset of
+h11's grammar, a Content-Length) is read on a lean path; anything else (interim answers,
+chunked or odd framing, a head over the cap, a body cut short, a malformed head) is read by
+h11 from the first byte, so both read alike what both take (tests/unit/test_fetch_lean.py).
+Each phase is ours to time and to bound, as blackbox_exporter reports them: ``resolve``
+(the resolver, pins first), ``connect`` (TCP), ``tls`` (the handshake, on its own),
+``processing`` (request sent to the status line) and ``transfer`` (headers to the end of
+the body). The whole exchange has one
 deadline; a server that never answers, trickles, or sends endless headers or body costs its
 timeout and at most ``max_header`` + ``max_body`` bytes of memory, never more: the header
 bytes (interim 1xx answers included) are counted exactly, and more than ``MAX_INFORMATIONAL``
@@ -36,8 +42,9 @@ import ssl
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import h11
@@ -252,7 +259,8 @@ async def fetch(
     not on the public Internet; the address checked is the one connected to, so a name
     that resolves elsewhere the second time (DNS rebinding) gains nothing."""
     url, host, port = request_url(url)
-    parts = urlsplit(url)
+    tls_context = (context or client_context()) if url.startswith("https:") else None
+    request = _request(url, host, port, method, limits)
     clock = _Clock()
     phase = "resolve"
     try:
@@ -270,20 +278,18 @@ async def fetch(
                     )
             clock.lap(phase)
             phase = "connect"
-            reader, writer, address = await _connect(addresses, port)
+            channel, address = await _connect(addresses, port, host, tls_context, request.data)
             try:
                 clock.lap(phase)
                 tls = None
-                if parts.scheme == "https":
+                if tls_context is not None:
                     phase = "tls"
-                    tls = await _handshake(writer, host, context or client_context())
+                    tls = await _handshake(channel, tls_context)
                     clock.lap(phase)
                 phase = "processing"
-                return await _exchange(
-                    reader, writer, url, host, port, method, limits, clock, address, tls
-                )
+                return await _exchange(channel, request, limits, clock, address, tls)
             finally:
-                writer.transport.abort()  # no lingering close handshake: we are done with it
+                channel.abort()  # no lingering close handshake: we are done with it
     except TimeoutError:
         raise FetchError(
             HTTP.TIMEOUT, f"no complete answer within {limits.timeout:g} s ({phase})", phase
@@ -345,27 +351,198 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+class _Channel(asyncio.Protocol):
+    """One connection's bytes, TLS included, driven from the loop's callbacks: no stream
+    layers, no TLS transport. With TLS, an ``SSLObject`` over memory BIOs: the ClientHello
+    leaves as soon as TCP connects, and the request (made before connecting) goes with the
+    client's Finished in one ``send()``. The response's plaintext is buffered for
+    :meth:`read`; reading pauses when that buffer is full, so a fast sender costs at most
+    ``2 * READ_SIZE`` bytes of it before the reader takes them."""
+
+    def __init__(self, host: str, context: ssl.SSLContext | None, request: bytes) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused = False
+        self.tls: ssl.SSLObject | None = None
+        self.handshaken: asyncio.Future[None] | None = None
+        if context is not None:
+            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
+            self.handshaken = self.loop.create_future()
+
+    # -- the loop's callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self.transport = transport = cast(asyncio.Transport, transport)
+        if self.tls is None:
+            transport.write(self.request)
+        else:
+            self._handshake()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tls is None:
+            self._plain(data)
+            return
+        self.incoming.write(data)
+        if self.handshaken is not None and not self.handshaken.done():
+            self._handshake()
+        else:
+            self._decrypt()
+
+    def eof_received(self) -> bool:
+        if self.tls is not None:
+            self.incoming.write_eof()
+            if self.handshaken is not None and not self.handshaken.done():
+                self._handshake_failed(
+                    ConnectionResetError("the server closed the connection in the handshake")
+                )
+                return False
+            self._decrypt()
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshaken is not None and not self.handshaken.done():
+            self._handshake_failed(
+                exc or ConnectionResetError("the connection was lost in the handshake")
+            )
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.eof = True
+        self._wake()
+
+    # -- TLS
+
+    def _handshake(self) -> None:
+        if self.tls is None or self.handshaken is None:
+            return
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._handshake_failed(exc)
+            return
+        self.tls.write(self.request)  # with the client's Finished: one send
+        self._flush()
+        self.handshaken.set_result(None)
+        self._decrypt()  # application data that came with the server's last flight
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        self._flush()  # the alert, if any
+        if self.handshaken is not None and not self.handshaken.done():
+            self.handshaken.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _decrypt(self) -> None:
+        if self.tls is None:
+            return
+        try:
+            while True:
+                chunk = self.tls.read(READ_SIZE)
+                if not chunk:
+                    self.eof = True
+                    break
+                self.buffer += chunk
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:  # close_notify
+            self.eof = True
+        except ssl.SSLEOFError:  # a TCP close without close_notify: the end, as HTTP sees it
+            self.eof = True
+        except ssl.SSLError as exc:
+            self.error = self.error or exc
+        self._flush()  # a key update's answer, if any
+        self._wake()
+        self._throttle()
+
+    # -- plaintext for the reader
+
+    def _plain(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+        self._throttle()
+
+    def _throttle(self) -> None:
+        if len(self.buffer) >= 2 * READ_SIZE and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The plaintext received so far (at least one byte), or b"" at the end."""
+        while not self.buffer:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return b""
+            self.waiter = self.loop.create_future()
+            await self.waiter
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _same(channel: _Channel) -> _Channel:
+    return channel
+
+
 async def _connect(
-    addresses: Sequence[str], port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    addresses: Sequence[str],
+    port: int,
+    host: str,
+    context: ssl.SSLContext | None,
+    request: bytes,
+) -> tuple[_Channel, str]:
     """Connect to the first address that accepts, in the resolver's order (a dead first A
-    record is not the site down); FetchError naming the last refusal if none does."""
+    record is not the site down); FetchError naming the last refusal if none does. With
+    ``context``, the TLS handshake starts as soon as TCP connects (:class:`_Channel`)."""
+    loop = asyncio.get_running_loop()
     error: OSError | None = None
     for address in addresses:
+        channel = _Channel(host, context, request)
         try:
-            reader, writer = await asyncio.open_connection(address, port)
+            await loop.create_connection(functools.partial(_same, channel), address, port)
         except OSError as exc:
             error = exc
             continue
-        return reader, writer, address
+        return channel, address
     tried = addresses[0] if len(addresses) == 1 else f"{len(addresses)} addresses"
     reason = error.strerror if error is not None and error.strerror else str(error)
     raise FetchError(HTTP.DOWN, f"cannot connect to {tried} port {port}: {reason}", "connect")
 
 
-async def _handshake(writer: asyncio.StreamWriter, host: str, context: ssl.SSLContext) -> TlsInfo:
+async def _handshake(channel: _Channel, context: ssl.SSLContext) -> TlsInfo:
+    ssl_object, handshaken = channel.tls, channel.handshaken
+    if ssl_object is None or handshaken is None:
+        raise FetchError(TLS.HANDSHAKE, "TLS handshake failed: no TLS on this connection", "tls")
     try:
-        await writer.start_tls(context, server_hostname=host)
+        await handshaken
     except ssl.SSLCertVerificationError as exc:
         code, message = classify_verify_error(exc)
         raise FetchError(code, message, "tls") from None
@@ -373,46 +550,185 @@ async def _handshake(writer: asyncio.StreamWriter, host: str, context: ssl.SSLCo
         raise FetchError(
             TLS.HANDSHAKE, f"TLS handshake failed: {exc.reason or exc}", "tls"
         ) from None
-    ssl_object = writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-    cipher = ssl_object.cipher() if ssl_object else None
+    der = ssl_object.getpeercert(binary_form=True)
+    cipher = ssl_object.cipher()
     return TlsInfo(
-        version=str(ssl_object.version()) if ssl_object else "",
+        version=str(ssl_object.version()),
         cipher=cipher[0] if cipher else "",
         verified=context.verify_mode != ssl.CERT_NONE,
         cert=cert_info(der) if der else None,
     )
 
 
+# The lean path's grammar: a strict subset of h11's (its status line, token and field value
+# without its leniencies: no bare LF, no control characters, no obs-fold). What it does not
+# match, h11 reads instead, from the first byte.
+_STATUS_LINE = re.compile(rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_FIELD = (
+    rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+:[ \t]*"
+    rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?[ \t]*"
+)
+_FIELDS = re.compile(rb"(?:" + _FIELD + rb"\r\n)*")
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
+_LENGTH = re.compile(r"[0-9]{1,18}")
+_NO_BODY_STATUSES = (204, 304)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A request as sent, and what reading its answer needs to know of it."""
+
+    url: str
+    method: str
+    target: str
+    host_header: str
+    data: bytes
+    lean: bool  # the answer may be read by the lean path (a GET; h11 reads anything else)
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Host", self.host_header),
+            ("User-Agent", USER_AGENT),
+            ("Accept", "text/html,*/*;q=0.8"),
+            ("Accept-Encoding", "identity"),
+            ("Connection", "close"),
+        ]
+
+    def h11_client(self, limits: Limits) -> h11.Connection:
+        """An h11 client that has sent this request (its bytes are ``data``): it reads the
+        answers the lean path does not take; FetchError if h11 refuses the request."""
+        conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header)
+        try:
+            request = h11.Request(method=self.method, target=self.target, headers=self.headers())
+            conn.send(request)
+            conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            message = f"{self.url!r} cannot be requested: {exc}"
+            raise FetchError(HTTP.DOWN, message, "processing") from None
+        return conn
+
+
+def _request(url: str, host: str, port: int, method: str, limits: Limits) -> _Request:
+    """The request to send, its bytes exactly as h11 writes them (the Host header first, the
+    others in order; a GET has no body and so no framing header). A target or method h11's
+    grammar might refuse is left to h11 itself, for its verdict."""
+    split = urlsplit(url)
+    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    default_port = 443 if split.scheme == "https" else 80
+    host_header = host if port == default_port else f"{host}:{port}"
+    request = _Request(url, method, target, host_header, b"", lean=method == "GET")
+    if method not in ("GET", "HEAD") or not _REQUEST_TARGET.fullmatch(target):
+        request.h11_client(limits)  # h11's verdict on what its grammar may refuse: raises
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in request.headers())]
+    return replace(request, data=("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+
+
 async def _exchange(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    url: str,
-    host: str,
-    port: int,
-    method: str,
+    channel: _Channel,
+    request: _Request,
     limits: Limits,
     clock: _Clock,
     address: str,
     tls: TlsInfo | None,
 ) -> Response:
-    split = urlsplit(url)
-    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
-    default_port = 443 if split.scheme == "https" else 80
-    host_header = host if port == default_port else f"{host}:{port}"
-    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=limits.max_header)
-    _send_request(conn, writer, url, method, target, host_header)
-    await writer.drain()
+    """Read the answer: the lean path for a plain, well-formed one (one status line, headers
+    in the strict grammar, a Content-Length), h11 for everything else, from the first byte
+    received (interim answers, chunked bodies, odd framing, oversized or malformed heads)."""
+    raw = bytearray()
+    if request.lean:
+        lean = await _lean_answer(channel, raw, limits, clock)
+        if lean is not None:
+            status, reason, headers, body, truncated = lean
+            return _response(request, address, status, reason, "1.1", headers, body, truncated,
+                             limits, clock, tls)  # fmt: skip
+    conn = request.h11_client(limits)
+    if raw:  # what the lean path read (b"" would be the end of the stream to h11)
+        conn.receive_data(bytes(raw))
+    return await _h11_answer(channel, conn, request, len(raw), limits, clock, address, tls)
+
+
+async def _lean_answer(
+    channel: _Channel, raw: bytearray, limits: Limits, clock: _Clock
+) -> tuple[int, str, list[tuple[str, str]], bytes, bool] | None:
+    """(status, reason, headers, body, truncated) of an answer in the lean grammar; None
+    when it is not one, with every byte received so far in ``raw`` for h11 to read."""
+    head = await _lean_head(channel, raw, limits)
+    if head is None:
+        return None
+    status, reason, headers, length, head_size = head
+    clock.lap("processing")
+    wanted = min(length, limits.max_body + 1)  # one byte past the cap: the body is longer
+    while len(raw) - head_size < wanted:
+        data = await channel.read()
+        if not data:
+            return None  # closed before the end: h11 says how
+        raw += data
+    received = min(len(raw) - head_size, length)
+    body = bytes(raw[head_size : head_size + min(received, limits.max_body)])
+    return status, reason, headers, body, received > limits.max_body
+
+
+async def _lean_head(
+    channel: _Channel, raw: bytearray, limits: Limits
+) -> tuple[int, str, list[tuple[str, str]], int, int] | None:
+    """(status, reason, headers, Content-Length, head size) of a final answer's head in the
+    lean grammar, read into ``raw``; None when it is not one (or not within the cap)."""
+    end = -1
+    while end < 0:
+        data = await channel.read()
+        searched = max(0, len(raw) - 3)
+        raw += data
+        end = raw.find(b"\r\n\r\n", searched)
+        if end < 0 and (not data or len(raw) > limits.max_header):
+            return None
+    head_size = end + 4
+    first = raw.find(b"\r\n")
+    status_line = _STATUS_LINE.fullmatch(raw, 0, first)
+    if (
+        head_size > limits.max_header
+        or status_line is None
+        or first == end
+        or not _FIELDS.fullmatch(raw, first + 2, head_size - 2)
+    ):
+        return None
+    status = int(status_line.group(1))
+    headers: list[tuple[str, str]] = []
+    lengths: list[str] = []
+    for line in raw[first + 2 : end].decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        name, value = name.lower(), value.strip(" \t")
+        if name == "content-length":
+            lengths.append(value)
+        elif name == "transfer-encoding":
+            return None
+        headers.append((name, value))
+    if status in _NO_BODY_STATUSES or len(lengths) != 1 or not _LENGTH.fullmatch(lengths[0]):
+        return None
+    reason = (status_line.group(2) or b"").decode("latin-1", "replace")
+    return status, reason, headers, int(lengths[0]), head_size
+
+
+async def _h11_answer(
+    channel: _Channel,
+    conn: h11.Connection,
+    request: _Request,
+    fed: int,
+    limits: Limits,
+    clock: _Clock,
+    address: str,
+    tls: TlsInfo | None,
+) -> Response:
+    """The answer as h11 reads it; ``fed``: bytes already given to ``conn``."""
     response: h11.Response | None = None
     body = bytearray()
     truncated = False
-    fed = 0  # bytes given to h11 until the final response's headers: counted against the cap
+    # fed: bytes given to h11 until the final response's headers, counted against the cap
     informational = 0
     while True:
         try:  # h11 raises on a bad or oversized response when it parses: in next_event()
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await reader.read(READ_SIZE)
+                data = await channel.read()
                 if response is None:
                     fed += len(data)
                 conn.receive_data(data)
@@ -445,47 +761,49 @@ async def _exchange(
         raise FetchError(
             HTTP.DOWN, "the server closed the connection without answering", "processing"
         )
-    clock.lap("transfer")
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in response.headers]
-    content, inflated_truncated = _decode_content(bytes(body), headers, limits.max_body)
-    truncated = truncated or inflated_truncated
-    return Response(
-        url=url,
-        address=address,
-        status=response.status_code,
-        reason=response.reason.decode("latin-1", "replace"),
-        http_version=response.http_version.decode(),
-        headers=headers,
-        body=content,
-        truncated=truncated,
-        timings=dict(clock.timings),
-        tls=tls,
+    return _response(
+        request,
+        address,
+        response.status_code,
+        response.reason.decode("latin-1", "replace"),
+        response.http_version.decode(),
+        headers,
+        bytes(body),
+        truncated,
+        limits,
+        clock,
+        tls,
     )
 
 
-def _send_request(
-    conn: h11.Connection,
-    writer: asyncio.StreamWriter,
-    url: str,
-    method: str,
-    target: str,
-    host_header: str,
-) -> None:
-    try:
-        request = h11.Request(
-            method=method,
-            target=target,
-            headers=[
-                ("Host", host_header),
-                ("User-Agent", USER_AGENT),
-                ("Accept", "text/html,*/*;q=0.8"),
-                ("Accept-Encoding", "identity"),
-                ("Connection", "close"),
-            ],
-        )
-        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
-    except h11.LocalProtocolError as exc:
-        raise FetchError(HTTP.DOWN, f"{url!r} cannot be requested: {exc}", "processing") from None
+def _response(
+    request: _Request,
+    address: str,
+    status: int,
+    reason: str,
+    http_version: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    truncated: bool,
+    limits: Limits,
+    clock: _Clock,
+    tls: TlsInfo | None,
+) -> Response:
+    clock.lap("transfer")
+    content, inflated_truncated = _decode_content(body, headers, limits.max_body)
+    return Response(
+        url=request.url,
+        address=address,
+        status=status,
+        reason=reason,
+        http_version=http_version,
+        headers=headers,
+        body=content,
+        truncated=truncated or inflated_truncated,
+        timings=dict(clock.timings),
+        tls=tls,
+    )
 
 
 def _check_head(event: object, header_bytes: int, limits: Limits) -> None:
