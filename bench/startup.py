@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The fixed cost of an ``ops`` command line: how long ``ops --help``, ``ops backup list`` (a
 tiny repository), ``ops oncall who`` and ``ops inventory check`` take from exec to exit, with
-``restic version`` beside them for scale; and which imports the time goes to.
+references beside them: ``restic version`` for scale, the interpreter alone, and the floor of
+a command that reads YAML (the command line's modules, PyYAML, pydantic and one model, run
+from the checkout of this bench); and which imports the time goes to.
 
 Each command runs ``--warmup`` times unmeasured (page cache, .pyc files), then ``--runs`` times;
 the table shows the median wall and CPU time (user + system of the process and whatever it
@@ -177,10 +179,29 @@ def commands(ops: list[str], config: Path) -> list[Command]:
         Command("ops oncall who", [*with_config, "oncall", "who"], COMMAND_BAR),
         Command("ops inventory check", [*ops, "inventory", "check"], COMMAND_BAR),
     ]
+    python = ops[0]
+    found += [
+        # The floor under the three config-reading commands: the interpreter alone, then
+        # what any of them needs before its own work (the command line's modules, PyYAML,
+        # pydantic and one model validated).
+        Command("python (nothing)", [python, "-c", "pass"], None, python=False),
+        Command("floor: cli+pydantic", [python, "-c", FLOOR], None, python=False),
+    ]
     restic = shutil.which("restic")
     if restic is not None:
         found.append(Command("restic version", [restic, "version"], None, python=False))
     return found
+
+
+#: What every command that reads a YAML file pays before its own models and work.
+FLOOR = """\
+import portalops.cli.main
+import portalops.core.validate as v
+import portalops.core.yamlsrc
+class A(v.Strict):
+    x: int = 0
+A.model_validate({"x": 1})
+"""
 
 
 def table(results: list[Figures]) -> str:
