@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import ipaddress
 import logging
 import random
@@ -63,6 +64,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on the prober's event loop (:func:`loop_factory`): every loop that
     sweeps or serves is made here, by ``ops monitor`` and bench/probe_vs_blackbox alike.
     (A Runner: ``asyncio.run`` takes a loop factory only from Python 3.12.)"""
+    gc.freeze()  # start-up's objects (modules, configuration) out of every collection
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
 
@@ -73,17 +75,23 @@ async def sweep(
     concurrency: int,
     done: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
-    """Probe every target once, at most ``concurrency`` at a time; results in target order."""
-    gate = asyncio.Semaphore(concurrency)
+    """Probe every target once, at most ``concurrency`` at a time; results in target order.
 
-    async def one(target: Target) -> ProbeResult:
-        async with gate:
-            result = await probe(target, config)
-        if done is not None:
-            done(result)
-        return result
+    ``concurrency`` workers take the targets in turn: a task per probe in flight, not one
+    per target waiting at a semaphore (10,000 of them cost memory and loop time)."""
+    results: list[ProbeResult | None] = [None] * len(targets)
+    queue = iter(enumerate(targets))
 
-    return list(await asyncio.gather(*(one(t) for t in targets)))
+    async def worker() -> None:
+        for i, target in queue:
+            result = results[i] = await probe(target, config)
+            if done is not None:
+                done(result)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(max(concurrency, 1), len(targets))):
+            group.create_task(worker())
+    return [r for r in results if r is not None]
 
 
 # key, metric name, help, extra labels; blackbox_exporter's names and help texts first

@@ -106,6 +106,8 @@ TEXT_CODECS = frozenset(
 # limit_conn) does not answer 503 to its own prober, and that a sweep's memory is bounded by
 # probes in flight x this, not x 38 (a 100-target full sweep peaked at 314 MB with all 38).
 EXPOSURE_PARALLEL = 4
+# the modules that look at the final page (the page step): without them, it is only kept
+_PAGE_MODULES = frozenset({Module.HEADERS, Module.EXPOSURE, Module.DEFACEMENT, Module.EXPECT})
 EXPIRY_WARNING_DAYS = 21
 EXPIRY_CRITICAL_DAYS = 7
 
@@ -331,9 +333,13 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult, ste
     if Module.DNS in config.modules:
         steps.running["dns"] = "DNS and the IPv6 request"
         work["dns"] = lambda r: _dns(target, config, r)
-    if response is not None:
+    if response is not None and _PAGE_MODULES.isdisjoint(config.modules):
+        result.home_html = _page_text(response)  # kept for baselines; nothing judges it
+    elif response is not None:
         steps.running["page"] = "the exposure paths"
         work["page"] = lambda r: _page(target, config, context, response, r, steps)
+    if not work:
+        return
     scratch = {name: replace(result, findings=[], addresses={}) for name in work}
 
     async def run(name: str) -> None:
@@ -341,9 +347,12 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult, ste
         del steps.running[name]
 
     try:
-        async with asyncio.TaskGroup() as group:
-            for name in work:
-                group.create_task(run(name))
+        if len(work) == 1:  # one step: run here, no task of its own
+            await run(next(iter(work)))
+        else:
+            async with asyncio.TaskGroup() as group:
+                for name in work:
+                    group.create_task(run(name))
     finally:
         for name in work:  # the start order, whatever the end order
             if name not in steps.running:
@@ -362,8 +371,7 @@ async def _page(
     steps: _Steps,
 ) -> None:
     """The exposure paths (fetched here) and the page analysis (in a worker)."""
-    html = response.body.decode(text_codec(_charset(response)), "replace")
-    result.home_html = html
+    html = result.home_html = _page_text(response)
     own = _own_origin(target, response.url)
     outside = not _in_estate(config, response.url)
     looks = Module.DEFACEMENT in config.modules or Module.EXPOSURE in config.modules
@@ -407,6 +415,10 @@ async def _page(
         )
         return
     verdict.apply(result)
+
+
+def _page_text(response: Response) -> str:
+    return response.body.decode(text_codec(_charset(response)), "replace")
 
 
 def own_hosts(target: Target) -> set[str]:
