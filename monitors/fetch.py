@@ -42,7 +42,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -58,6 +58,7 @@ USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
 READ_SIZE = 65536
 MAX_INFORMATIONAL = 10  # 1xx answers before the final one: more is a server stuck in a loop
 DNS_THREADS = 8  # lookups at once; the rest queue (each still bounded by the resolver's timeout)
+_HOST_NAME = re.compile(r"[a-z0-9_.-]+")
 _SAFE_URL_CHARS = "/?#[]@!$&'()*+,;=:%~-._"  # left as they are when a URL is percent-encoded
 
 
@@ -334,7 +335,7 @@ def ascii_host(host: str) -> str:
     except UnicodeError as exc:
         message = f"{host!r} is not a valid host name: {exc}"
         raise FetchError(HTTP.DOWN, message, "resolve") from None
-    if not re.fullmatch(r"[a-z0-9_.-]+", ascii_name):
+    if not _HOST_NAME.fullmatch(ascii_name):
         raise FetchError(HTTP.DOWN, f"{host!r} is not a valid host name", "resolve")
     return ascii_name
 
@@ -582,8 +583,15 @@ class _Request:
     method: str
     target: str
     host_header: str
-    data: bytes
     lean: bool  # the answer may be read by the lean path (a GET; h11 reads anything else)
+
+    @property
+    def data(self) -> bytes:
+        """The request's bytes, exactly as h11 writes them (the Host header first, the others
+        in order; a GET has no body and so no framing header)."""
+        lines = [f"{self.method} {self.target} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in self.headers()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
     def headers(self) -> list[tuple[str, str]]:
         return [
@@ -609,18 +617,16 @@ class _Request:
 
 
 def _request(url: str, host: str, port: int, method: str, limits: Limits) -> _Request:
-    """The request to send, its bytes exactly as h11 writes them (the Host header first, the
-    others in order; a GET has no body and so no framing header). A target or method h11's
-    grammar might refuse is left to h11 itself, for its verdict."""
+    """The request to send. A target or method h11's grammar might refuse is left to h11
+    itself, for its verdict."""
     split = urlsplit(url)
     target = (split.path or "/") + (f"?{split.query}" if split.query else "")
     default_port = 443 if split.scheme == "https" else 80
     host_header = host if port == default_port else f"{host}:{port}"
-    request = _Request(url, method, target, host_header, b"", lean=method == "GET")
+    request = _Request(url, method, target, host_header, lean=method == "GET")
     if method not in ("GET", "HEAD") or not _REQUEST_TARGET.fullmatch(target):
         request.h11_client(limits)  # h11's verdict on what its grammar may refuse: raises
-    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in request.headers())]
-    return replace(request, data=("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+    return request
 
 
 async def _exchange(

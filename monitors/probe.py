@@ -687,12 +687,13 @@ def _redirect_checks(
             )
 
 
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", re.IGNORECASE)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_-]+)""", re.IGNORECASE)
 
 
 def _charset(response: Response) -> str | None:
     content_type = response.header("content-type") or ""
-    match = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", content_type, re.IGNORECASE)
+    match = _HEADER_CHARSET.search(content_type)
     if match:
         return match.group(1).lower()
     meta = _META_CHARSET.search(response.body[:4096])
