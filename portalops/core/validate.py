@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import os
-import sys
 import types
 import typing
 from typing import Annotated, Any, TypeVar
@@ -17,32 +15,6 @@ from portalops.core.errors import SourceError
 from portalops.core.yamlsrc import Loc, YamlSource, dotted
 
 M = TypeVar("M", bound=BaseModel)
-
-#: pydantic's plugin loader: importing it costs importlib.metadata (and the email package
-#: under it, ~0.015 s of a short command) even when PYDANTIC_DISABLE_PLUGINS turns every
-#: plugin off, as ``ops`` does (portalops.cli.main).
-_PLUGIN_LOADER = "pydantic.plugin._loader"
-
-
-def _skip_plugin_loader() -> None:
-    """With every pydantic plugin switched off, stand in for pydantic's plugin loader with
-    what it then answers: no plugins. Only when the loader is not loaded yet (it is first
-    wanted when a model's validator is built) and the switch turns off all plugins, so a
-    caller who names plugins gets the real loader. The stand-in has only ``get_plugins``, the
-    one name pydantic imports from it; a pydantic wanting more would fail every config test."""
-    disabled = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
-    if disabled not in ("__all__", "1", "true") or _PLUGIN_LOADER in sys.modules:
-        return
-    loader = types.ModuleType(_PLUGIN_LOADER, "No pydantic plugins: PYDANTIC_DISABLE_PLUGINS.")
-    loader.get_plugins = _no_plugins  # type: ignore[attr-defined]
-    sys.modules[_PLUGIN_LOADER] = loader
-
-
-def _no_plugins() -> tuple[()]:
-    return ()
-
-
-_skip_plugin_loader()
 
 
 class Strict(BaseModel):
