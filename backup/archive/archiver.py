@@ -21,6 +21,7 @@ import pwd
 import queue
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ Progress = Callable[[int, int], None]  # (files done, bytes done)
 # cache, trees): on one thread the walk waited for each file's disk reads in turn and kept
 # about 0.8 of 2 cores busy. At most READ_AHEAD files are handed over and not yet read.
 READERS = 2
-READ_AHEAD = 64
+READ_AHEAD = 256
+DIRS_AHEAD = 64  # directories listed, their files handed over, not yet finished
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Archiver:
     stats: WalkStats = field(default_factory=WalkStats)
     _ahead: _WalkAhead | None = field(default=None, init=False, repr=False)
     _reads: _Readers | None = field(default=None, init=False, repr=False)
+    _later: deque[Callable[[], None]] = field(default_factory=deque, init=False, repr=False)
 
     def archive(self, paths: list[Path]) -> bytes:
         """Store everything under ``paths``; return the root tree's id.
@@ -102,6 +105,7 @@ class Archiver:
             self._ahead.start()
         if self.readers > 0:
             self._reads = _Readers(self.readers, READ_AHEAD)
+        self._later.clear()
         try:
             return self._archive(expanded)
         finally:
@@ -129,7 +133,7 @@ class Archiver:
         return self._virtual_dir(b"/", root)
 
     def _virtual_dir(self, prefix: bytes, children: dict[bytes, object]) -> bytes:
-        nodes = []
+        nodes: list[Node | _Pending] = []
         for name, sub in sorted(children.items()):
             path = os.path.join(prefix, name)
             if sub is None:
@@ -143,7 +147,9 @@ class Archiver:
                 continue
             subtree = self._virtual_dir(path, sub)  # type: ignore[arg-type]
             nodes.append(self._node(name, NodeType.DIR, st, subtree=subtree))
-        return self.writer.add_tree(Tree(nodes), os.fsdecode(prefix))
+        self._finish_all()
+        done = [n.result() if isinstance(n, _Pending) else n for n in nodes]
+        return self.writer.add_tree(Tree([n for n in done if n is not None]), os.fsdecode(prefix))
 
     def _lstat(self, path: bytes, *, listed: bool = False) -> os.stat_result | None:
         if self._ahead is not None and not listed:
@@ -180,7 +186,7 @@ class Archiver:
         read: Future[tuple[list[bytes], int]] | None = None,
         *,
         listed: bool = False,
-    ) -> Node | None:
+    ) -> Node | _Pending | None:
         """``listed``: a path the user gave, or one whose exclusion was already checked."""
         mode = st.st_mode
         if not listed and self._excluded(path, name, stat.S_ISDIR(mode)):
@@ -206,7 +212,7 @@ class Archiver:
         self.stats.symlinks += 1
         return self._node(name, NodeType.SYMLINK, st, target=target)
 
-    def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> Node | None:
+    def _dir(self, path: bytes, name: bytes, st: os.stat_result) -> _Pending | None:
         try:
             with os.scandir(path) as it:
                 names = sorted(entry.name for entry in it)
@@ -215,6 +221,48 @@ class Archiver:
             return None
         except OSError as exc:
             raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
+        entries = self._children(path, names)
+        # This directory's files go to the readers before any of them is needed, so they are
+        # read while the walk goes on through the subdirectories listed before them.
+        reads: dict[bytes, Future[tuple[list[bytes], int]]] = {}
+        if self._reads is not None:
+            for child_path, _, child_st, cached in entries:
+                if cached is None and stat.S_ISREG(child_st.st_mode):
+                    reads[child_path] = self._reads.submit(self._read, child_path, child_st)
+        items: list[Node | _Pending | _FileItem] = []
+        for child_path, child, child_st, cached in entries:
+            if stat.S_ISREG(child_st.st_mode):
+                items.append((child_path, child, child_st, cached, reads.pop(child_path, None)))
+                continue
+            node = self._entry(child_path, child, child_st, listed=True)
+            if node is not None:
+                items.append(node)
+        pending = _Pending()
+
+        def finish() -> None:
+            nodes = []
+            for item in items:
+                node = (
+                    self._file(*item)
+                    if isinstance(item, tuple)
+                    else item.result()
+                    if isinstance(item, _Pending)
+                    else item
+                )
+                if node is not None:
+                    nodes.append(node)
+            self.stats.dirs += 1
+            subtree = self.writer.add_tree(Tree(nodes), os.fsdecode(path))
+            pending.done(self._node(name, NodeType.DIR, st, subtree=subtree))
+
+        self._defer(finish)
+        return pending
+
+    def _children(
+        self, path: bytes, names: list[bytes]
+    ) -> list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]]:
+        """A directory's entries to store: lstat'ed, not excluded, with their files-cache
+        blobs (files the cache does not cover are announced to the prefetcher)."""
         entries: list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]] = []
         for child in names:
             child_path = os.path.join(path, child)
@@ -231,23 +279,21 @@ class Archiver:
             if cached is None and stat.S_ISREG(child_st.st_mode) and self.prefetch:
                 self.prefetch.want(child_path)
             entries.append((child_path, child, child_st, cached))
-        # This directory's files go to the readers before any of them is needed, so they are
-        # read while the walk goes on through the subdirectories listed before them.
-        reads: dict[bytes, Future[tuple[list[bytes], int]]] = {}
-        if self._reads is not None:
-            for child_path, _, child_st, cached in entries:
-                if cached is None and stat.S_ISREG(child_st.st_mode):
-                    reads[child_path] = self._reads.submit(self._read, child_path, child_st)
-        nodes = []
-        for child_path, child, child_st, cached in entries:
-            node = self._entry(
-                child_path, child, child_st, cached, reads.pop(child_path, None), listed=True
-            )
-            if node is not None:
-                nodes.append(node)
-        self.stats.dirs += 1
-        subtree = self.writer.add_tree(Tree(nodes), os.fsdecode(path))
-        return self._node(name, NodeType.DIR, st, subtree=subtree)
+        return entries
+
+    def _defer(self, finish: Callable[[], None]) -> None:
+        """Finish a directory (its files' nodes, its tree) later, so the walk goes on listing
+        and handing files to the readers meanwhile: finishing each directory at once left the
+        readers idle while the walk listed the next one, and the walk idle while they read.
+        Directories are finished in the order they were listed to the end, children before
+        parents; at most DIRS_AHEAD wait."""
+        self._later.append(finish)
+        while len(self._later) > DIRS_AHEAD:
+            self._later.popleft()()
+
+    def _finish_all(self) -> None:
+        while self._later:
+            self._later.popleft()()
 
     def _file(
         self,
@@ -345,6 +391,26 @@ def _open_listed(path: bytes, listed: os.stat_result) -> int:
 
 
 _Read = Future[tuple[list[bytes], int]]
+# A file of a directory not yet finished: path, name, lstat, files-cache blobs, its read.
+_FileItem = tuple[bytes, bytes, os.stat_result, list[bytes] | None, _Read | None]
+
+
+class _Pending:
+    """A directory's node, once the directory is finished (Archiver._defer)."""
+
+    __slots__ = ("_finished", "_node")
+
+    def __init__(self) -> None:
+        self._node: Node | None = None
+        self._finished = False
+
+    def done(self, node: Node) -> None:
+        self._node, self._finished = node, True
+
+    def result(self) -> Node:
+        if not self._finished or self._node is None:  # children finish before their parent
+            raise RuntimeError("a directory's node was used before it was finished")
+        return self._node
 
 
 class _Readers:
