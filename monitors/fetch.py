@@ -238,8 +238,9 @@ class _Clock:
     def __post_init__(self) -> None:
         self.mark = self.started
 
-    def lap(self, phase: str) -> None:
-        now = time.monotonic()
+    def lap(self, phase: str, at: float | None = None) -> None:
+        """The time since the last lap, to ``phase``; up to ``at`` if given, else now."""
+        now = time.monotonic() if at is None else at
         self.timings[phase] = self.timings.get(phase, 0.0) + (now - self.mark)
         self.mark = now
 
@@ -264,6 +265,7 @@ async def fetch(
     request = _request(url, host, port, method, limits)
     clock = _Clock()
     phase = "resolve"
+    channel: _Channel | None = None
     try:
         async with asyncio.timeout(limits.timeout):
             addresses = await resolver.resolve(host, port, family)
@@ -286,17 +288,26 @@ async def fetch(
                 if tls_context is not None:
                     phase = "tls"
                     tls = await _handshake(channel, tls_context)
-                    clock.lap(phase)
+                    clock.lap(phase, channel.handshake_done_at)
                 phase = "processing"
                 return await _exchange(channel, request, limits, clock, address, tls)
             finally:
                 channel.abort()  # no lingering close handshake: we are done with it
     except TimeoutError:
+        phase = _answer_phase(phase, channel)
         raise FetchError(
             HTTP.TIMEOUT, f"no complete answer within {limits.timeout:g} s ({phase})", phase
         ) from None
     except (ConnectionError, ssl.SSLError, OSError) as exc:
+        phase = _answer_phase(phase, channel)
         raise FetchError(HTTP.DOWN, f"{phase}: {_os_message(exc)}", phase) from None
+
+
+def _answer_phase(phase: str, channel: _Channel | None) -> str:
+    """``processing`` for a "tls" phase whose handshake had succeeded: the answer was being
+    awaited with it (:meth:`_Channel.settled`)."""
+    done = channel is not None and channel.handshake_done_at is not None
+    return "processing" if phase == "tls" and done else phase
 
 
 def request_url(url: str) -> tuple[str, str, int]:
@@ -358,7 +369,8 @@ class _Channel(asyncio.Protocol):
     leaves as soon as TCP connects, and the request (made before connecting) goes with the
     client's Finished in one ``send()``. The response's plaintext is buffered for
     :meth:`read`; reading pauses when that buffer is full, so a fast sender costs at most
-    ``2 * READ_SIZE`` bytes of it before the reader takes them."""
+    ``2 * READ_SIZE`` bytes of it before the reader takes them. The reader wakes once for
+    the handshake and the answer's first bytes (:meth:`settled`), not once for each."""
 
     def __init__(self, host: str, context: ssl.SSLContext | None, request: bytes) -> None:
         self.loop = asyncio.get_running_loop()
@@ -370,11 +382,12 @@ class _Channel(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
         self.tls: ssl.SSLObject | None = None
-        self.handshaken: asyncio.Future[None] | None = None
+        self.handshaking = context is not None
+        self.handshake_done_at: float | None = None  # time.monotonic() when it succeeded
+        self.handshake_error: BaseException | None = None
         if context is not None:
             self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
-            self.handshaken = self.loop.create_future()
 
     # -- the loop's callbacks
 
@@ -391,7 +404,7 @@ class _Channel(asyncio.Protocol):
             self._plain(data)
             return
         self.incoming.write(data)
-        if self.handshaken is not None and not self.handshaken.done():
+        if self.handshaking:
             self._handshake()
         else:
             self._decrypt()
@@ -399,7 +412,7 @@ class _Channel(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.tls is not None:
             self.incoming.write_eof()
-            if self.handshaken is not None and not self.handshaken.done():
+            if self.handshaking:
                 self._handshake_failed(
                     ConnectionResetError("the server closed the connection in the handshake")
                 )
@@ -410,7 +423,7 @@ class _Channel(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.handshaken is not None and not self.handshaken.done():
+        if self.handshaking:
             self._handshake_failed(
                 exc or ConnectionResetError("the connection was lost in the handshake")
             )
@@ -422,7 +435,7 @@ class _Channel(asyncio.Protocol):
     # -- TLS
 
     def _handshake(self) -> None:
-        if self.tls is None or self.handshaken is None:
+        if self.tls is None:
             return
         try:
             self.tls.do_handshake()
@@ -432,17 +445,17 @@ class _Channel(asyncio.Protocol):
         except (ssl.SSLError, OSError) as exc:
             self._handshake_failed(exc)
             return
+        self.handshaking, self.handshake_done_at = False, time.monotonic()
         self.tls.write(self.request)  # with the client's Finished: one send
         self._flush()
-        self.handshaken.set_result(None)
         self._decrypt()  # application data that came with the server's last flight
 
     def _handshake_failed(self, exc: BaseException) -> None:
+        self.handshaking, self.handshake_error = False, exc
         self._flush()  # the alert, if any
-        if self.handshaken is not None and not self.handshaken.done():
-            self.handshaken.set_exception(exc)
         if self.transport is not None:
             self.transport.abort()
+        self._wake()
 
     def _flush(self) -> None:
         data = self.outgoing.read()
@@ -468,8 +481,9 @@ class _Channel(asyncio.Protocol):
         except ssl.SSLError as exc:
             self.error = self.error or exc
         self._flush()  # a key update's answer, if any
-        self._wake()
-        self._throttle()
+        if self.buffer or self.eof or self.error is not None:
+            self._wake()
+            self._throttle()
 
     # -- plaintext for the reader
 
@@ -487,6 +501,15 @@ class _Channel(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    async def settled(self) -> None:
+        """Until the handshake has failed, or has succeeded and the answer has begun (or the
+        connection has ended)."""
+        while self.handshake_error is None and not (
+            self.buffer or self.eof or self.error is not None
+        ):
+            self.waiter = self.loop.create_future()
+            await self.waiter
 
     async def read(self) -> bytes:
         """The plaintext received so far (at least one byte), or b"" at the end."""
@@ -539,11 +562,13 @@ async def _connect(
 
 
 async def _handshake(channel: _Channel, context: ssl.SSLContext) -> TlsInfo:
-    ssl_object, handshaken = channel.tls, channel.handshaken
-    if ssl_object is None or handshaken is None:
+    ssl_object = channel.tls
+    if ssl_object is None:
         raise FetchError(TLS.HANDSHAKE, "TLS handshake failed: no TLS on this connection", "tls")
+    await channel.settled()
     try:
-        await handshaken
+        if channel.handshake_error is not None:
+            raise channel.handshake_error
     except ssl.SSLCertVerificationError as exc:
         code, message = classify_verify_error(exc)
         raise FetchError(code, message, "tls") from None
