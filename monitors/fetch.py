@@ -647,7 +647,8 @@ def _request(url: str, host: str, port: int, method: str, limits: Limits) -> _Re
     split = urlsplit(url)
     target = (split.path or "/") + (f"?{split.query}" if split.query else "")
     default_port = 443 if split.scheme == "https" else 80
-    host_header = host if port == default_port else f"{host}:{port}"
+    authority = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    host_header = authority if port == default_port else f"{authority}:{port}"
     request = _Request(url, method, target, host_header, lean=method == "GET")
     if method not in ("GET", "HEAD") or not _REQUEST_TARGET.fullmatch(target):
         request.h11_client(limits)  # h11's verdict on what its grammar may refuse: raises

@@ -176,6 +176,16 @@ def test_the_request_is_sent_as_h11_writes_it() -> None:
         assert request.data == conn.send(sent) + conn.send(h11.EndOfMessage())
 
 
+def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header() -> None:
+    for raw, host_header in [
+        ("https://[::1]:8443/p", "[::1]:8443"),
+        ("http://[2001:db8::5]/", "[2001:db8::5]"),
+        ("https://127.0.0.1:8443/", "127.0.0.1:8443"),
+    ]:
+        url, host, port = request_url(raw)
+        assert dict(_request(url, host, port, "GET", LIMITS).headers())["Host"] == host_header
+
+
 def test_a_plain_answer_over_fetch_has_its_phases() -> None:
     async def main() -> None:
         answer = ANSWERS[0][1]
