@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -361,13 +362,18 @@ def _early_workers(
 
 
 def _read_ahead(repo: Repository, plan: _Plan) -> None:
-    """Ask the kernel for the first packs the restore will read (in the order :func:`_fill`
-    queues them) before the directories are made: a cold-cache restore reads them meanwhile.
-    Only a hint: a pack wrongly guessed costs a read of it into the page cache."""
+    """Ask the kernel, from a thread (``posix_fadvise`` can block while the disk's queue is
+    full), for the first packs the restore will read (in the order :func:`_fill` queues
+    them) while the directories are made: a cold-cache restore reads them meanwhile. Only a
+    hint: a pack wrongly guessed costs a read of it into the page cache."""
     located = repo.index.blobs
     packs = sorted({located[blob].pack for blob in plan.uses if blob in located})
-    for key in packs[:READ_AHEAD_PACKS]:
-        readahead(repo, key)
+
+    def read() -> None:
+        for key in packs[:READ_AHEAD_PACKS]:
+            readahead(repo, key)
+
+    threading.Thread(target=read, name="restore-read-ahead", daemon=True).start()
 
 
 def _require_space(target: Path, needed: int, label: str) -> None:

@@ -414,16 +414,21 @@ class _Feed:
                         return
                 if self.stop.is_set():
                     return
-                if self.before is not None:
-                    while prepared <= min(i + self.ahead, len(self.jobs) - 1):
-                        self.before(self.jobs[prepared])
-                        prepared += 1
+                if self.before is not None and prepared <= i:
+                    self.before(job)
+                    prepared = i + 1
                 try:
                     future = self.workers.pool.submit(self.func, job)
                 except RuntimeError as exc:  # BrokenProcessPool among them, or shut down
                     self.error = WorkersFailed(self.workers.start_error or str(exc))
                     return
                 future.add_done_callback(self._finished)
+                # Further packs only once this one is queued: posix_fadvise can block while
+                # the disk's queue is full, and the job queued first is the one awaited first.
+                if self.before is not None:
+                    while prepared <= min(i + self.ahead, len(self.jobs) - 1):
+                        self.before(self.jobs[prepared])
+                        prepared += 1
         except BaseException as exc:  # a failing read-ahead: said by the caller, not here
             self.error = exc
         finally:
