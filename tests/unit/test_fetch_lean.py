@@ -8,11 +8,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import socket
+import ssl
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import pytest
 
+from portalops.monitors.exporter import run
 from portalops.monitors.fetch import (
     FetchError,
     Limits,
@@ -22,9 +28,11 @@ from portalops.monitors.fetch import (
     _exchange,
     _lean_answer,
     _request,
+    client_context,
     fetch,
     request_url,
 )
+from tests.fixtures.pki import ThrowawayPKI
 
 LOOPBACK = "127.0.0.1"
 LIMITS = Limits(timeout=5, max_header=400, max_body=64)
@@ -210,3 +218,113 @@ def test_a_plain_answer_over_fetch_has_its_phases() -> None:
         assert set(r.timings) == {"resolve", "connect", "processing", "transfer"}
 
     asyncio.run(main())
+
+
+def test_blank_header_values_cost_the_lean_path_no_backtracking() -> None:
+    """A head of blank-valued fields and one line the lean grammar refuses (obs-fold: h11
+    reads it) made the lean path's pattern try every split of the blanks: 2^k steps for k
+    fields, seconds at 22, minutes at 30, all of it on the event loop where no deadline can
+    interrupt. Now it is refused at once and h11 reads the answer."""
+    fields = b"X-A: \r\n" * 26 + b"X-B: a\r\n  folded\r\n"
+    answer = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok"
+    limits = Limits(timeout=5)
+
+    async def main() -> tuple[int, float]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            writer.close()
+
+        server = await asyncio.start_server(handle, LOOPBACK, 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            started = time.monotonic()
+            resolver = Resolver([f"p.test:{port}:{LOOPBACK}"])
+            r = await fetch(f"http://p.test:{port}/", resolver, limits=limits)
+            return r.status, time.monotonic() - started
+        finally:
+            server.close()
+
+    status, seconds = asyncio.run(main())
+    assert status == 200
+    assert seconds < 2.0, seconds  # ~28 s with the backtracking pattern
+
+
+def _tls_portal(pki: ThrowawayPKI, behave: Callable[[ssl.SSLSocket], None]) -> tuple[int, Any]:
+    """A TLS portal on loopback that completes the handshake, reads the request and then
+    ``behave``s; (port, a function that stops it)."""
+    cert = pki.issue("lean-tls", ["h.test"], key_type="ecdsa")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.chain, cert.key)
+    listener = socket.create_server((LOOPBACK, 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    conn.settimeout(5)
+                    conn.recv(4096)
+                    behave(conn)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+    return listener.getsockname()[1], close
+
+
+def _fin_without_close_notify(conn: ssl.SSLSocket) -> None:
+    socket.socket.shutdown(conn, socket.SHUT_RDWR)
+
+
+def _answer_then_a_bad_record(conn: ssl.SSLSocket) -> None:
+    conn.sendall(ANSWERS[0][1])
+    raw = socket.socket(fileno=conn.detach())
+    raw.sendall(b"\x17\x03\x03\x00\x20" + b"\xaa" * 32)  # application data no key opens
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    ("behave", "expected"),
+    [(_fin_without_close_notify, "http.down"), (_answer_then_a_bad_record, 200)],
+    ids=["handshake then close", "answer then a bad record"],
+)
+def test_a_portal_that_ends_badly_after_the_handshake_is_a_finding_not_a_crash(
+    pki: ThrowawayPKI, behave: Callable[[ssl.SSLSocket], None], expected: object
+) -> None:
+    """After the handshake, a close without an answer (a WAF's ``drop``) or a bad record made
+    OpenSSL forget the handshake, and reading the certificate then raised: ``probe.error``
+    instead of a finding. On the prober's own loop (uvloop), as ``ops monitor`` runs it."""
+    port, close = _tls_portal(pki, behave)
+    resolver = Resolver([f"h.test:{port}:{LOOPBACK}"])
+    context = client_context(str(pki.ca_file))
+
+    async def one() -> object:
+        try:
+            r = await fetch(f"https://h.test:{port}/", resolver, context=context, limits=LIMITS)
+        except FetchError as exc:
+            return exc.code.code
+        assert min(r.timings.values()) >= 0, r.timings  # the tls phase was negative under load
+        assert r.tls is not None
+        assert r.tls.cert is not None
+        return r.status
+
+    async def many() -> list[object]:
+        return [await one() for _ in range(10)]  # the race took its turn 30 times in 30
+
+    try:
+        assert run(many()) == [expected] * 10
+    finally:
+        close()
