@@ -230,6 +230,16 @@ def open_dir(root_fd: int, parts: list[bytes]) -> int:
     return fd
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data``: a write may be short (a full disk, a file-size limit)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(28, "no byte could be written")  # ENOSPC
+        view = view[written:]
+
+
 def set_meta(fd: int, node: Node) -> None:
     if os.geteuid() == 0:
         os.fchown(fd, node["uid"], node["gid"])
@@ -294,7 +304,7 @@ class Restorer:
         out = os.open(name, flags, 0o600, dir_fd=fd)
         try:
             for blob_id in node.get("content", []):
-                os.write(out, self.repo.blob(blob_id))
+                write_all(out, self.repo.blob(blob_id))
             set_meta(out, node)
         finally:
             os.close(out)

@@ -17,6 +17,7 @@ or ``auto`` (the default: by the amount of pack work).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -235,7 +236,7 @@ def _write_at(
         fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             if data:
-                os.pwrite(fd, data, offset)
+                write_all_at(fd, data, offset)
             if meta is not None:
                 finish_file(fd, meta, rules, result)
         finally:
@@ -244,10 +245,25 @@ def _write_at(
         raise OSError(exc.errno, exc.strerror, os.fsdecode(rel)) from None
 
 
+def write_all_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``: a write may be short (a full disk, a file-size limit),
+    and a restore that stopped at the first short count would report success on a file
+    missing its tail or holding zeros."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, "no byte could be written")
+        view, offset = view[written:], offset + written
+
+
 def finish_file(fd: int, meta: FileMeta, rules: FinishRules, result: JobResult) -> None:
-    """Size (when the target held files before), owner (as root), mode and mtime."""
+    """Size (when the target held files before; then checked), owner (as root), mode, mtime."""
     if rules.truncate:
         os.ftruncate(fd, meta.size)
+    size = os.fstat(fd).st_size
+    if size != meta.size:  # never a file reported restored that is not whole
+        raise OSError(errno.EIO, f"restored {size} of {meta.size} bytes")
     set_metadata(fd, meta, rules, result, is_dir=False)
     result.finished.append(meta.rel)
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from portalops.backup.restore.parallel import (
     restore_pack,
     setup_for,
 )
-from tests.fixtures.backup_env import BackupEnv, repository
+from tests.fixtures.backup_env import OPS_PY, BackupEnv, repository
 from tests.integration.test_backup_repository import describe, make_tree, restored_root
 
 pytestmark = pytest.mark.integration
@@ -166,3 +169,32 @@ def test_a_wrong_setting_is_a_clean_error(local_backup_env: BackupEnv, tmp_path:
     assert done.code == 2
     assert VARIABLE in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("workers", ["never", "always"])
+def test_a_restore_that_cannot_write_a_whole_file_fails(
+    local_backup_env: BackupEnv, tmp_path: Path, workers: str
+) -> None:
+    """A full disk or a file-size limit makes a write short: the restore must fail, not
+    report "every byte verified" over a file missing its tail (it did, exit 0)."""
+    env = local_backup_env
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big").write_bytes(os.urandom(300_000))
+    env.add_source("limited", source)
+    env.ops("backup", "run", "--source", "limited", check=True)
+    target = tmp_path / f"out-{workers}"
+    limit = 100 * 1024  # bytes a process may write to one file
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, str(OPS_PY), "--config", str(env.config), "backup", "restore",
+         "latest", "--source", "limited", "--target", str(target)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limited,
+        env={**os.environ, **env.env, VARIABLE: workers}, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "every byte verified" not in done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
