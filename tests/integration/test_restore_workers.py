@@ -27,7 +27,8 @@ from portalops.backup.restore.parallel import (
     restore_pack,
     setup_for,
 )
-from tests.fixtures.backup_env import OPS_PY, BackupEnv, repository
+from tests.fixtures.backup_env import BackupEnv, repository
+from tests.fixtures.paths import OPS_PY
 from tests.integration.test_backup_repository import describe, make_tree, restored_root
 
 pytestmark = pytest.mark.integration
