@@ -242,8 +242,11 @@ def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
     view = memoryview(data)[body_start + 16 :]
     sealed = CHUNK + TAG
     count = max(1, -(-len(view) // sealed))
-    if len(view) < count * TAG:
-        raise AgeError("payload chunk 0 fails authentication (damaged or truncated)")
+    last_size = len(view) - (count - 1) * sealed
+    if last_size < TAG:  # checked before the buffer is sized by it: chunks would not fit
+        raise AgeError(f"payload chunk {count - 1} fails authentication (damaged or truncated)")
+    if last_size == TAG and count > 1:
+        raise AgeError("empty final chunk")
     # Decrypted in place into one buffer: a 16 MiB pack costs 16 MiB once, not chunks + a join.
     out = bytearray(len(view) - count * TAG)
     target = memoryview(out)

@@ -176,3 +176,18 @@ def test_a_file_key_of_another_length_is_refused() -> None:
     data = head + b" " + age._b64(bytes(32)) + b"\n" + bytes(16) + bytes(16)
     with pytest.raises(age.AgeError, match="16-byte file key"):
         age.decrypt(data, _SECRET)
+
+
+@pytest.mark.parametrize("appended", [1, 15, 16, 17])
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_bytes_appended_after_a_full_last_chunk_are_an_age_error(
+    chunks: int, appended: int
+) -> None:
+    """A payload of whole 64 KiB chunks with bytes appended reads as one more chunk, too
+    short to hold a tag (or holding nothing but one): refused as damaged before the output
+    buffer is sized by it (it raised ValueError, an internal error, in restore)."""
+    theirs = pyrage.x25519.Identity.generate()
+    sealed = pyrage.encrypt(b"p" * (chunks * 65536), [theirs.to_public()])
+    ours = age.parse_identity(str(theirs))
+    with pytest.raises(age.AgeError):
+        age.decrypt(sealed + b"\x00" * appended, ours)
