@@ -107,9 +107,24 @@ class RepoConfig:
             doc["id"],
             tuple(doc["recipients"]),
             doc["key_fingerprint"],
-            dict(doc["chunker"]),
+            _chunker(doc["chunker"]),
             doc["created"],
         )
+
+
+def _chunker(stated: object) -> dict[str, object]:
+    """The config's chunker parameters, which writers cut by and readers bound blobs by:
+    FastCDC 2020 with plain integer sizes, min <= avg <= max <= 16 x 4 MiB. The config is
+    not authenticated: "+4194304", Arabic-Indic digits or "4_194_304" once made backups that
+    reported ok and could not be restored (readers took the default maximum)."""
+    if not isinstance(stated, dict) or stated.get("algorithm") != CHUNKER["algorithm"]:
+        raise ValueError(f"chunker: {CHUNKER['algorithm']} parameters expected")
+    low, avg, high = (stated.get(name) for name in ("min", "avg", "max"))
+    if not (type(low) is int and type(avg) is int and type(high) is int):
+        raise ValueError("chunker: min, avg and max must be integers")
+    if not 64 <= low <= avg <= high <= 16 * MAX_DATA_BLOB:
+        raise ValueError(f"chunker: sizes {low}, {avg}, {high} out of bounds")
+    return dict(stated)
 
 
 @dataclass

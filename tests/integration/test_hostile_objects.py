@@ -461,3 +461,32 @@ def test_malformed_snapshots_are_named_and_the_rest_listed_checked_restored(
     after = json.loads(ops(env, "--json", "backup", "list").stdout)
     assert genuine in {d["id"] for d in after if d["unreadable"] is None}
     assert_genuine_restores(env, tmp_path, genuine)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        {"min": "٢٦٢١٤٤", "avg": "4_194_304", "max": "+16777216"},  # int(str(...)) takes each
+        {"min": 262144, "avg": 1048576, "max": True},
+        {"min": 4194304, "avg": 1048576, "max": 262144},
+        {"min": 262144, "avg": 1048576, "max": 2**40},
+    ],
+    ids=["text", "bool", "inverted", "huge"],
+)
+def test_odd_chunker_parameters_in_the_config_are_refused(
+    local_backup_env: BackupEnv, tmp_path: Path, sizes: dict[str, object]
+) -> None:
+    """The config object is not authenticated and names the sizes writers cut by and readers
+    bound blobs by. Text sizes once made every backup report ok and no restore work."""
+    env = local_backup_env
+    config = json.loads(env.read_object("config"))
+    config["chunker"].update(sizes)
+    env.write_object("config", json.dumps(config, ensure_ascii=False).encode())
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(300_000))
+    env.add_source("webroot", src)
+    done = env.ops("backup", "run")
+    assert done.code != 0, done.stdout
+    assert "chunker" in done.stdout + done.stderr
+    assert_no_internal_error(done.stdout + done.stderr)
