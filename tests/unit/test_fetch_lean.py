@@ -23,6 +23,7 @@ from portalops.monitors.fetch import (
     FetchError,
     Limits,
     Resolver,
+    Response,
     _Clock,
     _connect,
     _exchange,
@@ -194,30 +195,33 @@ def test_an_ipv6_literal_keeps_its_brackets_in_the_host_header() -> None:
         assert dict(_request(url, host, port, "GET", LIMITS).headers())["Host"] == host_header
 
 
+async def fetch_answer(answer: bytes, limits: Limits) -> tuple[Response, float]:
+    """``answer`` fetched from a loopback server through ``fetch``, and the seconds it took."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        started = time.monotonic()
+        resolver = Resolver([f"p.test:{port}:{LOOPBACK}"])
+        r = await fetch(f"http://p.test:{port}/", resolver, limits=limits)
+        return r, time.monotonic() - started
+    finally:
+        server.close()
+
+
 def test_a_plain_answer_over_fetch_has_its_phases() -> None:
-    async def main() -> None:
-        answer = ANSWERS[0][1]
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(answer)
-            writer.close()
-
-        server = await asyncio.start_server(handle, LOOPBACK, 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            resolver = Resolver([f"p.test:{port}:{LOOPBACK}"])
-            r = await fetch(f"http://p.test:{port}/", resolver, limits=LIMITS)
-        finally:
-            server.close()
-        assert (r.status, r.body, r.header("content-type")) == (
-            200,
-            b"hello",
-            "text/html; charset=utf-8",
-        )
-        assert set(r.timings) == {"resolve", "connect", "processing", "transfer"}
-
-    asyncio.run(main())
+    r, _ = asyncio.run(fetch_answer(ANSWERS[0][1], LIMITS))
+    assert (r.status, r.body, r.header("content-type")) == (
+        200,
+        b"hello",
+        "text/html; charset=utf-8",
+    )
+    assert set(r.timings) == {"resolve", "connect", "processing", "transfer"}
 
 
 def test_blank_header_values_cost_the_lean_path_no_backtracking() -> None:
@@ -227,26 +231,8 @@ def test_blank_header_values_cost_the_lean_path_no_backtracking() -> None:
     interrupt. Now it is refused at once and h11 reads the answer."""
     fields = b"X-A: \r\n" * 26 + b"X-B: a\r\n  folded\r\n"
     answer = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok"
-    limits = Limits(timeout=5)
-
-    async def main() -> tuple[int, float]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(answer)
-            writer.close()
-
-        server = await asyncio.start_server(handle, LOOPBACK, 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            started = time.monotonic()
-            resolver = Resolver([f"p.test:{port}:{LOOPBACK}"])
-            r = await fetch(f"http://p.test:{port}/", resolver, limits=limits)
-            return r.status, time.monotonic() - started
-        finally:
-            server.close()
-
-    status, seconds = asyncio.run(main())
-    assert status == 200
+    r, seconds = asyncio.run(fetch_answer(answer, Limits(timeout=5)))
+    assert r.status == 200
     assert seconds < 2.0, seconds  # ~28 s with the backtracking pattern
 
 
