@@ -772,29 +772,37 @@ async def offer(url: str, resolver: Resolver, timeout: float, context: ssl.SSLCo
     """Attempt one TLS handshake with ``context``; a refusal is an answer, not an error."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 443
+    # Bare transports, not asyncio streams: a stream's protocol keeps a refused handshake's
+    # error in a future of its own, which uvloop left unretrieved ("Future exception was
+    # never retrieved" and a traceback on stderr, depending on when the collector ran).
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.Transport] = []
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolver.resolve(host, port)
-            writer = None
             for address in addresses:  # the first that accepts, as fetch does
                 try:
-                    _, writer = await asyncio.open_connection(address, port)
+                    plain, protocol = await loop.create_connection(asyncio.Protocol, address, port)
+                    transports.append(plain)
                     break
                 except OSError:
                     continue
-            if writer is None:
+            if not transports:
                 return Offer(reached=False)
             try:
-                await writer.start_tls(context, server_hostname=host)
+                tls = await loop.start_tls(plain, protocol, context, server_hostname=host)
             except (ssl.SSLError, ConnectionError, OSError):
                 return Offer(reached=True)
-            try:
-                cipher = writer.get_extra_info("cipher")
-                return Offer(reached=True, cipher=cipher[0] if cipher else "?")
-            finally:
-                writer.transport.abort()
+            if tls is None:
+                return Offer(reached=True)
+            transports.append(tls)
+            cipher = tls.get_extra_info("cipher")
+            return Offer(reached=True, cipher=cipher[0] if cipher else "?")
     except (TimeoutError, FetchError):
         return Offer(reached=False)
+    finally:
+        for transport in transports:
+            transport.abort()
 
 
 async def _tls_checks(target: Target, config: ProbeConfig, result: ProbeResult) -> None:
