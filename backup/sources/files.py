@@ -64,14 +64,11 @@ def store(
 ) -> Stored:
     """Archive ``source.paths``; the files cache in ``cache_file`` is committed when the
     snapshot is written and discarded if anything fails before."""
-    from portalops.backup.archive.archiver import Archiver, Prefetcher  # noqa: PLC0415 - loaded when used
+    from portalops.backup.archive.archiver import Archiver  # noqa: PLC0415 - loaded when used
     from portalops.backup.archive.files_cache import FilesCache  # noqa: PLC0415 - loaded when used
 
     cache = FilesCache(cache_file)
-    prefetch = Prefetcher()
-    archiver = Archiver(
-        writer, chunker, cache, list(source.exclude), progress=progress, prefetch=prefetch
-    )
+    archiver = Archiver(writer, chunker, cache, list(source.exclude), progress=progress)
     try:
         root = archiver.archive(list(source.paths))
         writer.finish()
@@ -79,8 +76,6 @@ def store(
         writer.abort()
         cache.discard()
         raise
-    finally:
-        prefetch.close()
     stats = archiver.stats
     counts = {
         "files": stats.files,

@@ -69,6 +69,8 @@ def test_a_file_swapped_after_listing_is_vanished_not_read(
     uploads.mkdir()
     (uploads / "a.txt").write_bytes(b"first, read before the swap\n")
     (uploads / "b.txt").write_bytes(b"second, swapped before it is read\n")
+    # read in the same batch as b.txt, after it: one file's trouble is not its batch's
+    (uploads / "c.txt").write_bytes(b"third, read after the swap\n")
 
     with repository(local_backup_env) as repo:
         repo.load_index()
@@ -81,7 +83,8 @@ def test_a_file_swapped_after_listing_is_vanished_not_read(
             archiver.archive([uploads])
             assert not writer.known(repo.writer.blob_id(SECRET))
             assert writer.known(repo.writer.blob_id(b"first, read before the swap\n"))
+            assert writer.known(repo.writer.blob_id(b"third, read after the swap\n"))
         finally:
             writer.abort()
     assert archiver.stats.vanished == [str(uploads / "b.txt")]
-    assert archiver.stats.files == 1
+    assert archiver.stats.files == 2
