@@ -12,18 +12,11 @@ from pydantic import model_validator
 
 from portalops.backup.config import Backup, Drill
 from portalops.backup.sources import database_kinds
+from portalops.core.metrics_config import Metrics
 from portalops.core.validate import LocatedError, Strict, parse_model
 from portalops.core.yamlsrc import load_yaml
 from portalops.monitors.config import Monitor
 from portalops.oncall.config import Oncall
-
-
-class Metrics(Strict):
-    """Where the jobs leave their Prometheus metrics for node_exporter."""
-
-    textfile_dir: Path | None = None
-    """node_exporter's textfile collector directory: backups, checks and drills write their
-    ``portalops_*`` metrics there as ``*.prom`` files (unset: no metrics files)."""
 
 
 class Settings(Strict):

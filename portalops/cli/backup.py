@@ -241,20 +241,23 @@ def _run(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.core.runlock import LOCK_NAME as RUN_LOCK_NAME
     from portalops.core.runlock import run_lock
 
-    settings = ctx.settings
-    backup = settings.backup
+    # The sections this command reads, validated alone: a mistake in the monitor or on-call
+    # section (reported by `ops config check`) does not stop the night's backup.
+    backup = ctx.backup_settings
+    state_dir = ctx.state_dir
+    textfile_dir = ctx.metrics_settings.textfile_dir
     where = ctx.config_path or "the config"
     sources = select_sources(backup, args.source, ctx.config_path, "back up")
     repositories = select(backup, args.repository, ctx.config_path)
     keys = load_keys(backup)
     # One run per host at a time (cron and a hand-started run, or a run still going at the
     # next night's start); the status file below is read, merged and rewritten under it too.
-    with run_lock(settings.state_dir / RUN_LOCK_NAME, "ops backup run"):
+    with run_lock(state_dir / RUN_LOCK_NAME, "ops backup run"):
         with progress_bars(ctx.env) as bars:
-            results = run_backup(sources, repositories, keys, settings.state_dir, bars)
+            results = run_backup(sources, repositories, keys, state_dir, bars)
         recorded = record_run(
-            settings.state_dir,
-            settings.metrics.textfile_dir,
+            state_dir,
+            textfile_dir,
             results,
             ctx.env.now(),
             [s.name for s in backup.sources],

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     # Imported where first used: the models cost a command that needs neither (``--help``,
     # ``completion``) a good part of its start-up.
     from portalops.backup.config import Backup
+    from portalops.core.metrics_config import Metrics
     from portalops.core.validate import Strict
     from portalops.core.yamlsrc import YamlSource
     from portalops.inventory.model import Estate
@@ -161,6 +162,17 @@ class Context:
         section = self._one_section("backup", Backup)
         self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
         return section.backup  # type: ignore[attr-defined,no-any-return]
+
+    @cached_property
+    def metrics_settings(self) -> Metrics:
+        """The ``metrics`` section (with ``state_dir`` and the top-level keys checked)."""
+        if "settings" in self.__dict__:
+            return self.settings.metrics
+        from portalops.core.metrics_config import Metrics
+
+        section = self._one_section("metrics", Metrics)
+        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
+        return section.metrics  # type: ignore[attr-defined,no-any-return]
 
     @cached_property
     def oncall_settings(self) -> Oncall:

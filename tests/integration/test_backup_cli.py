@@ -182,3 +182,25 @@ def test_a_directory_too_large_to_restore_fails_its_source(
             writer.add_tree(Tree(nodes), "/srv/cache")
         assert writer.add_tree(Tree(nodes[:5]), "/srv/small")
         writer.abort()
+
+
+def test_a_broken_section_the_run_does_not_read_does_not_stop_the_backup(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """The night's backup reads ``state_dir``, ``metrics`` and ``backup``: a typo in the
+    prober's section is ``ops config check``'s to report, not a missed Article 11 backup."""
+    env = local_backup_env
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("xin chào")
+    env.add_source("www", tmp_path / "www")
+    textfiles = tmp_path / "textfiles"
+    textfiles.mkdir()
+    env.write_config(metrics={"textfile_dir": str(textfiles)}, monitor={"concurrency": "many"})
+    result = env.ops("backup", "run")
+    assert result.returncode == 0, result.stderr
+    assert [s["source"] for s in env.ops_json("backup", "list")] == ["www"]
+    assert "portalops_backup" in "".join(p.read_text() for p in textfiles.glob("*.prom"))
+    assert_clean_failure(env.ops("config", "check"), 2, "monitor.concurrency")
+    # and the sections the run does read are as strict as ever
+    env.write_config(metrics={"textfile_dir": str(textfiles), "textfile": "typo"})
+    assert_clean_failure(env.ops("backup", "run"), 2, "metrics.textfile")
