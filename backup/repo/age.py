@@ -159,13 +159,19 @@ def encrypt(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> byte
 
 
 def encrypt_buffer(
-    data: bytes | memoryview | list[bytes], recipients: list[X25519PublicKey]
+    data: bytes | memoryview | list[bytes],
+    recipients: list[X25519PublicKey],
+    into: bytearray | None = None,
 ) -> bytearray:
     """:func:`encrypt` into one preallocated buffer, each chunk encrypted in place: a 16 MiB
     pack costs its ciphertext once, not 64 KiB pieces plus their join. ``data`` may be a
     list of pieces to encrypt as if joined; the list is emptied as it is read, so each
     piece is freed once encrypted (a pack's blobs, never joined into one plaintext). A
-    bytearray: callers that need ``bytes`` use :func:`encrypt`."""
+    bytearray: callers that need ``bytes`` use :func:`encrypt`.
+
+    ``into``: a buffer to reuse (resized to fit, and returned): a new 16 MiB bytearray is
+    zeroed and faulted in while the GIL is held, a pause of every other thread for each
+    pack sealed."""
     file_key = os.urandom(16)
     header = [INTRO]
     for recipient in recipients:
@@ -184,7 +190,15 @@ def encrypt_buffer(
     parts: list[bytes] | list[bytes | memoryview] = data if isinstance(data, list) else [data]
     size = sum(len(part) for part in parts)
     count = max(1, -(-size // CHUNK))
-    out = bytearray(len(prefix) + size + count * TAG)
+    length = len(prefix) + size + count * TAG
+    if into is None:
+        out = bytearray(length)
+    else:
+        out = into
+        if len(out) > length:
+            del out[length:]
+        elif len(out) < length:
+            out.extend(bytes(length - len(out)))
     out[: len(prefix)] = prefix
     target = memoryview(out)
     at = len(prefix)

@@ -62,13 +62,13 @@ class WriterKey:
     def encrypt(self, data: bytes) -> bytes:
         return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
 
-    def encrypt_pack(self, data: bytes | list[bytes]) -> bytes:
+    def encrypt_pack(self, data: bytes | list[bytes], into: bytearray | None = None) -> bytes:
         """:meth:`encrypt` for packs: the age buffer itself (a bytearray, read as bytes by
         hashing and storage), not a 16 MiB copy of it; ``data`` may be the plaintext's
-        pieces (emptied as they are encrypted, see ``age.encrypt_buffer``)."""
-        return cast(
-            bytes, age.encrypt_buffer(data, [age.parse_recipient(r) for r in self.recipients])
-        )
+        pieces (emptied as they are encrypted, see ``age.encrypt_buffer``); ``into``, a
+        buffer to reuse."""
+        recipients = [age.parse_recipient(r) for r in self.recipients]
+        return cast(bytes, age.encrypt_buffer(data, recipients, into))
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -270,8 +270,12 @@ class Repository:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_pack(self, plaintext: bytes | list[bytes]) -> tuple[str, int]:
-        stored = self.writer.encrypt_pack(plaintext)
+    def write_pack(
+        self, plaintext: bytes | list[bytes], buffer: bytearray | None = None
+    ) -> tuple[str, int]:
+        """Encrypt and store a pack; ``buffer``: where to encrypt it, reused by the caller
+        once this returns (the storage has written or sent it by then)."""
+        stored = self.writer.encrypt_pack(plaintext, buffer)
         key = pack_key(stored)
         self.storage.put(key, stored)
         return key, len(stored)

@@ -108,6 +108,9 @@ class BlobWriter:
         self._lock = threading.Lock()
         self._adding = threading.Lock()  # add() is called from several reading threads
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
+        # Every pack is encrypted into this one buffer (one seal thread): allocating 16 MiB
+        # per pack zeroed it and took its page faults with the GIL held.
+        self._seal_buffer = bytearray()
         self._in_flight: list[Future[None]] = []
         self._last_flush = time.monotonic()
         self.blobs_added = 0
@@ -206,7 +209,7 @@ class BlobWriter:
         # The blobs are encrypted from these pieces, each freed once encrypted: the pack is
         # held once as blobs and once as ciphertext, never also as one plaintext.
         builder.blobs.clear()
-        key, size = self.repo.write_pack(parts)
+        key, size = self.repo.write_pack(parts, self._seal_buffer)
         del parts
         _give_back_freed_memory()
         with self._lock:

@@ -47,6 +47,20 @@ def test_a_pack_encrypted_from_its_pieces_is_their_join(sizes: list[int]) -> Non
     assert pyrage.decrypt(bytes(sealed), [theirs]) == joined
 
 
+def test_a_reused_buffer_holds_exactly_each_new_file() -> None:
+    """The seal thread encrypts every pack into one buffer: larger, then smaller, then
+    larger again, each result is exactly an age file of its own plaintext (no stale tail)."""
+    theirs = pyrage.x25519.Identity.generate()
+    recipient = [age.parse_recipient(str(theirs.to_public()))]
+    buffer = bytearray(b"\xff" * 10)
+    for size in (200_000, 70_000, 3, 300_000):
+        plaintext = os.urandom(size)
+        sealed = age.encrypt_buffer([plaintext], recipient, buffer)
+        assert sealed is buffer
+        assert len(sealed) == len(age.encrypt(plaintext, recipient))
+        assert pyrage.decrypt(bytes(sealed), [theirs]) == plaintext
+
+
 def test_several_recipients_and_the_wrong_key() -> None:
     one, two = (pyrage.x25519.Identity.generate() for _ in range(2))
     data = b"Xin chao"
