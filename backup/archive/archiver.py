@@ -260,7 +260,7 @@ class Archiver:
     ) -> list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]]:
         """A directory's entries to store: lstat'ed, not excluded, with their files-cache
         blobs."""
-        entries: list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]] = []
+        listed: list[tuple[bytes, bytes, os.stat_result]] = []
         for child in names:
             child_path = os.path.join(path, child)
             child_st = self._lstat(child_path)
@@ -268,11 +268,16 @@ class Archiver:
                 child_path, child, stat.S_ISDIR(child_st.st_mode)
             ):
                 continue
-            cached = None
-            if stat.S_ISREG(child_st.st_mode) and self.cache is not None:
-                cached = self.cache.lookup(child_path, FileState.of(child_st))
-                if cached is not None and not all(self.writer.known(b) for b in cached):
-                    cached = None
+            listed.append((child_path, child, child_st))
+        files = [(name, FileState.of(st)) for _, name, st in listed if stat.S_ISREG(st.st_mode)]
+        found = iter(
+            self.cache.lookup(_directory_key(path), files) if self.cache is not None else []
+        )
+        entries: list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]] = []
+        for child_path, child, child_st in listed:
+            cached = next(found, None) if stat.S_ISREG(child_st.st_mode) else None
+            if cached is not None and not all(self.writer.known(b) for b in cached):
+                cached = None
             entries.append((child_path, child, child_st, cached))
         return entries
 
@@ -311,10 +316,8 @@ class Archiver:
                 raise SourceUnreadable(os.fsdecode(path), exc.strerror) from None
             self.stats.files_read += 1
             self.stats.bytes_read += size
-            if self.cache:
-                self.cache.record(path, state, content)
-        elif self.cache:
-            self.cache.record(path, state, content)
+        if self.cache:
+            self.cache.record(path[: len(path) - len(name)], name, state, content)
         self.stats.files += 1
         self.stats.bytes += size
         if self.progress:
@@ -355,6 +358,12 @@ class Archiver:
             group=_group(st.st_gid),
             **extra,  # type: ignore[arg-type]
         )
+
+
+def _directory_key(path: bytes) -> bytes:
+    """A directory as the files cache names it: the prefix its entries' paths share
+    (``os.path.join(path, name)`` minus the name), trailing slash included."""
+    return os.path.join(path, b"")
 
 
 class _Replaced(Exception):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.backup_env import BackupEnv, repository
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,62 @@ def test_deduplication(backup_env: BackupEnv, tmp_path: Path) -> None:
         handle.write(os.urandom(MiB))
     appended = backup_env.ops_json("backup", "run")["results"][0]
     assert appended["raw_bytes_added"] < 5 * MiB, appended
+
+
+def test_the_files_cache_knows_each_file_by_its_directory(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """Unchanged files are not read again, looked up a directory at a time: names that
+    repeat in other directories, and directories whose names are prefixes of others, each
+    keep their own entry; a cache written by the per-path layout before it still counts."""
+    import sqlite3
+
+    env = local_backup_env
+    src = tmp_path / "www"
+    for rel in ("a/x", "a/b/x", "ab/x", "a/b/c/x", "x", "a/y"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(f"{rel}\n", encoding="utf-8")
+    env.add_source("www", src)
+
+    def run() -> int:
+        """Back up; how many files were read rather than taken from the cache."""
+        env.ops("backup", "run", check=True)
+        with repository(env) as repo:
+            summary = repo.read_snapshot(repo.snapshots("www")[-1]).summary
+        assert summary["files"] == 6
+        return int(summary["files_read"])
+
+    assert run() == 6
+    assert run() == 0
+    changed = src / "a" / "b" / "x"
+    changed.write_text("A/B/X\n", encoding="utf-8")  # same size, new mtime and content
+    assert run() == 1
+
+    # The layout of an older portal-ops: one row per path.
+    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    with sqlite3.connect(cache) as db:
+        db.execute(
+            "create table files (path blob primary key, size int, mtime_ns int, ctime_ns int,"
+            " inode int, blobs blob)"
+        )
+        db.execute(
+            "insert into files select cast(dir || name as blob), size, mtime_ns, ctime_ns,"
+            " inode, blobs from entries"
+        )
+        db.execute("drop table entries")
+    db.close()
+    assert run() == 0
+    with sqlite3.connect(cache) as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    db.close()
+    assert "entries" in tables
+    (src / "ab" / "x").write_text("AB/X\n", encoding="utf-8")
+    assert run() == 1
+    restored = tmp_path / "restored"
+    env.ops("backup", "restore", "latest", "--target", str(restored), check=True)
+    assert (restored / src.relative_to("/") / "a" / "b" / "x").read_text() == "A/B/X\n"
+    assert (restored / src.relative_to("/") / "ab" / "x").read_text() == "AB/X\n"
+    assert (restored / src.relative_to("/") / "a" / "x").read_text() == "a/x\n"
 
 
 def test_write_only_backup_host(backup_env: BackupEnv, tmp_path: Path) -> None:
