@@ -51,6 +51,11 @@ class Index:
     others: dict[bytes, dict[Location, None]] = field(default_factory=dict)
     crowded: set[bytes] = field(default_factory=set)
     conflicting_packs: set[str] = field(default_factory=set)  # described differently twice
+    # Blobs this process stored, known by id only. Their rows are in the index objects it
+    # wrote, which the next command reads; a backup only asks whether a blob exists, and a
+    # full row per new blob grew its memory by ~1 KB each (35 MiB more peak memory for a
+    # first backup of 1.4 GB of small files than of 0.7 GB).
+    written: set[bytes] = field(default_factory=set)
 
     def add(self, record: PackRecord) -> None:
         known = self.packs.get(record.key)
@@ -72,6 +77,11 @@ class Index:
             elif location not in others:
                 self.crowded.add(entry.id)
 
+    def note_written(self, record: PackRecord) -> None:
+        """Remember that ``record``'s blobs exist (:attr:`written`), not where: a command that
+        reads them back loads the index again."""
+        self.written.update(entry.id for entry in record.blobs)
+
     def locations(self, blob_id: bytes) -> list[Location]:
         """Every place the index says holds ``blob_id``, the first-read one first."""
         first = self.blobs.get(blob_id)
@@ -80,7 +90,7 @@ class Index:
         return [first, *self.others.get(blob_id, ())]
 
     def __contains__(self, blob_id: object) -> bool:
-        return blob_id in self.blobs
+        return blob_id in self.blobs or blob_id in self.written
 
     def get(self, blob_id: bytes) -> Location | None:
         return self.blobs.get(blob_id)

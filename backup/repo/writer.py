@@ -228,7 +228,7 @@ class BlobWriter:
             return
         self.repo.write_index(records)
         for record in records:
-            self.repo.index.add(record)
+            self.repo.index.note_written(record)
             for entry in record.blobs:
                 self._pending.discard(entry.id)
         self._last_flush = time.monotonic()

@@ -33,3 +33,27 @@ def test_small_and_large_blobs_all_land_indexed_and_intact(tmp_path: Path) -> No
         entries[blob_id] = next(iter(reader.index.locations(blob_id))).entry
     assert entries[ids[-2]].compression is Compression.NONE  # random bytes stay raw
     assert entries[ids[-3]].compression is Compression.ZSTD
+
+
+def test_a_later_writer_of_the_same_run_knows_what_an_earlier_one_stored(tmp_path: Path) -> None:
+    """One run backs up its sources one writer after another on one repository object: a
+    blob the first stored (indexed by id only in memory) is not stored again by the next,
+    and the next command, reading the index objects, finds every one of them."""
+    keygen(tmp_path / "id.txt", tmp_path / "writer.key")
+    storage = LocalStorage("t", tmp_path / "repo")
+    repo, _ = Repository.init(storage, load_writer_key(tmp_path / "writer.key"))
+    shared = [os.urandom(100_000) for _ in range(3)]
+    first = writer_mod.BlobWriter(repo)
+    ids = [first.add(BlobType.DATA, data) for data in shared]
+    first.finish()
+    second = writer_mod.BlobWriter(repo)
+    assert [second.add(BlobType.DATA, data) for data in shared] == ids
+    own = second.add(BlobType.DATA, b"only the second source has this")
+    second.finish()
+    assert (first.blobs_added, second.blobs_added) == (3, 1)
+    reader = Repository.open(storage, None, load_identity(tmp_path / "id.txt"))
+    reader.load_index()
+    for blob_id, data in zip(
+        [*ids, own], [*shared, b"only the second source has this"], strict=True
+    ):
+        assert reader.read_blob(blob_id) == data
