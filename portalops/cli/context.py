@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from portalops.cli.environment import Environment
 from portalops.core.errors import BadInput
@@ -152,38 +152,35 @@ class Context:
         source = self._config_source
         return partial() if source is None else parse_model(partial, source)
 
+    def _section(self, name: str, model: type[Strict]) -> Any:
+        """Section ``name`` of ops.yaml: from :attr:`settings` when the whole file was read
+        already, else validated alone (with ``state_dir`` and the top-level keys)."""
+        if "settings" in self.__dict__:
+            return getattr(self.settings, name)
+        section = self._one_section(name, model)
+        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
+        return getattr(section, name)
+
     @cached_property
     def backup_settings(self) -> Backup:
         """The ``backup`` section (with ``state_dir`` and the top-level keys checked)."""
-        if "settings" in self.__dict__:
-            return self.settings.backup
         from portalops.backup.config import Backup
 
-        section = self._one_section("backup", Backup)
-        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
-        return section.backup  # type: ignore[attr-defined,no-any-return]
+        return cast(Backup, self._section("backup", Backup))
 
     @cached_property
     def metrics_settings(self) -> Metrics:
         """The ``metrics`` section (with ``state_dir`` and the top-level keys checked)."""
-        if "settings" in self.__dict__:
-            return self.settings.metrics
         from portalops.core.metrics_config import Metrics
 
-        section = self._one_section("metrics", Metrics)
-        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
-        return section.metrics  # type: ignore[attr-defined,no-any-return]
+        return cast(Metrics, self._section("metrics", Metrics))
 
     @cached_property
     def oncall_settings(self) -> Oncall:
         """The ``oncall`` section (with ``state_dir`` and the top-level keys checked)."""
-        if "settings" in self.__dict__:
-            return self.settings.oncall
         from portalops.oncall.config import Oncall
 
-        section = self._one_section("oncall", Oncall)
-        self.__dict__.setdefault("state_dir", section.state_dir)  # type: ignore[attr-defined]
-        return section.oncall  # type: ignore[attr-defined,no-any-return]
+        return cast(Oncall, self._section("oncall", Oncall))
 
     @cached_property
     def state_dir(self) -> Path:
