@@ -125,7 +125,9 @@ class Archiver:
                     break  # an ancestor is itself a listed path: it covers this one
                 node = child
             else:
-                node.setdefault(parts[-1], None)  # None: archive the real path here
+                # None: archive the real path here, all of it, even where a path beneath it
+                # was listed first (that one had made it a directory of only that path)
+                node[parts[-1]] = None
         return self._virtual_dir(b"/", root)
 
     def _virtual_dir(self, prefix: bytes, children: dict[bytes, object]) -> bytes:

@@ -163,6 +163,27 @@ def test_glob_paths_match_what_exists(local_backup_env: BackupEnv, tmp_path: Pat
     assert (target / str(etc).lstrip("/") / "php8.2" / "fpm" / "php.ini").is_file()
 
 
+@pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
+def test_a_listed_path_beneath_another_listed_path_loses_nothing(
+    local_backup_env: BackupEnv, tmp_path: Path, child_first: bool
+) -> None:
+    """``paths: [/srv/www/uploads, /srv/www]``: the parent is backed up whole, whichever
+    order the config lists them in (listing the child first once stored only the child)."""
+    www = tmp_path / "www"
+    (www / "uploads").mkdir(parents=True)
+    (www / "index.php").write_text("<?php echo 'xin chào';\n", encoding="utf-8")
+    (www / "uploads" / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    paths = [www / "uploads", www] if child_first else [www, www / "uploads"]
+    env = local_backup_env
+    env.add_source("www", *paths)
+    assert env.ops_json("backup", "run")["results"][0]["files"] == 2
+    target = tmp_path / "r"
+    env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+    restored = target / str(www).lstrip("/")
+    assert (restored / "index.php").read_text(encoding="utf-8") == "<?php echo 'xin chào';\n"
+    assert (restored / "uploads" / "a.jpg").is_file()
+
+
 def test_a_directory_too_large_to_restore_fails_its_source(
     local_backup_env: BackupEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
