@@ -278,10 +278,23 @@ class Archiver:
         entries: list[tuple[bytes, bytes, os.stat_result, list[bytes] | None]] = []
         for child_path, child, child_st in listed:
             cached = next(found, None) if stat.S_ISREG(child_st.st_mode) else None
-            if cached is not None and not all(self.writer.known(b) for b in cached):
+            if cached is not None and not self._holds(cached, child_st.st_size):
                 cached = None
             entries.append((child_path, child, child_st, cached))
         return entries
+
+    def _holds(self, blobs: list[bytes], size: int) -> bool:
+        """Whether the repository holds ``blobs`` and they add up to ``size`` bytes: a files
+        cache row is used only then (a row naming blobs gone since, or too few or too many
+        for the file, would store it wrong: it is read again instead)."""
+        index = self.writer.repo.index
+        total = 0
+        for blob in blobs:
+            location = index.get(blob)
+            if location is None:
+                return False
+            total += location.entry.raw_length
+        return total == size
 
     def _defer(self, finish: Callable[[], None]) -> None:
         """Finish a directory (its files' nodes, its tree) later, so the walk goes on listing

@@ -52,7 +52,10 @@ class Storage(Protocol):
     name: str  # the repository's name in config, for messages
 
     def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key`` atomically: readers see all of it or nothing."""
+        """Store ``data`` under ``key`` atomically: readers see all of it or nothing.
+
+        ``data`` may be a buffer the caller fills again once this returns (the writer
+        encrypts every pack into one): keep no reference to it past the return."""
 
     def get(self, key: str, max_size: int | None = None) -> bytes:
         """The whole object; ObjectMissing if absent; ObjectTooLarge, before reading any of

@@ -206,6 +206,98 @@ def test_the_files_cache_knows_each_file_by_its_directory(
     assert (restored / src.relative_to("/") / "a" / "x").read_text() == "a/x\n"
 
 
+def _cache_tree(root: Path) -> dict[str, bytes]:
+    """A small tree of many directories (a cache of several pages), with its contents."""
+    contents = {}
+    for d in range(30):
+        for f in range(20):
+            rel = f"d{d:02}/f{f:02}.txt"
+            contents[rel] = f"{rel} {'x' * (d * 20 + f)}\n".encode()
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(contents[rel])
+    return contents
+
+
+def _files_read(env: BackupEnv, source: str) -> int:
+    """Back up (as its own process, so a hang fails the test); the files not taken from
+    the files cache."""
+    run = env.ops("backup", "run", process=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    with repository(env) as repo:
+        return int(repo.read_snapshot(repo.snapshots(source)[-1]).summary["files_read"])
+
+
+def _restored(env: BackupEnv, src: Path, target: Path) -> dict[str, bytes]:
+    env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+    root = target / str(src).lstrip("/")
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _corrupt_a_later_page(cache: Path) -> None:
+    """Overwrite the cache file's last page with junk: the first rows still read, a lookup
+    that reaches that page fails (what a crash or a bad disk leaves)."""
+    data = bytearray(cache.read_bytes())
+    assert len(data) >= 3 * 4096
+    data[-4096 + 8 :] = b"\x5a" * (4096 - 8)
+    cache.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["later-page", "fifo", "garbage"])
+def test_an_unreadable_files_cache_costs_a_reread_not_the_backup(
+    local_backup_env: BackupEnv, tmp_path: Path, damage: str
+) -> None:
+    """The files cache is the state directory's, and only a cache: damaged pages, a FIFO
+    in its place or a file that is no database at all mean every file is read again, never
+    a failed, hung or wrong backup."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    contents = _cache_tree(src)
+    env.add_source("www", src)
+    assert _files_read(env, "www") == len(contents)
+    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    if damage == "later-page":
+        _corrupt_a_later_page(cache)
+    elif damage == "fifo":
+        cache.unlink()
+        os.mkfifo(cache)
+    else:
+        cache.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    assert _files_read(env, "www") > 0
+    assert _files_read(env, "www") == 0  # the run wrote a good cache again
+    assert _restored(env, src, tmp_path / "r") == contents
+
+
+@pytest.mark.parametrize("blobs", ["empty", "null", "another-file", "not-ids"])
+def test_a_files_cache_row_that_does_not_fit_its_file_is_not_used(
+    local_backup_env: BackupEnv, tmp_path: Path, blobs: str
+) -> None:
+    """A cache row whose state matches but whose blobs cannot be the file's (none for a
+    non-empty file, NULL, another file's of another size, not a whole number of ids) is
+    ignored: the file is read again and stored as it is."""
+    import sqlite3
+
+    env = local_backup_env
+    src = tmp_path / "www"
+    contents = _cache_tree(src)
+    env.add_source("www", src)
+    _files_read(env, "www")
+    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    where = os.fsencode(src / "d03") + b"/"
+    with sqlite3.connect(cache) as db:
+        query = "select blobs from entries where dir = ? and name = ?"
+        (other,) = db.execute(query, (where, b"f06.txt")).fetchone()
+        value = {"empty": b"", "null": None, "another-file": other, "not-ids": os.urandom(33)}
+        changed = db.execute(
+            "update entries set blobs = ? where dir = ? and name = ?",
+            (value[blobs], where, b"f05.txt"),
+        )
+        assert changed.rowcount == 1
+    db.close()
+    assert _files_read(env, "www") == 1
+    assert _restored(env, src, tmp_path / "r") == contents
+
+
 def test_write_only_backup_host(backup_env: BackupEnv, tmp_path: Path) -> None:
     src = make_tree(tmp_path, big_mib=2)
     backup_env.add_source("portal", src)
