@@ -113,6 +113,7 @@ class Archiver:
                 self._reads = None
 
     def _archive(self, expanded: list[Path]) -> bytes:
+        _refuse_paths_beneath_links(expanded)
         root: dict[bytes, object] = {}
         for path in expanded:
             parts = [os.fsencode(p) for p in path.parts[1:]]
@@ -368,11 +369,27 @@ class Archiver:
             mode=stat.S_IMODE(st.st_mode),
             uid=st.st_uid,
             gid=st.st_gid,
-            mtime_ns=st.st_mtime_ns,
+            # the format's range (signed 64-bit): whoever can write a file can date it 2300
+            mtime_ns=min(max(st.st_mtime_ns, -(2**63)), 2**63 - 1),
             user=_user(st.st_uid),
             group=_group(st.st_gid),
             **extra,  # type: ignore[arg-type]
         )
+
+
+def _refuse_paths_beneath_links(paths: list[Path]) -> None:
+    """A listed path beneath another listed path is covered by it, which holds only if that
+    one is a directory: beneath a listed symbolic link (stored as a link), the path's files
+    would silently be in no snapshot."""
+    listed = set(paths)
+    for path in paths:
+        for parent in path.parents:
+            if parent in listed and os.path.islink(parent):
+                raise SourceUnreadable(
+                    str(path),
+                    f"it lies beneath {parent}, also listed, which is a symbolic link (stored "
+                    "as a link); list the directory the link points to instead",
+                )
 
 
 def _directory_key(path: bytes) -> bytes:

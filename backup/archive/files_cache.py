@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ ID_LEN = 32
 # Files per insert, 7 values each: 3,500 parameters per statement, within SQLite's limit of
 # 32,766 since 3.32 (Debian 12 ships 3.40; builds before 3.32 defaulted to 999).
 RECORD_BATCH = 500
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,15 @@ class FilesCache:
         self._by_path = False  # an old cache of one row per path (before 2026-12)
         if _regular_file(path):  # a FIFO here would block the open, and the run with it
             try:
-                self._old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                self._old = sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True)
                 tables = {
                     row[0]
                     for row in self._old.execute(
                         "select name from sqlite_master where type='table'"
                     )
                 }
+                if "entries" not in tables and "files" not in tables:  # a view could loop
+                    raise sqlite3.DatabaseError("neither table 'entries' nor table 'files'")
                 self._by_path = "entries" not in tables
                 # the columns lookups read, so a cache of another shape is dropped here
                 self._old.execute(
@@ -72,17 +76,18 @@ class FilesCache:
                 self._drop_old(exc)
             else:
                 _read_ahead(path)
-        with contextlib.suppress(FileNotFoundError):
-            self._new_path.unlink()
-        self._new: sqlite3.Connection | None = sqlite3.connect(self._new_path)
+        self._new: sqlite3.Connection | None = None
         try:
+            with contextlib.suppress(FileNotFoundError):
+                self._new_path.unlink()
+            self._new = sqlite3.connect(self._new_path)
             self._new.execute("pragma journal_mode=off")
             self._new.execute("pragma synchronous=off")
             self._new.execute(
                 "create table entries (dir blob, name blob, size int, mtime_ns int, ctime_ns int,"
                 " inode int, blobs blob, primary key (dir, name)) without rowid"
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # a read-only or full state directory
             self._drop_new(exc)
         self._rows: list[bytes | int] = []  # recorded, not yet inserted: 7 values per file
 
@@ -133,7 +138,12 @@ class FilesCache:
                 yield index, row[1:]
 
     def record(self, directory: bytes, name: bytes, state: FileState, blobs: list[bytes]) -> None:
-        if self._new is None:
+        # A state SQLite cannot hold (an mtime set past 2262 by whoever can write the file, an
+        # inode number of 2^63 or more on NFS or overlayfs) is not recorded: read next time.
+        if self._new is None or not all(
+            _INT64_MIN <= v <= _INT64_MAX
+            for v in (state.size, state.mtime_ns, state.ctime_ns, state.inode)
+        ):
             return
         self._rows += (directory, name, state.size, state.mtime_ns, state.ctime_ns, state.inode)
         self._rows.append(b"".join(blobs))
@@ -149,7 +159,7 @@ class FilesCache:
             values = ",".join(["(?, ?, ?, ?, ?, ?, ?)"] * (len(rows) // 7))
             try:
                 self._new.execute(f"insert or replace into entries values {values}", rows)  # noqa: S608 - placeholders only
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OverflowError) as exc:
                 self._drop_new(exc)
 
     def commit(self) -> None:

@@ -184,6 +184,23 @@ def test_a_listed_path_beneath_another_listed_path_loses_nothing(
     assert (restored / "uploads" / "a.jpg").is_file()
 
 
+@pytest.mark.parametrize("child_first", [True, False], ids=["child-first", "parent-first"])
+def test_a_listed_path_beneath_a_listed_symlink_fails_its_source(
+    local_backup_env: BackupEnv, tmp_path: Path, child_first: bool
+) -> None:
+    """``paths: [/srv/www, /srv/www/uploads]`` where /srv/www is a link: the link is stored
+    as a link, so uploads' files would be in no snapshot. The source fails and says why."""
+    data = tmp_path / "data"
+    (data / "uploads").mkdir(parents=True)
+    (data / "uploads" / "u.txt").write_text("u\n")
+    www = tmp_path / "www"
+    www.symlink_to(data)
+    env = local_backup_env
+    env.add_source("www", *([www / "uploads", www] if child_first else [www, www / "uploads"]))
+    result = env.ops("backup", "run")
+    assert_clean_failure(result, 1, "symbolic link", str(www / "uploads"))
+
+
 def test_a_directory_too_large_to_restore_fails_its_source(
     local_backup_env: BackupEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -229,7 +229,7 @@ def _files_read(env: BackupEnv, source: str) -> int:
 
 
 def _restored(env: BackupEnv, src: Path, target: Path) -> dict[str, bytes]:
-    env.ops("backup", "restore", "latest", "--target", str(target), check=True)
+    env.ops("backup", "restore", "latest", "--source", "www", "--target", str(target), check=True)
     root = target / str(src).lstrip("/")
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -296,6 +296,67 @@ def test_a_files_cache_row_that_does_not_fit_its_file_is_not_used(
     db.close()
     assert _files_read(env, "www") == 1
     assert _restored(env, src, tmp_path / "r") == contents
+
+
+def test_what_a_files_cache_cannot_hold_or_reach_does_not_stop_a_backup(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """Whoever can write a backed-up file can set its mtime past what SQLite stores (2262),
+    and a state directory can have a '#' in its name or a stray directory where the new
+    cache goes: each run still backs up every source (the file is read again next time)."""
+    env = local_backup_env
+    state = tmp_path / "state #1"
+    src = tmp_path / "www"
+    contents = _cache_tree(src)
+    future = src / "d00" / "f00.txt"
+    subprocess.run(["touch", "-d", "2300-01-01", str(future)], check=True)
+    assert future.stat().st_mtime_ns > 2**63
+    env.add_source("www", src)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("a\n")
+    env.add_source("other", other)
+    env.write_config(state_dir=str(state))
+
+    def run() -> dict[str, int]:
+        result = env.ops("--json", "backup", "run", process=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        with repository(env) as repo:
+            return {
+                source: int(repo.read_snapshot(repo.snapshots(source)[-1]).summary["files_read"])
+                for source in ("www", "other")
+            }
+
+    assert run() == {"www": len(contents), "other": 1}
+    assert run() == {"www": 1, "other": 0}  # only the far-future file is read again
+    (new,) = [p.with_name(p.name + ".new") for p in (state / "cache").rglob("www.sqlite")]
+    new.mkdir()
+    assert run() == {"www": 1, "other": 0}
+    assert _restored(env, src, tmp_path / "r") == contents
+
+
+def test_a_files_cache_of_views_is_not_queried(local_backup_env: BackupEnv, tmp_path: Path) -> None:
+    """A cache file whose 'files' is a view of an endless query (no table of either
+    layout) is ignored, not queried: the run reads every file and ends."""
+    import sqlite3
+
+    env = local_backup_env
+    src = tmp_path / "www"
+    contents = _cache_tree(src)
+    env.add_source("www", src)
+    _files_read(env, "www")
+    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    cache.unlink()
+    with sqlite3.connect(cache) as db:
+        db.execute(
+            "create view files as with recursive n(i) as (select 1 union all select i + 1"
+            " from n) select cast(i as blob) as path, 0 as size, 0 as mtime_ns, 0 as ctime_ns,"
+            " 0 as inode, x'' as blobs from n"
+        )
+    db.close()
+    assert _files_read(env, "www") == len(contents)
+    assert _files_read(env, "www") == 0
 
 
 def test_write_only_backup_host(backup_env: BackupEnv, tmp_path: Path) -> None:
