@@ -234,6 +234,17 @@ def _restored(env: BackupEnv, src: Path, target: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _backed_up_with_cache(env: BackupEnv, tmp_path: Path) -> tuple[Path, dict[str, bytes], Path]:
+    """Source ``www`` (the tree of :func:`_cache_tree`) backed up once: its root, its
+    contents, and the files cache that run wrote."""
+    src = tmp_path / "www"
+    contents = _cache_tree(src)
+    env.add_source("www", src)
+    assert _files_read(env, "www") == len(contents)
+    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    return src, contents, cache
+
+
 def _corrupt_a_later_page(cache: Path) -> None:
     """Overwrite the cache file's last page with junk: the first rows still read, a lookup
     that reaches that page fails (what a crash or a bad disk leaves)."""
@@ -251,11 +262,7 @@ def test_an_unreadable_files_cache_costs_a_reread_not_the_backup(
     in its place or a file that is no database at all mean every file is read again, never
     a failed, hung or wrong backup."""
     env = local_backup_env
-    src = tmp_path / "www"
-    contents = _cache_tree(src)
-    env.add_source("www", src)
-    assert _files_read(env, "www") == len(contents)
-    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    src, contents, cache = _backed_up_with_cache(env, tmp_path)
     if damage == "later-page":
         _corrupt_a_later_page(cache)
     elif damage == "fifo":
@@ -278,11 +285,7 @@ def test_a_files_cache_row_that_does_not_fit_its_file_is_not_used(
     import sqlite3
 
     env = local_backup_env
-    src = tmp_path / "www"
-    contents = _cache_tree(src)
-    env.add_source("www", src)
-    _files_read(env, "www")
-    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    src, contents, cache = _backed_up_with_cache(env, tmp_path)
     where = os.fsencode(src / "d03") + b"/"
     with sqlite3.connect(cache) as db:
         query = "select blobs from entries where dir = ? and name = ?"
@@ -342,11 +345,7 @@ def test_a_files_cache_of_views_is_not_queried(local_backup_env: BackupEnv, tmp_
     import sqlite3
 
     env = local_backup_env
-    src = tmp_path / "www"
-    contents = _cache_tree(src)
-    env.add_source("www", src)
-    _files_read(env, "www")
-    (cache,) = (env.state_dir / "cache").rglob("*.sqlite")
+    _, contents, cache = _backed_up_with_cache(env, tmp_path)
     cache.unlink()
     with sqlite3.connect(cache) as db:
         db.execute(
