@@ -34,6 +34,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -140,6 +141,22 @@ def _test_prometheus(work: Path) -> tuple[Path, Path]:
     return config_path, rules_dir
 
 
+def _wheelhouse(work: Path) -> Path:
+    """The locked files for the second host, downloaded here: its network namespace reaches
+    no package index (its pip found only what this machine's local mirror happened to hold,
+    and failed when the lock asked for a newer release), as a host without one would need
+    (the role's README, "wheelhouse")."""
+    wheelhouse = work / "wheelhouse"
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheelhouse)]
+    lock = PROJECT / "requirements" / "runtime.lock"
+    for args in (["--require-hashes", "-r", str(lock)], ["setuptools", "packaging"]):
+        done = subprocess.run(
+            [*pip, *args], capture_output=True, text=True, timeout=900, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    return wheelhouse
+
+
 def _host_vars(
     sshd: SSHServer, host: SecondHost, work: Path, writer_key: Path
 ) -> dict[str, dict[str, Any]]:
@@ -164,6 +181,7 @@ def _host_vars(
     # the second host trusts no interface: its firewall is the one under test
     agent = _connection(host.ssh) | safety | {
         "common_nftables_trusted_interfaces": [],
+        "ops_agent_wheelhouse": str(_wheelhouse(work)),
         "ops_agent_writer_key_file": str(writer_key),
         "ops_agent_config": {
             "backup": {
