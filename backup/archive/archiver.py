@@ -29,7 +29,7 @@ from pathlib import Path
 from portalops.backup.archive.files_cache import FilesCache, FileState
 from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.pack import BlobType
-from portalops.backup.repo.tree import Node, NodeType, Tree
+from portalops.backup.repo.tree import INT64, Node, NodeType, Tree
 from portalops.backup.repo.writer import BlobWriter
 from portalops.core.errors import ExitCode, OpsError
 
@@ -370,7 +370,7 @@ class Archiver:
             uid=st.st_uid,
             gid=st.st_gid,
             # the format's range (signed 64-bit): whoever can write a file can date it 2300
-            mtime_ns=min(max(st.st_mtime_ns, -(2**63)), 2**63 - 1),
+            mtime_ns=min(max(st.st_mtime_ns, INT64[0]), INT64[1]),
             user=_user(st.st_uid),
             group=_group(st.st_gid),
             **extra,  # type: ignore[arg-type]

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from portalops.backup.repo.tree import INT64
+
 log = logging.getLogger(__name__)
 
 ID_LEN = 32
 # Files per insert, 7 values each: 3,500 parameters per statement, within SQLite's limit of
 # 32,766 since 3.32 (Debian 12 ships 3.40; builds before 3.32 defaulted to 999).
 RECORD_BATCH = 500
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,8 @@ class FilesCache:
     def record(self, directory: bytes, name: bytes, state: FileState, blobs: list[bytes]) -> None:
         # A state SQLite cannot hold (an mtime set past 2262 by whoever can write the file, an
         # inode number of 2^63 or more on NFS or overlayfs) is not recorded: read next time.
-        if self._new is None or not all(
-            _INT64_MIN <= v <= _INT64_MAX
-            for v in (state.size, state.mtime_ns, state.ctime_ns, state.inode)
-        ):
+        values = (state.size, state.mtime_ns, state.ctime_ns, state.inode)
+        if self._new is None or min(values) < INT64[0] or max(values) > INT64[1]:
             return
         self._rows += (directory, name, state.size, state.mtime_ns, state.ctime_ns, state.inode)
         self._rows.append(b"".join(blobs))

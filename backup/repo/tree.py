@@ -27,7 +27,7 @@ from typing import Any
 NAME_MAX = 255  # bytes in one file name (Linux, every common filesystem)
 ID_LENGTH = 32  # bytes in a blob id
 _UINT32_ID_MAX = 2**32 - 2  # (2**32 - 1 is "no change" to chown)
-_INT64 = (-(2**63), 2**63 - 1)
+INT64 = (-(2**63), 2**63 - 1)  # mtime_ns and size: signed 64-bit (FORMAT.md; writers clamp mtimes)
 
 
 class TreeFormatError(ValueError):
@@ -139,8 +139,8 @@ class Node:
             mode=_int(doc, "mode", 0, 0o7777),
             uid=_int(doc, "uid", 0, _UINT32_ID_MAX),
             gid=_int(doc, "gid", 0, _UINT32_ID_MAX),
-            mtime_ns=_int(doc, "mtime_ns", *_INT64),
-            size=_int(doc, "size", 0, _INT64[1], default=0),
+            mtime_ns=_int(doc, "mtime_ns", *INT64),
+            size=_int(doc, "size", 0, INT64[1], default=0),
             content=tuple(_blob_id(b) for b in content),
             subtree=_blob_id(subtree) if subtree is not None else None,
             target=target,
@@ -242,8 +242,8 @@ def _plain_node(doc: dict[str, Any]) -> Node | None:
         or mode not in _MODE_RANGE
         or uid not in _UINT32_ID_RANGE
         or gid not in _UINT32_ID_RANGE
-        or not _INT64[0] <= mtime_ns <= _INT64[1]
-        or not 0 <= size <= _INT64[1]
+        or not INT64[0] <= mtime_ns <= INT64[1]
+        or not 0 <= size <= INT64[1]
     ):
         return None
     content = doc.get("content", _ABSENT)
