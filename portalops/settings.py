@@ -72,8 +72,9 @@ Every key of the operations config, generated from the models that validate it (
 text as the JSON Schema of `ops config schema`). Every section is optional, with the
 defaults below; unknown keys are errors (usually typos). `config/ops.example.yaml` shows
 every key with an example value; check a file with `ops config check`. A command validates
-only the sections it reads (`ops backup list` the top-level keys and `backup`, `ops oncall
-who` those and `oncall`), so `ops config check` is the one that checks every section.
+only the sections it reads (`ops backup list` the top-level keys and `backup`, `ops backup
+run` those, `backup` and `metrics`, `ops oncall who` the top-level keys and `oncall`), so
+`ops config check` is the one that checks every section.
 
 Durations are seconds or Prometheus-style text: `30s`, `5m`, `2h`, `3d`, `1h30m`. Times of
 day are written `"HH:MM"`, quoted (YAML reads an unquoted 12:30 as a number). Passwords
