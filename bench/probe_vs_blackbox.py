@@ -1176,7 +1176,10 @@ def run(args: argparse.Namespace, bench: Bench, hosts_before: str) -> int:
         "portal-ops git": git_revision(),
         "python": tool_version([args.ops_python, "-c", "import platform; "
                                 "print(platform.python_version())"]),
-        "openssl": tool_version([args.ops_python, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"]),
+        # the prober's handshakes (monitors/tls.py), and the system's, which ssl links
+        "openssl": tool_version([args.ops_python, "-c", "import ssl; from OpenSSL import SSL; "
+                                 "print(SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode(), "
+                                 "'(prober; system', ssl.OPENSSL_VERSION.split()[1] + ')')"]),
         "blackbox": tool_version([args.blackbox, "--version"], pick="go version"),
         "nginx": tool_version([args.nginx, "-v"]),
     }  # fmt: skip

@@ -1,11 +1,12 @@
 """One HTTP(S) exchange, timed phase by phase, with every resource bounded.
 
-The connection is driven from the event loop's callbacks (:class:`_Channel`: TLS over an
-``SSLObject`` and memory BIOs, no stream layers; the request leaves with the client's TLS
-Finished in one ``send()``). A plain answer (one status line, headers in a strict subset of
-h11's grammar, a Content-Length) is read on a lean path; anything else (interim answers,
-chunked or odd framing, a head over the cap, a body cut short, a malformed head) is read by
-h11 from the first byte, so both read alike what both take (tests/unit/test_fetch_lean.py).
+The connection is driven from the event loop's callbacks (:class:`_Channel`: TLS by a
+:class:`~portalops.monitors.tls.Session` over memory, no stream layers; the request leaves
+with the client's TLS Finished in one ``send()``). A plain answer (one status line, headers
+in a strict subset of h11's grammar, a Content-Length) is read on a lean path; anything else
+(interim answers, chunked or odd framing, a head over the cap, a body cut short, a malformed
+head) is read by h11 from the first byte, so both read alike what both take
+(tests/unit/test_fetch_lean.py).
 Each phase is ours to time and to bound, as blackbox_exporter reports them: ``resolve``
 (the resolver, pins first), ``connect`` (TCP), ``tls`` (the handshake, on its own),
 ``processing`` (request sent to the status line) and ``transfer`` (headers to the end of
@@ -25,9 +26,10 @@ before any byte is sent, an address that is not on the public Internet (loopback
 link-local, multicast, unspecified): a redirect from a portal must not make the prober reach
 into the monitoring host's own network (``http.redirect_blocked``).
 
-Certificates are verified against the system store or the configured CA. When verification
-fails, the reason becomes the error (expired, hostname mismatch, untrusted) and the peer
-certificate is fetched again without verification, so the report still has its expiry.
+Certificates are verified against the system store or the configured CA (monitors/tls.py
+says why not by the standard library's ``ssl``). When verification fails, the reason becomes
+the error (expired, hostname mismatch, untrusted) and the peer certificate is fetched again
+without verification, so the report still has its expiry.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import functools
 import ipaddress
 import re
 import socket
-import ssl
 import time
 import zlib
 from collections.abc import Sequence
@@ -53,6 +54,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from portalops.core.netaddr import parse_pin, unbracket
 from portalops.monitors.catalogue import HTTP, TLS, Code
+from portalops.monitors.tls import (
+    ClientTLS,
+    Peer,
+    Session,
+    TLSFailed,
+    VerifyFailed,
+    WantMore,
+    client_tls,
+)
 
 USER_AGENT = "portal-ops-prober/0.1 (+Art. 19 availability monitoring)"
 READ_SIZE = 65536
@@ -186,29 +196,7 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-@functools.cache
-def client_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """Verifying context: system store, or ``ca_file``; TLS 1.2+ as a browser would.
-
-    One per CA file for the life of the process: loading the system store costs ~17 ms of
-    CPU, ten times a whole probe (bench/probe_vs_blackbox). A context is safe to share."""
-    ctx = ssl.create_default_context(cafile=ca_file)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-@functools.cache
-def insecure_context() -> ssl.SSLContext:
-    """For reading a certificate that failed verification: nothing checked."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def cert_info(der: bytes) -> CertInfo:
-    cert = x509.load_der_x509_certificate(der)
+def cert_info(cert: x509.Certificate) -> CertInfo:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         key_type, bits = "RSA", key.key_size
@@ -219,9 +207,9 @@ def cert_info(der: bytes) -> CertInfo:
     return CertInfo(not_after=cert.not_valid_after_utc, key_type=key_type, key_bits=bits)
 
 
-def classify_verify_error(error: ssl.SSLCertVerificationError) -> tuple[Code, str]:
+def classify_verify_error(error: VerifyFailed) -> tuple[Code, str]:
     """(finding code, message) for a failed certificate verification."""
-    message = error.verify_message or str(error)
+    message = error.verify_message
     if error.verify_code == 10 or "expired" in message:  # X509_V_ERR_CERT_HAS_EXPIRED
         return TLS.EXPIRED, f"certificate has expired ({message})"
     # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
@@ -250,7 +238,7 @@ async def fetch(
     url: str,
     resolver: Resolver,
     *,
-    context: ssl.SSLContext | None = None,
+    context: ClientTLS | None = None,
     limits: Limits = Limits(),
     family: int = socket.AF_UNSPEC,
     method: str = "GET",
@@ -262,7 +250,7 @@ async def fetch(
     not on the public Internet; the address checked is the one connected to, so a name
     that resolves elsewhere the second time (DNS rebinding) gains nothing."""
     url, host, port = request_url(url)
-    tls_context = (context or client_context()) if url.startswith("https:") else None
+    tls_context = (context or client_tls()) if url.startswith("https:") else None
     request = _request(url, host, port, method, limits)
     clock = _Clock()
     phase = "resolve"
@@ -299,7 +287,7 @@ async def fetch(
         raise FetchError(
             HTTP.TIMEOUT, f"no complete answer within {limits.timeout:g} s ({phase})", phase
         ) from None
-    except (ConnectionError, ssl.SSLError, OSError) as exc:
+    except (ConnectionError, TLSFailed, OSError) as exc:
         phase = _answer_phase(phase, channel)
         raise FetchError(HTTP.DOWN, f"{phase}: {_os_message(exc)}", phase) from None
 
@@ -366,14 +354,14 @@ def is_public(address: str) -> bool:
 
 class _Channel(asyncio.Protocol):
     """One connection's bytes, TLS included, driven from the loop's callbacks: no stream
-    layers, no TLS transport. With TLS, an ``SSLObject`` over memory BIOs: the ClientHello
+    layers, no TLS transport. With TLS, a :class:`Session` over memory: the ClientHello
     leaves as soon as TCP connects, and the request (made before connecting) goes with the
     client's Finished in one ``send()``. The response's plaintext is buffered for
     :meth:`read`; reading pauses when that buffer is full, so a fast sender costs at most
     ``2 * READ_SIZE`` bytes of it before the reader takes them. The reader wakes once for
     the handshake and the answer's first bytes (:meth:`settled`), not once for each."""
 
-    def __init__(self, host: str, context: ssl.SSLContext | None, request: bytes) -> None:
+    def __init__(self, host: str, context: ClientTLS | None, request: bytes) -> None:
         self.loop = asyncio.get_running_loop()
         self.request = request
         self.transport: asyncio.Transport | None = None
@@ -382,17 +370,16 @@ class _Channel(asyncio.Protocol):
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.paused = False
-        self.tls: ssl.SSLObject | None = None
+        self.tls: Session | None = None
         self.handshaking = context is not None
         self.connected_at: float | None = None  # time.monotonic() when TCP connected
         self.handshake_done_at: float | None = None  # time.monotonic() when it succeeded
         # What the handshake established, taken when it succeeds: an answer cut short by a
         # bad record or an unexpected close afterwards makes OpenSSL forget it.
-        self.peer: tuple[bytes | None, str, str] | None = None  # (leaf DER, cipher, version)
+        self.peer: Peer | None = None
         self.handshake_error: BaseException | None = None
         if context is not None:
-            self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=host)
+            self.tls = context.session(host)
 
     # -- the loop's callbacks
 
@@ -409,7 +396,7 @@ class _Channel(asyncio.Protocol):
         if self.tls is None:
             self._plain(data)
             return
-        self.incoming.write(data)
+        self.tls.receive(data)
         if self.handshaking:
             self._handshake()
         else:
@@ -417,7 +404,7 @@ class _Channel(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.tls is not None:
-            self.incoming.write_eof()
+            self.tls.receive_eof()
             if self.handshaking:
                 self._handshake_failed(
                     ConnectionResetError("the server closed the connection in the handshake")
@@ -444,21 +431,15 @@ class _Channel(asyncio.Protocol):
         if self.tls is None:
             return
         try:
-            self.tls.do_handshake()
-        except ssl.SSLWantReadError:
+            peer = self.tls.handshake()
+        except WantMore:
             self._flush()
             return
-        except (ssl.SSLError, OSError) as exc:
+        except TLSFailed as exc:
             self._handshake_failed(exc)
             return
         self.handshaking, self.handshake_done_at = False, time.monotonic()
-        cipher = self.tls.cipher()
-        version = self.tls.version()
-        self.peer = (
-            self.tls.getpeercert(binary_form=True),
-            cipher[0] if cipher else "",
-            str(version),
-        )
+        self.peer = peer
         self.tls.write(self.request)  # with the client's Finished: one send
         self._flush()
         self._decrypt()  # application data that came with the server's last flight
@@ -471,7 +452,9 @@ class _Channel(asyncio.Protocol):
         self._wake()
 
     def _flush(self) -> None:
-        data = self.outgoing.read()
+        if self.tls is None:
+            return
+        data = self.tls.outgoing()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -480,18 +463,15 @@ class _Channel(asyncio.Protocol):
             return
         try:
             while True:
+                # b"": close_notify, or a TCP close without it (the end, as HTTP sees it)
                 chunk = self.tls.read(READ_SIZE)
                 if not chunk:
                     self.eof = True
                     break
                 self.buffer += chunk
-        except ssl.SSLWantReadError:
+        except WantMore:
             pass
-        except ssl.SSLZeroReturnError:  # close_notify
-            self.eof = True
-        except ssl.SSLEOFError:  # a TCP close without close_notify: the end, as HTTP sees it
-            self.eof = True
-        except ssl.SSLError as exc:
+        except TLSFailed as exc:
             self.error = self.error or exc
         self._flush()  # a key update's answer, if any
         if self.buffer or self.eof or self.error is not None:
@@ -553,7 +533,7 @@ async def _connect(
     addresses: Sequence[str],
     port: int,
     host: str,
-    context: ssl.SSLContext | None,
+    context: ClientTLS | None,
     request: bytes,
 ) -> tuple[_Channel, str]:
     """Connect to the first address that accepts, in the resolver's order (a dead first A
@@ -574,29 +554,26 @@ async def _connect(
     raise FetchError(HTTP.DOWN, f"cannot connect to {tried} port {port}: {reason}", "connect")
 
 
-async def _handshake(channel: _Channel, context: ssl.SSLContext) -> TlsInfo:
-    ssl_object = channel.tls
-    if ssl_object is None:
+async def _handshake(channel: _Channel, context: ClientTLS) -> TlsInfo:
+    if channel.tls is None:
         raise FetchError(TLS.HANDSHAKE, "TLS handshake failed: no TLS on this connection", "tls")
     await channel.settled()
     try:
         if channel.handshake_error is not None:
             raise channel.handshake_error
-    except ssl.SSLCertVerificationError as exc:
+    except VerifyFailed as exc:
         code, message = classify_verify_error(exc)
         raise FetchError(code, message, "tls") from None
-    except ssl.SSLError as exc:
-        raise FetchError(
-            TLS.HANDSHAKE, f"TLS handshake failed: {exc.reason or exc}", "tls"
-        ) from None
+    except TLSFailed as exc:
+        raise FetchError(TLS.HANDSHAKE, f"TLS handshake failed: {exc.reason}", "tls") from None
     if channel.peer is None:  # not reached: settled() returns on success or failure
         raise FetchError(TLS.HANDSHAKE, "TLS handshake failed: it did not finish", "tls")
-    der, cipher, version = channel.peer
+    peer = channel.peer
     return TlsInfo(
-        version=version,
-        cipher=cipher,
-        verified=context.verify_mode != ssl.CERT_NONE,
-        cert=cert_info(der) if der else None,
+        version=peer.version,
+        cipher=peer.cipher,
+        verified=context.verify,
+        cert=cert_info(peer.certificate) if peer.certificate is not None else None,
     )
 
 
@@ -912,8 +889,8 @@ def _protocol_message(exc: h11.RemoteProtocolError, limits: Limits) -> str:
 
 
 def _os_message(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, TLSFailed):
+        return f"TLS error: {exc.reason}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -69,15 +69,14 @@ from portalops.monitors.fetch import (
     Resolver,
     Response,
     TlsInfo,
-    client_context,
     fetch,
-    insecure_context,
     now_utc,
     request_url,
 )
 from portalops.monitors.findings import Finding, Severity, worst
 from portalops.monitors.headers import GRADES, Observed
 from portalops.monitors.headers import grade as grade_headers
+from portalops.monitors.tls import ClientTLS, client_tls, insecure_tls
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +322,7 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult, ste
     IPv6, the exposure paths and the page analysis) at once. Each writes to a scratch copy of
     the result, merged in a fixed order (on the deadline too, for the steps done): the
     findings come out in the same order however the steps interleave."""
-    context = client_context(config.ca_file)
+    context = client_tls(config.ca_file)
     response = await _http(target, config, context, result)
     steps.http_answered = True
     work: dict[str, Callable[[ProbeResult], Coroutine[Any, Any, None]]] = {}
@@ -365,7 +364,7 @@ async def _modules(target: Target, config: ProbeConfig, result: ProbeResult, ste
 async def _page(
     target: Target,
     config: ProbeConfig,
-    context: ssl.SSLContext,
+    context: ClientTLS,
     response: Response,
     result: ProbeResult,
     steps: _Steps,
@@ -539,7 +538,7 @@ def analyse_page(job: PageJob) -> PageVerdict:
 
 
 async def _http(
-    target: Target, config: ProbeConfig, context: ssl.SSLContext, result: ProbeResult
+    target: Target, config: ProbeConfig, context: ClientTLS, result: ProbeResult
 ) -> Response | None:
     chain: list[str] = []
     url = target.http_url or target.url
@@ -639,7 +638,7 @@ async def _fetch_failed(
             unverified = await fetch(
                 url,
                 config.resolver,
-                context=insecure_context(),
+                context=insecure_tls(),
                 limits=config.limits,
                 public_only=public_only,
             )
@@ -882,7 +881,7 @@ async def _dns(target: Target, config: ProbeConfig, result: ProbeResult) -> None
         await fetch(
             target.url,
             config.resolver,
-            context=client_context(config.ca_file),
+            context=client_tls(config.ca_file),
             limits=config.limits,
             family=socket.AF_INET6,
             method="HEAD",
@@ -986,7 +985,7 @@ def _expect(expect: Expect, html: str, result: ProbeResult) -> None:
 
 
 async def _exposure(
-    base: str, target: Target, config: ProbeConfig, context: ssl.SSLContext
+    base: str, target: Target, config: ProbeConfig, context: ClientTLS
 ) -> tuple[tuple[exposure.Fetched, ...], exposure.Fetched | None]:
     """Fetch every exposure path (and one that cannot exist) from base's origin; judged later,
     in the analysis worker."""

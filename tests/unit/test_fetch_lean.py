@@ -29,10 +29,10 @@ from portalops.monitors.fetch import (
     _exchange,
     _lean_answer,
     _request,
-    client_context,
     fetch,
     request_url,
 )
+from portalops.monitors.tls import client_tls
 from tests.fixtures.pki import ThrowawayPKI
 
 LOOPBACK = "127.0.0.1"
@@ -295,7 +295,7 @@ def test_a_portal_that_ends_badly_after_the_handshake_is_a_finding_not_a_crash(
     instead of a finding. On the prober's own loop (uvloop), as ``ops monitor`` runs it."""
     port, close = _tls_portal(pki, behave)
     resolver = Resolver([f"h.test:{port}:{LOOPBACK}"])
-    context = client_context(str(pki.ca_file))
+    context = client_tls(str(pki.ca_file))
 
     async def one() -> object:
         try:
