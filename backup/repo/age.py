@@ -159,7 +159,7 @@ def encrypt(data: bytes | memoryview, recipients: list[X25519PublicKey]) -> byte
 
 
 def encrypt_buffer(
-    data: bytes | memoryview | list[bytes],
+    data: bytes | memoryview | list[bytes] | list[bytes | memoryview],
     recipients: list[X25519PublicKey],
     into: bytearray | None = None,
 ) -> bytearray:

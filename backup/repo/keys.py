@@ -62,7 +62,9 @@ class WriterKey:
     def encrypt(self, data: bytes) -> bytes:
         return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
 
-    def encrypt_pack(self, data: bytes | list[bytes], into: bytearray | None = None) -> bytes:
+    def encrypt_pack(
+        self, data: bytes | list[bytes | memoryview], into: bytearray | None = None
+    ) -> bytes:
         """:meth:`encrypt` for packs: the age buffer itself (a bytearray, read as bytes by
         hashing and storage), not a 16 MiB copy of it; ``data`` may be the plaintext's
         pieces (emptied as they are encrypted, see ``age.encrypt_buffer``); ``into``, a

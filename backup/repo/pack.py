@@ -170,7 +170,7 @@ SAMPLE = 64 * 1024
 _probe = threading.local()
 
 
-def _looks_incompressible(raw: bytes) -> bool:
+def _looks_incompressible(raw: bytes | memoryview) -> bool:
     """Media, archives and encrypted files: two 64 KiB samples at zstd's fastest level tell
     for a fraction of the cost of compressing the whole blob."""
     if len(raw) < 4 * SAMPLE:
@@ -179,14 +179,15 @@ def _looks_incompressible(raw: bytes) -> bool:
     if probe is None:
         probe = _probe.compressor = zstandard.ZstdCompressor(level=1)
     middle = len(raw) // 2
-    sample = raw[:SAMPLE] + raw[middle : middle + SAMPLE]
+    sample = b"".join((raw[:SAMPLE], raw[middle : middle + SAMPLE]))
     return len(probe.compress(sample)) > len(sample) * (1 - MIN_SAVING)
 
 
 def compress(
-    data: bytes | memoryview, compressor: zstandard.ZstdCompressor
-) -> tuple[bytes, Compression]:
-    raw = bytes(data)
+    raw: bytes | memoryview, compressor: zstandard.ZstdCompressor
+) -> tuple[bytes | memoryview, Compression]:
+    """(what to store, how): zstd's output, or ``raw`` itself (not a copy: a view stays a
+    view, so it must not change until the blob is sealed, see ``BlobWriter.add``)."""
     if len(raw) < 64 or _looks_incompressible(raw):
         return raw, Compression.NONE
     packed = compressor.compress(raw)
@@ -306,7 +307,7 @@ def _stream(
 class PendingBlob:
     id: bytes
     type: BlobType
-    stored: bytes
+    stored: bytes | memoryview  # a view into an immutable buffer (BlobWriter.add)
     raw_length: int
     compression: Compression
 
@@ -337,14 +338,14 @@ class PackBuilder:
         parts, entries = self.build_parts()
         return b"".join(parts), entries
 
-    def build_parts(self) -> tuple[list[bytes], list[BlobEntry]]:
+    def build_parts(self) -> tuple[list[bytes | memoryview], list[BlobEntry]]:
         """:meth:`build`'s plaintext as the pieces it joins (the blobs in their shuffled
         order, the header, the trailer): encrypted straight from these, a pack is never held
         both as blobs and as one plaintext (16 MiB less at a seal's peak)."""
         order = list(self.blobs)
         # Seeded from the OS once per pack: SystemRandom would make a syscall per blob.
         random.Random(os.urandom(32)).shuffle(order)  # noqa: S311 - not a secret, an order
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         entries: list[BlobEntry] = []
         offset = 0
         for blob in order:

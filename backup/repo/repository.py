@@ -271,7 +271,7 @@ class Repository:
     # -- writing -------------------------------------------------------------------------
 
     def write_pack(
-        self, plaintext: bytes | list[bytes], buffer: bytearray | None = None
+        self, plaintext: bytes | list[bytes | memoryview], buffer: bytearray | None = None
     ) -> tuple[str, int]:
         """Encrypt and store a pack; ``buffer``: where to encrypt it, reused by the caller
         once this returns (the storage has written or sent it by then)."""

@@ -50,7 +50,7 @@ BATCH_BLOBS = 256
 _local = threading.local()
 
 
-def _compress(raws: list[bytes]) -> list[tuple[bytes, Compression]]:
+def _compress(raws: list[bytes | memoryview]) -> list[tuple[bytes | memoryview, Compression]]:
     """Compress one job: a large chunk alone, or a batch of small blobs."""
     # A ZstdCompressor is not thread-safe: one per pool thread.
     compressor = getattr(_local, "compressor", None)
@@ -100,8 +100,14 @@ def _give_back_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+def _immutable(data: bytes | memoryview) -> bool:
+    return isinstance(data, bytes) or (data.readonly and isinstance(data.obj, bytes))
+
+
 # What a compression job carries back to the writer: (type, id, raw length) per blob.
-_Job = tuple[list[tuple[BlobType, bytes, int]], "Future[list[tuple[bytes, Compression]]]"]
+_Job = tuple[
+    list[tuple[BlobType, bytes, int]], "Future[list[tuple[bytes | memoryview, Compression]]]"
+]
 
 
 class TreeTooLarge(OpsError):
@@ -118,7 +124,7 @@ class BlobWriter:
         self._on_seal = on_seal
         self._compressing: deque[_Job] = deque()
         self._batch: list[tuple[BlobType, bytes, int]] = []  # small blobs not yet submitted
-        self._batch_raw: list[bytes] = []
+        self._batch_raw: list[bytes | memoryview] = []
         self._batch_bytes = 0
         self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
         # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
@@ -157,7 +163,10 @@ class BlobWriter:
             blob_id = self.repo.writer.blob_id(data)
         if self.known(blob_id):
             return blob_id
-        raw = bytes(data)  # a copy: the chunker reuses its buffer for the next chunk
+        # A view into a file read whole (an immutable bytes) is kept as it is until sealed;
+        # anything else is copied: the stream chunker reuses its buffer for the next chunk.
+        # The copy holds the GIL: a 0.7 GB first backup spent an eighth of it here.
+        raw = data if _immutable(data) else bytes(data)
         # Several threads read files and add their blobs at once: hashing and the copy above
         # run in parallel, the bookkeeping below one thread at a time (the check again, so a
         # blob two threads found at once is stored once).
@@ -180,7 +189,9 @@ class BlobWriter:
             self._submit(self._batch, self._batch_raw)
             self._batch, self._batch_raw, self._batch_bytes = [], [], 0
 
-    def _submit(self, blobs: list[tuple[BlobType, bytes, int]], raws: list[bytes]) -> None:
+    def _submit(
+        self, blobs: list[tuple[BlobType, bytes, int]], raws: list[bytes | memoryview]
+    ) -> None:
         """Queue one compression job; wait for the oldest ones while too many are queued,
         which bounds the memory held by raw and compressed blobs."""
         self._compressing.append((blobs, self._compress_pool.submit(_compress, raws)))
@@ -199,7 +210,7 @@ class BlobWriter:
         kind: BlobType,
         blob_id: bytes,
         raw_length: int,
-        stored: bytes,
+        stored: bytes | memoryview,
         compression: Compression,
     ) -> None:
         builder = self._builders[kind]

@@ -57,3 +57,30 @@ def test_a_later_writer_of_the_same_run_knows_what_an_earlier_one_stored(tmp_pat
         [*ids, own], [*shared, b"only the second source has this"], strict=True
     ):
         assert reader.read_blob(blob_id) == data
+
+
+def test_a_view_is_stored_as_it_was_when_added_whatever_its_buffer_does_next(
+    tmp_path: Path,
+) -> None:
+    """Views into a file read whole (bytes) are kept as they are until their pack is sealed;
+    a view into a buffer that can change (the stream chunker refills one bytearray) is
+    copied when added: overwriting the buffer afterwards must not change what is stored."""
+    keygen(tmp_path / "id.txt", tmp_path / "writer.key")
+    storage = LocalStorage("t", tmp_path / "repo")
+    repo, _ = Repository.init(storage, load_writer_key(tmp_path / "writer.key"))
+    writer = writer_mod.BlobWriter(repo)
+    whole = os.urandom(3 * writer_mod.OFFLOAD_MIN)  # incompressible: stored as the view itself
+    refilled = bytearray(os.urandom(2 * writer_mod.OFFLOAD_MIN))
+    small = bytearray(b"a small blob " * 100)  # batched, and compressible
+    expected = [bytes(whole[: writer_mod.OFFLOAD_MIN]), bytes(refilled), bytes(small)]
+    ids = [
+        writer.add(BlobType.DATA, memoryview(whole)[: writer_mod.OFFLOAD_MIN]),
+        writer.add(BlobType.DATA, memoryview(refilled)),
+        writer.add(BlobType.DATA, memoryview(small)),
+    ]
+    refilled[:] = bytes(len(refilled))
+    small[:] = bytes(len(small))
+    writer.finish()
+    reader = Repository.open(storage, None, load_identity(tmp_path / "id.txt"))
+    reader.load_index()
+    assert [reader.read_blob(blob_id) for blob_id in ids] == expected

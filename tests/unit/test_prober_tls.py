@@ -57,7 +57,7 @@ def tls_server(cert: IssuedCert) -> Iterator[tuple[int, Seen]]:
             try:
                 with context.wrap_socket(raw, server_side=True) as conn:
                     conn.settimeout(5)
-                    seen.reused.append(conn.session_reused)
+                    seen.reused.append(bool(conn.session_reused))
                     data = b""
                     try:
                         while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
@@ -107,9 +107,10 @@ def test_a_wildcard_covers_one_label_only(pki: ThrowawayPKI) -> None:
         one_label = get(f"https://a.h.test:{port}/", port, tls, name="a.h.test")
         two_labels = get(f"https://b.a.h.test:{port}/", port, tls, name="b.a.h.test")
         bare = get(f"https://h.test:{port}/", port, tls)
-    assert isinstance(one_label, Response) and one_label.status == 200, one_label
-    assert isinstance(two_labels, str) and two_labels.startswith("tls.hostname_mismatch")
-    assert isinstance(bare, str) and bare.startswith("tls.hostname_mismatch")
+    assert isinstance(one_label, Response), one_label
+    assert one_label.status == 200
+    assert str(two_labels).startswith("tls.hostname_mismatch"), two_labels
+    assert str(bare).startswith("tls.hostname_mismatch"), bare
 
 
 def test_an_address_is_checked_against_the_certificate_s_ip_entries_without_sni(
@@ -120,7 +121,8 @@ def test_an_address_is_checked_against_the_certificate_s_ip_entries_without_sni(
         ok = get(f"https://{LOOPBACK}:{port}/", port, tls)
     with tls_server(pki.issue("no-ip", ["h.test"])) as (port, _):
         refused = get(f"https://{LOOPBACK}:{port}/", port, tls)
-    assert isinstance(ok, Response) and ok.status == 200, ok
+    assert isinstance(ok, Response), ok
+    assert ok.status == 200
     assert seen.names == [None], "an address is not a server name (RFC 6066)"
     assert refused == (
         "tls.hostname_mismatch: certificate is not for this name (IP address mismatch)"
@@ -150,8 +152,10 @@ def test_without_a_ca_file_the_system_store_decides_as_ssl_would(
     with tls_server(pki.issue("system", ["h.test"])) as (port, _):
         answer = get(f"https://h.test:{port}/", port, ClientTLS())
     if trusted:
-        assert isinstance(answer, Response) and answer.status == 200, answer
-        assert answer.tls is not None and answer.tls.verified
+        assert isinstance(answer, Response), answer
+        assert answer.status == 200
+        assert answer.tls is not None
+        assert answer.tls.verified
     else:
         assert answer == (
             "tls.untrusted: certificate is not trusted (unable to get local issuer certificate)"
