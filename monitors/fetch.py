@@ -50,11 +50,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import h11
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from portalops.core.netaddr import parse_pin, unbracket
 from portalops.monitors.catalogue import HTTP, TLS, Code
 from portalops.monitors.tls import (
+    X509_V_ERR_HOSTNAME_MISMATCH,
+    X509_V_ERR_IP_ADDRESS_MISMATCH,
     ClientTLS,
     Peer,
     Session,
@@ -197,7 +200,10 @@ def _family(address: str) -> int:
 
 
 def cert_info(cert: x509.Certificate) -> CertInfo:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):  # a key type cryptography does not know
+        return CertInfo(not_after=cert.not_valid_after_utc, key_type="unknown", key_bits=0)
     if isinstance(key, rsa.RSAPublicKey):
         key_type, bits = "RSA", key.key_size
     elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -212,8 +218,7 @@ def classify_verify_error(error: VerifyFailed) -> tuple[Code, str]:
     message = error.verify_message
     if error.verify_code == 10 or "expired" in message:  # X509_V_ERR_CERT_HAS_EXPIRED
         return TLS.EXPIRED, f"certificate has expired ({message})"
-    # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-    if error.verify_code in (62, 64) or message in ("Hostname mismatch", "IP address mismatch"):
+    if error.verify_code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
         return TLS.HOSTNAME_MISMATCH, f"certificate is not for this name ({message})"
     return TLS.UNTRUSTED, f"certificate is not trusted ({message})"
 
@@ -440,7 +445,11 @@ class _Channel(asyncio.Protocol):
             return
         self.handshaking, self.handshake_done_at = False, time.monotonic()
         self.peer = peer
-        self.tls.write(self.request)  # with the client's Finished: one send
+        try:
+            self.tls.write(self.request)
+        except TLSFailed as exc:
+            self._handshake_failed(exc)
+            return  # with the client's Finished: one send
         self._flush()
         self._decrypt()  # application data that came with the server's last flight
 
@@ -558,9 +567,12 @@ async def _handshake(channel: _Channel, context: ClientTLS) -> TlsInfo:
     if channel.tls is None:
         raise FetchError(TLS.HANDSHAKE, "TLS handshake failed: no TLS on this connection", "tls")
     await channel.settled()
+    # taken off the channel: raised from here, it would keep the channel (and its TLS
+    # connection) in a reference cycle through this frame until the collector ran
+    error, channel.handshake_error = channel.handshake_error, None
     try:
-        if channel.handshake_error is not None:
-            raise channel.handshake_error
+        if error is not None:
+            raise error
     except VerifyFailed as exc:
         code, message = classify_verify_error(exc)
         raise FetchError(code, message, "tls") from None
