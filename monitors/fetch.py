@@ -446,10 +446,10 @@ class _Channel(asyncio.Protocol):
         self.handshaking, self.handshake_done_at = False, time.monotonic()
         self.peer = peer
         try:
-            self.tls.write(self.request)
+            self.tls.write(self.request)  # with the client's Finished: one send
         except TLSFailed as exc:
             self._handshake_failed(exc)
-            return  # with the client's Finished: one send
+            return
         self._flush()
         self._decrypt()  # application data that came with the server's last flight
 
