@@ -10,10 +10,8 @@ import dataclasses
 import gzip
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import h11
 import pytest
@@ -34,6 +32,7 @@ from portalops.monitors.fetch import (
 )
 from portalops.monitors.tls import client_tls
 from tests.fixtures.pki import ThrowawayPKI
+from tests.fixtures.tls_server import tls_server
 
 LOOPBACK = "127.0.0.1"
 LIMITS = Limits(timeout=5, max_header=400, max_body=64)
@@ -236,41 +235,6 @@ def test_blank_header_values_cost_the_lean_path_no_backtracking() -> None:
     assert seconds < 2.0, seconds  # ~28 s with the backtracking pattern
 
 
-def _tls_portal(pki: ThrowawayPKI, behave: Callable[[ssl.SSLSocket], None]) -> tuple[int, Any]:
-    """A TLS portal on loopback that completes the handshake, reads the request and then
-    ``behave``s; (port, a function that stops it)."""
-    cert = pki.issue("lean-tls", ["h.test"], key_type="ecdsa")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert.chain, cert.key)
-    listener = socket.create_server((LOOPBACK, 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with context.wrap_socket(raw, server_side=True) as conn:
-                    conn.settimeout(5)
-                    conn.recv(4096)
-                    behave(conn)
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-
-    def close() -> None:
-        stop.set()
-        thread.join(5)
-        listener.close()
-
-    return listener.getsockname()[1], close
-
-
 def _fin_without_close_notify(conn: ssl.SSLSocket) -> None:
     socket.socket.shutdown(conn, socket.SHUT_RDWR)
 
@@ -293,11 +257,10 @@ def test_a_portal_that_ends_badly_after_the_handshake_is_a_finding_not_a_crash(
     """After the handshake, a close without an answer (a WAF's ``drop``) or a bad record made
     OpenSSL forget the handshake, and reading the certificate then raised: ``probe.error``
     instead of a finding. On the prober's own loop (uvloop), as ``ops monitor`` runs it."""
-    port, close = _tls_portal(pki, behave)
-    resolver = Resolver([f"h.test:{port}:{LOOPBACK}"])
     context = client_tls(str(pki.ca_file))
 
-    async def one() -> object:
+    async def one(port: int) -> object:
+        resolver = Resolver([f"h.test:{port}:{LOOPBACK}"])
         try:
             r = await fetch(f"https://h.test:{port}/", resolver, context=context, limits=LIMITS)
         except FetchError as exc:
@@ -307,10 +270,8 @@ def test_a_portal_that_ends_badly_after_the_handshake_is_a_finding_not_a_crash(
         assert r.tls.cert is not None
         return r.status
 
-    async def many() -> list[object]:
-        return [await one() for _ in range(10)]  # the race took its turn 30 times in 30
+    async def many(port: int) -> list[object]:
+        return [await one(port) for _ in range(10)]  # the race took its turn 30 times in 30
 
-    try:
-        assert run(many()) == [expected] * 10
-    finally:
-        close()
+    with tls_server(pki.issue("lean-tls", ["h.test"], key_type="ecdsa"), behave) as (port, _):
+        assert run(many(port)) == [expected] * 10

@@ -7,12 +7,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import socket
-import ssl
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,64 +18,9 @@ from portalops.monitors.exporter import run
 from portalops.monitors.fetch import FetchError, Limits, Resolver, Response, fetch
 from portalops.monitors.tls import ClientTLS, client_tls, insecure_tls
 from tests.fixtures.pki import IssuedCert, ThrowawayPKI
+from tests.fixtures.tls_server import LOOPBACK, tls_server
 
-LOOPBACK = "127.0.0.1"
 LIMITS = Limits(timeout=5)
-ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-
-
-@dataclass
-class Seen:
-    """What the server saw of each connection."""
-
-    names: list[str | None] = field(default_factory=list)  # the SNI asked for
-    reused: list[bool] = field(default_factory=list)  # a resumed session
-    received: list[bytes] = field(default_factory=list)  # application data, up to the end
-
-
-@contextmanager
-def tls_server(cert: IssuedCert) -> Iterator[tuple[int, Seen]]:
-    """A TLS server on loopback with ``cert`` that answers every request with ``ANSWER``."""
-    seen = Seen()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert.chain, cert.key)
-
-    def sni(_conn: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-        seen.names.append(name)
-
-    context.sni_callback = sni
-    listener = socket.create_server((LOOPBACK, 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                with context.wrap_socket(raw, server_side=True) as conn:
-                    conn.settimeout(5)
-                    seen.reused.append(bool(conn.session_reused))
-                    data = b""
-                    try:
-                        while b"\r\n\r\n" not in data and (chunk := conn.recv(4096)):
-                            data += chunk
-                    finally:
-                        seen.received.append(data)
-                    conn.sendall(ANSWER)
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], seen
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
 
 
 def get(url: str, port: int, tls: ClientTLS, name: str = "h.test") -> Response | str:
@@ -122,20 +61,22 @@ def test_a_wildcard_covers_one_label_only(pki: ThrowawayPKI) -> None:
     assert str(bare).startswith("tls.hostname_mismatch"), bare
 
 
-def test_one_unusable_name_in_a_certificate_does_not_hide_the_others(pki: ThrowawayPKI) -> None:
-    """A multi-site certificate from a private CA may list names no client can match (an
-    address written as a name, a second wildcard): the names it also lists still count."""
-    sans = ["*.*.test", "10.0.0.1", "a*b*.test", "h.test"]
-    with tls_server(pki.issue("odd-sans", sans)) as (port, _):
-        answer = get(f"https://h.test:{port}/", port, client_tls(str(pki.ca_file)))
-    assert isinstance(answer, Response), answer
-    assert answer.status == 200
-
-
-def test_a_certificate_without_dns_names_is_matched_on_its_common_name_as_ssl_does(
-    pki: ThrowawayPKI,
+@pytest.mark.parametrize(
+    ("sans", "common_name"),
+    [
+        # a multi-site certificate from a private CA may list names no client can match (an
+        # address written as a name, a second wildcard): the names it also lists still count
+        (["*.*.test", "10.0.0.1", "a*b*.test", "h.test"], None),
+        # no DNS names at all: the subject's CN is the name, as ssl has it
+        ([], "h.test"),
+    ],
+    ids=["one unusable name among others", "no DNS names, the CN"],
+)
+def test_a_name_ssl_accepts_is_accepted(
+    pki: ThrowawayPKI, sans: list[str], common_name: str | None
 ) -> None:
-    cert = pki.issue("cn-only", [], ip_addresses=["10.9.9.9"], common_name="h.test")
+    addresses = [] if sans else ["10.9.9.9"]
+    cert = pki.issue("names", sans, ip_addresses=addresses, common_name=common_name)
     with tls_server(cert) as (port, _):
         answer = get(f"https://h.test:{port}/", port, client_tls(str(pki.ca_file)))
     assert isinstance(answer, Response), answer
