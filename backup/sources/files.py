@@ -36,8 +36,8 @@ class FilesSource(Strict):
     category: Category
     """What the data is under Art. 11.2: config, logs, code or database (required here)."""
     paths: Annotated[list[Path], Field(min_length=1)]
-    """Absolute paths; globs (``/etc/php*``) that match nothing are noted, a plain path that
-    is missing fails the source."""
+    """Absolute paths, without ``..``; globs (``/etc/php*``) that match nothing are noted, a
+    plain path that is missing fails the source."""
     exclude: list[str] = []
     """Patterns of names to leave out (``*.tmp``, ``cache/`` for a directory)."""
 
@@ -47,6 +47,8 @@ class FilesSource(Strict):
         for path in paths:
             if not path.is_absolute():
                 raise ValueError(f"'{path}' is not an absolute path")
+            if ".." in path.parts:  # stored as given, it is a path a restore refuses
+                raise ValueError(f"'{path}' goes up with '..': write the path it leads to")
         return paths
 
 

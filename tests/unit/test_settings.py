@@ -106,6 +106,18 @@ def test_shipped_example_is_valid() -> None:
               sources:
                 - name: web
                   kind: files
+                  category: code
+                  paths: [/srv/portals/../uploads]
+            """,
+            "F:6: backup.sources[0].paths: '/srv/portals/../uploads' goes up with '..': write "
+            "the path it leads to",
+        ),
+        (
+            """\
+            backup:
+              sources:
+                - name: web
+                  kind: files
                   category: pictures
                   paths: [/srv]
             """,
