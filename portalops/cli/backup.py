@@ -1,8 +1,10 @@
-"""``ops backup keygen | init | run | list | restore | check | unlock`` (Article 11)."""
+"""``ops backup keygen | init | run | list | restore | ls | dump | check | forget | unlock``
+(Article 11)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from portalops.backup.jobs.prune import RetentionRun
     from portalops.backup.repo.repository import Repository
     from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
+    from portalops.backup.repo.tree import Node
 
 # The engine is imported by each handler, for what it does: building the parser (``--help``,
 # completion) and listing snapshots pay neither for the writer's pipeline nor for the
@@ -120,6 +123,8 @@ examples:
         "--defaults-file", type=Path, metavar="FILE", help="MariaDB: 0600 option file (password)"
     )
 
+    _browse_parsers(sub)
+
     p = sub.add_parser(
         "check",
         help="verify the repository (structure, or data with --read-data)",
@@ -167,6 +172,46 @@ examples:
     parser.set_defaults(run=run)
 
 
+def _browse_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``ls`` and ``dump``: what a snapshot holds, without restoring it."""
+    p = sub.add_parser(
+        "ls",
+        help="list a snapshot's files, like ls -l, without restoring them",
+        description="List the directory PATH of a snapshot (its top by default), or the one "
+        "entry PATH names: type and permissions, owner, size, modification time (UTC), name. "
+        "Entries a restore would refuse are named apart. Needs backup.identity.",
+        epilog="""\
+examples:
+  ops backup ls latest --source webroot
+  ops backup ls 3f2a9c1e var/www/html --recursive
+  ops backup ls latest --source portal-db --json""",
+    )
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
+    p.add_argument("path", nargs="?", metavar="PATH", help="inside the snapshot (default: top)")
+    p.add_argument("--source", metavar="S", help="with 'latest': which source")
+    p.add_argument("-R", "--recursive", action="store_true", help="everything below PATH")
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+
+    p = sub.add_parser(
+        "dump",
+        help="write one file of a snapshot to stdout (or --output), every byte verified",
+        description="Write the file PATH of a snapshot to stdout, or to --output FILE (made "
+        "0600, in place only once complete), reading and verifying blob by blob: a damaged "
+        "blob stops it with exit code 1 and says how many bytes went out. Needs "
+        "backup.identity.",
+        epilog="""\
+examples:
+  ops backup dump latest portal.dump --source portal-db | pg_restore -l
+  ops backup dump 3f2a9c1e etc/nginx/nginx.conf
+  ops backup dump latest var/www/html/index.php --source webroot --output /tmp/index.php""",
+    )
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
+    p.add_argument("path", metavar="PATH", help="the file, inside the snapshot")
+    p.add_argument("--source", metavar="S", help="with 'latest': which source")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+
+
 def _repository_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", action="append", metavar="R", help="only this one (repeat)")
 
@@ -188,6 +233,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         "run": _run,
         "list": _list,
         "restore": _restore,
+        "ls": _ls,
+        "dump": _dump,
         "check": _check,
         "forget": _forget,
         "unlock": _unlock,
@@ -384,6 +431,96 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
         f"{size(result.bytes)}, every byte verified, in {result.seconds:.1f}s"
     )
     return Outcome(data, [text, *result.warnings])
+
+
+def _snapshot_for_reading(
+    ctx: Context, args: argparse.Namespace
+) -> tuple[Repository, SnapshotRef, Snapshot]:
+    """The repository (--repository, else the first configured), the snapshot asked for and
+    its body: for commands that read what a snapshot holds (the identity is needed)."""
+    from portalops.backup.jobs.access import resolve_snapshot
+    from portalops.backup.repo.keys import IdentityMissing
+
+    repos, keys = _open_all(ctx, [args.repository] if args.repository else None)
+    repo = repos[0]
+    if keys.identity is None:
+        raise IdentityMissing(ctx.config_path or "the config")
+    ref = resolve_snapshot(repo, args.snapshot, args.source)
+    snapshot = repo.read_snapshot(ref)
+    repo.load_index()
+    return repo, ref, snapshot
+
+
+def _ls(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.browse import list_snapshot, text
+
+    repo, ref, snapshot = _snapshot_for_reading(ctx, args)
+    listing = list_snapshot(repo, ref, snapshot, args.path, recursive=args.recursive)
+    data = {
+        **_restored_from(repo, ref),
+        "path": listing.path,
+        "entries": [e.to_json() for e in listing.entries],
+        "refused": listing.refused,
+    }
+    rows = [
+        (
+            e.permissions(),
+            e.node.user or str(e.node.uid),
+            e.node.group or str(e.node.gid),
+            str(e.node.size) if e.node.type.value == "file" else "",
+            e.mtime().strftime("%Y-%m-%d %H:%M"),
+            text(e.path) + (f" -> {text(e.node.target)}" if e.node.target is not None else ""),
+        )
+        for e in listing.entries
+    ]
+    human: list[Any] = [table(None, ["mode", "user", "group", "size", "modified", "path"], rows)]
+    human += [f"left out (a restore refuses it): {r}" for r in listing.refused]
+    return Outcome(data, human)
+
+
+def _dump(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.browse import dump_file
+
+    if args.output is None and args.json:
+        raise BadInput("--json with 'backup dump' needs --output FILE: stdout carries the file")
+    repo, ref, snapshot = _snapshot_for_reading(ctx, args)
+    if args.output is None:
+        out = ctx.env.stdout
+        out.flush()
+
+        def write(data: bytes) -> None:  # the path is checked before the first byte
+            out.buffer.write(data)
+
+        dump_file(repo, ref, snapshot, args.path, write)
+        out.flush()
+        return Outcome(None, raw="")
+    node = _dump_to_file(repo, ref, snapshot, args.path, args.output)
+    data = {**_restored_from(repo, ref), "path": args.path, "output": str(args.output),
+            "bytes": node.size}  # fmt: skip
+    return Outcome(data, [f"wrote {args.output}: {size(node.size)}, every byte verified"])
+
+
+def _dump_to_file(
+    repo: Repository, ref: SnapshotRef, snapshot: Snapshot, path: str, output: Path
+) -> Node:
+    """Into a 0600 file beside ``output``, renamed onto it only once complete."""
+    from portalops.backup.jobs.browse import dump_file
+
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BadInput(f"cannot write {partial}: {exc.strerror}") from None
+    try:
+        with open(fd, "wb") as out:
+            node = dump_file(repo, ref, snapshot, path, out.write)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return node
 
 
 def _restored_from(repo: Repository, ref: SnapshotRef) -> dict[str, Any]:

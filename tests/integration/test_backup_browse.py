@@ -1,0 +1,190 @@
+"""``ops backup ls`` and ``ops backup dump`` against local and S3 repositories: what a
+snapshot holds, read without restoring it, every byte verified; bad input and damaged
+objects answered with a clear error and no partial output file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.databases import pg_connect, pg_source
+from tests.fixtures.paths import OPS_PY
+from tests.fixtures.postgres import PostgresServer
+
+BIG = os.urandom(3 * 1024 * 1024)  # several chunks: several blobs, likely in one pack
+
+
+@pytest.fixture
+def backed_up(backup_env: BackupEnv, tmp_path: Path) -> tuple[BackupEnv, Path]:
+    src = tmp_path / "site"
+    (src / "html" / "css").mkdir(parents=True)
+    (src / "html" / "index.php").write_text("<?php echo 'Xin chào'; ?>\n", encoding="utf-8")
+    (src / "html" / "css" / "site.css").write_text("body { margin: 0 }\n")
+    (src / "html" / "empty.txt").write_bytes(b"")
+    (src / "dump.sql").write_bytes(BIG)
+    (src / "dump.sql").chmod(0o640)
+    (src / "current").symlink_to("html")
+    os.mkfifo(src / "fifo")
+    (src / os.fsdecode(b"t\xean-c\xfc.txt")).write_bytes(b"latin-1 name\n")
+    backup_env.add_source("site", src)
+    backup_env.ops("backup", "run", check=True)
+    return backup_env, src
+
+
+def _inside(src: Path, *parts: str) -> str:
+    """The path of ``src/parts`` inside the snapshot (absolute paths are stored without /)."""
+    return "/".join([str(src).lstrip("/"), *parts])
+
+
+def test_ls_lists_a_directory_like_ls_l(backed_up: tuple[BackupEnv, Path]) -> None:
+    env, src = backed_up
+    top = env.ops_json("backup", "ls", "latest")
+    assert [e["path"] for e in top["entries"]] == [str(src).lstrip("/").split("/")[0]]
+    doc = env.ops_json("backup", "ls", "latest", _inside(src))
+    entries = {e["path"].rsplit("/", 1)[-1]: e for e in doc["entries"]}
+    # a name that is not UTF-8 is shown with its bytes escaped
+    assert set(entries) == {"html", "dump.sql", "current", "fifo", "t\\xean-c\\xfc.txt"}
+    assert entries["dump.sql"]["size"] == len(BIG)
+    assert entries["dump.sql"]["permissions"] == "-rw-r-----"
+    assert entries["dump.sql"]["mtime"].endswith("Z")
+    assert entries["html"]["type"] == "dir"
+    assert entries["html"]["size"] is None
+    assert entries["current"]["target"] == "html"
+    assert entries["current"]["permissions"].startswith("l")
+    assert entries["fifo"]["permissions"].startswith("p")
+    assert doc["source"] == "site"
+    assert doc["refused"] == []
+    human = env.ops("backup", "ls", "latest", _inside(src), check=True).stdout
+    assert "-rw-r-----" in human
+    assert f"{_inside(src, 'current')} -> html" in human
+
+
+def test_ls_recursive_and_of_one_file(backed_up: tuple[BackupEnv, Path]) -> None:
+    env, src = backed_up
+    below = env.ops_json("backup", "ls", "latest", _inside(src, "html"), "--recursive")
+    assert [e["path"] for e in below["entries"]] == [  # parents first, as a restore walks
+        _inside(src, "html", name) for name in ("css", "css/site.css", "empty.txt", "index.php")
+    ]
+    one = env.ops_json("backup", "ls", "latest", "/" + _inside(src, "html", "index.php"))
+    assert [(e["path"], e["size"]) for e in one["entries"]] == [
+        (_inside(src, "html", "index.php"), len("<?php echo 'Xin chào'; ?>\n".encode()))
+    ]
+
+
+def test_dump_writes_the_file_s_bytes_to_stdout_and_to_a_private_file(
+    backed_up: tuple[BackupEnv, Path], tmp_path: Path
+) -> None:
+    env, src = backed_up
+    done = subprocess.run(
+        [sys.executable, str(OPS_PY), "--config", str(env.config), "backup", "dump", "latest",
+         _inside(src, "dump.sql")],
+        capture_output=True, env={**os.environ, **env.env}, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(done.stdout).digest() == hashlib.sha256(BIG).digest()
+    assert done.stderr == b""
+    out = tmp_path / "restored.sql"
+    doc = env.ops_json("backup", "dump", "latest", _inside(src, "dump.sql"), "--output", str(out))
+    assert out.read_bytes() == BIG
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert doc["bytes"] == len(BIG)
+    empty = tmp_path / "empty"
+    env.ops("backup", "dump", "latest", _inside(src, "html", "empty.txt"), "--output",
+            str(empty), check=True)  # fmt: skip
+    assert empty.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ls", "0000ffff"], "no snapshot '0000ffff'"),
+        (["ls", "latest", "no/such/dir"], "no 'no/such/dir' in snapshot site@"),
+        (["ls", "latest", "../etc"], "cannot go up with '..'"),
+        (["dump", "latest", "SRC"], "is a dir, not a file"),
+        (["dump", "latest", "SRC/dump.sql/x"], "is a file, not a directory"),
+        (["dump", "latest", "SRC/dump.sql", "--json"], "--json with 'backup dump' needs"),
+        (["dump", "latest", ""], "which file of snapshot site@"),
+    ],
+    ids=[
+        "unknown snapshot",
+        "no such path",
+        "dot-dot",
+        "a directory",
+        "below a file",
+        "json to stdout",
+        "no path",
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(
+    backed_up: tuple[BackupEnv, Path], argv: list[str], message: str
+) -> None:
+    env, src = backed_up
+    argv = [a.replace("SRC", _inside(src)) for a in argv]
+    result = env.ops("backup", *argv)
+    assert result.code == 2, result
+    assert message in result.stderr, result.stderr
+
+
+def test_a_damaged_pack_stops_the_dump_and_leaves_no_file(
+    backed_up: tuple[BackupEnv, Path], tmp_path: Path
+) -> None:
+    """A backup host (or the storage) that damaged a data pack: the dump says which blob and
+    how many bytes had gone out, exits 1, and --output leaves nothing behind."""
+    env, src = backed_up
+    packs = env.object_keys("packs/")
+    biggest = max(packs, key=lambda k: len(env.read_object(k)))  # the one holding dump.sql
+    data = bytearray(env.read_object(biggest))
+    data[len(data) // 2] ^= 0xFF
+    env.write_object(biggest, bytes(data))
+    out = tmp_path / "out.sql"
+    result = env.ops("backup", "dump", "latest", _inside(src, "dump.sql"), "--output", str(out))
+    assert result.code == 1, result
+    assert "dump.sql" in result.stderr, result.stderr
+    assert "damaged" in result.stderr, result.stderr
+    assert not out.exists()
+    assert list(tmp_path.glob(".out.sql.partial")) == []
+
+
+def test_a_database_dump_streams_into_pg_restore(
+    local_backup_env: BackupEnv,
+    postgres_server: PostgresServer,
+    pg_database: Callable[..., str],
+) -> None:
+    """``ops backup dump latest DB.dump --source S | pg_restore -d COPY``: the dump of a real
+    PostgreSQL database, piped, loads into another database with the same rows."""
+    env, server = local_backup_env, postgres_server
+    db, copy = pg_database(), pg_database()
+    with pg_connect(server, db) as conn:
+        conn.execute("CREATE TABLE don_vi (id serial PRIMARY KEY, ten text NOT NULL)")
+        for name in ("Vĩnh Yên", "Phúc Yên", "Tam Đảo"):
+            conn.execute("INSERT INTO don_vi (ten) VALUES (%s)", (name,))
+    env.sources.append(pg_source(server, "portal-db", [db]))
+    env.write_config()
+    env.ops("backup", "run", check=True)
+    listing = env.ops_json("backup", "ls", "latest", "--source", "portal-db")
+    assert sorted(e["path"] for e in listing["entries"]) == sorted([f"{db}.dump", "globals.sql"])
+    dump = subprocess.Popen(
+        [sys.executable, str(OPS_PY), "--config", str(env.config), "backup", "dump", "latest",
+         f"{db}.dump", "--source", "portal-db"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **env.env},
+    )  # fmt: skip
+    assert dump.stdout is not None
+    loaded = subprocess.run(
+        [server.bin("pg_restore"), "--exit-on-error", "--no-password", "-d",
+         server.dsn_for(server.superuser, dbname=copy)],
+        stdin=dump.stdout, capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    dump.stdout.close()
+    assert dump.wait(timeout=300) == 0, dump.stderr.read() if dump.stderr else ""
+    assert loaded.returncode == 0, loaded.stderr
+    query = "SELECT id, ten FROM don_vi ORDER BY id"
+    with pg_connect(server, db) as original, pg_connect(server, copy) as restored:
+        assert restored.execute(query).fetchall() == original.execute(query).fetchall()
