@@ -1,5 +1,6 @@
-"""Look inside a snapshot without restoring it: list a directory (``ops backup ls``) and
-stream one file (``ops backup dump``).
+"""Look inside snapshots without restoring them: list a directory (``ops backup ls``),
+stream one file (``ops backup dump``), compare two snapshots (``ops backup diff``) and find
+which snapshots hold a file (``ops backup find``).
 
 Both read the snapshot's trees as a restore does (every tree verified, the same bounds on
 size and depth, entries a restore would refuse named and left out) and need the identity.
@@ -9,7 +10,9 @@ output, when a blob is damaged or the file's bytes do not add up to its recorded
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +40,14 @@ class DumpFailed(OpsError):
     exit_code = ExitCode.PROBLEM_FOUND
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def text(name: bytes) -> str:
-    """A stored name or path as text: UTF-8, undecodable bytes shown as ``\\xNN``."""
-    return name.decode("utf-8", "backslashreplace")
+    """A stored name or path as text: UTF-8, undecodable bytes and control characters (a
+    name a backup host chose may hold terminal escapes) shown as ``\\xNN``."""
+    decoded = name.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", decoded)
 
 
 @dataclass(frozen=True)
@@ -195,3 +203,196 @@ def dump_file(
             f"its entry says {node.size}: the snapshot is damaged",
         )
     return node
+
+
+# -- diff ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between two snapshots: ``added``, ``removed``, ``modified`` (content,
+    or a symlink's target), ``type`` (a file became a directory...) or ``metadata``
+    (permissions, owner, modification time; ``what`` says which)."""
+
+    change: str
+    path: bytes
+    old: Node | None
+    new: Node | None
+    what: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        def size(node: Node | None) -> int | None:
+            return node.size if node is not None and node.type is NodeType.FILE else None
+
+        either = self.new or self.old
+        assert either is not None  # noqa: S101 - a change has one side at least
+        return {
+            "change": self.change,
+            "path": text(self.path),
+            "type": either.type.value,
+            "old_size": size(self.old),
+            "new_size": size(self.new),
+            "what": list(self.what),
+        }
+
+
+_METADATA = ("mode", "uid", "gid", "user", "group")
+
+
+def _metadata_changes(old: Node, new: Node) -> tuple[str, ...]:
+    what = tuple(field for field in _METADATA if getattr(old, field) != getattr(new, field))
+    # a directory's time moves with its entries, which are compared themselves
+    if old.type is not NodeType.DIR and old.mtime_ns != new.mtime_ns:
+        what += ("mtime",)
+    return what
+
+
+def diff_snapshots(
+    repo: Repository, old: tuple[SnapshotRef, Snapshot], new: tuple[SnapshotRef, Snapshot]
+) -> list[Change]:
+    """What changed from ``old`` to ``new`` (two snapshots of one source), parents first;
+    a directory added or removed is listed with everything below it. Directories whose
+    trees are the same blob are not opened."""
+    (old_ref, old_snapshot), (new_ref, new_snapshot) = old, new
+    if old_ref.source != new_ref.source:
+        raise BadInput(
+            f"{old_ref.short_id} is a snapshot of {old_ref.source!r}, {new_ref.short_id} of "
+            f"{new_ref.source!r}: diff compares two snapshots of one source"
+        )
+    before = read_trees(repo, old_snapshot.tree, _label(old_ref))
+    after = read_trees(repo, new_snapshot.tree, _label(new_ref))
+    changes: list[Change] = []
+
+    def below(trees: Trees, node: Node, path: bytes, change: str) -> None:
+        if node.type is NodeType.DIR and node.subtree is not None:
+            for parent, item in Trees(node.subtree, trees.trees).entries(path):
+                if isinstance(item, Node):
+                    sides = (item, None) if change == "removed" else (None, item)
+                    changes.append(Change(change, join(parent, item.name), *sides))
+
+    stack: list[tuple[bytes, bytes, bytes]] = [(old_snapshot.tree, new_snapshot.tree, b"")]
+    while stack:
+        old_id, new_id, prefix = stack.pop()
+        if old_id == new_id:
+            continue
+        olds = {n.name: n for n in before.trees[old_id].nodes}
+        news = {n.name: n for n in after.trees[new_id].nodes}
+        nested: list[tuple[bytes, bytes, bytes]] = []
+        for name in sorted(olds.keys() | news.keys()):
+            path = join(prefix, name)
+            a, b = olds.get(name), news.get(name)
+            if b is None:
+                assert a is not None  # noqa: S101 - in one of the two
+                changes.append(Change("removed", path, a, None))
+                below(before, a, path, "removed")
+            elif a is None:
+                changes.append(Change("added", path, None, b))
+                below(after, b, path, "added")
+            elif a.type is not b.type:
+                changes.append(Change("type", path, a, b, (f"{a.type.value} -> {b.type.value}",)))
+                below(before, a, path, "removed")
+                below(after, b, path, "added")
+            elif (a.content, a.target) != (b.content, b.target):
+                changes.append(Change("modified", path, a, b, _metadata_changes(a, b)))
+            elif what := _metadata_changes(a, b):
+                changes.append(Change("metadata", path, a, b, what))
+            if (
+                a is not None
+                and b is not None
+                and a.type is b.type is NodeType.DIR
+                and a.subtree is not None
+                and b.subtree is not None
+            ):
+                nested.append((a.subtree, b.subtree, path))
+        stack.extend(reversed(nested))
+    return changes
+
+
+# -- find ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    snapshot: SnapshotRef
+    path: bytes
+    node: Node
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot.id,
+            "short_id": self.snapshot.short_id,
+            "source": self.snapshot.source,
+            "time": self.snapshot.time,
+            **Entry(self.path, self.node).to_json(),
+        }
+
+
+def matcher(pattern: str) -> Callable[[bytes, bytes], bool]:
+    """``fnmatch`` on the name, or on the whole path (without a leading ``/``) when the
+    pattern holds a ``/``, as ``find -name`` and ``find -path`` do; case-sensitive."""
+    if not pattern.strip("/*"):
+        raise BadInput(f"pattern {pattern!r} matches everything; name what to find")
+    raw = os.fsencode(pattern)
+    if b"/" in raw:
+        whole = re.compile(fnmatch.translate(os.fsdecode(raw.lstrip(b"/"))), re.DOTALL)
+        return lambda path, _name: whole.match(os.fsdecode(path)) is not None
+    one = re.compile(fnmatch.translate(pattern), re.DOTALL)
+    return lambda _path, name: one.match(os.fsdecode(name)) is not None
+
+
+def find_in_snapshots(
+    repo: Repository,
+    snapshots: list[tuple[SnapshotRef, Snapshot]],
+    pattern: str,
+) -> list[Found]:
+    """Every entry matching ``pattern`` in each snapshot, oldest snapshot first. A subtree
+    that several snapshots share is searched once (its matches remembered by tree id) when
+    the pattern looks at names only."""
+    match = matcher(pattern)
+    by_name = b"/" not in os.fsencode(pattern)
+    memo: dict[bytes, list[tuple[bytes, Node]]] = {}  # tree id -> (path below it, node)
+    found: list[Found] = []
+    for ref, snapshot in snapshots:
+        trees = read_trees(repo, snapshot.tree, _label(ref))
+        if by_name:
+            hits = _matches_below(trees, snapshot.tree, match, memo)
+        else:
+            hits = [
+                (join(parent, item.name), item)
+                for parent, item in trees.entries()
+                if isinstance(item, Node) and match(join(parent, item.name), item.name)
+            ]
+        found += [Found(ref, path, node) for path, node in hits]
+    return found
+
+
+def _matches_below(
+    trees: Trees,
+    root: bytes,
+    match: Callable[[bytes, bytes], bool],
+    memo: dict[bytes, list[tuple[bytes, Node]]],
+) -> list[tuple[bytes, Node]]:
+    """The entries below tree ``root`` whose names match, with their paths relative to it;
+    each tree's list computed once, after its subtrees' (post-order, without recursion)."""
+    stack: list[tuple[bytes, bool]] = [(root, False)]
+    while stack:
+        tree_id, children_done = stack.pop()
+        if tree_id in memo:
+            continue
+        subtrees = [
+            n.subtree
+            for n in trees.trees[tree_id].nodes
+            if n.type is NodeType.DIR and n.subtree is not None
+        ]
+        if not children_done:
+            stack.append((tree_id, True))
+            stack += [(t, False) for t in subtrees if t not in memo]
+            continue
+        hits: list[tuple[bytes, Node]] = []
+        for node in trees.trees[tree_id].nodes:
+            if match(node.name, node.name):
+                hits.append((node.name, node))
+            if node.type is NodeType.DIR and node.subtree is not None:
+                hits += [(join(node.name, p), n) for p, n in memo[node.subtree]]
+        memo[tree_id] = hits
+    return memo[root]

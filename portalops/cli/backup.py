@@ -1,10 +1,11 @@
-"""``ops backup keygen | init | run | list | restore | ls | dump | check | forget | unlock``
-(Article 11)."""
+"""``ops backup keygen | init | run | list | restore | ls | dump | diff | find | check |
+forget | repair-index | unlock`` (Article 11)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +212,51 @@ examples:
     p.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--repository", metavar="R", help="read from this repository")
 
+    p = sub.add_parser(
+        "diff",
+        help="what changed between two snapshots of one source",
+        description="Compare two snapshots of one source: files and directories added (+), "
+        "removed (-), modified (M: content, or a link's target), changed type (T) or only "
+        "metadata (U: permissions, owner, modification time), with sizes. Directories whose "
+        "trees are identical are not opened. Needs backup.identity.",
+        epilog="""\
+examples:
+  ops backup diff 3f2a9c1e 9b07d4aa
+  ops backup diff 3f2a9c1e latest --source webroot --json""",
+    )
+    p.add_argument("old", metavar="SNAPSHOT1", help="the earlier snapshot (id, prefix, 'latest')")
+    p.add_argument("new", metavar="SNAPSHOT2", help="the later one")
+    p.add_argument("--source", metavar="S", help="with 'latest': which source")
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+
+    p = sub.add_parser(
+        "find",
+        help="which snapshots hold a file, with its size and time",
+        description="Search every snapshot (of --source, since --since) for entries whose "
+        "name matches PATTERN (a shell glob: '*.sql', 'index.php'), or whose path does when "
+        "PATTERN holds a '/' ('var/www/*/config.php'). Oldest snapshot first. Needs "
+        "backup.identity.",
+        epilog="""\
+examples:
+  ops backup find wp-config.php
+  ops backup find '*.sql' --source portal-db --since 2026-11-01
+  ops backup find 'srv/portals/*/index.php' --json""",
+    )
+    p.add_argument("pattern", metavar="PATTERN", help="a glob on names, or on paths with '/'")
+    p.add_argument("--source", metavar="S", help="only this source's snapshots")
+    p.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="only snapshots since (UTC)")
+    p.add_argument("--repository", metavar="R", help="read from this repository")
+
 
 def _repository_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repository", action="append", metavar="R", help="only this one (repeat)")
+
+
+def _day(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def _percent(text: str) -> float:
@@ -235,6 +278,8 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
         "restore": _restore,
         "ls": _ls,
         "dump": _dump,
+        "diff": _diff,
+        "find": _find,
         "check": _check,
         "forget": _forget,
         "unlock": _unlock,
@@ -433,22 +478,28 @@ def _restore(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(data, [text, *result.warnings])
 
 
-def _snapshot_for_reading(
-    ctx: Context, args: argparse.Namespace
-) -> tuple[Repository, SnapshotRef, Snapshot]:
-    """The repository (--repository, else the first configured), the snapshot asked for and
-    its body: for commands that read what a snapshot holds (the identity is needed)."""
-    from portalops.backup.jobs.access import resolve_snapshot
+def _repository_for_reading(ctx: Context, name: str | None) -> Repository:
+    """The repository (``name``, else the first configured) with its index loaded, for the
+    commands that read what snapshots hold (the identity is needed)."""
     from portalops.backup.repo.keys import IdentityMissing
 
-    repos, keys = _open_all(ctx, [args.repository] if args.repository else None)
+    repos, keys = _open_all(ctx, [name] if name else None)
     repo = repos[0]
     if keys.identity is None:
         raise IdentityMissing(ctx.config_path or "the config")
-    ref = resolve_snapshot(repo, args.snapshot, args.source)
-    snapshot = repo.read_snapshot(ref)
     repo.load_index()
-    return repo, ref, snapshot
+    return repo
+
+
+def _snapshot_for_reading(
+    ctx: Context, args: argparse.Namespace
+) -> tuple[Repository, SnapshotRef, Snapshot]:
+    """:func:`_repository_for_reading`, the snapshot asked for and its body."""
+    from portalops.backup.jobs.access import resolve_snapshot
+
+    repo = _repository_for_reading(ctx, args.repository)
+    ref = resolve_snapshot(repo, args.snapshot, args.source)
+    return repo, ref, repo.read_snapshot(ref)
 
 
 def _ls(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -498,6 +549,77 @@ def _dump(ctx: Context, args: argparse.Namespace) -> Outcome:
     data = {**_restored_from(repo, ref), "path": args.path, "output": str(args.output),
             "bytes": node.size}  # fmt: skip
     return Outcome(data, [f"wrote {args.output}: {size(node.size)}, every byte verified"])
+
+
+def _diff(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.access import resolve_snapshot
+    from portalops.backup.jobs.browse import diff_snapshots, text
+
+    repo = _repository_for_reading(ctx, args.repository)
+    old_ref = resolve_snapshot(repo, args.old, args.source)
+    new_ref = resolve_snapshot(repo, args.new, args.source)
+    changes = diff_snapshots(
+        repo, (old_ref, repo.read_snapshot(old_ref)), (new_ref, repo.read_snapshot(new_ref))
+    )
+    counts = {kind: 0 for kind in ("added", "removed", "modified", "type", "metadata")}
+    for change in changes:
+        counts[change.change] += 1
+    added = sum(c.new.size for c in changes if c.change == "added" and c.new is not None)
+    removed = sum(c.old.size for c in changes if c.change == "removed" and c.old is not None)
+    data = {
+        "repository": repo.name,
+        "source": old_ref.source,
+        "old": {"snapshot": old_ref.id, "time": old_ref.time},
+        "new": {"snapshot": new_ref.id, "time": new_ref.time},
+        "changes": [c.to_json() for c in changes],
+        "summary": {**counts, "bytes_added": added, "bytes_removed": removed},
+    }
+    marks = {"added": "+", "removed": "-", "modified": "M", "type": "T", "metadata": "U"}
+    human: list[Any] = [
+        f"{marks[c.change]}  {text(c.path)}" + (f"  ({', '.join(c.what)})" if c.what else "")
+        for c in changes
+    ]
+    human.append(
+        f"{old_ref.source}@{old_ref.short_id} -> @{new_ref.short_id}: {counts['added']} added "
+        f"({size(added)}), {counts['removed']} removed ({size(removed)}), "
+        f"{counts['modified']} modified, {counts['type']} changed type, "
+        f"{counts['metadata']} metadata only"
+    )
+    return Outcome(data, human)
+
+
+def _find(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.browse import Entry, find_in_snapshots, text
+    from portalops.backup.repo.repository import DamagedObject
+
+    repo = _repository_for_reading(ctx, args.repository)
+    refs = [r for r in repo.snapshots(args.source) if args.since is None or r.time >= args.since]
+    readable, unreadable = [], []
+    for ref in refs:
+        try:
+            readable.append((ref, repo.read_snapshot(ref)))
+        except DamagedObject as exc:  # named; the others are still searched
+            unreadable.append(f"{repo.name}: {ref.key}: {exc.args[2]}")
+    found = find_in_snapshots(repo, readable, args.pattern)
+    rows = [
+        (
+            f.snapshot.short_id,
+            f.snapshot.source,
+            f.snapshot.time.strftime("%Y-%m-%d %H:%MZ"),
+            str(f.node.size) if f.node.type.value == "file" else f.node.type.value,
+            Entry(f.path, f.node).mtime().strftime("%Y-%m-%d %H:%M"),
+            text(f.path),
+        )
+        for f in found
+    ]
+    human: list[Any] = [
+        table(None, ["snapshot", "source", "taken", "size", "modified", "path"], rows),
+        f"{len(found)} entries in {len({f.snapshot.id for f in found})} of {len(readable)} "
+        "snapshots searched",
+        *(f"UNREADABLE {u}" for u in unreadable),
+    ]
+    code = ExitCode.PROBLEM_FOUND if unreadable else ExitCode.OK
+    return Outcome([f.to_json() for f in found], human, code)
 
 
 def _dump_to_file(

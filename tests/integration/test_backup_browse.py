@@ -188,3 +188,86 @@ def test_a_database_dump_streams_into_pg_restore(
     query = "SELECT id, ten FROM don_vi ORDER BY id"
     with pg_connect(server, db) as original, pg_connect(server, copy) as restored:
         assert restored.execute(query).fetchall() == original.execute(query).fetchall()
+
+
+@pytest.fixture
+def two_days(backed_up: tuple[BackupEnv, Path]) -> tuple[BackupEnv, Path, str, str]:
+    """The site backed up, changed the way a portal changes in a day, and backed up again:
+    (env, site, first snapshot id, second snapshot id)."""
+    env, src = backed_up
+    (src / "html" / "index.php").write_text("<?php echo 'Xin chào, Vĩnh Phúc'; ?>\n")
+    (src / "html" / "css" / "site.css").chmod(0o600)
+    (src / "html" / "empty.txt").unlink()
+    (src / "uploads" / "2026").mkdir(parents=True)
+    (src / "uploads" / "2026" / "a.jpg").write_bytes(b"\xff\xd8" + os.urandom(5000))
+    (src / "current").unlink()
+    (src / "current").write_text("now a file\n")
+    env.ops("backup", "run", check=True)
+    ids = [s["id"] for s in env.ops_json("backup", "list", "--source", "site")]
+    assert len(ids) == 2
+    return env, src, ids[0], ids[1]
+
+
+def test_diff_names_what_changed_between_two_days(
+    two_days: tuple[BackupEnv, Path, str, str],
+) -> None:
+    env, src, first, second = two_days
+    doc = env.ops_json("backup", "diff", first[:8], second[:8])
+    changes = {(c["change"], c["path"].removeprefix(_inside(src) + "/")) for c in doc["changes"]}
+    assert changes == {
+        ("modified", "html/index.php"),
+        ("metadata", "html/css/site.css"),
+        ("removed", "html/empty.txt"),
+        ("added", "uploads"),
+        ("added", "uploads/2026"),
+        ("added", "uploads/2026/a.jpg"),
+        ("type", "current"),
+    }
+    by_path = {c["path"].rsplit("/", 1)[-1]: c for c in doc["changes"]}
+    assert by_path["site.css"]["what"] == ["mode"]
+    assert by_path["a.jpg"]["new_size"] == 5002
+    assert by_path["index.php"]["old_size"] < by_path["index.php"]["new_size"]
+    assert doc["summary"]["bytes_added"] == 5002
+    human = env.ops("backup", "diff", first, second, check=True).stdout
+    assert f"+  {_inside(src, 'uploads/2026/a.jpg')}" in human
+    assert f"T  {_inside(src, 'current')}  (symlink -> file)" in human
+    same = env.ops_json("backup", "diff", second, second)
+    assert same["changes"] == []
+
+
+def test_diff_refuses_snapshots_of_two_sources(
+    two_days: tuple[BackupEnv, Path, str, str], tmp_path: Path
+) -> None:
+    env, _src, first, _second = two_days
+    other = tmp_path / "etc-nginx"
+    other.mkdir()
+    (other / "nginx.conf").write_text("worker_processes auto;\n")
+    env.add_source("nginx", other)
+    env.ops("backup", "run", "--source", "nginx", check=True)
+    nginx = env.ops_json("backup", "list", "--source", "nginx")[0]["id"]
+    result = env.ops("backup", "diff", first, nginx)
+    assert result.code == 2, result
+    assert "diff compares two snapshots of one source" in result.stderr
+
+
+def test_find_says_which_snapshots_hold_a_file(
+    two_days: tuple[BackupEnv, Path, str, str],
+) -> None:
+    env, src, first, second = two_days
+    found = env.ops_json("backup", "find", "index.php")
+    assert [(f["snapshot"], f["path"]) for f in found] == [
+        (first, _inside(src, "html/index.php")),
+        (second, _inside(src, "html/index.php")),
+    ]
+    assert found[0]["size"] < found[1]["size"]
+    jpegs = env.ops_json("backup", "find", "*.jpg", "--source", "site")
+    assert [f["snapshot"] for f in jpegs] == [second]
+    by_path = env.ops_json("backup", "find", f"/{_inside(src)}/html/*.php")
+    assert len(by_path) == 2
+    assert env.ops_json("backup", "find", "index.php", "--since", "2999-01-01") == []
+    everything = env.ops("backup", "find", "*")
+    assert everything.code == 2
+    assert "matches everything" in everything.stderr
+    bad_day = env.ops("backup", "find", "index.php", "--since", "yesterday")
+    assert bad_day.code == 2
+    assert "expected a date YYYY-MM-DD" in bad_day.stderr
