@@ -128,14 +128,21 @@ def join(parent: bytes, name: bytes) -> bytes:
     return parent + b"/" + name if parent else name
 
 
-def read_trees(repo: Repository, root: bytes, label: str) -> Trees:
+def read_trees(
+    repo: Repository, root: bytes, label: str, known: dict[bytes, Tree] | None = None
+) -> Trees:
     """Read every tree below ``root`` once; UnrestorableTree when they are no trees or would
-    expand beyond the bounds (checked before any entry is walked)."""
+    expand beyond the bounds (checked before any entry is walked). ``known``: trees already
+    read (by a command that reads many snapshots), taken from there and added to it."""
     trees: dict[bytes, Tree] = {}
     stack = [root]
     while stack:
         tree_id = stack.pop()
         if tree_id in trees:
+            continue
+        if known is not None and tree_id in known:
+            trees[tree_id] = known[tree_id]
+            stack += [s for s in _subtrees(known[tree_id]) if s not in trees]
             continue
         try:
             tree = Tree.decode(repo.read_blob(tree_id))
@@ -144,6 +151,8 @@ def read_trees(repo: Repository, root: bytes, label: str) -> Trees:
                 label, f"tree {tree_id.hex()[:16]} is unreadable: {exc}"
             ) from None
         trees[tree_id] = tree
+        if known is not None:
+            known[tree_id] = tree
         stack += [s for s in _subtrees(tree) if s not in trees]
     _check_bounds(trees, root, label)
     return Trees(root, trees)

@@ -5,6 +5,7 @@ objects answered with a clear error and no partial output file."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -271,3 +272,59 @@ def test_find_says_which_snapshots_hold_a_file(
     bad_day = env.ops("backup", "find", "index.php", "--since", "yesterday")
     assert bad_day.code == 2
     assert "expected a date YYYY-MM-DD" in bad_day.stderr
+
+
+def _file_bytes(root: Path) -> int:
+    return sum(
+        (Path(d) / f).lstat().st_size
+        for d, _, files in os.walk(root)
+        for f in files
+        if stat.S_ISREG((Path(d) / f).lstat().st_mode)
+    )
+
+
+def test_stats_account_for_each_source_category_and_the_repository(
+    two_days: tuple[BackupEnv, Path, str, str], tmp_path: Path
+) -> None:
+    env, src, _first, _second = two_days
+    conf = tmp_path / "etc-nginx"
+    conf.mkdir()
+    (conf / "nginx.conf").write_text("worker_processes auto;\n")
+    env.add_source("nginx", conf, category="config")
+    env.ops("backup", "run", "--source", "nginx", check=True)
+    listed = {(s["source"], s["id"]): s["bytes"] for s in env.ops_json("backup", "list")}
+    doc = env.ops_json("backup", "stats")
+    sources = {u["name"]: u for u in doc["sources"]}
+    site = sources["site"]
+    assert site["snapshots"] == 2
+    assert site["logical_latest"] == _file_bytes(src)
+    assert site["logical_all"] == sum(b for (s, _), b in listed.items() if s == "site")
+    # the 3 MiB of random bytes are stored once for both days, and compress not at all
+    assert len(BIG) < site["stored"] < 1.2 * len(BIG)
+    assert site["dedup"] > 1.6
+    assert site["added_30d"] == site["stored"]  # both runs were today
+    assert site["missing_blobs"] == 0
+    assert sources["nginx"]["logical_latest"] == len("worker_processes auto;\n")
+    categories = {u["name"]: u for u in doc["categories"]}
+    assert categories["code"]["stored"] == site["stored"]
+    assert categories["config"]["stored"] == sources["nginx"]["stored"]
+    assert doc["total"]["snapshots"] == 3
+    assert doc["total"]["stored"] <= site["stored"] + sources["nginx"]["stored"]
+    only = env.ops_json("backup", "stats", "--source", "nginx")
+    assert [u["name"] for u in only["sources"]] == ["nginx"]
+
+
+def test_stats_name_a_damaged_snapshot_and_count_the_others(
+    two_days: tuple[BackupEnv, Path, str, str],
+) -> None:
+    env, _src, first, _second = two_days
+    key = next(k for k in env.object_keys("snapshots/") if first in k)
+    data = bytearray(env.read_object(key))
+    data[-20] ^= 0xFF
+    env.write_object(key, bytes(data))
+    result = env.ops("--json", "backup", "stats")
+    assert result.code == 1, result
+    doc = json.loads(result.stdout)
+    assert doc["sources"][0]["snapshots"] == 1
+    assert len(doc["unreadable"]) == 1
+    assert first[:8] in doc["unreadable"][0]
