@@ -328,3 +328,20 @@ def test_stats_name_a_damaged_snapshot_and_count_the_others(
     assert doc["sources"][0]["snapshots"] == 1
     assert len(doc["unreadable"]) == 1
     assert first[:8] in doc["unreadable"][0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["ls", "latest"], ["dump", "latest", "x"], ["diff", "latest", "latest"], ["find", "x"],
+     ["stats"]],
+    ids=["ls", "dump", "diff", "find", "stats"],
+)  # fmt: skip
+def test_a_writer_host_cannot_look_inside(
+    backed_up: tuple[BackupEnv, Path], argv: list[str]
+) -> None:
+    """A backup host holds the writer key only: it can add snapshots, never read them."""
+    env, _src = backed_up
+    env.write_config(identity=False)
+    result = env.ops("backup", *argv)
+    assert result.code == 3, result
+    assert "backup.identity" in result.stderr, result.stderr
