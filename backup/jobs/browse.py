@@ -14,7 +14,7 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.repo.tree import Node, NodeType, Refused
 from portalops.backup.restore.files import Trees, join, read_trees
 from portalops.core.errors import BadInput, ExitCode, OpsError
+from portalops.core.visible import visible
 
 _TYPE_CHAR = {NodeType.DIR: "d", NodeType.SYMLINK: "l", NodeType.FIFO: "p", NodeType.FILE: "-"}
 _TYPE_BITS = {
@@ -40,14 +41,13 @@ class DumpFailed(OpsError):
     exit_code = ExitCode.PROBLEM_FOUND
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def text(name: bytes) -> str:
-    """A stored name or path as text: UTF-8, undecodable bytes and control characters (a
-    name a backup host chose may hold terminal escapes) shown as ``\\xNN``."""
-    decoded = name.decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", decoded)
+def text(name: bytes | str) -> str:
+    """A stored name, path, owner or link target as text: UTF-8, undecodable bytes and
+    control characters (a backup host chose them: they may hold terminal escapes or a
+    newline that forges a line) shown as ``\\xNN``. ``ls`` and ``dump`` take a name back
+    in this form too."""
+    decoded = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+    return visible(decoded)
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class Entry:
             "permissions": self.permissions(),
             "uid": node.uid,
             "gid": node.gid,
-            "user": node.user,
-            "group": node.group,
+            "user": text(node.user) if node.user is not None else None,
+            "group": text(node.group) if node.group is not None else None,
             "size": node.size if node.type is NodeType.FILE else None,
             "mtime": self.mtime(),
             "target": text(node.target) if node.target is not None else None,
@@ -112,9 +112,12 @@ def _find(trees: Trees, parts: list[bytes], label: str, asked: str) -> Node | No
     node: Node | None = None
     for depth, part in enumerate(parts):
         node = next((n for n in tree.nodes if n.name == part), None)
+        if node is None:  # a name typed back as ls shows it (t\xean.txt for b"t\xean.txt")
+            typed = os.fsdecode(part)
+            node = next((n for n in tree.nodes if text(n.name) == typed), None)
         if node is None:
             refused = next((r for r in tree.refused if r.name == part), None)
-            why = f" (left out: {refused.reason})" if refused is not None else ""
+            why = f" (left out: {text(refused.reason)})" if refused is not None else ""
             raise BadInput(
                 f"no {asked!r} in {label}{why}; 'ops backup ls' with the snapshot lists its top"
             )
@@ -153,11 +156,15 @@ def list_snapshot(
         return Listing(ref, text(base), [Entry(base, node)], [])
     entries: list[Entry] = []
     refused: list[str] = []
-    for parent, item in Trees(subtree, trees.trees).entries(base):
-        if parent != base and not recursive:
-            continue
+    if recursive:
+        items: Iterable[tuple[bytes, Node | Refused]] = Trees(subtree, trees.trees).entries(base)
+    else:  # this directory's own entries: its subtrees are not walked
+        tree = trees.trees[subtree]
+        own: list[Node | Refused] = [*tree.nodes, *tree.refused]
+        items = [(base, item) for item in own]
+    for parent, item in items:
         if isinstance(item, Refused):
-            refused.append(f"{text(join(parent, item.name))}: {item.reason}")
+            refused.append(f"{text(join(parent, item.name))}: {text(item.reason)}")
         else:
             entries.append(Entry(join(parent, item.name), item))
     return Listing(ref, text(base), entries, refused)
@@ -180,12 +187,15 @@ def dump_file(
         raise BadInput(f"which file of {label}? give its path ('ops backup ls' lists them)")
     trees = read_trees(repo, snapshot.tree, label)
     node = _find(trees, parts, label, path)
-    if node is None or node.type is not NodeType.FILE:
-        kind = node.type.value if node is not None else "directory"
+    if node is None or node.type is NodeType.DIR:
         raise BadInput(
-            f"{path!r} in {label} is a {kind}, not a file; "
+            f"{path!r} in {label} is a directory, not a file; "
             "'ops backup restore --path' restores a directory"
         )
+    if node.type is not NodeType.FILE:
+        what = f" (to {text(node.target)})" if node.target is not None else ""
+        raise BadInput(f"{path!r} in {label} is a {node.type.value}{what}, not a file")
+    _check_lengths(repo, node, f"{label}: {path}")
     written = 0
     for blob_id in node.content:
         try:
@@ -196,13 +206,30 @@ def dump_file(
         if written > node.size:
             break
         write(data)
-    if written != node.size:
+    if written != node.size:  # the index's lengths were right, the blobs were not
         raise DumpFailed(
             f"{label}: {path}",
-            f"its blobs hold {written}{'+' if written > node.size else ''} bytes, "
+            f"its blobs hold {'more than ' if written > node.size else ''}{written} bytes, "
             f"its entry says {node.size}: the snapshot is damaged",
         )
     return node
+
+
+def _check_lengths(repo: Repository, node: Node, label: str) -> None:
+    """Before the first byte goes out: every blob in the index, and their lengths adding up
+    to the file's size; only a blob damaged in its pack can still cut a dump short."""
+    total = 0
+    for blob_id in node.content:
+        location = repo.index.get(blob_id)
+        if location is None:
+            raise DumpFailed(label, f"blob {blob_id.hex()[:16]} is in no index: nothing written")
+        total += location.entry.raw_length
+    if total != node.size:
+        raise DumpFailed(
+            label,
+            f"its blobs hold {total} bytes by the index, its entry says {node.size}: the "
+            "snapshot is damaged; nothing written",
+        )
 
 
 # -- diff ------------------------------------------------------------------------------------

@@ -183,7 +183,9 @@ def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
             stack += [(s, False) for s in subtrees if s not in size]
             continue
         visiting.discard(tree_id)
-        size[tree_id] = len(trees[tree_id].nodes) + sum(size[s] for s in subtrees)
+        # refused entries count too: a reused tree of thousands of them expands as much
+        tree = trees[tree_id]
+        size[tree_id] = len(tree.nodes) + len(tree.refused) + sum(size[s] for s in subtrees)
         depth[tree_id] = 1 + max((depth[s] for s in subtrees), default=0)
         refs[tree_id] = sum(len(n.content) for n in trees[tree_id].nodes) + sum(
             refs[s] for s in subtrees

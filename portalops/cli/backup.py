@@ -534,8 +534,8 @@ def _ls(ctx: Context, args: argparse.Namespace) -> Outcome:
     rows = [
         (
             e.permissions(),
-            e.node.user or str(e.node.uid),
-            e.node.group or str(e.node.gid),
+            text(e.node.user) if e.node.user else str(e.node.uid),
+            text(e.node.group) if e.node.group else str(e.node.gid),
             str(e.node.size) if e.node.type.value == "file" else "",
             e.mtime().strftime("%Y-%m-%d %H:%M"),
             text(e.path) + (f" -> {text(e.node.target)}" if e.node.target is not None else ""),
@@ -550,8 +550,14 @@ def _ls(ctx: Context, args: argparse.Namespace) -> Outcome:
 def _dump(ctx: Context, args: argparse.Namespace) -> Outcome:
     from portalops.backup.jobs.browse import dump_file
 
+    if args.output == Path("-"):
+        args.output = None
     if args.output is None and args.json:
         raise BadInput("--json with 'backup dump' needs --output FILE: stdout carries the file")
+    if args.output is None and ctx.env.stdout_is_tty:
+        raise BadInput("stdout is a terminal: pipe the file somewhere, or give --output FILE")
+    if args.output is not None:
+        _check_output(args.output)
     repo, ref, snapshot = _snapshot_for_reading(ctx, args)
     if args.output is None:
         out = ctx.env.stdout
@@ -675,23 +681,49 @@ def _stats(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(data, human, ExitCode.PROBLEM_FOUND if problem else ExitCode.OK)
 
 
+def _check_output(output: Path) -> None:
+    """Before anything is read: --output names a file that can be put in place (an existing
+    one is replaced, as cp does; a directory is refused)."""
+    if not output.name or output.name in (".", ".."):
+        raise BadInput(f"--output {output}: give a file name")
+    if output.is_dir():
+        raise BadInput(f"--output {output} is a directory; give the file's name in it")
+    if not output.parent.is_dir():
+        raise BadInput(f"--output {output}: no directory {output.parent}")
+
+
 def _dump_to_file(
     repo: Repository, ref: SnapshotRef, snapshot: Snapshot, path: str, output: Path
 ) -> Node:
-    """Into a 0600 file beside ``output``, renamed onto it only once complete."""
+    """Into a new 0600 file beside ``output`` (a name of its own: an interrupted dump
+    blocks no later one), renamed onto it only once complete and synced."""
+    import tempfile
+
     from portalops.backup.jobs.browse import dump_file
 
-    partial = output.with_name(f".{output.name}.partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
     except OSError as exc:
-        raise BadInput(f"cannot write {partial}: {exc.strerror}") from None
+        raise BadInput(
+            f"--output {output}: cannot write in {output.parent}: {exc.strerror}"
+        ) from None
+    partial = Path(name)
     try:
         with open(fd, "wb") as out:
             node = dump_file(repo, ref, snapshot, path, out.write)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, output)
+        try:
+            os.replace(partial, output)
+        except OSError as exc:
+            raise BadInput(
+                f"--output {output}: cannot put the file in place: {exc.strerror}"
+            ) from None
+        directory = os.open(output.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

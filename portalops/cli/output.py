@@ -67,9 +67,10 @@ class Table:
         """The rich table: rich drops colour and box art when stdout is not a terminal."""
         from rich import box
         from rich.table import Table as RichTableClass
+        from rich.text import Text
 
         out = RichTableClass(
-            title=self.title,
+            title=Text(self.title) if self.title else None,
             title_justify="left",
             header_style="bold",
             box=box.SIMPLE_HEAD,
@@ -77,9 +78,9 @@ class Table:
             pad_edge=False,
         )
         for column in self.columns:
-            out.add_column(column, overflow="fold")
-        for row in self.rows:
-            out.add_row(*row)
+            out.add_column(Text(column), overflow="fold")
+        for row in self.rows:  # cells are text, never markup: a name may hold "[/x]"
+            out.add_row(*(Text(cell) for cell in row))
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -185,5 +186,7 @@ def emit(outcome: Outcome, as_json: bool, env: Environment) -> None:
             file=env.stdout, highlight=False, force_terminal=False, width=100_000,
             _environ=env.environ,
         )  # fmt: skip
-    for part in outcome.human:
-        console.print(part)
+    from rich.text import Text
+
+    for part in outcome.human:  # a line of text is text, never markup or emoji names
+        console.print(Text(part) if isinstance(part, str) else part)

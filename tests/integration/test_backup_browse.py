@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,8 @@ from tests.fixtures.backup_env import BackupEnv
 from tests.fixtures.databases import pg_connect, pg_source
 from tests.fixtures.paths import OPS_PY
 from tests.fixtures.postgres import PostgresServer
+from tests.hostile.forge import Forger
+from tests.hostile.genuine import an_hour_ago, forger
 
 BIG = os.urandom(3 * 1024 * 1024)  # several chunks: several blobs, likely in one pack
 
@@ -109,7 +112,7 @@ def test_dump_writes_the_file_s_bytes_to_stdout_and_to_a_private_file(
         (["ls", "0000ffff"], "no snapshot '0000ffff'"),
         (["ls", "latest", "no/such/dir"], "no 'no/such/dir' in snapshot site@"),
         (["ls", "latest", "../etc"], "cannot go up with '..'"),
-        (["dump", "latest", "SRC"], "is a dir, not a file"),
+        (["dump", "latest", "SRC"], "is a directory, not a file"),
         (["dump", "latest", "SRC/dump.sql/x"], "is a file, not a directory"),
         (["dump", "latest", "SRC/dump.sql", "--json"], "--json with 'backup dump' needs"),
         (["dump", "latest", ""], "which file of snapshot site@"),
@@ -345,3 +348,103 @@ def test_a_writer_host_cannot_look_inside(
     result = env.ops("backup", *argv)
     assert result.code == 3, result
     assert "backup.identity" in result.stderr, result.stderr
+
+
+# -- what a backup host may have written -----------------------------------------------------
+
+
+def _forge(env: BackupEnv, source: str, nodes: Callable[[Forger], list[dict[str, Any]]]) -> None:
+    """A snapshot of ``source`` forged with the writer key alone (tests/hostile/forge.py)."""
+    f = forger(env)
+    f.commit(source, an_hour_ago(), nodes(f))
+
+
+def test_a_file_whose_blobs_do_not_add_up_is_refused_before_a_byte_goes_out(
+    local_backup_env: BackupEnv,
+) -> None:
+    env = local_backup_env
+
+    def nodes(f: Forger) -> list[dict[str, Any]]:
+        short = f.file_node("short.bin", b"0123456789")
+        short["size"] = 20  # the index says 10 bytes
+        return [short]
+
+    _forge(env, "forged", nodes)
+    done = subprocess.run(
+        [sys.executable, str(OPS_PY), "--config", str(env.config), "backup", "dump", "latest",
+         "short.bin", "--source", "forged"],
+        capture_output=True, env={**os.environ, **env.env}, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    assert done.stdout == b""
+    assert b"nothing written" in done.stderr
+
+
+def test_names_a_backup_host_chose_are_shown_not_obeyed(local_backup_env: BackupEnv) -> None:
+    """Brackets rich would read as markup, terminal escapes, a newline that would forge a
+    line: shown as text, escaped, never acted on, never a traceback."""
+    env = local_backup_env
+    _forge(
+        env,
+        "forged",
+        lambda f: [
+            f.file_node("closes nothing [/x]", b"a"),  # refused ('/'), and named as such
+            f.file_node("[bold]secret.txt", b"b", group="[/oops]"),
+            f.file_node("evil\x1b]0;TITLE\x07\x1b[2J", b"c", user="\x1b[32mroot"),
+            f.file_node("two\nlines", b"d"),
+            f.symlink_node("lnk", "\x1b[5mBLINK"),
+            f.symlink_node("up", "../[/x]"),
+        ],
+    )
+    result = env.ops("backup", "ls", "latest", "--source", "forged")
+    assert result.code == 0, result
+    out = result.stdout
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert "left out (a restore refuses it): closes nothing [/x]" in out
+    assert "[bold]secret.txt" in out
+    assert "[/oops]" in out
+    assert "up -> ../[/x]" in out
+    assert "evil\\x1b]0;TITLE\\x07\\x1b[2J" in out
+    assert "\\x1b[32mroot" in out
+    assert "two\\x0alines" in out
+    assert "lnk -> \\x1b[5mBLINK" in out
+    # a name is typed back as ls shows it
+    dumped = env.ops("backup", "dump", "latest", "[bold]secret.txt", "--source", "forged",
+                     "--output", str(env.root / "secret"))  # fmt: skip
+    assert dumped.code == 0, dumped
+    assert (env.root / "secret").read_bytes() == b"b"
+
+
+def test_refused_entries_count_towards_a_snapshot_s_bounds(local_backup_env: BackupEnv) -> None:
+    """One tree of 2,000 entries a restore refuses, reused 2**16 times: 131 million entries
+    from ~200 KB stored. Refused before anything is walked, in seconds, not hours."""
+    env = local_backup_env
+
+    def nodes(f: Forger) -> list[dict[str, Any]]:
+        tree = f.tree([f.file_node(b"bad/%d" % i, b"") for i in range(2000)])
+        for _ in range(16):
+            tree = f.tree([f.subtree_node("a", tree), f.subtree_node("b", tree)])
+        return [f.subtree_node("top", tree), f.file_node("hello", b"hi\n")]
+
+    _forge(env, "forged", nodes)
+    result = env.ops("backup", "ls", "latest", "--source", "forged", timeout=60)
+    assert result.code != 0, result
+    assert "entries or more" in result.stderr, result.stderr
+
+
+def test_output_paths_that_cannot_work_are_refused_before_reading(
+    backed_up: tuple[BackupEnv, Path], tmp_path: Path
+) -> None:
+    env, src = backed_up
+    target = _inside(src, "dump.sql")
+    for output, message in ((tmp_path, "is a directory"), (Path("."), "give a file name"),
+                            (tmp_path / "no" / "x", "no directory")):  # fmt: skip
+        result = env.ops("backup", "dump", "latest", target, "--output", str(output))
+        assert result.code == 2, result
+        assert message in result.stderr, result.stderr
+    # an interrupted dump's leftover does not block the next one
+    out = tmp_path / "again.sql"
+    (tmp_path / ".again.sql.partial").write_bytes(b"left by a killed dump")
+    env.ops("backup", "dump", "latest", target, "--output", str(out), check=True)
+    assert out.read_bytes() == BIG

@@ -149,13 +149,15 @@ def test_every_group_built_alone_is_as_in_the_whole_parser() -> None:
 
 
 def _as_rich_prints(parts: list[Any]) -> str:
-    """What emit's rich console prints off a terminal (one line per row, never wrapped)."""
+    """What emit's rich console prints off a terminal (one line per row, never wrapped);
+    a line of text is text to it, never markup ("[/x]" in a file name must not be read)."""
     from rich.console import Console
+    from rich.text import Text
 
     out = io.StringIO()
     console = Console(file=out, highlight=False, force_terminal=False, width=100_000)
     for part in parts:
-        console.print(part)
+        console.print(Text(part) if isinstance(part, str) else part)
     return out.getvalue()
 
 
@@ -167,6 +169,7 @@ _CELLS = [
     "a\\b",
     "x" * 30,
     "[bold]markup[/bold]",
+    "closes nothing [/x]",
     ":thumbs_up: :100: 1:100:",
     "tab\there",
     "two\nlines",
