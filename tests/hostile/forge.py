@@ -167,17 +167,25 @@ class Forger:
         return body + blake3.blake3(body, key=self.mac_key).digest()
 
     def write_index(
-        self, records: list[dict[str, Any]] | None = None, *, sort_first: bool = False
+        self,
+        records: list[dict[str, Any]] | None = None,
+        *,
+        sort_first: bool = False,
+        before: str | None = None,
     ) -> str:
         """Index ``records`` (default: every pack sealed so far) in one authentic index;
-        ``sort_first``: pad it until its name sorts before every genuine index's (a few
-        hundred tries), so a reader that lets the first location win reads it first."""
+        ``sort_first``: pad it until its name sorts before most genuine indexes' (its digest
+        starts with "00": a few hundred tries), so a reader that lets the first location win
+        reads it first; ``before``: until it sorts before that index key for certain."""
         records = self.packs if records is None else records
         pad = 0
         while True:
             data = self.index_bytes(records, pad)
             digest = hashlib.sha256(data).hexdigest()
-            if not sort_first or digest.startswith("00"):
+            if before is not None:
+                if f"index/{digest}" < before:
+                    break
+            elif not sort_first or digest.startswith("00"):
                 break
             pad += 1
         key = f"index/{digest}"

@@ -252,15 +252,17 @@ def test_restore_takes_a_blob_from_its_next_location(
     env = local_backup_env
     genuine, src = genuine_backup(env, tmp_path)
     records = genuine_records(env)
+    # read first, for certain: "00" prefixes alone lost to a genuine "00" index now and then
+    first_genuine = min(env.object_keys("index/"))
     attacker = Forger(env.writer_key, env.write_object)
     ghost = "packs/00/" + "0" * 64
-    attacker.write_index([{**r, "key": ghost} for r in records], sort_first=True)
+    attacker.write_index([{**r, "key": ghost} for r in records], before=first_genuine)
     for record in records:
         for blob_id, kind, _offset, _length, raw_length, _compression in record["blobs"]:
             garbage = os.urandom(raw_length)
             attacker.add_raw_blob(Blob(bytes.fromhex(blob_id), kind, garbage, raw_length))
     forged_pack = attacker.seal_pack()
-    attacker.write_index([forged_pack], sort_first=True)
+    attacker.write_index([forged_pack], before=first_genuine)
 
     result = restore(env, genuine, tmp_path / "r1")
     assert result.returncode == 0, result.stderr
