@@ -189,9 +189,8 @@ examples:
     )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
     p.add_argument("path", nargs="?", metavar="PATH", help="inside the snapshot (default: top)")
-    p.add_argument("--source", metavar="S", help="with 'latest': which source")
     p.add_argument("-R", "--recursive", action="store_true", help="everything below PATH")
-    p.add_argument("--repository", metavar="R", help="read from this repository")
+    _reading_options(p)
 
     p = sub.add_parser(
         "dump",
@@ -208,9 +207,8 @@ examples:
     )
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a snapshot id (or prefix), or 'latest'")
     p.add_argument("path", metavar="PATH", help="the file, inside the snapshot")
-    p.add_argument("--source", metavar="S", help="with 'latest': which source")
     p.add_argument("--output", type=Path, metavar="FILE", help="write here instead of stdout")
-    p.add_argument("--repository", metavar="R", help="read from this repository")
+    _reading_options(p)
 
     p = sub.add_parser(
         "diff",
@@ -226,8 +224,7 @@ examples:
     )
     p.add_argument("old", metavar="SNAPSHOT1", help="the earlier snapshot (id, prefix, 'latest')")
     p.add_argument("new", metavar="SNAPSHOT2", help="the later one")
-    p.add_argument("--source", metavar="S", help="with 'latest': which source")
-    p.add_argument("--repository", metavar="R", help="read from this repository")
+    _reading_options(p)
 
     p = sub.add_parser(
         "find",
@@ -243,9 +240,8 @@ examples:
   ops backup find 'srv/portals/*/index.php' --json""",
     )
     p.add_argument("pattern", metavar="PATTERN", help="a glob on names, or on paths with '/'")
-    p.add_argument("--source", metavar="S", help="only this source's snapshots")
     p.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="only snapshots since (UTC)")
-    p.add_argument("--repository", metavar="R", help="read from this repository")
+    _reading_options(p, "only this source's snapshots")
 
     p = sub.add_parser(
         "stats",
@@ -261,7 +257,14 @@ examples:
   ops backup stats
   ops backup stats --source portal-db --json""",
     )
-    p.add_argument("--source", metavar="S", help="only this source")
+    _reading_options(p, "only this source")
+
+
+def _reading_options(
+    p: argparse.ArgumentParser, source: str = "with 'latest': which source"
+) -> None:
+    """--source and --repository, as the commands that read snapshots take them."""
+    p.add_argument("--source", metavar="S", help=source)
     p.add_argument("--repository", metavar="R", help="read from this repository")
 
 

@@ -239,15 +239,20 @@ def test_diff_names_what_changed_between_two_days(
     assert same["changes"] == []
 
 
+def _back_up_nginx(env: BackupEnv, tmp_path: Path) -> None:
+    """A second source, ``nginx`` (category config, one file), backed up once."""
+    conf = tmp_path / "etc-nginx"
+    conf.mkdir()
+    (conf / "nginx.conf").write_text("worker_processes auto;\n")
+    env.add_source("nginx", conf, category="config")
+    env.ops("backup", "run", "--source", "nginx", check=True)
+
+
 def test_diff_refuses_snapshots_of_two_sources(
     two_days: tuple[BackupEnv, Path, str, str], tmp_path: Path
 ) -> None:
     env, _src, first, _second = two_days
-    other = tmp_path / "etc-nginx"
-    other.mkdir()
-    (other / "nginx.conf").write_text("worker_processes auto;\n")
-    env.add_source("nginx", other)
-    env.ops("backup", "run", "--source", "nginx", check=True)
+    _back_up_nginx(env, tmp_path)
     nginx = env.ops_json("backup", "list", "--source", "nginx")[0]["id"]
     result = env.ops("backup", "diff", first, nginx)
     assert result.code == 2, result
@@ -290,11 +295,7 @@ def test_stats_account_for_each_source_category_and_the_repository(
     two_days: tuple[BackupEnv, Path, str, str], tmp_path: Path
 ) -> None:
     env, src, _first, _second = two_days
-    conf = tmp_path / "etc-nginx"
-    conf.mkdir()
-    (conf / "nginx.conf").write_text("worker_processes auto;\n")
-    env.add_source("nginx", conf, category="config")
-    env.ops("backup", "run", "--source", "nginx", check=True)
+    _back_up_nginx(env, tmp_path)
     listed = {(s["source"], s["id"]): s["bytes"] for s in env.ops_json("backup", "list")}
     doc = env.ops_json("backup", "stats")
     sources = {u["name"]: u for u in doc["sources"]}
