@@ -2,10 +2,12 @@
 stream one file (``ops backup dump``), compare two snapshots (``ops backup diff``) and find
 which snapshots hold a file (``ops backup find``).
 
-Both read the snapshot's trees as a restore does (every tree verified, the same bounds on
-size and depth, entries a restore would refuse named and left out) and need the identity.
-A dump verifies every blob against its id as it is read and stops with an error, not short
-output, when a blob is damaged or the file's bytes do not add up to its recorded size.
+All of them read a snapshot's trees as a restore does (every tree verified, the same bounds
+on size and depth, entries a restore would refuse named and left out) and need the
+identity. A dump checks that the index holds every blob of the file and that their lengths
+add up to its size before the first byte goes out, verifies every blob against its id as it
+is read, and stops with an error when a blob is damaged, never with short output and exit 0.
+Names, owners and link targets are shown through :func:`text` (a backup host chose them).
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from typing import Any
 
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
-from portalops.backup.repo.tree import Node, NodeType, Refused
+from portalops.backup.repo.tree import Node, NodeType, Refused, Tree
 from portalops.backup.restore.files import Trees, join, read_trees
 from portalops.core.errors import BadInput, ExitCode, OpsError
 from portalops.core.visible import visible
 
-_TYPE_CHAR = {NodeType.DIR: "d", NodeType.SYMLINK: "l", NodeType.FIFO: "p", NodeType.FILE: "-"}
 _TYPE_BITS = {
     NodeType.DIR: stat.S_IFDIR,
     NodeType.SYMLINK: stat.S_IFLNK,
@@ -378,9 +379,10 @@ def find_in_snapshots(
     match = matcher(pattern)
     by_name = b"/" not in os.fsencode(pattern)
     memo: dict[bytes, list[tuple[bytes, Node]]] = {}  # tree id -> (path below it, node)
+    known: dict[bytes, Tree] = {}  # every distinct tree read once, whatever the snapshot
     found: list[Found] = []
     for ref, snapshot in snapshots:
-        trees = read_trees(repo, snapshot.tree, _label(ref))
+        trees = read_trees(repo, snapshot.tree, _label(ref), known)
         if by_name:
             hits = _matches_below(trees, snapshot.tree, match, memo)
         else:
