@@ -174,7 +174,8 @@ examples:
 
 
 def _browse_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``ls`` and ``dump``: what a snapshot holds, without restoring it."""
+    """``ls``, ``dump``, ``diff``, ``find`` and ``stats``: what snapshots hold, without
+    restoring them (backup/jobs/browse.py, backup/jobs/stats.py)."""
     p = sub.add_parser(
         "ls",
         help="list a snapshot's files, like ls -l, without restoring them",
