@@ -154,9 +154,10 @@ class _Inline:
 def blob_writer(repo: Repository) -> BlobWriter:
     """The project's BlobWriter (same packs, index objects, order), sealing inline."""
     writer = BlobWriter(repo)
-    writer._pool.shutdown()  # no thread started yet
+    [copy] = writer.copies
+    copy.pool.shutdown()  # no thread started yet
     writer._compress_pool.shutdown()
-    writer._pool = writer._compress_pool = _Inline()  # type: ignore[assignment]
+    copy.pool = writer._compress_pool = _Inline()  # type: ignore[assignment]
     return writer
 
 

@@ -285,16 +285,16 @@ class Archiver:
         return entries
 
     def _holds(self, blobs: list[bytes], size: int) -> bool:
-        """Whether the repository holds ``blobs`` and they add up to ``size`` bytes: a files
-        cache row is used only then (a row naming blobs gone since, or too few or too many
-        for the file, would store it wrong: it is read again instead)."""
-        index = self.writer.repo.index
+        """Whether every repository written holds ``blobs`` and they add up to ``size``
+        bytes: a files cache row is used only then (a row naming blobs gone since, or too few
+        or too many for the file, would store it wrong; and a repository that missed the
+        last run needs the file read: it is read again instead)."""
         total = 0
         for blob in blobs:
-            location = index.get(blob)
-            if location is None:
+            length = self.writer.indexed_length(blob)
+            if length is None:
                 return False
-            total += location.entry.raw_length
+            total += length
         return total == size
 
     def _defer(self, finish: Callable[[], None]) -> None:

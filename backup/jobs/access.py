@@ -156,6 +156,8 @@ def list_snapshots(
                 "host": None,
                 "files": None,
                 "bytes": None,
+                "tree": None,
+                "run": None,
                 "unreadable": None,
             }
             if keys.identity is not None:
@@ -169,6 +171,8 @@ def list_snapshots(
                         host=snapshot.host,
                         files=snapshot.summary.get("files"),
                         bytes=snapshot.summary.get("bytes"),
+                        tree=snapshot.tree.hex(),
+                        run=snapshot.run,
                     )
             docs.append(doc)
     return docs

@@ -1,7 +1,11 @@
-"""``ops backup run``: every selected source into every selected repository.
+"""``ops backup run``: every selected source, read once, into every selected repository.
 
-Per repository, a source is read, chunked and stored under a shared lock; its snapshot is
-written last. A source that fails writes no snapshot and the others still run.
+A source is read (a database dumped) once per run; its blobs are named and compressed once
+and go to every repository, each of which deduplicates against its own index, and fills,
+encrypts and stores its own packs, under its own shared lock (``BlobWriter`` with several
+destinations). Each repository's snapshot is written last, with the same tree, stats and run
+id. A repository that fails (storage, lock) stops being written and the others go on; a
+source that fails writes no snapshot and the others still run.
 
 The index a backup deduplicates against is read after the lock is taken, for each source: a
 prune that ran before (while no lock was held) may have deleted blobs an index read earlier
@@ -11,7 +15,9 @@ is checked once more right before the snapshot is written, for the same reason.
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -27,7 +33,7 @@ from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot
-from portalops.backup.repo.writer import BlobWriter
+from portalops.backup.repo.writer import BlobWriter, Destination
 from portalops.backup.sources import Source, store
 from portalops.core.errors import ExitCode, OpsError
 
@@ -92,48 +98,110 @@ def run_backup(
     progress: ProgressFactory | None = None,
     on_step: StepHook | None = None,
 ) -> list[SourceResult]:
-    """Back up each source into each repository; failures are results, not exceptions,
-    except for the problems that stop everything (no writer key). ``on_step`` is called
-    with the step about to happen and the source's name."""
+    """Back up each source, read once, into each repository; one result per source and
+    repository, a source's results together, in config order. Failures are results, not
+    exceptions. ``on_step`` is called with the step about to happen and the source's name."""
     step = on_step or _no_hook
-    results: list[SourceResult] = []
-    for repo_settings in repositories:
+    run = secrets.token_hex(16)  # in every snapshot this run writes
+    opened: list[Repository] = []
+    unopened: dict[str, OpsError] = {}
+    for settings in repositories:
         try:
-            repo = open_repository(repo_settings, keys)
+            opened.append(open_repository(settings, keys))
         except OpsError as exc:
-            results += [_failed(s, repo_settings.name, exc) for s in sources]
-            continue
-        for source in sources:
-            started = time.monotonic()
-            try:
-                step("lock", source.name)
-                with Lock.acquire(
-                    repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
-                ) as lock:
-                    step("index", source.name)
-                    # Only now: no prune can run from here on while the lock is ours.
-                    repo.load_index()
-                    result = _backup_one(repo, source, state_dir, progress, lock, step)
-            except OpsError as exc:
-                result = _failed(source, repo.name, exc)
-            except OSError as exc:  # local trouble (state dir full...): this source only
-                result = _failed(source, repo.name, OpsError(exc.strerror or str(exc)))
-            result.duration = time.monotonic() - started
-            if result.ok:  # failures were logged, at ERROR, by _failed
-                log.info(
-                    "backup of %s into %s: snapshot %s, %d files, %d bytes added in %.1fs",
-                    source.name, repo.name, (result.snapshot or "")[:8], result.files,
-                    result.bytes_added, result.duration,
-                )  # fmt: skip
-            results.append(result)
+            unopened[settings.name] = exc
+    results: list[SourceResult] = []
+    for source in sources:
+        done: dict[str, SourceResult] = {}
+        for group in _read_together(opened):
+            done |= _backup_source(group, source, state_dir, progress, step, run)
+        for settings in repositories:
+            name = settings.name
+            results.append(done[name] if name in done else _failed(source, name, unopened[name]))
     return results
+
+
+def _read_together(repositories: list[Repository]) -> list[list[Repository]]:
+    """The repositories one read of a source can feed: those that cut and name blobs alike
+    (same id-key, chunker seed and chunker sizes). A host's repositories share its writer
+    key, so that is all of them, unless a repository was opened with the identity alone or
+    its config states other chunker sizes."""
+    groups: dict[tuple[bytes, int, str], list[Repository]] = {}
+    for repo in repositories:
+        key = (
+            repo.writer.id_key,
+            repo.writer.chunker_seed,
+            json.dumps(repo.config.chunker, sort_keys=True),
+        )
+        groups.setdefault(key, []).append(repo)
+    return list(groups.values())
+
+
+def _backup_source(
+    repositories: list[Repository],
+    source: Source,
+    state_dir: Path,
+    progress: ProgressFactory | None,
+    step: StepHook,
+    run: str,
+) -> dict[str, SourceResult]:
+    """One read of ``source`` into ``repositories``, each under its own shared lock."""
+    started = time.monotonic()
+    results: dict[str, SourceResult] = {}
+    locked: list[tuple[Repository, Lock]] = []
+    step("lock", source.name)
+    try:
+        for repo in repositories:
+            try:
+                lock = Lock.acquire(
+                    repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
+                )
+            except OpsError as exc:
+                results[repo.name] = _failed(source, repo.name, exc)
+                continue
+            locked.append((repo, lock))
+        step("index", source.name)
+        reading: list[tuple[Repository, Lock]] = []
+        for repo, lock in locked:
+            try:
+                repo.load_index()  # only now: no prune can run from here on while we hold it
+            except OpsError as exc:
+                results[repo.name] = _failed(source, repo.name, exc)
+                continue
+            reading.append((repo, lock))
+        if reading:
+            results |= _backup_one(reading, source, state_dir, progress, step, run)
+    finally:
+        for repo, lock in locked:
+            _release(lock, repo.name)
+    duration = time.monotonic() - started
+    for result in results.values():
+        result.duration = duration
+        if result.ok:  # failures were logged, at ERROR, by _failed
+            log.info(
+                "backup of %s into %s: snapshot %s, %d files, %d bytes added in %.1fs",
+                source.name, result.repository, (result.snapshot or "")[:8], result.files,
+                result.bytes_added, result.duration,
+            )  # fmt: skip
+    return results
+
+
+def _release(lock: Lock, repository: str) -> None:
+    """Delete the lock; if that fails the backup still stands (the lock goes stale once it
+    is no longer refreshed, and a prune waits for it until then): a warning, not a failure."""
+    try:
+        lock.release()
+    except OpsError as exc:
+        log.warning("could not remove the lock in %s (stale soon): %s", repository, exc)
 
 
 def _no_hook(step: Step, source: str) -> None:
     pass
 
 
-def _failed(source: Source, repository: str, error: OpsError) -> SourceResult:
+def _failed(source: Source, repository: str, error: OpsError | OSError) -> SourceResult:
+    if isinstance(error, OSError):  # local trouble (state dir full...)
+        error = OpsError(error.strerror or str(error))
     log.error("backup of %s into %s failed: %s", source.name, repository, error)
     return SourceResult(
         source.name,
@@ -146,59 +214,77 @@ def _failed(source: Source, repository: str, error: OpsError) -> SourceResult:
 
 
 def _backup_one(
-    repo: Repository,
+    reading: list[tuple[Repository, Lock]],
     source: Source,
     state_dir: Path,
     progress: ProgressFactory | None,
-    lock: Lock,
     step: StepHook,
-) -> SourceResult:
+    run: str,
+) -> dict[str, SourceResult]:
     time_started = datetime.now(UTC)
     # Each sealed pack checks the lock is still ours: a backup must not run on while a
     # prune may think it is gone.
-    writer = BlobWriter(repo, on_seal=lock.check)
-    chunker = Chunker(repo.writer.chunker_seed, repo.config.chunker)
-    report = progress(f"{source.name} → {repo.name}") if progress else None
-    cache_file = state_dir / "cache" / repo.config.id / f"{source.name}.sqlite"
-    stored = store(source, writer, chunker, cache_file, report)
+    writer = BlobWriter(*(Destination(repo, on_seal=lock.check) for repo, lock in reading))
+    first = reading[0][0]
+    chunker = Chunker(first.writer.chunker_seed, first.config.chunker)
+    names = ", ".join(repo.name for repo, _ in reading)
+    report = progress(f"{source.name} → {names}") if progress else None
+    # The files cache names blobs, which every repository read together names alike; a row
+    # is used only for blobs every one of them has indexed (see Archiver._holds).
+    cache_file = state_dir / "cache" / first.config.id / f"{source.name}.sqlite"
+    try:
+        stored = store(source, writer, chunker, cache_file, report)
+    except (OpsError, OSError) as exc:  # the source failed, or every repository did
+        return {c.repo.name: _failed(source, c.repo.name, c.error or exc) for c in writer.copies}
     counts = stored.counts
-    snapshot = Snapshot(
-        source=source.name,
-        category=source.category.value,
-        host=socket.gethostname(),
-        time=time_started,
-        tree=stored.root,
-        paths=stored.paths,
-        tool=f"portal-ops {__version__}",
-        summary={
-            **counts,
-            "bytes_added": writer.bytes_added,
-            "raw_bytes_added": writer.raw_bytes_added,
-            "blobs_added": writer.blobs_added,
-        },
-        stats=stored.stats,
-    )
     step("snapshot", source.name)
-    # The data is stored and indexed; a prune must not have run since the index was read
-    # (its blobs would be gone), so the lock must still be ours, in storage too.
-    lock.check()
-    ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
-    if stored.on_success is not None:
+    results: dict[str, SourceResult] = {}
+    for copy, (repo, lock) in zip(writer.copies, reading, strict=True):
+        if copy.error is not None:
+            results[repo.name] = _failed(source, repo.name, copy.error)
+            continue
+        snapshot = Snapshot(
+            source=source.name,
+            category=source.category.value,
+            host=socket.gethostname(),
+            time=time_started,
+            tree=stored.root,
+            paths=stored.paths,
+            tool=f"portal-ops {__version__}",
+            summary={
+                **counts,
+                "bytes_added": copy.bytes_added,
+                "raw_bytes_added": copy.raw_bytes_added,
+                "blobs_added": copy.blobs_added,
+            },
+            stats=stored.stats,
+            run=run,
+        )
+        try:
+            # The data is stored and indexed; a prune must not have run since the index was
+            # read (its blobs would be gone), so the lock must still be ours, in storage too.
+            lock.check()
+            ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
+        except OpsError as exc:
+            results[repo.name] = _failed(source, repo.name, exc)
+            continue
+        results[repo.name] = SourceResult(
+            source=source.name,
+            category=source.category.value,
+            repository=repo.name,
+            ok=True,
+            snapshot=ref.id,
+            time=ref.time,
+            files=int(counts["files"]),
+            dirs=int(counts["dirs"]),
+            bytes=int(counts["bytes"]),
+            bytes_added=copy.bytes_added,
+            raw_bytes_added=copy.raw_bytes_added,
+            blobs_added=copy.blobs_added,
+            packs_written=copy.packs_written,
+            vanished=stored.vanished,
+            skipped=stored.skipped,
+        )
+    if stored.on_success is not None and any(r.ok for r in results.values()):
         stored.on_success()
-    return SourceResult(
-        source=source.name,
-        category=source.category.value,
-        repository=repo.name,
-        ok=True,
-        snapshot=ref.id,
-        time=ref.time,
-        files=int(counts["files"]),
-        dirs=int(counts["dirs"]),
-        bytes=int(counts["bytes"]),
-        bytes_added=writer.bytes_added,
-        raw_bytes_added=writer.raw_bytes_added,
-        blobs_added=writer.blobs_added,
-        packs_written=writer.packs_written,
-        vanished=stored.vanished,
-        skipped=stored.skipped,
-    )
+    return results

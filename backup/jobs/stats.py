@@ -97,7 +97,7 @@ class _Trees:
             tree_id, children_done = stack.pop()
             if tree_id in self.size:
                 continue
-            subtrees = _subtrees(trees[tree_id])
+            subtrees = trees[tree_id].subtrees()
             if not children_done:
                 stack.append((tree_id, True))
                 stack += [(t, False) for t in subtrees if t not in self.size]
@@ -119,12 +119,8 @@ class _Trees:
             tree = self.known[tree_id]
             blobs.append(tree_id)
             blobs += [b for n in tree.nodes if n.type is NodeType.FILE for b in n.content]
-            stack += _subtrees(tree)
+            stack += tree.subtrees()
         return blobs
-
-
-def _subtrees(tree: Tree) -> list[bytes]:
-    return [n.subtree for n in tree.nodes if n.type is NodeType.DIR and n.subtree is not None]
 
 
 def _stated_added(snapshot: Snapshot) -> int:

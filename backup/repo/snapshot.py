@@ -89,6 +89,7 @@ BODY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _BODY_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 _BODY_TIME_SHOWN = "YYYY-MM-DDTHH:MM:SS.ffffffZ"
 _TREE_ID = re.compile(r"[0-9a-f]{64}")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 _KINDS: dict[type, str] = {str: "text", list: "a list", dict: "an object"}
 T = TypeVar("T")
 
@@ -106,6 +107,7 @@ class Snapshot:
     tool: str
     summary: dict[str, Any] = field(default_factory=dict)  # files, dirs, bytes, bytes_added...
     stats: dict[str, Any] = field(default_factory=dict)  # free: database sources' row counts
+    run: str | None = None  # 32 hex digits shared by every snapshot one `ops backup run` wrote
 
     def encode(self) -> bytes:
         doc = {
@@ -120,6 +122,8 @@ class Snapshot:
             "summary": self.summary,
             "stats": self.stats,
         }
+        if self.run is not None:
+            doc["run"] = self.run
         return json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
 
     @classmethod
@@ -151,6 +155,9 @@ class Snapshot:
                 raise SnapshotFormatError(
                     f"summary {key!r:.40} is {cls._shown(value)}, not a count"
                 )
+        run = doc.get("run")
+        if run is not None and not (isinstance(run, str) and _RUN_ID.fullmatch(run)):
+            raise SnapshotFormatError(f"run {cls._shown(run)} is not a run id (32 hex digits)")
         try:
             stated = datetime.strptime(time, BODY_TIME_FORMAT).replace(tzinfo=UTC)
         except ValueError:
@@ -165,6 +172,7 @@ class Snapshot:
             tool=cls._field(doc, "tool", str),
             summary=dict(summary),
             stats=dict(cls._field(doc, "stats", dict, {})),
+            run=run,
         )
 
     @classmethod

@@ -159,6 +159,10 @@ class Tree:
     nodes: list[Node] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)  # read back, not restorable
 
+    def subtrees(self) -> list[bytes]:
+        """The tree ids of its directories."""
+        return [n.subtree for n in self.nodes if n.type is NodeType.DIR and n.subtree is not None]
+
     def encode(self) -> bytes:
         ordered = sorted(self.nodes, key=lambda n: n.name)
         doc = {"version": 1, "nodes": [n.to_json() for n in ordered]}

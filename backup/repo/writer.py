@@ -10,12 +10,14 @@ uploaded again.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
 import zstandard
@@ -104,10 +106,10 @@ def _immutable(data: bytes | memoryview) -> bool:
     return isinstance(data, bytes) or (data.readonly and isinstance(data.obj, bytes))
 
 
-# What a compression job carries back to the writer: (type, id, raw length) per blob.
-_Job = tuple[
-    list[tuple[BlobType, bytes, int]], "Future[list[tuple[bytes | memoryview, Compression]]]"
-]
+# A blob handed to compression: its type, id, raw length, and the repositories wanting it.
+_Wanted = tuple[BlobType, bytes, int, tuple["Copy", ...]]
+# What a compression job carries back to the writer.
+_Job = tuple[list[_Wanted], "Future[list[tuple[bytes | memoryview, Compression]]]"]
 
 
 class TreeTooLarge(OpsError):
@@ -117,24 +119,30 @@ class TreeTooLarge(OpsError):
     exit_code = ExitCode.PROBLEM_FOUND
 
 
-class BlobWriter:
-    def __init__(self, repo: Repository, on_seal: Callable[[], None] | None = None) -> None:
-        _limit_malloc_arenas()
-        self.repo = repo
-        self._on_seal = on_seal
-        self._compressing: deque[_Job] = deque()
-        self._batch: list[tuple[BlobType, bytes, int]] = []  # small blobs not yet submitted
-        self._batch_raw: list[bytes | memoryview] = []
-        self._batch_bytes = 0
-        self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
+@dataclass(frozen=True)
+class Destination:
+    """A repository a writer stores into, and what to call before each pack sealed there
+    (a backup checks its lock is still held)."""
+
+    repo: Repository
+    on_seal: Callable[[], None] | None = None
+
+
+class Copy:
+    """One repository's share of a writer's work: its packs being filled and sealed, the
+    blobs handed to it and not indexed yet, its counts, and why it stopped, if it did."""
+
+    def __init__(self, destination: Destination) -> None:
+        self.repo = destination.repo
+        self._on_seal = destination.on_seal
         # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
         # prune) then touches a few small packs instead of decrypting every data pack.
         self._builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
-        self._pending: set[bytes] = set()  # ids written this run, not yet in an index object
+        self.pending: set[bytes] = set()  # ids handed to it this run, not yet in an index object
         self._records: list[PackRecord] = []  # sealed packs not yet named by an index
+        self.indexed: list[PackRecord] = []  # every pack this writer stored and indexed
         self._lock = threading.Lock()
-        self._adding = threading.Lock()  # add() is called from several reading threads
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
         # Every pack is encrypted into this one buffer (one seal thread): allocating 16 MiB
         # per pack zeroed it and took its page faults with the GIL held.
         self._seal_buffer = bytearray()
@@ -144,68 +152,12 @@ class BlobWriter:
         self.bytes_added = 0  # stored (compressed) bytes of new blobs
         self.raw_bytes_added = 0
         self.packs_written = 0
-
-    def add_tree(self, tree: Tree, where: str) -> bytes:
-        """Store one directory's tree; refuse one no restore would read back (the readers'
-        cap on tree blobs), so a backup never records a directory it cannot restore."""
-        data = tree.encode()
-        if len(data) > MAX_TREE_BLOB:
-            raise TreeTooLarge(where, len(data), MAX_TREE_BLOB)
-        return self.add(BlobType.TREE, data)
+        self.error: OpsError | OSError | None = None  # set once: nothing more is stored here
 
     def known(self, blob_id: bytes) -> bool:
-        return blob_id in self.repo.index or blob_id in self._pending
+        return blob_id in self.repo.index or blob_id in self.pending
 
-    def add(self, kind: BlobType, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
-        """Store ``data`` unless the repository has it already; return its id. Thread-safe;
-        :meth:`finish` and :meth:`abort` only once every adding thread is done."""
-        if blob_id is None:
-            blob_id = self.repo.writer.blob_id(data)
-        if self.known(blob_id):
-            return blob_id
-        # A view into a file read whole (an immutable bytes) is kept as it is until sealed;
-        # anything else is copied: the stream chunker reuses its buffer for the next chunk.
-        # The copy holds the GIL: a 0.7 GB first backup spent an eighth of it here.
-        raw = data if _immutable(data) else bytes(data)
-        # Several threads read files and add their blobs at once: hashing and the copy above
-        # run in parallel, the bookkeeping below one thread at a time (the check again, so a
-        # blob two threads found at once is stored once).
-        with self._adding:
-            if self.known(blob_id):
-                return blob_id
-            self._pending.add(blob_id)
-            if len(raw) >= OFFLOAD_MIN:
-                self._submit([(kind, blob_id, len(raw))], [raw])
-                return blob_id
-            self._batch.append((kind, blob_id, len(raw)))
-            self._batch_raw.append(raw)
-            self._batch_bytes += len(raw)
-            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
-                self._submit_batch()
-        return blob_id
-
-    def _submit_batch(self) -> None:
-        if self._batch:
-            self._submit(self._batch, self._batch_raw)
-            self._batch, self._batch_raw, self._batch_bytes = [], [], 0
-
-    def _submit(
-        self, blobs: list[tuple[BlobType, bytes, int]], raws: list[bytes | memoryview]
-    ) -> None:
-        """Queue one compression job; wait for the oldest ones while too many are queued,
-        which bounds the memory held by raw and compressed blobs."""
-        self._compressing.append((blobs, self._compress_pool.submit(_compress, raws)))
-        while len(self._compressing) > MAX_QUEUED:
-            self._take_compressed()
-
-    def _take_compressed(self) -> None:
-        blobs, future = self._compressing.popleft()
-        for (kind, blob_id, raw_length), (stored, compression) in zip(
-            blobs, future.result(), strict=True
-        ):
-            self._store(kind, blob_id, raw_length, stored, compression)
-
-    def _store(
+    def store(
         self,
         kind: BlobType,
         blob_id: bytes,
@@ -229,7 +181,7 @@ class BlobWriter:
             self._on_seal()
         self._builders[kind] = PackBuilder()
         self._wait(MAX_IN_FLIGHT - 1)
-        self._in_flight.append(self._pool.submit(self._seal_now, builder))
+        self._in_flight.append(self.pool.submit(self._seal_now, builder))
         if (
             len(self._records) >= FLUSH_EVERY_PACKS
             or time.monotonic() - self._last_flush > FLUSH_EVERY_SECONDS
@@ -239,7 +191,8 @@ class BlobWriter:
     def _seal_now(self, builder: PackBuilder) -> None:
         parts, entries = builder.build_parts()
         # The blobs are encrypted from these pieces, each freed once encrypted: the pack is
-        # held once as blobs and once as ciphertext, never also as one plaintext.
+        # held once as blobs and once as ciphertext, never also as one plaintext. The pieces
+        # list is this pack's own; the blobs in it may be in another repository's pack too.
         builder.blobs.clear()
         key, size = self.repo.write_pack(parts, self._seal_buffer)
         del parts
@@ -259,25 +212,178 @@ class BlobWriter:
         if not records:
             return
         self.repo.write_index(records)
+        self.indexed += records
         for record in records:
             self.repo.index.note_written(record)
             for entry in record.blobs:
-                self._pending.discard(entry.id)
+                self.pending.discard(entry.id)
         self._last_flush = time.monotonic()
 
     def finish(self) -> None:
-        """Seal the last pack and index everything; after this every blob is durable."""
+        for kind in self._builders:
+            self._seal(kind)
+        self._wait(0)
+        self._flush_index()
+
+    def stop(self) -> None:
+        """Give up: what is in memory is dropped; packs already stored are indexed if the
+        repository still takes writes, so the next run finds them instead of uploading
+        them again (a run failing anyway does not care if that fails too)."""
+        for future in self._in_flight:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        if self.error is None:
+            with contextlib.suppress(Exception):
+                self._flush_index()
+
+
+class BlobWriter:
+    """Stores blobs into one repository, or into several at once: one read of a source
+    then feeds every copy. Blob ids are computed and blobs compressed once; each repository
+    deduplicates against its own index, and fills, encrypts and stores its own packs.
+
+    A repository whose storage or lock fails stops being written (its :class:`Copy` keeps
+    the error) while the others go on; when none is left, the error is raised."""
+
+    def __init__(self, *destinations: Repository | Destination) -> None:
+        if not destinations:
+            raise ValueError("a writer needs at least one repository")
+        _limit_malloc_arenas()
+        self.copies = [
+            Copy(d if isinstance(d, Destination) else Destination(d)) for d in destinations
+        ]
+        self._ids = self.copies[0].repo.writer
+        if any(c.repo.writer.id_key != self._ids.id_key for c in self.copies):
+            raise ValueError("repositories written together must share the id-key")
+        self._compressing: deque[_Job] = deque()
+        self._batch: list[_Wanted] = []  # small blobs not yet submitted
+        self._batch_raw: list[bytes | memoryview] = []
+        self._batch_bytes = 0
+        self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
+        self._adding = threading.Lock()  # add() is called from several reading threads
+        self._last_error: OpsError | OSError | None = None
+
+    @property
+    def blobs_added(self) -> int:
+        """New blobs stored, summed over the repositories (so are the three below)."""
+        return sum(c.blobs_added for c in self.copies)
+
+    @property
+    def bytes_added(self) -> int:
+        return sum(c.bytes_added for c in self.copies)
+
+    @property
+    def raw_bytes_added(self) -> int:
+        return sum(c.raw_bytes_added for c in self.copies)
+
+    @property
+    def packs_written(self) -> int:
+        return sum(c.packs_written for c in self.copies)
+
+    def add_tree(self, tree: Tree, where: str) -> bytes:
+        """Store one directory's tree; refuse one no restore would read back (the readers'
+        cap on tree blobs), so a backup never records a directory it cannot restore."""
+        data = tree.encode()
+        if len(data) > MAX_TREE_BLOB:
+            raise TreeTooLarge(where, len(data), MAX_TREE_BLOB)
+        return self.add(BlobType.TREE, data)
+
+    def known(self, blob_id: bytes) -> bool:
+        """Whether every repository still written has the blob, or has been handed it."""
+        return all(c.known(blob_id) for c in self._live())
+
+    def indexed_length(self, blob_id: bytes) -> int | None:
+        """The blob's length if every repository still written has it in an index object
+        (stored for good, unlike a blob merely handed to it), else None."""
+        length = None
+        for copy in self._live():
+            location = copy.repo.index.get(blob_id)
+            if location is None:
+                return None
+            length = location.entry.raw_length
+        return length
+
+    def add(self, kind: BlobType, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
+        """Store ``data`` where it is not stored yet; return its id. Thread-safe;
+        :meth:`finish` and :meth:`abort` only once every adding thread is done."""
+        if blob_id is None:
+            blob_id = self._ids.blob_id(data)
+        if self.known(blob_id):
+            return blob_id
+        # A view into a file read whole (an immutable bytes) is kept as it is until sealed;
+        # anything else is copied: the stream chunker reuses its buffer for the next chunk.
+        # The copy holds the GIL: a 0.7 GB first backup spent an eighth of it here.
+        raw = data if _immutable(data) else bytes(data)
+        # Several threads read files and add their blobs at once: hashing and the copy above
+        # run in parallel, the bookkeeping below one thread at a time (the check again, so a
+        # blob two threads found at once is stored once).
+        with self._adding:
+            wanting = tuple(c for c in self._live() if not c.known(blob_id))
+            if not wanting:
+                return blob_id
+            for copy in wanting:
+                copy.pending.add(blob_id)
+            if len(raw) >= OFFLOAD_MIN:
+                self._submit([(kind, blob_id, len(raw), wanting)], [raw])
+                return blob_id
+            self._batch.append((kind, blob_id, len(raw), wanting))
+            self._batch_raw.append(raw)
+            self._batch_bytes += len(raw)
+            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
+                self._submit_batch()
+        return blob_id
+
+    def _live(self) -> list[Copy]:
+        """The repositories still written; raises the last error when none is left."""
+        live = [c for c in self.copies if c.error is None]
+        if not live and self._last_error is not None:
+            raise self._last_error
+        return live
+
+    def _guarded(self, copy: Copy, action: Callable[[], None]) -> None:
+        """Run one repository's step; if its storage or lock fails, stop writing there."""
+        try:
+            action()
+        except (OpsError, OSError) as exc:
+            copy.error = self._last_error = exc
+            self._live()
+
+    def _submit_batch(self) -> None:
+        if self._batch:
+            self._submit(self._batch, self._batch_raw)
+            self._batch, self._batch_raw, self._batch_bytes = [], [], 0
+
+    def _submit(self, blobs: list[_Wanted], raws: list[bytes | memoryview]) -> None:
+        """Queue one compression job; wait for the oldest ones while too many are queued,
+        which bounds the memory held by raw and compressed blobs."""
+        self._compressing.append((blobs, self._compress_pool.submit(_compress, raws)))
+        while len(self._compressing) > MAX_QUEUED:
+            self._take_compressed()
+
+    def _take_compressed(self) -> None:
+        blobs, future = self._compressing.popleft()
+        for (kind, blob_id, raw_length, wanting), (stored, compression) in zip(
+            blobs, future.result(), strict=True
+        ):
+            for copy in wanting:
+                if copy.error is None:
+                    self._guarded(
+                        copy, partial(copy.store, kind, blob_id, raw_length, stored, compression)
+                    )
+
+    def finish(self) -> None:
+        """Seal the last packs and index everything; after this every blob is durable in
+        every repository whose :class:`Copy` has no error."""
         try:
             self._submit_batch()
             while self._compressing:
                 self._take_compressed()
-            for kind in self._builders:
-                self._seal(kind)
-            self._wait(0)
-            self._flush_index()
+            for copy in self._live():
+                self._guarded(copy, copy.finish)
         finally:
             self._compress_pool.shutdown(wait=True)
-            self._pool.shutdown(wait=True)
+            for copy in self.copies:
+                copy.pool.shutdown(wait=True)
 
     def abort(self) -> None:
         """Stop without indexing what is in memory; sealed packs stay for the next run."""
@@ -286,10 +392,5 @@ class BlobWriter:
         self._compressing.clear()
         self._batch, self._batch_raw, self._batch_bytes = [], [], 0
         self._compress_pool.shutdown(wait=True)
-        for future in self._in_flight:
-            future.cancel()
-        self._pool.shutdown(wait=True)
-        try:
-            self._flush_index()  # packs already on storage: index them so nothing is redone
-        except Exception:  # the run is failing anyway; its packs become harmless leftovers
-            return
+        for copy in self.copies:
+            copy.stop()

@@ -142,7 +142,7 @@ def read_trees(
             continue
         if known is not None and tree_id in known:
             trees[tree_id] = known[tree_id]
-            stack += [s for s in _subtrees(known[tree_id]) if s not in trees]
+            stack += [s for s in known[tree_id].subtrees() if s not in trees]
             continue
         try:
             tree = Tree.decode(repo.read_blob(tree_id))
@@ -153,13 +153,9 @@ def read_trees(
         trees[tree_id] = tree
         if known is not None:
             known[tree_id] = tree
-        stack += [s for s in _subtrees(tree) if s not in trees]
+        stack += [s for s in tree.subtrees() if s not in trees]
     _check_bounds(trees, root, label)
     return Trees(root, trees)
-
-
-def _subtrees(tree: Tree) -> list[bytes]:
-    return [n.subtree for n in tree.nodes if n.type is NodeType.DIR and n.subtree is not None]
 
 
 def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
@@ -174,7 +170,7 @@ def _check_bounds(trees: dict[bytes, Tree], root: bytes, label: str) -> None:
         tree_id, children_done = stack.pop()
         if tree_id in size:
             continue
-        subtrees = _subtrees(trees[tree_id])
+        subtrees = trees[tree_id].subtrees()
         if not children_done:
             if tree_id in visiting:  # cannot happen with content-named trees; never loop
                 raise UnrestorableTree(label, f"tree {tree_id.hex()[:16]} contains itself")

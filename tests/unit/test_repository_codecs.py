@@ -218,7 +218,11 @@ _BODY: dict[str, object] = {
 def test_snapshot_bodies_round_trip() -> None:
     snapshot = Snapshot.decode(json.dumps(_BODY).encode())
     assert snapshot.time == datetime(2026, 11, 28, 21, 56, 1, 123456, tzinfo=UTC)
+    assert snapshot.run is None  # written before runs had ids
     assert Snapshot.decode(snapshot.encode()) == snapshot
+    with_run = Snapshot.decode(json.dumps({**_BODY, "run": "0f" * 16}).encode())
+    assert with_run.run == "0f" * 16
+    assert Snapshot.decode(with_run.encode()) == with_run
 
 
 @pytest.mark.parametrize(
@@ -237,6 +241,9 @@ def test_snapshot_bodies_round_trip() -> None:
         ({"source": None}, "source is None, not text"),
         ({"host": 7}, "host is 7, not text"),
         ({"version": 2}, "version 2, this tool reads 1"),
+        ({"run": "0F" * 16}, "run '0F0F.*' is not a run id"),
+        ({"run": "ab" * 17}, "is not a run id"),
+        ({"run": 7}, "run 7 is not a run id"),
     ],
 )
 def test_malformed_snapshot_fields_are_named(change: dict[str, object], reason: str) -> None:
