@@ -1,7 +1,8 @@
 """Copies of a backup in several repositories. One read of each source for every repository:
 a database dumped once feeds the local and the offsite (S3) copy; a repository that fails
 during the run leaves the other whole, and is filled in by the next run although the files
-cache says nothing changed.
+cache says nothing changed. ``ops backup copy``: snapshots copied between repositories,
+only what is missing, verified by a restore from the target; forged ones left out.
 
 All through the real ``ops`` CLI, a real PostgreSQL (its own statement log counts the dumps)
 and the moto S3 server.
@@ -14,10 +15,12 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from psycopg import sql
 
 from tests.fixtures.backup_env import BackupEnv, s3_env
@@ -25,6 +28,7 @@ from tests.fixtures.databases import pg_connect, pg_source
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.procs import run
 from tests.fixtures.s3 import S3Server
+from tests.hostile.genuine import an_hour_ago, assert_no_internal_error, forger
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +194,147 @@ def test_a_repository_failing_mid_run_leaves_the_other_whole_and_the_next_run_fi
     checked = env.ops("--json", "backup", "check", "--read-data")
     assert checked.code == 0, checked.stdout + checked.stderr
 
+
+# -- ops backup copy ----------------------------------------------------------------------------
+
+
+def copy(env: BackupEnv, *args: str) -> tuple[int, dict[str, Any]]:
+    result = env.ops("--json", "backup", "copy", *args)
+    assert_no_internal_error(result.stdout + result.stderr)
+    return result.code, json.loads(result.stdout)
+
+
+def test_copy_seeds_a_new_offsite_that_restores_and_copies_only_what_is_missing(
+    local_backup_env: BackupEnv, s3_server: S3Server, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    www, etc = tmp_path / "www", tmp_path / "etc"
+    (www / "media").mkdir(parents=True)
+    etc.mkdir()
+    (www / "media" / "video.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    (www / "index.html").write_text("<h1>Xã Đạo Trù</h1>\n", encoding="utf-8")
+    (etc / "nginx.conf").write_text("server_tokens off;\n")
+    env.add_source("webroot", www)
+    env.add_source("nginx", etc, category="config")
+    env.ops("backup", "run", check=True)
+    (www / "news.html").write_text("<p>tin mới</p>\n", encoding="utf-8")
+    env.ops("backup", "run", "--source", "webroot", check=True)
+    add_offsite(env, s3_server)  # the new bucket, empty
+
+    code, planned = copy(env, "--from", "main", "--to", "offsite", "--dry-run")
+    assert code == 0, planned
+    assert [s["status"] for s in planned["snapshots"]] == ["would copy"] * 3
+    assert listed(env).get("offsite", []) == []  # a dry run writes nothing
+    first_webroot = next(s for s in planned["snapshots"] if s["source"] == "webroot")
+    assert first_webroot["bytes"] >= 6 * 1024 * 1024
+
+    code, done = copy(env, "--from", "main", "--to", "offsite")
+    assert code == 0, done
+    assert [s["status"] for s in done["snapshots"]] == ["copied"] * 3
+    webroot = [s for s in done["snapshots"] if s["source"] == "webroot"]
+    assert webroot[1]["bytes"] < 64 * 1024  # the second shares the video with the first
+    snapshots = listed(env)
+    assert sorted((s["source"], s["time"], s["tree"], s["run"]) for s in snapshots["main"]) == (
+        sorted((s["source"], s["time"], s["tree"], s["run"]) for s in snapshots["offsite"])
+    )
+    target = tmp_path / "restored"
+    env.ops("backup", "restore", "latest", "--repository", "offsite", "--source", "webroot",
+            "--target", str(target), check=True)  # fmt: skip
+    assert digest(target / www.relative_to("/")) == digest(www)
+    checked = env.ops("--json", "backup", "check", "--read-data", "--repository", "offsite")
+    assert checked.code == 0, checked.stdout + checked.stderr
+
+    # Again: everything is there. Then back from S3 into a new local repository, one source.
+    code, again = copy(env, "--from", "main", "--to", "offsite")
+    assert code == 0, again
+    assert [(s["status"], s["blobs"]) for s in again["snapshots"]] == [("present", 0)] * 3
+    add_second_local(env)
+    code, back = copy(env, "--from", "offsite", "--to", "second", "--source", "nginx")
+    assert code == 0, back
+    assert [(s["source"], s["status"]) for s in back["snapshots"]] == [("nginx", "copied")]
+    target = tmp_path / "from-second"
+    env.ops("backup", "restore", "latest", "--repository", "second", "--source", "nginx",
+            "--target", str(target), check=True)  # fmt: skip
+    assert digest(target / etc.relative_to("/")) == digest(etc)
+
+
+def test_copy_refuses_what_it_cannot_do_and_names_why(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    add_second_local(env)
+
+    same = env.ops("backup", "copy", "--from", "main", "--to", "main")
+    assert same.code == 2
+    assert "--from and --to both name 'main'" in same.stderr
+    unknown = env.ops("backup", "copy", "--from", "main", "--to", "nowhere")
+    assert unknown.code == 2
+    assert "unknown repository 'nowhere'" in unknown.stderr
+    env.write_config(identity=False)
+    blind = env.ops("backup", "copy", "--from", "main", "--to", "second")
+    assert blind.code == 3
+    assert "backup.identity" in blind.stderr
+    env.write_config(identity=True)
+
+    # The writer key of this host does not open a repository made with another one.
+    other = BackupEnv(tmp_path / "other", str(tmp_path / "other-repo"))
+    (tmp_path / "other").mkdir()
+    other.init()
+    env.more_repositories.append({"name": "foreign", "url": other.repo_url})
+    env.write_config()
+    foreign = env.ops("backup", "copy", "--from", "main", "--to", "foreign")
+    assert foreign.code == 3, foreign.stdout + foreign.stderr
+    assert "the writer key does not belong to this repository" in foreign.stderr
+
+    # An admin host holding only the identity opens both, but a repository made with another
+    # writer key to the same recipient (a new id-key) names blobs otherwise: refused up front.
+    doc = json.loads(env.writer_key.read_text())
+    doc["id_key"] = secrets.token_hex(32)
+    rekeyed = tmp_path / "rekeyed.key"
+    rekeyed.write_text(json.dumps(doc))
+    rekeyed.chmod(0o600)
+    env.more_repositories[-1] = {"name": "foreign", "url": str(tmp_path / "rekeyed-repo")}
+    env.write_config()
+    config = yaml.safe_load(env.config.read_text())
+    config["backup"]["writer_key"] = str(rekeyed)
+    env.config.write_text(yaml.safe_dump(config))
+    env.ops("backup", "init", "--repository", "foreign", check=True)
+    del config["backup"]["writer_key"]
+    env.config.write_text(yaml.safe_dump(config))
+    foreign = env.ops("backup", "copy", "--from", "main", "--to", "foreign")
+    assert foreign.code == 2, foreign.stdout + foreign.stderr
+    assert "name blobs differently" in foreign.stderr
+    assert not list((tmp_path / "rekeyed-repo" / "packs").rglob("*"))
+
+
+def test_copy_leaves_out_what_a_hostile_writer_forged_and_copies_the_rest(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """With the writer key alone an attacker adds a snapshot whose tree names '..', and one
+    dated a day ahead: neither reaches the other repository; the genuine snapshot does."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    add_second_local(env)
+    f = forger(env)
+    f.commit("forged", an_hour_ago(), [f.file_node("..", b"up and out"), f.file_node("ok", b"1")])
+    f.commit("ahead", datetime.now(UTC) + timedelta(days=1), [f.file_node("x", b"2")])
+
+    code, done = copy(env, "--from", "main", "--to", "second")
+
+    assert code == 1, done
+    by_source = {s["source"]: s for s in done["snapshots"]}
+    assert by_source["webroot"]["status"] == "copied"
+    assert by_source["forged"]["status"] == "failed"
+    assert "1 entries a restore refuses" in by_source["forged"]["error"]
+    assert by_source["ahead"]["status"] == "skipped"
+    assert "future-dated" in by_source["ahead"]["error"]
+    assert {s["source"] for s in listed(env)["second"]} == {"webroot"}

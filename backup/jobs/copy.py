@@ -1,0 +1,240 @@
+"""``ops backup copy``: snapshots from one repository into another, every byte verified.
+
+For the admin (it needs the identity): moving to a new offsite, seeding a new bucket from the
+local repository, filling in the nights one copy missed. Blobs are copied by id, not cut and
+named again, so both repositories must name blobs alike: made with the same writer key (same
+id-key, chunker seed and sizes), as every repository of one host is. Anything else is refused
+before a byte moves.
+
+Both repositories are locked shared for the whole copy (a prune of either waits) and their
+indexes read after. Then, for each snapshot of the source repository (of the sources named),
+oldest first:
+
+- one already in the target (same source and time: names carry both, to the microsecond) is
+  "present" when its tree is the same, and a failure when it is not;
+- a future-dated one is skipped, named: 'latest' never takes it, and copying would spread it;
+- the others: the snapshot's trees are read (bounded as a restore reads them) and a snapshot
+  holding entries a restore would refuse is not copied; the blobs the target lacks are read
+  pack by pack, each pack decrypted once, each blob checked against its id (another location
+  is tried when one fails, as a restore does) and stored through a ``BlobWriter``; the packs
+  this wrote are then read back from the target and every blob in them checked; only then is
+  the snapshot written, the same body (time, tree, run, stats) encrypted to the target's
+  recipients. A snapshot that fails leaves at most unused packs, which ``forget --prune``
+  removes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from portalops.backup.repo.locks import Lock
+from portalops.backup.repo.pack import BlobEntry, BlobType
+from portalops.backup.repo.repository import DamagedObject, Repository
+from portalops.backup.repo.snapshot import SnapshotRef
+from portalops.backup.repo.tree import NodeType, Refused
+from portalops.backup.repo.writer import BlobWriter, Destination
+from portalops.backup.restore.files import Trees, join, read_trees
+from portalops.core.errors import BadInput, ExitCode, OpsError
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT = 600.0  # as a backup waits for a prune in progress
+Progress = Callable[[int, int], None]
+
+
+class NotCopied(OpsError):
+    """{}: {}"""
+
+    exit_code = ExitCode.PROBLEM_FOUND
+
+
+@dataclass
+class Copied:
+    """What became of one snapshot of the source repository."""
+
+    source: str
+    time: datetime
+    snapshot: str  # its id in the source repository
+    status: str  # copied, present, would copy, skipped, failed
+    target: str | None = None  # its id in the target repository
+    blobs: int = 0  # blobs the target lacked (copied, or to copy with --dry-run)
+    bytes: int = 0  # their size, uncompressed
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "time": self.time,
+            "snapshot": self.snapshot,
+            "status": self.status,
+            "target": self.target,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "error": self.error,
+        }
+
+
+def copy_snapshots(
+    src: Repository,
+    dst: Repository,
+    sources: list[str] | None,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[str], Progress | None] | None = None,
+) -> list[Copied]:
+    """Copy the snapshots of ``sources`` (all if None) from ``src`` into ``dst``; one result
+    per snapshot, failures included. ``src`` must have been opened with the identity."""
+    if src.config.id == dst.config.id:
+        raise BadInput(f"{src.name} and {dst.name} are the same repository: nothing to copy")
+    if src.writer.id_key != dst.writer.id_key or src.config.chunker != dst.config.chunker:
+        raise BadInput(
+            f"{src.name} and {dst.name} name blobs differently (not made with the same writer "
+            "key): a copy keeps blob ids, so both must be initialised with one writer key "
+            "('ops backup init' on a host holding it)"
+        )
+    with (
+        Lock.acquire(src.storage, exclusive=False, command="backup copy", wait=LOCK_WAIT),
+        Lock.acquire(dst.storage, exclusive=False, command="backup copy", wait=LOCK_WAIT) as lock,
+    ):
+        src.load_index()  # only now: no prune runs in either from here on
+        dst.load_index()
+        present = {(r.source, r.time): r for r in dst.snapshots()}
+        wanted = [r for r in src.snapshots() if sources is None or r.source in sources]
+        results = []
+        for ref in wanted:
+            result = Copied(ref.source, ref.time, ref.id, "failed")
+            try:
+                _one(src, dst, ref, present.get((ref.source, ref.time)), result, lock, dry_run,
+                     progress)  # fmt: skip
+            except OpsError as exc:
+                result.status, result.error = "failed", str(exc)
+                log.error("copy of snapshot %s (%s) failed: %s", ref.short_id, ref.source, exc)
+            finally:
+                src.forget_packs()
+            results.append(result)
+    return results
+
+
+def _one(
+    src: Repository,
+    dst: Repository,
+    ref: SnapshotRef,
+    there: SnapshotRef | None,
+    result: Copied,
+    lock: Lock,
+    dry_run: bool,
+    progress: Callable[[str], Progress | None] | None,
+) -> None:
+    if ref.future_dated:
+        result.status = "skipped"
+        result.error = "future-dated: 'ops backup check' names it; copy it by hand if it is real"
+        return
+    snapshot = src.read_snapshot(ref)
+    if there is not None:
+        theirs = dst.read_snapshot(there)  # the identity reads both: they share recipients
+        if theirs.tree != snapshot.tree:
+            raise NotCopied(
+                there.key, f"{dst.name} holds another snapshot of {ref.source} at this time"
+            )
+        result.status, result.target = "present", there.id
+        return
+    label = f"snapshot {ref.short_id} ({ref.source})"
+    trees = read_trees(src, snapshot.tree, label)
+    refused = [
+        join(parent, item.name) for parent, item in trees.entries() if isinstance(item, Refused)
+    ]
+    if refused:
+        shown = refused[0].decode("utf-8", "backslashreplace")
+        raise NotCopied(
+            label,
+            f"{len(refused)} entries a restore refuses (first: {shown}); not copied: "
+            "'ops backup check' names them",
+        )
+    needed = _missing(dst, trees)
+    entries = _locate(src, needed)
+    result.blobs = len(needed)
+    result.bytes = sum(e.raw_length for _, _, e in entries)
+    if dry_run:
+        result.status = "would copy"
+        return
+    report = progress(f"{ref.source} {ref.short_id} → {dst.name}") if progress else None
+    writer = BlobWriter(Destination(dst, on_seal=lock.check))
+    try:
+        _transfer(src, writer, needed, entries, result.bytes, report)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    [copy] = writer.copies
+    for record in copy.indexed:  # read back what was written before the snapshot names it
+        problems = dst.verify_pack(record.key, record)
+        if problems:
+            raise DamagedObject(dst.name, record.key, f"read back after writing: {problems[0]}")
+    lock.check()
+    written = dst.write_snapshot(snapshot)  # the same body, encrypted to the target's keys
+    result.status, result.target = "copied", written.id
+    log.info(
+        "copied snapshot %s (%s) into %s as %s: %d blobs, %d bytes",
+        ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
+    )  # fmt: skip
+
+
+def _missing(dst: Repository, trees: Trees) -> dict[bytes, BlobType]:
+    """The blobs of the snapshot (its trees, its files' content) the target has not indexed."""
+    needed: dict[bytes, BlobType] = {}
+    for tree_id, tree in trees.trees.items():
+        if tree_id not in dst.index:
+            needed[tree_id] = BlobType.TREE
+        for node in tree.nodes:
+            if node.type is NodeType.FILE:
+                for blob in node.content:
+                    if blob not in dst.index:
+                        needed[blob] = BlobType.DATA
+    return needed
+
+
+def _locate(src: Repository, needed: dict[bytes, BlobType]) -> list[tuple[str, bytes, BlobEntry]]:
+    """Where each needed blob is first said to be, sorted by pack: each pack is read once."""
+    found = []
+    for blob in needed:
+        location = next(iter(src.index.locations(blob)), None)
+        if location is None:
+            raise DamagedObject(src.name, f"blob {blob.hex()[:16]}", "not in the index")
+        found.append((location.pack, blob, location.entry))
+    found.sort(key=lambda f: (f[0], f[2].offset))
+    return found
+
+
+def _transfer(
+    src: Repository,
+    writer: BlobWriter,
+    needed: dict[bytes, BlobType],
+    entries: list[tuple[str, bytes, BlobEntry]],
+    total: int,
+    report: Progress | None,
+) -> None:
+    done = 0
+    pack, plaintext = "", b""
+    for key, blob, entry in entries:
+        if key != pack:
+            pack = key
+            try:
+                plaintext = src.decrypt_pack(key, src.fetch_pack(key))
+            except OpsError:
+                plaintext = b""  # each blob then comes from wherever else it is
+        try:
+            data = src.unpack_blob(key, plaintext, blob, entry)
+        except DamagedObject:
+            data = src.read_blob(blob)  # every other location, checked alike; or names them
+        writer.add(needed[blob], data, blob)
+        done += entry.raw_length
+        if report is not None:
+            report(done, total)
