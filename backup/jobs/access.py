@@ -46,7 +46,7 @@ def select(backup: Backup, names: list[str] | None, config_file: Path | None) ->
             f"unknown repository {', '.join(map(repr, unknown))}; {where} defines "
             f"{', '.join(known)}"
         )
-    return [known[n] for n in names]
+    return [known[n] for n in dict.fromkeys(names)]  # each once, as first named
 
 
 def open_repository(settings: RepoSettings, keys: Keys) -> Repository:

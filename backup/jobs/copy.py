@@ -35,9 +35,10 @@ from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.pack import BlobEntry, BlobType
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import SnapshotRef
+from portalops.backup.repo.storage import ObjectMissing, ObjectTooLarge, StorageError
 from portalops.backup.repo.tree import NodeType, Refused
 from portalops.backup.repo.writer import BlobWriter, Destination
-from portalops.backup.restore.files import Trees, join, read_trees
+from portalops.backup.restore.files import Trees, UnrestorableTree, join, read_trees
 from portalops.core.errors import BadInput, ExitCode, OpsError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Copied:
     blobs: int = 0  # blobs the target lacked (copied, or to copy with --dry-run)
     bytes: int = 0  # their size, uncompressed
     error: str | None = None
+    exit_code: ExitCode = ExitCode.OK  # of a failure: 1 damage or a conflict, 3 unreachable
 
     @property
     def ok(self) -> bool:
@@ -91,7 +93,9 @@ def copy_snapshots(
     progress: Callable[[str], Progress | None] | None = None,
 ) -> list[Copied]:
     """Copy the snapshots of ``sources`` (all if None) from ``src`` into ``dst``; one result
-    per snapshot, failures included. ``src`` must have been opened with the identity."""
+    per snapshot, failures included. Both must have been opened with the identity. When a
+    repository stops answering, the snapshot at hand fails with exit code 3 and the copy
+    stops there."""
     if src.config.id == dst.config.id:
         raise BadInput(f"{src.name} and {dst.name} are the same repository: nothing to copy")
     if src.writer.id_key != dst.writer.id_key or src.config.chunker != dst.config.chunker:
@@ -106,99 +110,195 @@ def copy_snapshots(
     ):
         src.load_index()  # only now: no prune runs in either from here on
         dst.load_index()
-        present = {(r.source, r.time): r for r in dst.snapshots()}
-        wanted = [r for r in src.snapshots() if sources is None or r.source in sources]
+        refs = src.snapshots()
+        if sources is not None:
+            unknown = sorted(set(sources) - {r.source for r in refs})
+            if unknown:
+                held = sorted({r.source for r in refs})
+                raise BadInput(
+                    f"repository {src.name} has no snapshot of {', '.join(map(repr, unknown))}; "
+                    f"it has {', '.join(held) or 'none'}"
+                )
+            refs = [r for r in refs if r.source in sources]
+        return _Copier(src, dst, lock, dry_run, progress).run(refs)
+
+
+class _Copier:
+    """One copy run: what the target holds, what it has been given, which packs failed."""
+
+    def __init__(
+        self,
+        src: Repository,
+        dst: Repository,
+        lock: Lock,
+        dry_run: bool,
+        progress: Callable[[str], Progress | None] | None,
+    ) -> None:
+        self.src, self.dst, self.lock = src, dst, lock
+        self.dry_run, self.progress = dry_run, progress
+        self.present = {(r.source, r.time): r for r in dst.snapshots()}
+        # The target's packs as its storage lists them: a blob its index names is taken as
+        # held only in a pack that exists with the size the index gives (a writer can forge
+        # the index). Packs this copy writes are read back before they are indexed.
+        self.packs = {info.key: info.size for info in dst.storage.list("packs/")}
+        self.planned: set[bytes] = set()  # --dry-run: blobs an earlier snapshot would move
+        self.bad: set[str] = set()  # source packs that failed once: not fetched again
+
+    def run(self, refs: list[SnapshotRef]) -> list[Copied]:
         results = []
-        for ref in wanted:
+        for ref in refs:
             result = Copied(ref.source, ref.time, ref.id, "failed")
+            results.append(result)
             try:
-                _one(src, dst, ref, present.get((ref.source, ref.time)), result, lock, dry_run,
-                     progress)  # fmt: skip
+                self._one(ref, result)
             except OpsError as exc:
                 result.status, result.error = "failed", str(exc)
+                damage = isinstance(exc, DamagedObject | NotCopied | UnrestorableTree)
+                result.exit_code = ExitCode.PROBLEM_FOUND if damage else exc.exit_code
                 log.error("copy of snapshot %s (%s) failed: %s", ref.short_id, ref.source, exc)
+                if _unreachable(exc):
+                    break  # the next snapshots would fail alike
             finally:
-                src.forget_packs()
-            results.append(result)
-    return results
+                self.src.forget_packs()
+        return results
 
-
-def _one(
-    src: Repository,
-    dst: Repository,
-    ref: SnapshotRef,
-    there: SnapshotRef | None,
-    result: Copied,
-    lock: Lock,
-    dry_run: bool,
-    progress: Callable[[str], Progress | None] | None,
-) -> None:
-    if ref.future_dated:
-        result.status = "skipped"
-        result.error = "future-dated: 'ops backup check' names it; copy it by hand if it is real"
-        return
-    snapshot = src.read_snapshot(ref)
-    if there is not None:
-        theirs = dst.read_snapshot(there)  # the identity reads both: they share recipients
-        if theirs.tree != snapshot.tree:
+    def _one(self, ref: SnapshotRef, result: Copied) -> None:
+        src, dst = self.src, self.dst
+        if ref.future_dated:
+            result.status = "skipped"
+            result.error = "future-dated: 'ops backup check' names it; copy it by hand if real"
+            return
+        snapshot = src.read_snapshot(ref)
+        there = self.present.get((ref.source, ref.time))
+        if there is not None:
+            theirs = dst.read_snapshot(there)  # the identity reads both: they share recipients
+            if theirs.tree != snapshot.tree:
+                raise NotCopied(
+                    there.key, f"{dst.name} holds another snapshot of {ref.source} at this time"
+                )
+            result.status, result.target = "present", there.id
+            return
+        label = f"snapshot {ref.short_id} ({ref.source})"
+        trees = read_trees(src, snapshot.tree, label)
+        if any(tree.refused for tree in trees.trees.values()):  # walked only to name them
+            refused = [
+                join(p, item.name) for p, item in trees.entries() if isinstance(item, Refused)
+            ]
+            shown = refused[0].decode("utf-8", "backslashreplace")
             raise NotCopied(
-                there.key, f"{dst.name} holds another snapshot of {ref.source} at this time"
+                label,
+                f"{len(refused)} entries a restore refuses (first: {shown}); not copied: "
+                "'ops backup check' names them",
             )
-        result.status, result.target = "present", there.id
-        return
-    label = f"snapshot {ref.short_id} ({ref.source})"
-    trees = read_trees(src, snapshot.tree, label)
-    refused = [
-        join(parent, item.name) for parent, item in trees.entries() if isinstance(item, Refused)
-    ]
-    if refused:
-        shown = refused[0].decode("utf-8", "backslashreplace")
-        raise NotCopied(
-            label,
-            f"{len(refused)} entries a restore refuses (first: {shown}); not copied: "
-            "'ops backup check' names them",
+        needed = self._missing(trees)
+        entries = _locate(src, needed)
+        result.blobs = len(needed)
+        result.bytes = sum(e.raw_length for _, _, e in entries)
+        if self.dry_run:
+            self.planned.update(needed)
+            result.status = "would copy"
+            return
+        report = (
+            self.progress(f"{ref.source} {ref.short_id} → {dst.name}") if self.progress else None
         )
-    needed = _missing(dst, trees)
-    entries = _locate(src, needed)
-    result.blobs = len(needed)
-    result.bytes = sum(e.raw_length for _, _, e in entries)
-    if dry_run:
-        result.status = "would copy"
-        return
-    report = progress(f"{ref.source} {ref.short_id} → {dst.name}") if progress else None
-    writer = BlobWriter(Destination(dst, on_seal=lock.check))
-    try:
-        _transfer(src, writer, needed, entries, result.bytes, report)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    [copy] = writer.copies
-    for record in copy.indexed:  # read back what was written before the snapshot names it
-        problems = dst.verify_pack(record.key, record)
-        if problems:
-            raise DamagedObject(dst.name, record.key, f"read back after writing: {problems[0]}")
-    lock.check()
-    written = dst.write_snapshot(snapshot)  # the same body, encrypted to the target's keys
-    result.status, result.target = "copied", written.id
-    log.info(
-        "copied snapshot %s (%s) into %s as %s: %d blobs, %d bytes",
-        ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
-    )  # fmt: skip
+        writer = BlobWriter(Destination(dst, on_seal=self.lock.check, verify=True))
+        try:
+            self._transfer(writer, needed, entries, result.bytes, report)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        self.lock.check()
+        written = dst.write_snapshot(snapshot)  # the same body, encrypted to the target's keys
+        self.present[(ref.source, ref.time)] = written
+        result.status, result.target = "copied", written.id
+        log.info(
+            "copied snapshot %s (%s) into %s as %s: %d blobs, %d bytes",
+            ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
+        )  # fmt: skip
+
+    def _missing(self, trees: Trees) -> dict[bytes, BlobType]:
+        """The blobs of the snapshot (its trees, its files' content) the target lacks."""
+        needed: dict[bytes, BlobType] = {}
+        for tree_id, tree in trees.trees.items():
+            if not self._held(tree_id):
+                needed[tree_id] = BlobType.TREE
+            for node in tree.nodes:
+                if node.type is NodeType.FILE:
+                    for blob in node.content:
+                        if blob not in needed and not self._held(blob):
+                            needed[blob] = BlobType.DATA
+        return needed
+
+    def _held(self, blob: bytes) -> bool:
+        index = self.dst.index
+        if blob in self.planned or blob in index.written:
+            return True
+        for location in index.locations(blob):
+            record = index.packs.get(location.pack)
+            if record is not None and self.packs.get(location.pack) == record.size:
+                return True
+        if blob in index:  # named only in packs that are not there: store it again
+            log.warning("repository %s: blob %s is indexed in no pack that exists; copying it",
+                        self.dst.name, blob.hex()[:16])  # fmt: skip
+            index.forget(blob)
+        return False
+
+    def _transfer(
+        self,
+        writer: BlobWriter,
+        needed: dict[bytes, BlobType],
+        entries: list[tuple[str, bytes, BlobEntry]],
+        total: int,
+        report: Progress | None,
+    ) -> None:
+        done = 0
+        pack, plaintext = "", b""
+        for key, blob, entry in entries:
+            if key != pack:
+                pack, plaintext = key, b""
+                if key not in self.bad:
+                    try:
+                        plaintext = self.src.decrypt_pack(key, self.src.fetch_pack(key))
+                    except OpsError as exc:
+                        if _unreachable(exc):
+                            raise
+                        self.bad.add(key)
+            try:
+                data = self.src.unpack_blob(key, plaintext, blob, entry)
+            except DamagedObject:
+                data = self._elsewhere(blob)
+            writer.add(needed[blob], data, blob)
+            done += entry.raw_length
+            if report is not None:
+                report(done, total)
+
+    def _elsewhere(self, blob: bytes) -> bytes:
+        """The blob from another location the source's index gives, each pack fetched at
+        most once more; DamagedObject naming every location tried."""
+        reasons = []
+        for location in self.src.index.locations(blob):
+            if location.pack in self.bad:
+                reasons.append(f"{location.pack}: unreadable")
+                continue
+            try:
+                plaintext = self.src.read_pack(location.pack)
+            except OpsError as exc:
+                if _unreachable(exc):
+                    raise
+                self.bad.add(location.pack)
+                reasons.append(str(exc))
+                continue
+            try:
+                return self.src.unpack_blob(location.pack, plaintext, blob, location.entry)
+            except DamagedObject as exc:
+                reasons.append(f"{exc.args[1]}: {exc.args[2]}")
+        raise DamagedObject(self.src.name, f"blob {blob.hex()[:16]}", "; ".join(reasons))
 
 
-def _missing(dst: Repository, trees: Trees) -> dict[bytes, BlobType]:
-    """The blobs of the snapshot (its trees, its files' content) the target has not indexed."""
-    needed: dict[bytes, BlobType] = {}
-    for tree_id, tree in trees.trees.items():
-        if tree_id not in dst.index:
-            needed[tree_id] = BlobType.TREE
-        for node in tree.nodes:
-            if node.type is NodeType.FILE:
-                for blob in node.content:
-                    if blob not in dst.index:
-                        needed[blob] = BlobType.DATA
-    return needed
+def _unreachable(exc: OpsError) -> bool:
+    """A storage that does not answer (not a missing or damaged object): exit code 3."""
+    return isinstance(exc, StorageError) and not isinstance(exc, ObjectMissing | ObjectTooLarge)
 
 
 def _locate(src: Repository, needed: dict[bytes, BlobType]) -> list[tuple[str, bytes, BlobEntry]]:
@@ -211,30 +311,3 @@ def _locate(src: Repository, needed: dict[bytes, BlobType]) -> list[tuple[str, b
         found.append((location.pack, blob, location.entry))
     found.sort(key=lambda f: (f[0], f[2].offset))
     return found
-
-
-def _transfer(
-    src: Repository,
-    writer: BlobWriter,
-    needed: dict[bytes, BlobType],
-    entries: list[tuple[str, bytes, BlobEntry]],
-    total: int,
-    report: Progress | None,
-) -> None:
-    done = 0
-    pack, plaintext = "", b""
-    for key, blob, entry in entries:
-        if key != pack:
-            pack = key
-            try:
-                plaintext = src.decrypt_pack(key, src.fetch_pack(key))
-            except OpsError:
-                plaintext = b""  # each blob then comes from wherever else it is
-        try:
-            data = src.unpack_blob(key, plaintext, blob, entry)
-        except DamagedObject:
-            data = src.read_blob(blob)  # every other location, checked alike; or names them
-        writer.add(needed[blob], data, blob)
-        done += entry.raw_length
-        if report is not None:
-            report(done, total)

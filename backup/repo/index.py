@@ -82,6 +82,13 @@ class Index:
         reads them back loads the index again."""
         self.written.update(entry.id for entry in record.blobs)
 
+    def forget(self, blob_id: bytes) -> None:
+        """Drop every location of a blob the caller found unbacked (its packs are gone), so
+        that a writer stores it again."""
+        self.blobs.pop(blob_id, None)
+        self.others.pop(blob_id, None)
+        self.written.discard(blob_id)
+
     def locations(self, blob_id: bytes) -> list[Location]:
         """Every place the index says holds ``blob_id``, the first-read one first."""
         first = self.blobs.get(blob_id)

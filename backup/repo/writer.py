@@ -32,7 +32,7 @@ from portalops.backup.repo.pack import (
     PendingBlob,
     compress,
 )
-from portalops.backup.repo.repository import Repository
+from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.tree import Tree
 from portalops.core.errors import ExitCode, OpsError
 
@@ -126,6 +126,7 @@ class Destination:
 
     repo: Repository
     on_seal: Callable[[], None] | None = None
+    verify: bool = False  # read each pack back (needs the identity) before it is indexed
 
 
 class Copy:
@@ -135,12 +136,12 @@ class Copy:
     def __init__(self, destination: Destination) -> None:
         self.repo = destination.repo
         self._on_seal = destination.on_seal
+        self._verify = destination.verify
         # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
         # prune) then touches a few small packs instead of decrypting every data pack.
         self._builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
         self.pending: set[bytes] = set()  # ids handed to it this run, not yet in an index object
         self._records: list[PackRecord] = []  # sealed packs not yet named by an index
-        self.indexed: list[PackRecord] = []  # every pack this writer stored and indexed
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
         # Every pack is encrypted into this one buffer (one seal thread): allocating 16 MiB
@@ -197,8 +198,13 @@ class Copy:
         key, size = self.repo.write_pack(parts, self._seal_buffer)
         del parts
         _give_back_freed_memory()
+        record = PackRecord(key, size, tuple(entries))
+        if self._verify:  # only a pack read back intact is ever indexed
+            problems = self.repo.verify_pack(key, record)
+            if problems:
+                raise DamagedObject(self.repo.name, key, f"read back after writing: {problems[0]}")
         with self._lock:
-            self._records.append(PackRecord(key, size, tuple(entries)))
+            self._records.append(record)
             self.packs_written += 1
 
     def _wait(self, keep: int) -> None:
@@ -212,7 +218,6 @@ class Copy:
         if not records:
             return
         self.repo.write_index(records)
-        self.indexed += records
         for record in records:
             self.repo.index.note_written(record)
             for entry in record.blobs:

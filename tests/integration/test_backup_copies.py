@@ -10,6 +10,7 @@ and the moto S3 server.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -18,17 +19,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
 from psycopg import sql
 
+from portalops.backup.jobs.access import load_keys, open_repository
+from portalops.backup.jobs.copy import copy_snapshots
+from portalops.backup.repo.repository import Repository
+from portalops.settings import load_settings
 from tests.fixtures.backup_env import BackupEnv, s3_env
 from tests.fixtures.databases import pg_connect, pg_source
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.procs import run
 from tests.fixtures.s3 import S3Server
-from tests.hostile.genuine import an_hour_ago, assert_no_internal_error, forger
+from tests.hostile.forge import Forger
+from tests.hostile.genuine import (
+    an_hour_ago,
+    assert_no_internal_error,
+    forger,
+    genuine_index_records,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +68,8 @@ def add_second_local(env: BackupEnv) -> Path:
     return path
 
 
-def backup_run(env: BackupEnv) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
-    result = env.ops("--json", "backup", "run")
+def backup_run(env: BackupEnv, *args: str) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+    result = env.ops("--json", "backup", "run", *args)
     assert "Traceback" not in result.stderr, result.stderr
     doc = json.loads(result.stdout)
     return result.code, {(r["source"], r["repository"]): r for r in doc["results"]}
@@ -338,3 +350,136 @@ def test_copy_leaves_out_what_a_hostile_writer_forged_and_copies_the_rest(
     assert by_source["ahead"]["status"] == "skipped"
     assert "future-dated" in by_source["ahead"]["error"]
     assert {s["source"] for s in listed(env)["second"]} == {"webroot"}
+
+
+def write_into(root: Path) -> Callable[[str, bytes], None]:
+    """A writer's access to a local repository at ``root`` (for a Forger)."""
+
+    def put(key: str, data: bytes) -> None:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+
+    return put
+
+
+def test_copy_stores_blobs_a_forged_target_index_claims_and_restores_whole(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A backup host forges an index in the target naming a file's blob in a pack that does
+    not exist: copy must not take the claim, or the copy restores a hole."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    data = os.urandom(200_000)  # below the chunker's minimum: one blob
+    (src / "a.bin").write_bytes(data)
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    second = add_second_local(env)
+    f = Forger(env.writer_key, write_into(second))
+    missing_pack = "packs/00/" + "00" * 32
+    row = [f.blob_id(data).hex(), "data", 0, 10, len(data), "none"]
+    f.write_index([{"key": missing_pack, "size": 100, "blobs": [row]}])
+
+    code, done = copy(env, "--from", "main", "--to", "second")
+
+    assert code == 0, done
+    [copied] = done["snapshots"]
+    assert copied["status"] == "copied"
+    assert copied["bytes"] >= len(data)  # the blob moved although the index claimed it
+    target = tmp_path / "restored"
+    env.ops("backup", "restore", "latest", "--repository", "second", "--source", "webroot",
+            "--target", str(target), check=True)  # fmt: skip
+    assert (target / src.relative_to("/") / "a.bin").read_bytes() == data
+
+
+def open_both(env: BackupEnv) -> tuple[Repository, Repository]:
+    with patch.dict(os.environ, env.env):
+        backup = load_settings(env.config).backup
+        keys = load_keys(backup)
+        first, second = (open_repository(r, keys) for r in backup.repositories[:2])
+    return first, second
+
+
+def test_packs_that_land_damaged_are_never_indexed_and_the_next_copy_stores_them_again(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """The target's disk flips a bit in every pack written (a stand-in for bad hardware,
+    in this process: nothing real flips bits on demand). The read-back catches it before
+    the pack is indexed, so a later copy onto good disk stores those blobs again."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(300_000))
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    add_second_local(env)
+    main, second = open_both(env)
+    put = second.storage.put
+
+    def flipping(key: str, data: bytes) -> None:
+        if key.startswith("packs/"):
+            data = data[:200] + bytes([data[200] ^ 1]) + data[201:]
+        put(key, data)
+
+    second.storage.put = flipping  # type: ignore[method-assign]
+    [failed] = copy_snapshots(main, second, None)
+    assert failed.status == "failed"
+    assert "read back after writing" in (failed.error or "")
+    assert env.ops_json("backup", "list", "--repository", "second") == []
+
+    code, done = copy(env, "--from", "main", "--to", "second")
+    assert code == 0, done
+    assert done["snapshots"][0]["bytes"] >= 300_000
+    checked = env.ops("--json", "backup", "check", "--read-data", "--repository", "second")
+    assert checked.code == 0, checked.stdout + checked.stderr
+
+
+def test_a_forged_junk_pack_named_for_every_blob_is_fetched_at_most_twice(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A forged source index names every blob first in one junk pack: each blob then comes
+    from its genuine pack, and the junk (up to 81 MiB) is not downloaded once per blob."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    for i in range(120):
+        (src / f"tin-{i}.html").write_text(f"<p>tin {i}</p>" * 20, encoding="utf-8")
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    add_second_local(env)
+    genuine = genuine_index_records(env)
+    junk = os.urandom(1024 * 1024)
+    digest = hashlib.sha256(junk).hexdigest()
+    junk_key = f"packs/{digest[:2]}/{digest}"
+    env.write_object(junk_key, junk)
+    rows = [row for record in genuine for row in record["blobs"]]  # type: ignore[attr-defined]
+    first_genuine = min(env.object_keys("index"))
+    forger(env).write_index([{"key": junk_key, "size": len(junk), "blobs": rows}],
+                            before=first_genuine)  # fmt: skip
+    main, second = open_both(env)
+    fetched: list[str] = []
+    get = main.storage.get
+
+    def counting(key: str, max_size: int | None = None) -> bytes:
+        fetched.append(key)
+        return get(key, max_size)
+
+    main.storage.get = counting  # type: ignore[method-assign]
+    [done] = copy_snapshots(main, second, None)
+    assert done.status == "copied", done.error
+    assert done.blobs == len(rows)
+    assert fetched.count(junk_key) <= 2
+
+
+def test_a_repository_named_twice_is_written_once(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    code, results = backup_run(env, "--repository", "main", "--repository", "main")
+    assert code == 0, results
+    assert list(results) == [("webroot", "main")]
+    assert len(listed(env)["main"]) == 1
