@@ -245,10 +245,10 @@ def _chunks(parts: list[bytes] | list[bytes | memoryview], size: int) -> Iterato
             view, pos = memoryview(b""), 0  # this piece is used up: free it
 
 
-def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
-    """The plaintext of an age file encrypted to ``identity``; AgeError if it is not one,
-    or if any byte was changed."""
-    file_key, body_start = _unwrap(data, identity)
+def decrypt(data: bytes, identity: X25519PrivateKey | tuple[X25519PrivateKey, ...]) -> bytes:
+    """The plaintext of an age file encrypted to ``identity`` (or to any of several); AgeError
+    if it is not one, or if any byte was changed."""
+    file_key, body_start = _unwrap(data, identity if isinstance(identity, tuple) else (identity,))
     if len(data) < body_start + 16:
         raise AgeError("truncated before the payload")
     nonce = data[body_start : body_start + 16]
@@ -287,7 +287,7 @@ def decrypt(data: bytes, identity: X25519PrivateKey) -> bytes:
     return cast(bytes, out)
 
 
-def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:
+def _unwrap(data: bytes, identities: tuple[X25519PrivateKey, ...]) -> tuple[bytes, int]:
     """The file key and where the payload starts. Every way a header can be malformed raises
     AgeError naming it: objects come from backup hosts, which may be hostile."""
     if not data.startswith(INTRO):
@@ -305,8 +305,9 @@ def _unwrap(data: bytes, identity: X25519PrivateKey) -> tuple[bytes, int]:
         raise AgeError(f"the header MAC holds {len(header_mac)} bytes, not {MAC_SIZE}")
     file_key = None
     for args, body in _stanzas(data[len(INTRO) : end + 1]):
-        if file_key is None and args[0] == b"X25519":
-            file_key = _x25519_unwrap(args, body, identity)
+        for identity in identities:
+            if file_key is None and args[0] == b"X25519":
+                file_key = _x25519_unwrap(args, body, identity)
     if file_key is None:
         raise AgeError("no recipient stanza matches this identity")
     mac = hmac.new(_hkdf(file_key, b"", b"header"), head, hashlib.sha256).digest()

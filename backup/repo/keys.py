@@ -100,9 +100,12 @@ class WriterKey:
 
 @dataclass(frozen=True)
 class Identity:
-    """The age private key: decrypts packs, trees, snapshots and the keys object."""
+    """The age private key: decrypts packs, trees, snapshots and the keys object. ``also``:
+    the repository identities a wrap under ``identities/`` gave this one (``ops backup key
+    add``), tried after it."""
 
     secret: X25519PrivateKey
+    also: tuple[X25519PrivateKey, ...] = ()
 
     @property
     def public(self) -> str:
@@ -117,7 +120,12 @@ class Identity:
 
     def decrypt(self, data: bytes) -> bytes:
         """Raises age.AgeError when the object is not for this identity or is damaged."""
-        return age.decrypt(data, self.secret)
+        return age.decrypt(data, (self.secret, *self.also))
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every identity held, own first, as AGE-SECRET-KEY strings."""
+        return [age.identity_string(s) for s in (self.secret, *self.also)]
 
 
 # The keys object (FORMAT.md: ``keys/<sha256>``, JSON ``{"id_key", "chunker_seed"}`` encrypted
@@ -147,6 +155,40 @@ def parse_keys_object(plaintext: bytes, recipients: tuple[str, ...]) -> WriterKe
     return WriterKey(bytes.fromhex(id_key), seed, recipients)
 
 
+# A wrap (FORMAT.md: ``identities/<recipient>/<sha256>``) gives the holder of another age key
+# the repository's identities: ``ops backup key add``. A writer can add objects there too,
+# but only ever hands a reader keys of its own making, which open nothing the reader's own
+# identity does not: a reader takes at most MAX_WRAPS of at most MAX_WRAP_OBJECT bytes.
+WRAP_KIND = "portal-ops repository identities"
+IDENTITIES = "identities/"
+MAX_WRAPS = 64
+MAX_WRAP_OBJECT = 16 * 1024
+MAX_WRAPPED = 16  # identities in one wrap: each rotation of the repository's key adds one
+
+
+def wrap_identities(identity: Identity, recipient: str) -> bytes:
+    """Every identity ``identity`` holds, encrypted to ``recipient`` (an age public key)."""
+    doc = {"kind": WRAP_KIND, "version": 1, "identities": identity.secrets}
+    return age.encrypt(json.dumps(doc).encode(), [age.parse_recipient(recipient)])
+
+
+def parse_wrap(plaintext: bytes) -> list[X25519PrivateKey]:
+    """The identities a decrypted wrap holds; ValueError naming what is wrong."""
+    try:
+        doc = json.loads(plaintext.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise ValueError("not UTF-8 JSON") from None
+    if not isinstance(doc, dict) or doc.get("kind") != WRAP_KIND or doc.get("version") != 1:
+        raise ValueError(f"not a {WRAP_KIND} object (version 1)")
+    found = doc.get("identities")
+    if not isinstance(found, list) or not found or len(found) > MAX_WRAPPED:
+        raise ValueError(f"identities is not a list of 1 to {MAX_WRAPPED} keys")
+    try:
+        return [age.parse_identity(str(text)) for text in found]
+    except ValueError:
+        raise ValueError("holds something other than AGE-SECRET-KEY identities") from None
+
+
 def new_writer_key(recipients: list[str]) -> WriterKey:
     # FastCDC XORs the seed into its gear table (shifted left once): keep it within 63 bits.
     seed = secrets.randbits(63) | 1
@@ -164,15 +206,26 @@ def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -
     identity = Identity(X25519PrivateKey.generate())
     public = identity.public
     writer = new_writer_key([public])
-    created = utc_now_z()
-    identity_text = (
-        f"# portal-ops repository identity, created {created}\n"
-        "# Keep this offline or on the drill host only. Anyone holding it can read every backup.\n"
-        f"# public key: {public}\n{identity.to_string()}\n"
-    )
-    write_secret_file(identity_path, identity_text.encode())
+    write_secret_file(identity_path, _identity_text(identity, "repository identity"))
     write_secret_file(writer_key_path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
     return public, writer.fingerprint
+
+
+def create_identity(path: Path) -> str:
+    """Write a new age identity (0600) for ``ops backup key add``; return its public key."""
+    if path.exists():
+        raise BadInput(f"{path} already exists; name a new file for the new identity")
+    identity = Identity(X25519PrivateKey.generate())
+    write_secret_file(path, _identity_text(identity, "identity (reads through a wrap)"))
+    return identity.public
+
+
+def _identity_text(identity: Identity, what: str) -> bytes:
+    return (
+        f"# portal-ops {what}, created {utc_now_z()}\n"
+        "# Keep this offline or on the drill host only. Anyone holding it can read every backup.\n"
+        f"# public key: {identity.public}\n{identity.to_string()}\n"
+    ).encode()
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -215,6 +268,8 @@ def load_identity(path: Path) -> Identity:
     if not secrets_:
         raise KeyFileError(path, "no AGE-SECRET-KEY line: not an age identity file")
     try:
-        return Identity.from_string(secrets_[0])
+        # age takes several identities in one file; the first is this host's own
+        keys = [age.parse_identity(line) for line in secrets_]
     except ValueError:
-        raise KeyFileError(path, "the AGE-SECRET-KEY line is malformed") from None
+        raise KeyFileError(path, "an AGE-SECRET-KEY line is malformed") from None
+    return Identity(keys[0], tuple(keys[1:]))

@@ -14,17 +14,23 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from portalops.backup.repo import index as index_codec
-from portalops.backup.repo.age import AgeError
+from portalops.backup.repo.age import AgeError, identity_string
 from portalops.backup.repo.backends import RepositoryLike
 from portalops.backup.repo.index import Index, IndexFormatError, PackRecord
 from portalops.backup.repo.keys import (
+    IDENTITIES,
     MAX_KEY_CANDIDATES,
     MAX_KEYS_OBJECT,
+    MAX_WRAP_OBJECT,
+    MAX_WRAPS,
     Identity,
     IdentityMissing,
     WriterKey,
     parse_keys_object,
+    parse_wrap,
 )
 from portalops.backup.repo.pack import (
     MAX_DATA_BLOB,
@@ -138,6 +144,7 @@ class Repository:
     # the config entry it was opened from: lets worker processes reopen the storage
     settings: RepositoryLike | None = None
     _packs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
+    _bad_packs: dict[str, str] = field(default_factory=dict)  # missing or damaged: why
 
     @property
     def name(self) -> str:
@@ -177,6 +184,8 @@ class Repository:
         settings: RepositoryLike | None = None,
     ) -> Repository:
         config = cls.read_config(storage)
+        if identity is not None:
+            identity = unwrap_identities(storage, identity)
         if writer is None:
             if identity is None:
                 raise RepositoryError(
@@ -392,13 +401,23 @@ class Repository:
         index may name a missing pack, or a pack where the blob fails its id)."""
         reasons = []
         for location in self.index.locations(blob_id):
+            known_bad = self._bad_packs.get(location.pack)
+            if known_bad is not None:  # not fetched again for every blob a forged index puts there
+                reasons.append(known_bad)
+                continue
             try:
                 plaintext = self.read_pack(location.pack)
+            except (DamagedObject, ObjectMissing) as exc:
+                self._bad_packs[location.pack] = reason = _reason(exc)
+                reasons.append(reason)
+                continue
+            except OpsError as exc:  # the storage unreachable: worth another try later
+                reasons.append(str(exc))
+                continue
+            try:
                 return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
             except DamagedObject as exc:
-                reasons.append(f"{exc.args[1]}: {exc.args[2]}")
-            except OpsError as exc:  # the pack missing or unreadable
-                reasons.append(str(exc))
+                reasons.append(_reason(exc))
         what = "; ".join(reasons) or "not in the index"
         raise DamagedObject(self.name, f"blob {blob_id.hex()[:16]}", what)
 
@@ -439,6 +458,13 @@ class Repository:
             return identity.decrypt(stored)
         except AgeError as exc:
             raise DamagedObject(self.name, key, f"decryption failed ({exc})") from None
+
+
+def _reason(exc: OpsError) -> str:
+    """A damaged object as "KEY: what is wrong", anything else as its message."""
+    if isinstance(exc, DamagedObject):
+        return f"{exc.args[1]}: {exc.args[2]}"
+    return str(exc)
 
 
 def _too_large(exc: ObjectTooLarge, what: str) -> str:
@@ -485,6 +511,32 @@ def _search_keys(
             ),
         )
     return found, problems
+
+
+def unwrap_identities(storage: Storage, identity: Identity) -> Identity:
+    """``identity`` and the repository identities wrapped for it under
+    ``identities/<its public key>/`` (``ops backup key add``). A wrap that cannot be read is
+    logged and passed over: the identity still opens what it opens alone."""
+    also: list[X25519PrivateKey] = []
+    held = set(identity.secrets)
+    wraps = sorted(storage.list(f"{IDENTITIES}{identity.public}/"), key=_oldest_first)
+    for info in wraps[:MAX_WRAPS]:
+        try:
+            if info.size > MAX_WRAP_OBJECT:
+                raise ValueError(f"{info.size} bytes, larger than a wrap ({MAX_WRAP_OBJECT})")
+            found = parse_wrap(identity.decrypt(storage.get(info.key, max_size=MAX_WRAP_OBJECT)))
+        except (StorageError, AgeError, ValueError) as exc:
+            log.warning("repository %s: %s not used: %s", storage.name, info.key, exc)
+            continue
+        for secret in found:
+            text = identity_string(secret)
+            if text not in held:
+                held.add(text)
+                also.append(secret)
+    if len(wraps) > MAX_WRAPS:
+        log.warning("repository %s: only the oldest %d of %d wraps for %s read", storage.name,
+                    MAX_WRAPS, len(wraps), identity.public)  # fmt: skip
+    return Identity(identity.secret, (*identity.also, *also)) if also else identity
 
 
 def _oldest_first(info: ObjectInfo) -> tuple[bool, float, str]:

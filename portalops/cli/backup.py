@@ -49,6 +49,7 @@ def build_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     p = sub.add_parser("init", help="create the configured repositories")
     _repository_option(p)
+    _key_parsers(sub)
 
     p = sub.add_parser(
         "run",
@@ -284,6 +285,58 @@ examples:
     _reading_options(p, "only this source")
 
 
+def _key_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``key add``, ``key list``, ``key remove`` (backup/jobs/keys.py)."""
+    p = sub.add_parser(
+        "key",
+        help="who else can read the repositories: add, list, remove",
+        description="Give another age key the right to read the repositories (a second "
+        "admin, a sealed copy in the safe), list who can, take it back. Nothing is "
+        "re-encrypted: 'add' writes the repository's identity encrypted to the new key "
+        "(a wrap, under identities/), 'remove' deletes those wraps.",
+    )
+    keys = p.add_subparsers(dest="key_action", required=True, metavar="ACTION")
+    k = keys.add_parser(
+        "add",
+        help="let another age key read the repositories (needs backup.identity)",
+        description="Write, in each repository, a wrap of the identities this host holds "
+        "for another age public key: its holder then sets backup.identity to their own "
+        "identity file and reads everything, old and new. Idempotent.",
+        epilog="""\
+examples:
+  ops backup key add --new-identity /root/second-admin.txt      # made here, 0600
+  ops backup key add --recipient age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq
+  ops backup key add --recipient age1... --repository offsite""",
+    )
+    who = k.add_mutually_exclusive_group(required=True)
+    who.add_argument("--recipient", metavar="AGE1…", help="an age public key (age-keygen -y)")
+    who.add_argument(
+        "--new-identity", type=Path, metavar="FILE", help="make a new identity file and add it"
+    )
+    _repository_option(k)
+    k = keys.add_parser(
+        "list",
+        help="the age keys that can read each repository, and how",
+        description="Per repository: its own recipient (every object is encrypted to it) "
+        "and every key with a wrap, with the storage's time of its oldest wrap. Names under "
+        "identities/ are what the storage holds: a backup host could add names there too "
+        "(they open nothing), so read the list as claims to check.",
+    )
+    _repository_option(k)
+    k.set_defaults(recipient=None, new_identity=None)
+    k = keys.add_parser(
+        "remove",
+        help="delete the wraps for an age key (needs backup.identity)",
+        description="Delete the wraps for RECIPIENT in each repository: that key alone "
+        "opens nothing from then on. A holder who used it has seen the repository's "
+        "identity, which still opens everything encrypted to it (docs/backup.md, 'Keys: "
+        "who holds what'). Under S3 Object Lock a wrap stays until its retention ends.",
+    )
+    k.add_argument("--recipient", required=True, metavar="AGE1…", help="the key to take back")
+    _repository_option(k)
+    k.set_defaults(new_identity=None)
+
+
 def _reading_options(
     p: argparse.ArgumentParser, source: str = "with 'latest': which source"
 ) -> None:
@@ -317,6 +370,7 @@ def run(ctx: Context, args: argparse.Namespace) -> Outcome:
     handler = {
         "keygen": _keygen,
         "init": _init,
+        "key": _key,
         "run": _run,
         "list": _list,
         "restore": _restore,
@@ -352,6 +406,73 @@ def _keygen(ctx: Context, args: argparse.Namespace) -> Outcome:
         "then 'ops backup init'."
     )
     return Outcome(data, [text])
+
+
+def _key(ctx: Context, args: argparse.Namespace) -> Outcome:
+    from portalops.backup.jobs.keys import checked_recipient, list_holders
+    from portalops.backup.repo.keys import IdentityMissing
+
+    where = str(ctx.config_path or "the config")
+    recipient = checked_recipient(args.recipient) if args.recipient else None
+    repos, keys = _open_all(ctx, args.repository)
+    if args.key_action == "list":
+        docs = [
+            {"repository": repo.name, **h.to_json()} for repo in repos for h in list_holders(repo)
+        ]
+        rows = [
+            (d["repository"], d["recipient"], d["how"],
+             f"{d['added']:%Y-%m-%d %H:%M}Z" if d["added"] else "", len(d["objects"]))
+            for d in docs
+        ]  # fmt: skip
+        columns = ["repository", "recipient", "how", "added", "wraps"]
+        return Outcome(docs, [table(None, columns, rows)])
+    if keys.identity is None:
+        raise IdentityMissing(where)
+    if args.key_action == "add":
+        return _key_add(repos, recipient, args.new_identity, where)
+    return _key_remove(repos, str(recipient), where)
+
+
+def _key_add(
+    repos: list[Repository], recipient: str | None, new_identity: Path | None, where: str
+) -> Outcome:
+    from portalops.backup.jobs.keys import add_recipient
+    from portalops.backup.repo.keys import create_identity
+
+    if recipient is None and new_identity is not None:
+        recipient = create_identity(new_identity)
+    assert recipient is not None  # noqa: S101 - argparse requires one of the two
+    docs, lines = [], []
+    for repo in repos:
+        holder, written = add_recipient(repo, recipient, where)
+        docs.append({"repository": repo.name, "written": written, **holder.to_json()})
+        lines.append(
+            f"{repo.name}: {recipient} "
+            + ("can read it now (wrap written)" if written else "could already: nothing written")
+        )
+    if new_identity is not None:
+        lines.append(f"new identity in {new_identity} (0600): set backup.identity to it to use it")
+    data = {
+        "recipient": recipient,
+        "identity_file": str(new_identity) if new_identity else None,
+        "repositories": docs,
+    }
+    return Outcome(data, [*lines])
+
+
+def _key_remove(repos: list[Repository], recipient: str, where: str) -> Outcome:
+    from portalops.backup.jobs.keys import remove_recipient
+
+    docs, lines = [], []
+    for repo in repos:
+        holder = remove_recipient(repo, recipient, where)
+        docs.append({"repository": repo.name, **holder.to_json()})
+        lines.append(f"{repo.name}: {len(holder.objects)} wrap(s) for {recipient} deleted")
+    lines.append(
+        "That key alone opens nothing now. If its holder ever used it, they have seen the "
+        "repository's identity: see docs/backup.md, 'Keys: who holds what'."
+    )
+    return Outcome({"recipient": recipient, "repositories": docs}, [*lines])
 
 
 def _init(ctx: Context, args: argparse.Namespace) -> Outcome:
@@ -785,12 +906,13 @@ def _copy(ctx: Context, args: argparse.Namespace) -> Outcome:
     ]
     columns = ["source", "time", "snapshot", "result", "in " + dst.name, "blobs", "size", "note"]
     failed = [r for r in results if not r.ok]
-    counts = {s: sum(r.status == s for r in results) for s in ("copied", "present", "would copy")}
-    summary = (
-        f"{src.name} -> {dst.name}: {len(results)} snapshots: "
-        + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        + (f", {len(failed)} FAILED" if failed else "")
-        + (" (dry run: nothing written)" if args.dry_run else "")
+    counts = {
+        status: sum(r.status == status for r in results)
+        for status in ("copied", "present", "would copy", "skipped", "failed")
+    }
+    said = ", ".join(f"{n} {status}" for status, n in counts.items() if n) or "none to copy"
+    summary = f"{src.name} -> {dst.name}: {len(results)} snapshot(s): {said}" + (
+        " (dry run: nothing written)" if args.dry_run else ""
     )
     return Outcome(
         {
@@ -801,7 +923,7 @@ def _copy(ctx: Context, args: argparse.Namespace) -> Outcome:
             "snapshots": [r.to_json() for r in results],
         },
         [table(None, columns, rows), summary],
-        ExitCode.PROBLEM_FOUND if failed else ExitCode.OK,
+        ExitCode(max((r.exit_code for r in failed), default=ExitCode.OK)),
     )
 
 

@@ -1,0 +1,176 @@
+"""``ops backup key add | list | remove``: another age key reads the repository through a wrap
+(local and S3), loses it when the wrap is removed; bad input; wraps a backup host forged.
+
+Through the real ``ops`` CLI; the second admin runs with a config of their own that names
+only their identity (no writer key), as an admin host would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyrage
+import pytest
+import yaml
+
+from tests.fixtures.backup_env import BackupEnv, Result
+from tests.fixtures.paths import OPS_PY
+from tests.hostile.genuine import assert_no_internal_error
+
+pytestmark = pytest.mark.integration
+
+
+def backed_up(env: BackupEnv, tmp_path: Path) -> Path:
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Ủy ban nhân dân tỉnh</h1>\n", encoding="utf-8")
+    (src / "data.bin").write_bytes(bytes(range(256)) * 4096)
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    return src
+
+
+def second_admin(env: BackupEnv, identity: Path) -> Path:
+    """A config like the env's, holding only ``identity``."""
+    doc = yaml.safe_load(env.config.read_text(encoding="utf-8"))
+    del doc["backup"]["writer_key"]
+    doc["backup"]["identity"] = str(identity)
+    doc["state_dir"] = str(identity.parent / "admin-state")
+    path = identity.parent / "admin.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def as_admin(env: BackupEnv, config: Path, *args: str) -> Result:
+    """``ops --config CONFIG ARGS`` in a process of its own (restores start worker pools)."""
+    done = subprocess.run(
+        [sys.executable, str(OPS_PY), "--config", str(config), *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **env.env}, check=False,
+    )  # fmt: skip
+    assert_no_internal_error(done.stdout + done.stderr)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def key_json(env: BackupEnv, *args: str) -> tuple[int, Any]:
+    result = env.ops("--json", "backup", "key", *args)
+    assert_no_internal_error(result.stdout + result.stderr)
+    return result.code, json.loads(result.stdout) if result.stdout else None
+
+
+def test_another_key_reads_everything_through_a_wrap_until_it_is_removed(
+    backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = backup_env
+    src = backed_up(env, tmp_path)
+    second = tmp_path / "admin" / "second.txt"
+
+    code, added = key_json(env, "add", "--new-identity", str(second))
+
+    assert code == 0, added
+    assert stat.S_IMODE(second.stat().st_mode) == 0o600
+    [repo] = added["repositories"]
+    assert (repo["how"], repo["written"]) == ("wrap", True)
+    recipient = added["recipient"]
+    assert recipient == str(pyrage.x25519.Identity.from_str(
+        next(line for line in second.read_text().splitlines() if line.startswith("AGE-SECRET"))
+    ).to_public())  # fmt: skip
+    config = second_admin(env, second)
+    target = tmp_path / "restored"
+    restored = as_admin(env, config, "backup", "restore", "latest", "--source", "webroot",
+                        "--target", str(target))  # fmt: skip
+    assert restored.code == 0, restored.stderr
+    restored_file = target / src.relative_to("/") / "data.bin"
+    assert restored_file.read_bytes() == (src / "data.bin").read_bytes()
+
+    code, holders = key_json(env, "list")
+    assert code == 0
+    assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 0), ("wrap", 1)]
+    assert holders[1]["recipient"] == recipient
+    code, again = key_json(env, "add", "--recipient", recipient)
+    assert (code, again["repositories"][0]["written"]) == (0, False)
+
+    # A new night's backup: the second key reads it too (nothing was re-encrypted for it).
+    (src / "index.html").write_text("<h1>mới</h1>\n", encoding="utf-8")
+    env.ops("backup", "run", check=True)
+    listed = as_admin(env, config, "--json", "backup", "list")
+    assert [s["files"] for s in json.loads(listed.stdout)] == [2, 2]
+
+    code, removed = key_json(env, "remove", "--recipient", recipient)
+    assert code == 0, removed
+    assert env.object_keys("identities") == []
+    shut_out = as_admin(env, config, "backup", "restore", "latest", "--source", "webroot",
+                        "--target", str(tmp_path / "again"))  # fmt: skip
+    assert shut_out.code == 3, shut_out.stdout + shut_out.stderr
+    assert "identity" in shut_out.stderr
+
+
+def test_key_commands_refuse_bad_input_with_the_reason(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    backed_up(env, tmp_path)
+    own = json.loads(env.writer_key.read_text())["recipients"][0]
+    stranger = str(pyrage.x25519.Identity.generate().to_public())
+
+    cases = [
+        (["add", "--recipient", "age1notakey"], 2, "is not an age public key"),
+        (["add", "--recipient", stranger.upper()], 2, "write the key in lower case"),
+        (["add", "--recipient", "ssh-ed25519 AAAA"], 2, "is not an age public key"),
+        (["remove", "--recipient", own], 2, "the repository's own recipient"),
+        (["remove", "--recipient", stranger], 2, "holds no key to it"),
+        (["add", "--new-identity", str(env.identity)], 2, "already exists"),
+        (["add"], 2, "one of the arguments --recipient --new-identity is required"),
+        (["add", "--recipient", stranger, "--repository", "nowhere"], 2, "unknown repository"),
+    ]
+    for args, code, said in cases:
+        result = env.ops("backup", "key", *args)
+        assert_no_internal_error(result.stdout + result.stderr)
+        assert (result.code, said in result.stderr) == (code, True), (args, result.stderr)
+    assert env.object_keys("identities") == []
+
+    env.write_config(identity=False)  # a backup host: the writer key only
+    refused = env.ops("backup", "key", "add", "--recipient", stranger)
+    assert refused.code == 3
+    assert "backup.identity" in refused.stderr
+    listed = env.ops("--json", "backup", "key", "list")  # listing needs no identity
+    assert listed.code == 0
+    assert [h["recipient"] for h in json.loads(listed.stdout)] == [own]
+
+
+def test_wraps_a_backup_host_forges_do_not_stop_or_fool_the_reader(
+    backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """With write access a backup host adds, under the admin's own identities/ prefix, a
+    wrap that is garbage, one too large to be one, and a genuine-looking wrap handing over a
+    key of its own. The admin still restores, and is told what was passed over."""
+    env = backup_env
+    src = backed_up(env, tmp_path)
+    admin = pyrage.x25519.Identity.from_str(
+        next(line for line in env.identity.read_text().splitlines() if line.startswith("AGE-"))
+    )
+    prefix = f"identities/{admin.to_public()}"
+    env.write_object(f"{prefix}/{'1' * 64}", b"not an age file")
+    env.write_object(f"{prefix}/{'2' * 64}", os.urandom(64 * 1024))
+    planted = pyrage.x25519.Identity.generate()
+    doc = {"kind": "portal-ops repository identities", "version": 1, "identities": [str(planted)]}
+    env.write_object(
+        f"{prefix}/{'3' * 64}", pyrage.encrypt(json.dumps(doc).encode(), [admin.to_public()])
+    )
+
+    target = tmp_path / "restored"
+    done = env.ops("backup", "restore", "latest", "--source", "webroot", "--target", str(target))
+
+    assert done.code == 0, done.stderr
+    restored_file = target / src.relative_to("/") / "data.bin"
+    assert restored_file.read_bytes() == (src / "data.bin").read_bytes()
+    assert f"{prefix}/{'1' * 64} not used" in done.stderr
+    assert "larger than a wrap" in done.stderr
+    code, holders = key_json(env, "list")
+    assert code == 0
+    assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 0)]  # its own prefix
