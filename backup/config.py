@@ -120,6 +120,11 @@ class Backup(Strict):
     identity: Path | None = None
     """The age identity that decrypts the repositories: only where restores, drills,
     pruning and ``check --read-data`` run, never on backup hosts."""
+    recipients: list[str] = []
+    """Age public keys an admin host holding only ``identity`` may encrypt to when it writes
+    (prune's repacks, ``ops backup copy``) besides its identity's own: the repository's
+    recipient, on a host that reads through a wrap (``ops backup key add``). A repository's
+    config can be rewritten by a backup host, so its recipients are not taken on trust."""
     repositories: list[Repository] = []
     """Where backups go; each source is written to every repository."""
     retention: Retention = Retention()
@@ -129,6 +134,19 @@ class Backup(Strict):
     schedule: Schedule = Schedule()
     """When the jobs run: the timers of ``ops systemd`` (Debian 12, systemd), the crontab of
     ``ops cron`` (hosts without systemd) or ``ops schedule``."""
+
+    @field_validator("recipients")
+    @classmethod
+    def _age_keys(cls, recipients: list[str]) -> list[str]:
+        # here, not at the top: every command reads this model, few need the cryptography
+        from portalops.backup.repo.age import parse_recipient  # noqa: PLC0415
+
+        for recipient in recipients:
+            try:
+                parse_recipient(recipient)
+            except ValueError as exc:
+                raise ValueError(f"{recipient!r:.80} is not an age public key: {exc}") from None
+        return recipients
 
     @model_validator(mode="after")
     def _unique_names(self) -> Backup:

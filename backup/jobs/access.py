@@ -21,12 +21,13 @@ from portalops.core.errors import BadInput
 class Keys:
     writer: WriterKey | None
     identity: Identity | None
+    recipients: tuple[str, ...] = ()  # backup.recipients: keys an identity-only host may use
 
 
 def load_keys(backup: Backup) -> Keys:
     writer = load_writer_key(backup.writer_key) if backup.writer_key else None
     identity = load_identity(backup.identity) if backup.identity else None
-    return Keys(writer, identity)
+    return Keys(writer, identity, tuple(backup.recipients))
 
 
 def select(backup: Backup, names: list[str] | None, config_file: Path | None) -> list[RepoSettings]:
@@ -50,7 +51,9 @@ def select(backup: Backup, names: list[str] | None, config_file: Path | None) ->
 
 
 def open_repository(settings: RepoSettings, keys: Keys) -> Repository:
-    return Repository.open(open_storage(settings), keys.writer, keys.identity, settings)
+    return Repository.open(
+        open_storage(settings), keys.writer, keys.identity, settings, keys.recipients
+    )
 
 
 def select_sources(

@@ -33,6 +33,10 @@ class KeyFileError(BadInput):
     """{}: {}"""
 
 
+class RecipientsUntrusted(OpsError):
+    """{}"""
+
+
 class IdentityMissing(OpsError):
     """this needs the repository identity (private key), which is not configured here: set
     backup.identity in {} to the identity file written by 'ops backup keygen' (it belongs on
@@ -46,6 +50,9 @@ class WriterKey:
     id_key: bytes  # 32 bytes: keys the BLAKE3 blob ids and the index MAC
     chunker_seed: int  # alters FastCDC's gear table so cut points do not leak content
     recipients: tuple[str, ...]  # age public keys the data is encrypted to
+    # Why nothing may be encrypted to ``recipients`` (recovered from a repository whose
+    # config names keys this host does not know); None: they come from a trusted place.
+    untrusted: str | None = None
 
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return blake3.blake3(data, key=self.id_key).digest()
@@ -60,7 +67,12 @@ class WriterKey:
         return blake3.blake3(self.id_key, derive_key_context=KEY_CHECK_CONTEXT).hexdigest()[:32]
 
     def encrypt(self, data: bytes) -> bytes:
+        self._check_recipients()
         return age.encrypt(data, [age.parse_recipient(r) for r in self.recipients])
+
+    def _check_recipients(self) -> None:
+        if self.untrusted is not None:
+            raise RecipientsUntrusted(self.untrusted)
 
     def encrypt_pack(
         self, data: bytes | list[bytes | memoryview], into: bytearray | None = None
@@ -69,6 +81,7 @@ class WriterKey:
         hashing and storage), not a 16 MiB copy of it; ``data`` may be the plaintext's
         pieces (emptied as they are encrypted, see ``age.encrypt_buffer``); ``into``, a
         buffer to reuse."""
+        self._check_recipients()
         recipients = [age.parse_recipient(r) for r in self.recipients]
         return cast(bytes, age.encrypt_buffer(data, recipients, into))
 
@@ -106,6 +119,14 @@ class Identity:
 
     secret: X25519PrivateKey
     also: tuple[X25519PrivateKey, ...] = ()
+    local: int = 1  # how many of (secret, *also) came from this host's identity file
+
+    @property
+    def local_publics(self) -> set[str]:
+        """The public keys of the identities this host's own file holds: recipients it may
+        encrypt to without asking (wraps can be planted by a backup host; these cannot)."""
+        held = (self.secret, *self.also)[: self.local]
+        return {age.public_key_string(s.public_key()) for s in held}
 
     @property
     def public(self) -> str:
@@ -272,4 +293,4 @@ def load_identity(path: Path) -> Identity:
         keys = [age.parse_identity(line) for line in secrets_]
     except ValueError:
         raise KeyFileError(path, "an AGE-SECRET-KEY line is malformed") from None
-    return Identity(keys[0], tuple(keys[1:]))
+    return Identity(keys[0], tuple(keys[1:]), local=len(keys))

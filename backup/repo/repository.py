@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -182,6 +182,7 @@ class Repository:
         writer: WriterKey | None,
         identity: Identity | None,
         settings: RepositoryLike | None = None,
+        trusted_recipients: tuple[str, ...] = (),
     ) -> Repository:
         config = cls.read_config(storage)
         if identity is not None:
@@ -191,7 +192,7 @@ class Repository:
                 raise RepositoryError(
                     storage.name, "needs backup.writer_key or backup.identity in the config"
                 )
-            writer = cls._recover_writer(storage, config, identity)
+            writer = cls._recover_writer(storage, config, identity, trusted_recipients)
         if writer.fingerprint != config.key_fingerprint:
             raise RepositoryError(
                 storage.name,
@@ -212,9 +213,16 @@ class Repository:
             raise DamagedObject(storage.name, "config", exc) from None
 
     @staticmethod
-    def _recover_writer(storage: Storage, config: RepoConfig, identity: Identity) -> WriterKey:
+    def _recover_writer(
+        storage: Storage, config: RepoConfig, identity: Identity, trusted: tuple[str, ...]
+    ) -> WriterKey:
         """The writer key from the keys object whose id-key has the config's fingerprint.
-        Writers can add objects under keys/ too: the others are skipped and reported."""
+        Writers can add objects under keys/ too: the others are skipped and reported.
+
+        Its recipients are the config's, which a backup host can rewrite: nothing is
+        encrypted to them (prune's repacks, copy) unless each is this host's own identity
+        or listed in ``trusted`` (backup.recipients), or old backups could be repacked for
+        an attacker's key."""
         writer, problems = _search_keys(storage, config, identity, examine_all=False)
         for key, what in problems[:5]:
             log.warning("repository %s: %s skipped: %s", storage.name, key, what)
@@ -230,6 +238,18 @@ class Repository:
                 "no object under keys/ holds this repository's key (fingerprint "
                 f"{config.key_fingerprint}) for this identity"
                 + (": " + "; ".join(f"{k}: {w}" for k, w in problems[:3]) if problems else ""),
+            )
+        known = identity.local_publics | set(trusted)
+        strangers = [r for r in config.recipients if r not in known]
+        if strangers or not config.recipients:
+            writer = replace(
+                writer,
+                untrusted=f"repository {storage.name}: its config asks for data to be "
+                f"encrypted to {', '.join(strangers) or 'no key'}, which this host does not "
+                "know (neither its identity nor backup.recipients), and a backup host can "
+                "write that config: nothing is encrypted to it. If the key is genuine (a "
+                "second recipient), list it in backup.recipients; if not, someone changed the "
+                "config (docs/backup.md, 'What a compromised backup host can and cannot do')",
             )
         return writer
 
@@ -536,7 +556,9 @@ def unwrap_identities(storage: Storage, identity: Identity) -> Identity:
     if len(wraps) > MAX_WRAPS:
         log.warning("repository %s: only the oldest %d of %d wraps for %s read", storage.name,
                     MAX_WRAPS, len(wraps), identity.public)  # fmt: skip
-    return Identity(identity.secret, (*identity.also, *also)) if also else identity
+    if not also:
+        return identity
+    return Identity(identity.secret, (*identity.also, *also), local=identity.local)
 
 
 def _oldest_first(info: ObjectInfo) -> tuple[bool, float, str]:

@@ -151,6 +151,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class S3Storage:
     """A repository under ``s3://bucket/prefix``, keys stored as ``prefix/<key>``.
 
+    A backup stores ``concurrent_writes`` packs at once: an upload waits for the server's
+    answer, and two in flight keep the link busy (moto on loopback: 173 MiB/s with one PUT
+    at a time, 416 with two; a remote endpoint gains more).
+
     With ``object_lock_days > 0`` the bucket's default retention must be COMPLIANCE for at least
     that many days; the first write of this object checks it (``protection``) and refuses
     otherwise. Objects are written without retention headers: the default covers them.
@@ -163,6 +167,7 @@ class S3Storage:
 
     multipart_threshold = 32 * MiB  # packs (~16 MiB) go in one PUT: one request to retry
     part_size = 8 * MiB
+    concurrent_writes = 2  # packs a backup stores at once (BlobWriter's seal threads)
     list_page_size = 1000
 
     def __init__(

@@ -143,10 +143,14 @@ class Copy:
         self.pending: set[bytes] = set()  # ids handed to it this run, not yet in an index object
         self._records: list[PackRecord] = []  # sealed packs not yet named by an index
         self._lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
-        # Every pack is encrypted into this one buffer (one seal thread): allocating 16 MiB
+        # Packs are stored one at a time on a local disk; a remote store answers each PUT
+        # after a round trip, so it gets SEAL_THREADS at once (``concurrent_writes``): with
+        # one upload in flight a day-1 backup into local + S3 (moto) took 1.5x local alone.
+        writes = max(1, min(MAX_IN_FLIGHT, getattr(self.repo.storage, "concurrent_writes", 1)))
+        self.pool = ThreadPoolExecutor(max_workers=writes, thread_name_prefix="seal")
+        # Each seal thread encrypts every pack into one buffer of its own: allocating 16 MiB
         # per pack zeroed it and took its page faults with the GIL held.
-        self._seal_buffer = bytearray()
+        self._seal_buffers = threading.local()
         self._in_flight: list[Future[None]] = []
         self._last_flush = time.monotonic()
         self.blobs_added = 0
@@ -195,7 +199,10 @@ class Copy:
         # held once as blobs and once as ciphertext, never also as one plaintext. The pieces
         # list is this pack's own; the blobs in it may be in another repository's pack too.
         builder.blobs.clear()
-        key, size = self.repo.write_pack(parts, self._seal_buffer)
+        buffer = getattr(self._seal_buffers, "buffer", None)
+        if buffer is None:
+            buffer = self._seal_buffers.buffer = bytearray()
+        key, size = self.repo.write_pack(parts, buffer)
         del parts
         _give_back_freed_memory()
         record = PackRecord(key, size, tuple(entries))

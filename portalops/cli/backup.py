@@ -452,9 +452,15 @@ def _key_add(
         )
     if new_identity is not None:
         lines.append(f"new identity in {new_identity} (0600): set backup.identity to it to use it")
+    own = sorted({r for repo in repos for r in repo.config.recipients})
+    lines.append(
+        f"repository recipient(s): {', '.join(own)}; a host reading through this key that "
+        "also prunes or copies lists them in backup.recipients"
+    )
     data = {
         "recipient": recipient,
         "identity_file": str(new_identity) if new_identity else None,
+        "repository_recipients": own,
         "repositories": docs,
     }
     return Outcome(data, [*lines])

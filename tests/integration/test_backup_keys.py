@@ -174,3 +174,60 @@ def test_wraps_a_backup_host_forges_do_not_stop_or_fool_the_reader(
     code, holders = key_json(env, "list")
     assert code == 0
     assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 0)]  # its own prefix
+
+
+def test_an_admin_host_never_encrypts_to_a_key_a_backup_host_wrote_into_the_config(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A backup host (writer key, write access) adds its own age key to the repository's
+    config. The admin host, holding only the identity, then prunes: the repack of old
+    backups must not be encrypted to that key (the host would read them), nor may a copy.
+    Reading goes on; with the genuine config the same prune repacks."""
+    env = local_backup_env
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (src / "small.txt").write_text("giữ lại\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    env.ops("backup", "run", check=True)
+    (src / "big.bin").unlink()  # its pack is now mostly unused: a prune repacks small.txt
+    env.ops("backup", "run", check=True)
+    env.retention = {"last": 1, "daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}
+    env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
+    env.write_config()
+    env.ops("backup", "init", "--repository", "second", check=True)
+    admin = second_admin(env, env.identity)
+    attacker = pyrage.x25519.Identity.generate()
+    genuine = env.read_object("config")
+    doc = json.loads(genuine)
+    doc["recipients"].append(str(attacker.to_public()))
+    env.write_object("config", json.dumps(doc).encode())
+    packs = set(env.object_keys("packs"))
+
+    pruned = as_admin(env, admin, "backup", "forget", "--prune", "--repository", "main")
+    assert pruned.code == 3, pruned.stdout + pruned.stderr
+    assert str(attacker.to_public()) in pruned.stderr
+    assert "this host does not" in pruned.stderr
+    assert set(env.object_keys("packs")) == packs  # nothing written, nothing deleted
+    target = tmp_path / "restored"
+    read = as_admin(env, admin, "backup", "restore", "latest", "--source", "webroot",
+                    "--repository", "main", "--target", str(target))  # fmt: skip
+    assert read.code == 0, read.stderr
+
+    # The other way round: the target of a copy says the same.
+    second_config = tmp_path / "second" / "config"
+    second_doc = json.loads(second_config.read_bytes())
+    second_doc["recipients"].append(str(attacker.to_public()))
+    second_config.write_text(json.dumps(second_doc))
+    copied = as_admin(env, admin, "--json", "backup", "copy", "--from", "main", "--to", "second")
+    assert copied.code == 3, copied.stdout + copied.stderr
+    assert all(s["status"] == "failed" for s in json.loads(copied.stdout)["snapshots"])
+    assert not list((tmp_path / "second" / "packs").rglob("*"))
+
+    env.write_object("config", genuine)
+    pruned = as_admin(env, admin, "--json", "backup", "forget", "--prune", "--repository", "main")
+    assert pruned.code == 0, pruned.stdout + pruned.stderr
+    assert json.loads(pruned.stdout)[0]["prune"]["packs_repacked"] >= 1
+    for key in set(env.object_keys("packs")) - packs:
+        with pytest.raises(pyrage.DecryptError):
+            pyrage.decrypt(env.read_object(key), [attacker])
