@@ -121,10 +121,11 @@ class Backup(Strict):
     """The age identity that decrypts the repositories: only where restores, drills,
     pruning and ``check --read-data`` run, never on backup hosts."""
     recipients: list[str] = []
-    """Age public keys an admin host holding only ``identity`` may encrypt to when it writes
-    (prune's repacks, ``ops backup copy``) besides its identity's own: the repository's
-    recipient, on a host that reads through a wrap (``ops backup key add``). A repository's
-    config can be rewritten by a backup host, so its recipients are not taken on trust."""
+    """What a host without ``writer_key`` encrypts to when it writes (prune's repacks, ``ops
+    backup copy``): the repository's recipient on a host that reads through a wrap (``ops
+    backup key add``), the new one after ``ops backup key rotate``. Empty: the repository
+    config's recipients, only if they are this host's identity (a backup host can rewrite
+    that config, so its recipients are not taken on trust)."""
     repositories: list[Repository] = []
     """Where backups go; each source is written to every repository."""
     retention: Retention = Retention()

@@ -1,4 +1,4 @@
-"""``ops backup key add | list | remove``: who else can read a repository.
+"""``ops backup key add | list | remove | rotate``: who can read a repository, and a new key.
 
 Every object is encrypted to the repository's recipient (the public half of the identity
 ``ops backup keygen`` wrote). Giving a second person, or a sealed copy in the safe, the right
@@ -8,7 +8,10 @@ holds the matching private key sets it as ``backup.identity`` and reads everythi
 new, with no re-upload. ``key remove`` deletes the wraps for a key: from then on that key
 alone opens nothing. What it cannot undo: a holder who read the wrap has learnt the
 repository's identity, which keeps opening everything written to it (docs/backup.md, "Keys:
-who holds what").
+who holds what"). ``key rotate`` makes a new identity and writer key for what is written
+from then on (the id-key and chunker seed stay: blobs still deduplicate, nothing is
+re-uploaded), wraps the old identities for the new one, and posts a recipients notice that
+makes writers on the old key stop.
 """
 
 from __future__ import annotations
@@ -16,12 +19,28 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from portalops.backup.repo import age
-from portalops.backup.repo.keys import IDENTITIES, wrap_identities
+from portalops.backup.repo.keys import (
+    IDENTITIES,
+    MAX_NOTICE_OBJECT,
+    MAX_NOTICES,
+    NOTICES,
+    WriterKey,
+    create_identity,
+    decode_notice,
+    encode_notice,
+    load_identity,
+    load_writer_key,
+    save_writer_key,
+    wrap_identities,
+)
 from portalops.backup.repo.repository import Repository
+from portalops.backup.repo.storage import ObjectInfo
 from portalops.core.errors import BadInput
+from portalops.core.timefmt import utc_now_z
 
 RECIPIENT_CHARS = frozenset("023456789acdefghjklmnpqrstuvwxyz")  # bech32, as age writes it
 
@@ -57,20 +76,112 @@ def checked_recipient(text: str) -> str:
 
 
 def add_recipient(repo: Repository, recipient: str, config_file: str) -> tuple[KeyHolder, bool]:
-    """Write a wrap of every identity this host holds for ``recipient``; idempotent (a key
-    that can read already gets nothing new). Returns the holder and whether it was written."""
+    """Write a wrap of every identity this host holds for ``recipient``; idempotent: a wrap
+    is named after the public keys it holds, so a key that has one of exactly these gets
+    nothing new, and after a rotation (one more identity held) it gets a new one. Returns
+    the holder and whether a wrap was written."""
     identity = repo.require_identity(config_file)
     holder = _holders(repo).get(recipient)
-    if holder is not None:
+    if holder is not None and holder.how == "recipient":
         return holder, False
-    stored = wrap_identities(identity, recipient)
-    key = f"{IDENTITIES}{recipient}/{hashlib.sha256(stored).hexdigest()}"
-    repo.storage.put(key, stored)
-    return KeyHolder(recipient, "wrap", [key]), True
+    held = sorted(age.public_key_string(s.public_key()) for s in (identity.secret, *identity.also))
+    name = hashlib.sha256("\n".join(held).encode()).hexdigest()  # public keys only
+    key = f"{IDENTITIES}{recipient}/{name}"
+    if holder is not None and key in holder.objects:
+        return holder, False
+    repo.storage.put(key, wrap_identities(identity, recipient))
+    objects = [*holder.objects, key] if holder is not None else [key]
+    return KeyHolder(recipient, "wrap", objects, holder.added if holder else None), True
 
 
 def list_holders(repo: Repository) -> list[KeyHolder]:
-    return list(_holders(repo).values())
+    holders = list(_holders(repo).values())
+    notice = newest_notice(repo)
+    if notice is not None:
+        recipients, when = notice
+        for recipient in recipients:
+            holders.append(KeyHolder(recipient, f"writers encrypt to it since {when}"))
+    return holders
+
+
+def newest_notice(repo: Repository) -> tuple[tuple[str, ...], str] | None:
+    """The recipients (and time) of the newest recipients notice made with this repository's
+    key, if ``key rotate`` ever wrote one."""
+    infos = sorted(repo.storage.list(NOTICES), key=_by_time, reverse=True)
+    for info in infos[:MAX_NOTICES]:
+        if info.size > MAX_NOTICE_OBJECT:
+            continue
+        try:
+            return decode_notice(
+                repo.storage.get(info.key, max_size=MAX_NOTICE_OBJECT), repo.writer
+            )
+        except ValueError:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class Rotated:
+    recipient: str  # the new identity's public key
+    identity_file: Path
+    writer_key_file: Path
+    resumed: bool  # both files were there from an earlier, interrupted rotation
+    wraps: list[tuple[str, list[str]]]  # per repository: other keys whose wraps predate it
+
+
+def rotate(
+    repos: list[Repository], identity_file: Path, writer_key_file: Path, config_file: str
+) -> Rotated:
+    """A new identity and a new writer key (same id-key and chunker seed, so blobs still
+    deduplicate; the new recipient only), a wrap of the identities held for the new one in
+    each repository (it reads everything written before), then a recipients notice there
+    (writers on the old key are refused from then on). Re-running it with the same two
+    files finishes an interrupted rotation."""
+    for repo in repos:
+        repo.require_identity(config_file)
+    first = repos[0].writer
+    if any((r.writer.id_key, r.writer.chunker_seed) != (first.id_key, first.chunker_seed)
+           for r in repos):  # fmt: skip
+        raise BadInput(
+            "these repositories were made with different writer keys: rotate them one "
+            "writer key at a time (--repository)"
+        )
+    resumed = identity_file.exists() and writer_key_file.exists()
+    if resumed:
+        identity = load_identity(identity_file)
+        writer = load_writer_key(writer_key_file)
+        if writer.recipients != (identity.public,) or writer.id_key != first.id_key:
+            raise BadInput(
+                f"{identity_file} and {writer_key_file} exist but are not a rotation of these "
+                "repositories; name new files"
+            )
+    else:
+        for path in (identity_file, writer_key_file):
+            if path.exists():
+                raise BadInput(f"{path} already exists; name a new file")
+        public = create_identity(identity_file)
+        writer = WriterKey(first.id_key, first.chunker_seed, (public,))
+        save_writer_key(writer_key_file, writer)
+    recipient = writer.recipients[0]
+    others = []
+    for repo in repos:
+        add_recipient(
+            repo, recipient, config_file
+        )  # first: the new key reads before writers switch
+        notice = encode_notice(writer, utc_now_z())
+        repo.storage.put(f"{NOTICES}{hashlib.sha256(notice).hexdigest()}", notice)
+        wrapped = [h.recipient for h in _holders(repo).values()
+                   if h.how == "wrap" and h.recipient != recipient]  # fmt: skip
+        others.append((repo.name, wrapped))
+    return Rotated(recipient, identity_file, writer_key_file, resumed, others)
+
+
+def _by_time(info: ObjectInfo) -> tuple[bool, float, str]:
+    return (
+        info.modified is not None,
+        info.modified.timestamp() if info.modified else 0.0,
+        info.key,
+    )
 
 
 def remove_recipient(repo: Repository, recipient: str, config_file: str) -> KeyHolder:
@@ -94,10 +205,7 @@ def _holders(repo: Repository) -> dict[str, KeyHolder]:
     """The repository's recipients, then every key with a wrap, oldest wrap first. Names
     under identities/ are only claims (a writer can add objects there): listed as found."""
     holders = {r: KeyHolder(r, "recipient") for r in repo.config.recipients}
-    infos = sorted(
-        repo.storage.list(IDENTITIES),
-        key=lambda i: (i.modified is None, i.modified.timestamp() if i.modified else 0.0),
-    )
+    infos = sorted(repo.storage.list(IDENTITIES), key=_by_time)
     for info in infos:
         recipient = info.key[len(IDENTITIES) :].split("/", 1)[0]
         holder = holders.setdefault(recipient, KeyHolder(recipient, "wrap", added=info.modified))

@@ -30,6 +30,7 @@ from portalops import __version__
 from portalops.backup.config import Repository as RepoSettings
 from portalops.backup.jobs.access import Keys, open_repository
 from portalops.backup.repo.chunker import Chunker
+from portalops.backup.repo.keys import RecipientsUntrusted
 from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.repository import Repository
 from portalops.backup.repo.snapshot import Snapshot
@@ -107,9 +108,14 @@ def run_backup(
     unopened: dict[str, OpsError] = {}
     for settings in repositories:
         try:
-            opened.append(open_repository(settings, keys))
+            repo = open_repository(settings, keys)
         except OpsError as exc:
             unopened[settings.name] = exc
+            continue
+        if repo.writer.untrusted is not None:  # a retired writer key: refused before reading
+            unopened[settings.name] = RecipientsUntrusted(repo.writer.untrusted)
+            continue
+        opened.append(repo)
     results: list[SourceResult] = []
     for source in sources:
         done: dict[str, SourceResult] = {}

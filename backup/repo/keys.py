@@ -7,6 +7,7 @@ identity, which lives on the drill host or offline.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import secrets
@@ -27,6 +28,7 @@ WRITER_KEY_KIND = "portal-ops writer key"
 # Derivation contexts (BLAKE3 derive_key): each purpose gets its own key from the id-key.
 INDEX_MAC_CONTEXT = "portal-ops 2026 index mac v1"
 KEY_CHECK_CONTEXT = "portal-ops 2026 key check v1"
+NOTICE_MAC_CONTEXT = "portal-ops 2026 recipients notice v1"
 
 
 class KeyFileError(BadInput):
@@ -35,6 +37,12 @@ class KeyFileError(BadInput):
 
 class RecipientsUntrusted(OpsError):
     """{}"""
+
+
+class RecipientsRetired(OpsError):
+    """repository {}: this writer key encrypts to {}, which 'ops backup key rotate' retired
+    on {} (the repository's key is now {}): install the new writer key on this host (the
+    ops_agent role's ops_agent_writer_key_file); backups with the old one are refused"""
 
 
 class IdentityMissing(OpsError):
@@ -60,6 +68,10 @@ class WriterKey:
     @property
     def mac_key(self) -> bytes:
         return blake3.blake3(self.id_key, derive_key_context=INDEX_MAC_CONTEXT).digest()
+
+    @property
+    def notice_key(self) -> bytes:
+        return blake3.blake3(self.id_key, derive_key_context=NOTICE_MAC_CONTEXT).digest()
 
     @property
     def fingerprint(self) -> str:
@@ -210,6 +222,40 @@ def parse_wrap(plaintext: bytes) -> list[X25519PrivateKey]:
         raise ValueError("holds something other than AGE-SECRET-KEY identities") from None
 
 
+# A recipients notice (FORMAT.md: ``recipients/<sha256>``), written by ``ops backup key
+# rotate``: the recipients writers must encrypt to from then on. MAC'd with a key derived
+# from the id-key, which every writer holds: it stops a host left on a retired writer key by
+# mistake, not one that wants to go on (that takes revoking its storage credentials).
+NOTICES = "recipients/"
+MAX_NOTICES = 64
+MAX_NOTICE_OBJECT = 16 * 1024
+
+
+def encode_notice(writer: WriterKey, when: str) -> bytes:
+    body = json.dumps({"version": 1, "recipients": list(writer.recipients), "time": when})
+    data = body.encode()
+    return data + blake3.blake3(data, key=writer.notice_key).digest()
+
+
+def decode_notice(data: bytes, writer: WriterKey) -> tuple[tuple[str, ...], str]:
+    """The recipients and time a notice states; ValueError unless ``writer``'s id-key made it."""
+    body, mac = data[:-32], data[-32:]
+    if len(data) <= 32 or not hmac.compare_digest(
+        blake3.blake3(body, key=writer.notice_key).digest(), mac
+    ):
+        raise ValueError("not made with this repository's key (MAC mismatch)")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+        recipients, when = doc["recipients"], doc["time"]
+        if doc.get("version") != 1 or not isinstance(when, str) or not recipients:
+            raise ValueError("not a recipients notice (version 1)")
+        for recipient in recipients:
+            age.parse_recipient(str(recipient))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"malformed: {exc}") from None
+    return tuple(str(r) for r in recipients), when[:40]
+
+
 def new_writer_key(recipients: list[str]) -> WriterKey:
     # FastCDC XORs the seed into its gear table (shifted left once): keep it within 63 bits.
     seed = secrets.randbits(63) | 1
@@ -228,8 +274,12 @@ def keygen(identity_path: Path, writer_key_path: Path, *, force: bool = False) -
     public = identity.public
     writer = new_writer_key([public])
     write_secret_file(identity_path, _identity_text(identity, "repository identity"))
-    write_secret_file(writer_key_path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
+    save_writer_key(writer_key_path, writer)
     return public, writer.fingerprint
+
+
+def save_writer_key(path: Path, writer: WriterKey) -> None:
+    write_secret_file(path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
 
 
 def create_identity(path: Path) -> str:

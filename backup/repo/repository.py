@@ -24,11 +24,16 @@ from portalops.backup.repo.keys import (
     IDENTITIES,
     MAX_KEY_CANDIDATES,
     MAX_KEYS_OBJECT,
+    MAX_NOTICE_OBJECT,
+    MAX_NOTICES,
     MAX_WRAP_OBJECT,
     MAX_WRAPS,
+    NOTICES,
     Identity,
     IdentityMissing,
+    RecipientsRetired,
     WriterKey,
+    decode_notice,
     parse_keys_object,
     parse_wrap,
 )
@@ -199,6 +204,10 @@ class Repository:
                 f"the writer key does not belong to this repository (key {writer.fingerprint}, "
                 f"repository expects {config.key_fingerprint})",
             )
+        if writer.untrusted is None:
+            retired = _retired(storage, writer)
+            if retired is not None:  # reading goes on; nothing is encrypted with it
+                writer = replace(writer, untrusted=retired)
         return cls(storage, config, writer, identity, settings=settings)
 
     @staticmethod
@@ -239,17 +248,19 @@ class Repository:
                 f"{config.key_fingerprint}) for this identity"
                 + (": " + "; ".join(f"{k}: {w}" for k, w in problems[:3]) if problems else ""),
             )
-        known = identity.local_publics | set(trusted)
-        strangers = [r for r in config.recipients if r not in known]
+        if trusted:  # backup.recipients: what this host encrypts to, whatever config says
+            return replace(writer, recipients=trusted)
+        strangers = [r for r in config.recipients if r not in identity.local_publics]
         if strangers or not config.recipients:
             writer = replace(
                 writer,
                 untrusted=f"repository {storage.name}: its config asks for data to be "
-                f"encrypted to {', '.join(strangers) or 'no key'}, which this host does not "
-                "know (neither its identity nor backup.recipients), and a backup host can "
-                "write that config: nothing is encrypted to it. If the key is genuine (a "
-                "second recipient), list it in backup.recipients; if not, someone changed the "
-                "config (docs/backup.md, 'What a compromised backup host can and cannot do')",
+                f"encrypted to {', '.join(strangers) or 'no key'}, which is not this host's "
+                "identity, and a backup host can write that config: nothing is encrypted to "
+                "it. If the key is genuine (the repository's recipient, read here through a "
+                "wrap, or the new one after 'ops backup key rotate'), set backup.recipients "
+                "to the keys to encrypt to; if not, someone changed the config (docs/"
+                "backup.md, 'What a compromised backup host can and cannot do')",
             )
         return writer
 
@@ -531,6 +542,31 @@ def _search_keys(
             ),
         )
     return found, problems
+
+
+def _retired(storage: Storage, writer: WriterKey) -> str | None:
+    """Why ``writer`` must not encrypt: the newest recipients notice (``ops backup key
+    rotate``) names other recipients than it encrypts to; None if not. Notices whose MAC
+    fails are logged and passed over; at most MAX_NOTICES, newest first by storage time."""
+    notices = sorted(storage.list(NOTICES), key=_oldest_first, reverse=True)
+    for info in notices[:MAX_NOTICES]:
+        try:
+            if info.size > MAX_NOTICE_OBJECT:
+                raise ValueError(f"{info.size} bytes, larger than a notice")
+            recipients, when = decode_notice(
+                storage.get(info.key, max_size=MAX_NOTICE_OBJECT), writer
+            )
+        except (StorageError, ValueError) as exc:
+            log.warning("repository %s: %s not used: %s", storage.name, info.key, exc)
+            continue
+        if set(recipients) != set(writer.recipients):
+            return str(
+                RecipientsRetired(
+                    storage.name, ", ".join(writer.recipients), when, ", ".join(recipients)
+                )
+            )
+        return None
+    return None
 
 
 def unwrap_identities(storage: Storage, identity: Identity) -> Identity:

@@ -335,6 +335,26 @@ examples:
     k.add_argument("--recipient", required=True, metavar="AGE1…", help="the key to take back")
     _repository_option(k)
     k.set_defaults(new_identity=None)
+    k = keys.add_parser(
+        "rotate",
+        help="a new identity and writer key for what is written from now on (needs the identity)",
+        description="For a lost or leaving identity: write a new identity and a new writer "
+        "key (same id-key and chunker seed: nothing is re-uploaded, blobs still deduplicate; "
+        "the new key's recipient only), wrap the identities this host holds for the new one "
+        "in each repository (it reads every snapshot, old and new), then post a recipients "
+        "notice: backup hosts still on the old writer key are refused from then on (exit "
+        "3). Install the new writer key on every backup host and the new identity where "
+        "restores run. What it cannot do: the old identity still opens everything written "
+        "before (docs/backup.md, 'Rotating the identity'). Re-running it with the same two "
+        "files finishes an interrupted rotation.",
+        epilog="""\
+examples:
+  ops backup key rotate --new-identity /root/id-2027.txt --writer-key /root/writer-2027.key""",
+    )
+    k.add_argument("--new-identity", type=Path, required=True, metavar="FILE", help="written 0600")
+    k.add_argument("--writer-key", type=Path, required=True, metavar="FILE", help="written 0600")
+    _repository_option(k)
+    k.set_defaults(recipient=None)
 
 
 def _reading_options(
@@ -430,7 +450,41 @@ def _key(ctx: Context, args: argparse.Namespace) -> Outcome:
         raise IdentityMissing(where)
     if args.key_action == "add":
         return _key_add(repos, recipient, args.new_identity, where)
+    if args.key_action == "rotate":
+        return _key_rotate(repos, args.new_identity, args.writer_key, where)
     return _key_remove(repos, str(recipient), where)
+
+
+def _key_rotate(repos: list[Repository], identity: Path, writer_key: Path, where: str) -> Outcome:
+    from portalops.backup.jobs.keys import rotate
+
+    done = rotate(repos, identity, writer_key, where)
+    lines = [
+        f"{'continued' if done.resumed else 'new'} identity {done.identity_file} and writer key "
+        f"{done.writer_key_file} (0600); recipient {done.recipient}",
+        *(f"{name}: wrap for the new identity and recipients notice written" for name, _ in
+          done.wraps),
+        "Next: 1. install the new writer key on every backup host (ops_agent_writer_key_file; "
+        "hosts on the old one now stop with exit 3); 2. set backup.identity to the new "
+        "identity where restores run, and on a host that prunes or copies without a writer "
+        f"key, backup.recipients: [{done.recipient}]; 3. keep the old identity offline until "
+        "you are sure (the new one reads everything through its wrap).",
+    ]  # fmt: skip
+    for name, others in done.wraps:
+        if others:
+            lines.append(
+                f"{name}: {', '.join(others)} read through wraps of the old identity only "
+                "(what was written before): 'ops backup key add --recipient KEY' with the new "
+                "identity gives them the rest, 'key remove' takes theirs away"
+            )
+    data = {
+        "recipient": done.recipient,
+        "identity_file": str(done.identity_file),
+        "writer_key_file": str(done.writer_key_file),
+        "resumed": done.resumed,
+        "repositories": [{"repository": n, "other_wraps": o} for n, o in done.wraps],
+    }
+    return Outcome(data, [*lines])
 
 
 def _key_add(

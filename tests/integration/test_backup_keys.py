@@ -207,7 +207,7 @@ def test_an_admin_host_never_encrypts_to_a_key_a_backup_host_wrote_into_the_conf
     pruned = as_admin(env, admin, "backup", "forget", "--prune", "--repository", "main")
     assert pruned.code == 3, pruned.stdout + pruned.stderr
     assert str(attacker.to_public()) in pruned.stderr
-    assert "this host does not" in pruned.stderr
+    assert "is not this host's identity" in pruned.stderr
     assert set(env.object_keys("packs")) == packs  # nothing written, nothing deleted
     target = tmp_path / "restored"
     read = as_admin(env, admin, "backup", "restore", "latest", "--source", "webroot",
@@ -231,3 +231,65 @@ def test_an_admin_host_never_encrypts_to_a_key_a_backup_host_wrote_into_the_conf
     for key in set(env.object_keys("packs")) - packs:
         with pytest.raises(pyrage.DecryptError):
             pyrage.decrypt(env.read_object(key), [attacker])
+
+
+def test_rotation_closes_new_backups_to_the_old_identity_and_refuses_the_old_writer_key(
+    backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = backup_env
+    src = backed_up(env, tmp_path)
+    old_writer = json.loads(env.writer_key.read_text())
+    old_identity = tmp_path / "old" / "identity.txt"
+    old_identity.parent.mkdir()
+    old_identity.write_bytes(env.identity.read_bytes())
+    old_identity.chmod(0o600)
+    new_identity, new_writer = tmp_path / "rot" / "identity.txt", tmp_path / "rot" / "writer.key"
+
+    code, rotated = key_json(env, "rotate", "--new-identity", str(new_identity),
+                             "--writer-key", str(new_writer))  # fmt: skip
+
+    assert code == 0, rotated
+    assert rotated["resumed"] is False
+    for path in (new_identity, new_writer):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    writer = json.loads(new_writer.read_text())
+    assert (writer["id_key"], writer["chunker_seed"]) == (
+        old_writer["id_key"],
+        old_writer["chunker_seed"],
+    )
+    assert writer["recipients"] == [rotated["recipient"]] != old_writer["recipients"]
+
+    # A backup host left on the old writer key is refused before it reads or writes anything.
+    stored = set(env.object_keys("packs")) | set(env.object_keys("snapshots"))
+    (src / "index.html").write_text("<h1>sau khi đổi khóa</h1>\n", encoding="utf-8")
+    stale = env.ops("--json", "backup", "run")
+    assert stale.code == 3, stale.stdout + stale.stderr
+    [result] = json.loads(stale.stdout)["results"]
+    assert "retired" in result["error"]
+    assert set(env.object_keys("packs")) | set(env.object_keys("snapshots")) == stored
+
+    # The host gets the new writer key, the admin the new identity: nothing is re-uploaded.
+    env.writer_key.write_bytes(new_writer.read_bytes())
+    env.identity.write_bytes(new_identity.read_bytes())
+    [result] = env.ops_json("backup", "run")["results"]
+    assert result["status"] == "ok"
+    assert result["bytes_added"] < 64 * 1024  # blobs still deduplicate: same id-key
+    snapshots = env.ops_json("backup", "list")
+    assert [s["unreadable"] for s in snapshots] == [None, None]  # the new identity reads both
+
+    old = second_admin(env, old_identity)  # the leaver's copy of the old identity
+    listed = as_admin(env, old, "--json", "backup", "list")
+    readable = [s["unreadable"] is None for s in json.loads(listed.stdout)]
+    assert readable == [True, False]  # what was written before, not what came after
+    target = tmp_path / "restored"
+    done = env.ops("backup", "restore", "latest", "--source", "webroot", "--target", str(target))
+    assert done.code == 0, done.stderr
+    restored = (target / src.relative_to("/") / "index.html").read_text(encoding="utf-8")
+    assert restored == "<h1>sau khi đổi khóa</h1>\n"
+
+    # Run again with the same two files: it finishes, writes nothing new, breaks nothing.
+    again = env.ops("--json", "backup", "key", "rotate", "--new-identity", str(new_identity),
+                    "--writer-key", str(new_writer))  # fmt: skip
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["resumed"] is True
+    assert env.ops_json("backup", "run")["results"][0]["status"] == "ok"
