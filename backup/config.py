@@ -140,13 +140,12 @@ class Backup(Strict):
     @classmethod
     def _age_keys(cls, recipients: list[str]) -> list[str]:
         # here, not at the top: every command reads this model, few need the cryptography
-        from portalops.backup.repo.age import parse_recipient  # noqa: PLC0415
+        from portalops.backup.repo.keys import recipient_error  # noqa: PLC0415
 
         for recipient in recipients:
-            try:
-                parse_recipient(recipient)
-            except ValueError as exc:
-                raise ValueError(f"{recipient!r:.80} is not an age public key: {exc}") from None
+            error = recipient_error(recipient)
+            if error is not None:
+                raise ValueError(error)
         return recipients
 
     @model_validator(mode="after")

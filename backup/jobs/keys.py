@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portalops.backup.repo import age
 from portalops.backup.repo.keys import (
     IDENTITIES,
     MAX_NOTICE_OBJECT,
@@ -34,6 +33,7 @@ from portalops.backup.repo.keys import (
     encode_notice,
     load_identity,
     load_writer_key,
+    recipient_error,
     save_writer_key,
     wrap_identities,
 )
@@ -64,34 +64,40 @@ class KeyHolder:
 
 
 def checked_recipient(text: str) -> str:
-    """An age X25519 public key (``age1…``), exactly as typed; BadInput otherwise."""
+    """An age X25519 public key (``age1…``), exactly as typed; BadInput otherwise (a secret
+    key given by mistake is never repeated back)."""
     recipient = text.strip()
-    try:
-        age.parse_recipient(recipient)
-    except ValueError as exc:
-        raise BadInput(f"--recipient {text!r:.80} is not an age public key: {exc}") from None
+    error = recipient_error(recipient)
+    if error is not None:
+        raise BadInput(f"--recipient: {error}")
     if not set(recipient.removeprefix("age1")) <= RECIPIENT_CHARS:
         raise BadInput(f"--recipient {text!r:.80}: write the key in lower case, as age does")
     return recipient
 
 
 def add_recipient(repo: Repository, recipient: str, config_file: str) -> tuple[KeyHolder, bool]:
-    """Write a wrap of every identity this host holds for ``recipient``; idempotent: a wrap
-    is named after the public keys it holds, so a key that has one of exactly these gets
-    nothing new, and after a rotation (one more identity held) it gets a new one. Returns
-    the holder and whether a wrap was written."""
+    """Write a wrap of this host's identity file for ``recipient``. Always a new one (one
+    already there cannot be checked: it is encrypted to someone else, and a backup host can
+    plant junk under any name), except for this host's own key. Returns the holder and
+    whether a wrap was written."""
     identity = repo.require_identity(config_file)
-    holder = _holders(repo).get(recipient)
-    if holder is not None and holder.how == "recipient":
-        return holder, False
-    held = sorted(age.public_key_string(s.public_key()) for s in (identity.secret, *identity.also))
-    name = hashlib.sha256("\n".join(held).encode()).hexdigest()  # public keys only
-    key = f"{IDENTITIES}{recipient}/{name}"
-    if holder is not None and key in holder.objects:
-        return holder, False
-    repo.storage.put(key, wrap_identities(identity, recipient))
-    objects = [*holder.objects, key] if holder is not None else [key]
-    return KeyHolder(recipient, "wrap", objects, holder.added if holder else None), True
+    if recipient == identity.public:
+        return KeyHolder(recipient, "recipient"), False
+    current = set(repo.config.recipients)
+    notice = newest_notice(repo)
+    if notice is not None:
+        current |= set(notice[0])
+    if identity.public not in current:
+        raise BadInput(
+            f"repository {repo.name}: this host's identity ({identity.public}) is not what the "
+            "repository encrypts to: it reads through a wrap, and 'key add' here would hand "
+            "out this personal key. Run it on a host holding the repository's identity"
+        )
+    stored = wrap_identities(identity, recipient)
+    key = f"{IDENTITIES}{recipient}/{hashlib.sha256(stored).hexdigest()}"
+    repo.storage.put(key, stored)
+    holder = _holders(repo).get(recipient) or KeyHolder(recipient, "wrap", [key])
+    return holder, True
 
 
 def list_holders(repo: Repository) -> list[KeyHolder]:
@@ -159,7 +165,10 @@ def rotate(
         for path in (identity_file, writer_key_file):
             if path.exists():
                 raise BadInput(f"{path} already exists; name a new file")
-        public = create_identity(identity_file)
+        # The new file keeps the identities of the old one after its own: they open what
+        # was written before, and 'key add' run with it wraps them too.
+        held = repos[0].require_identity(config_file).file_secrets
+        public = create_identity(identity_file, keep=held)
         writer = WriterKey(first.id_key, first.chunker_seed, (public,))
         save_writer_key(writer_key_file, writer)
     recipient = writer.recipients[0]
@@ -184,18 +193,18 @@ def _by_time(info: ObjectInfo) -> tuple[bool, float, str]:
     )
 
 
-def remove_recipient(repo: Repository, recipient: str, config_file: str) -> KeyHolder:
-    """Delete every wrap for ``recipient``. The repository's own recipient cannot be
-    removed: every object is encrypted to it."""
-    repo.require_identity(config_file)
-    holder = _holders(repo).get(recipient)
-    if holder is None:
-        raise BadInput(f"repository {repo.name}: {recipient} holds no key to it")
-    if holder.how == "recipient":
+def remove_recipient(repo: Repository, recipient: str, config_file: str) -> KeyHolder | None:
+    """Delete every wrap for ``recipient``; None if it has none here. This host's own key
+    cannot be removed (it is what the data is encrypted to)."""
+    identity = repo.require_identity(config_file)
+    if recipient == identity.public:
         raise BadInput(
-            f"repository {repo.name}: {recipient} is the repository's own recipient (every "
-            "object is encrypted to it): it cannot be removed, only added to"
+            f"{recipient} is this host's own identity: the data is encrypted to it; it "
+            "cannot be removed, only rotated ('ops backup key rotate')"
         )
+    holder = _holders(repo).get(recipient)
+    if holder is None or not holder.objects:
+        return None
     for key in holder.objects:
         repo.storage.delete(key)
     return holder

@@ -35,6 +35,11 @@ COLUMNS = 64  # a stanza body line, in base64 characters
 X25519_INFO = b"age-encryption.org/v1/X25519"
 
 
+# This tool writes one stanza per recipient, and a repository has one or two; a header
+# with many more is a writer making every reader try each against every identity it holds.
+MAX_STANZAS = 16
+
+
 class AgeError(ValueError):
     """Not an age file for these keys, or damaged."""
 
@@ -304,7 +309,10 @@ def _unwrap(data: bytes, identities: tuple[X25519PrivateKey, ...]) -> tuple[byte
     if len(header_mac) != MAC_SIZE:
         raise AgeError(f"the header MAC holds {len(header_mac)} bytes, not {MAC_SIZE}")
     file_key = None
-    for args, body in _stanzas(data[len(INTRO) : end + 1]):
+    stanzas = _stanzas(data[len(INTRO) : end + 1])
+    if len(stanzas) > MAX_STANZAS:  # each one tried with every identity held: bounded work
+        raise AgeError(f"{len(stanzas)} recipient stanzas, more than the {MAX_STANZAS} accepted")
+    for args, body in stanzas:
         for identity in identities:
             if file_key is None and args[0] == b"X25519":
                 file_key = _x25519_unwrap(args, body, identity)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 import secrets
 import stat
@@ -134,11 +135,11 @@ class Identity:
     local: int = 1  # how many of (secret, *also) came from this host's identity file
 
     @property
-    def local_publics(self) -> set[str]:
-        """The public keys of the identities this host's own file holds: recipients it may
-        encrypt to without asking (wraps can be planted by a backup host; these cannot)."""
-        held = (self.secret, *self.also)[: self.local]
-        return {age.public_key_string(s.public_key()) for s in held}
+    def file_secrets(self) -> list[str]:
+        """The identities this host's own file holds (its own first, then older ones kept
+        after a rotation): what ``key add`` may wrap. Keys from wraps are not among them:
+        a backup host can plant a wrap."""
+        return self.secrets[: self.local]
 
     @property
     def public(self) -> str:
@@ -200,9 +201,24 @@ MAX_WRAPPED = 16  # identities in one wrap: each rotation of the repository's ke
 
 
 def wrap_identities(identity: Identity, recipient: str) -> bytes:
-    """Every identity ``identity`` holds, encrypted to ``recipient`` (an age public key)."""
-    doc = {"kind": WRAP_KIND, "version": 1, "identities": identity.secrets}
+    """The identities of this host's identity file, encrypted to ``recipient`` (an age
+    public key); never keys that came from a wrap (a backup host can plant those)."""
+    doc = {"kind": WRAP_KIND, "version": 1, "identities": identity.file_secrets}
     return age.encrypt(json.dumps(doc).encode(), [age.parse_recipient(recipient)])
+
+
+def recipient_error(text: str) -> str | None:
+    """Why ``text`` is not an age public key, without repeating it when it is a secret."""
+    if "SECRET-KEY" in text.upper():
+        return (
+            "that is a secret key (AGE-SECRET-KEY-…), not shown here: give its public key "
+            "(age-keygen -y FILE)"
+        )
+    try:
+        age.parse_recipient(text)
+    except ValueError as exc:
+        return f"{text!r:.80} is not an age public key: {exc}"
+    return None
 
 
 def parse_wrap(plaintext: bytes) -> list[X25519PrivateKey]:
@@ -282,12 +298,22 @@ def save_writer_key(path: Path, writer: WriterKey) -> None:
     write_secret_file(path, (json.dumps(writer.to_json(), indent=2) + "\n").encode())
 
 
-def create_identity(path: Path) -> str:
-    """Write a new age identity (0600) for ``ops backup key add``; return its public key."""
-    if path.exists():
-        raise BadInput(f"{path} already exists; name a new file for the new identity")
+def create_identity(path: Path, keep: list[str] | None = None) -> str:
+    """Write a new age identity to ``path`` (created 0600, never over an existing file) for
+    ``ops backup key add`` or ``key rotate``; ``keep``: older identities to hold after it.
+    Returns its public key."""
     identity = Identity(X25519PrivateKey.generate())
-    write_secret_file(path, _identity_text(identity, "identity (reads through a wrap)"))
+    what = "identity (rotated: older ones follow)" if keep else "identity"
+    text = _identity_text(identity, what) + b"".join(f"{k}\n".encode() for k in keep or ())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise BadInput(f"{path} already exists; name a new file for the new identity") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
     return identity.public
 
 

@@ -27,6 +27,7 @@ from portalops.backup.repo.keys import (
     MAX_NOTICE_OBJECT,
     MAX_NOTICES,
     MAX_WRAP_OBJECT,
+    MAX_WRAPPED,
     MAX_WRAPS,
     NOTICES,
     Identity,
@@ -245,12 +246,15 @@ class Repository:
             raise RepositoryError(
                 storage.name,
                 "no object under keys/ holds this repository's key (fingerprint "
-                f"{config.key_fingerprint}) for this identity"
+                f"{config.key_fingerprint}) for this identity ({identity.public}); if it "
+                f"reads through a wrap, none under {IDENTITIES}{identity.public}/ opened: "
+                "ask the holder of the repository's identity to run 'ops backup key add "
+                f"--recipient {identity.public}'"
                 + (": " + "; ".join(f"{k}: {w}" for k, w in problems[:3]) if problems else ""),
             )
         if trusted:  # backup.recipients: what this host encrypts to, whatever config says
             return replace(writer, recipients=trusted)
-        strangers = [r for r in config.recipients if r not in identity.local_publics]
+        strangers = [r for r in config.recipients if r != identity.public]
         if strangers or not config.recipients:
             writer = replace(
                 writer,
@@ -575,8 +579,11 @@ def unwrap_identities(storage: Storage, identity: Identity) -> Identity:
     logged and passed over: the identity still opens what it opens alone."""
     also: list[X25519PrivateKey] = []
     held = set(identity.secrets)
-    wraps = sorted(storage.list(f"{IDENTITIES}{identity.public}/"), key=_oldest_first)
+    # Newest first: junk a backup host planted earlier does not hide a wrap written since.
+    wraps = sorted(storage.list(f"{IDENTITIES}{identity.public}/"), key=_oldest_first)[::-1]
     for info in wraps[:MAX_WRAPS]:
+        if len(also) >= MAX_WRAPPED:
+            break
         try:
             if info.size > MAX_WRAP_OBJECT:
                 raise ValueError(f"{info.size} bytes, larger than a wrap ({MAX_WRAP_OBJECT})")
@@ -590,7 +597,7 @@ def unwrap_identities(storage: Storage, identity: Identity) -> Identity:
                 held.add(text)
                 also.append(secret)
     if len(wraps) > MAX_WRAPS:
-        log.warning("repository %s: only the oldest %d of %d wraps for %s read", storage.name,
+        log.warning("repository %s: only the newest %d of %d wraps for %s read", storage.name,
                     MAX_WRAPS, len(wraps), identity.public)  # fmt: skip
     if not also:
         return identity

@@ -83,7 +83,7 @@ class WorkerSetup:
     id_key: bytes
     chunker_seed: int
     recipients: tuple[str, ...]
-    identity: str  # the age secret key, never written anywhere by the worker
+    identities: tuple[str, ...]  # every age secret key held (own first), never written anywhere
 
 
 _repo: Repository | None = None
@@ -93,7 +93,8 @@ def _init(setup: WorkerSetup) -> None:
     global _repo  # noqa: PLW0603 - one repository handle per worker process
     storage = open_storage(setup.storage)
     writer = WriterKey(setup.id_key, setup.chunker_seed, setup.recipients)
-    identity = Identity.from_string(setup.identity)
+    own, *also = (Identity.from_string(text).secret for text in setup.identities)
+    identity = Identity(own, tuple(also))
     _repo = Repository(storage, Repository.read_config(storage), writer, identity)
 
 
@@ -300,7 +301,7 @@ def setup_for(repo: Repository) -> WorkerSetup | None:
         repo.writer.id_key,
         repo.writer.chunker_seed,
         repo.writer.recipients,
-        repo.identity.to_string(),
+        tuple(repo.identity.secrets),
     )
 
 

@@ -299,9 +299,10 @@ def _key_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     k = keys.add_parser(
         "add",
         help="let another age key read the repositories (needs backup.identity)",
-        description="Write, in each repository, a wrap of the identities this host holds "
+        description="Write, in each repository, a wrap of the identities in this host's "
+        "identity file (run it where the repository's identity is held) "
         "for another age public key: its holder then sets backup.identity to their own "
-        "identity file and reads everything, old and new. Idempotent.",
+        "identity file and reads everything, old and new. Each run writes a new wrap.",
         epilog="""\
 examples:
   ops backup key add --new-identity /root/second-admin.txt      # made here, 0600
@@ -340,7 +341,8 @@ examples:
         help="a new identity and writer key for what is written from now on (needs the identity)",
         description="For a lost or leaving identity: write a new identity and a new writer "
         "key (same id-key and chunker seed: nothing is re-uploaded, blobs still deduplicate; "
-        "the new key's recipient only), wrap the identities this host holds for the new one "
+        "the new key's recipient only; the new identity file keeps the old identities after its "
+        "own), wrap this host's identities for the new one "
         "in each repository (it reads every snapshot, old and new), then post a recipients "
         "notice: backup hosts still on the old writer key are refused from then on (exit "
         "3). Install the new writer key on every backup host and the new identity where "
@@ -506,15 +508,15 @@ def _key_add(
         )
     if new_identity is not None:
         lines.append(f"new identity in {new_identity} (0600): set backup.identity to it to use it")
-    own = sorted({r for repo in repos for r in repo.config.recipients})
+    own = repos[0].require_identity(where).public
     lines.append(
-        f"repository recipient(s): {', '.join(own)}; a host reading through this key that "
-        "also prunes or copies lists them in backup.recipients"
+        f"the repository's recipient (this host's identity): {own}; a host reading through "
+        "the new key that also prunes or copies sets backup.recipients: [that key]"
     )
     data = {
         "recipient": recipient,
         "identity_file": str(new_identity) if new_identity else None,
-        "repository_recipients": own,
+        "repository_recipient": own,
         "repositories": docs,
     }
     return Outcome(data, [*lines])
@@ -526,8 +528,11 @@ def _key_remove(repos: list[Repository], recipient: str, where: str) -> Outcome:
     docs, lines = [], []
     for repo in repos:
         holder = remove_recipient(repo, recipient, where)
-        docs.append({"repository": repo.name, **holder.to_json()})
-        lines.append(f"{repo.name}: {len(holder.objects)} wrap(s) for {recipient} deleted")
+        removed = holder.objects if holder is not None else []
+        docs.append({"repository": repo.name, "recipient": recipient, "deleted": removed})
+        lines.append(f"{repo.name}: {len(removed)} wrap(s) for {recipient} deleted")
+    if not any(d["deleted"] for d in docs):
+        raise BadInput(f"{recipient} has no wrap in {', '.join(r.name for r in repos)}")
     lines.append(
         "That key alone opens nothing now. If its holder ever used it, they have seen the "
         "repository's identity: see docs/backup.md, 'Keys: who holds what'."

@@ -21,7 +21,8 @@ import yaml
 
 from tests.fixtures.backup_env import BackupEnv, Result
 from tests.fixtures.paths import OPS_PY
-from tests.hostile.genuine import assert_no_internal_error
+from tests.hostile.forge import snapshot_key
+from tests.hostile.genuine import an_hour_ago, assert_no_internal_error
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +48,12 @@ def second_admin(env: BackupEnv, identity: Path) -> Path:
     return path
 
 
-def as_admin(env: BackupEnv, config: Path, *args: str) -> Result:
+def as_admin(env: BackupEnv, config: Path, *args: str, **extra: str) -> Result:
     """``ops --config CONFIG ARGS`` in a process of its own (restores start worker pools)."""
     done = subprocess.run(
         [sys.executable, str(OPS_PY), "--config", str(config), *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **env.env}, check=False,
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env.env, **extra}, check=False,
     )  # fmt: skip
     assert_no_internal_error(done.stdout + done.stderr)
     return Result(done.returncode, done.stdout, done.stderr)
@@ -82,8 +84,9 @@ def test_another_key_reads_everything_through_a_wrap_until_it_is_removed(
     ).to_public())  # fmt: skip
     config = second_admin(env, second)
     target = tmp_path / "restored"
+    # With pack workers (as a restore of any size starts them): they hold the wrapped keys too.
     restored = as_admin(env, config, "backup", "restore", "latest", "--source", "webroot",
-                        "--target", str(target))  # fmt: skip
+                        "--target", str(target), PORTALOPS_PACK_WORKERS="always")  # fmt: skip
     assert restored.code == 0, restored.stderr
     restored_file = target / src.relative_to("/") / "data.bin"
     assert restored_file.read_bytes() == (src / "data.bin").read_bytes()
@@ -92,8 +95,9 @@ def test_another_key_reads_everything_through_a_wrap_until_it_is_removed(
     assert code == 0
     assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 0), ("wrap", 1)]
     assert holders[1]["recipient"] == recipient
-    code, again = key_json(env, "add", "--recipient", recipient)
-    assert (code, again["repositories"][0]["written"]) == (0, False)
+    code, again = key_json(env, "add", "--recipient", recipient)  # always a new wrap
+    assert (code, again["repositories"][0]["written"]) == (0, True)
+    assert len(env.object_keys(f"identities/{recipient}")) == 2
 
     # A new night's backup: the second key reads it too (nothing was re-encrypted for it).
     (src / "index.html").write_text("<h1>mới</h1>\n", encoding="utf-8")
@@ -103,6 +107,7 @@ def test_another_key_reads_everything_through_a_wrap_until_it_is_removed(
 
     code, removed = key_json(env, "remove", "--recipient", recipient)
     assert code == 0, removed
+    assert len(removed["repositories"][0]["deleted"]) == 2
     assert env.object_keys("identities") == []
     shut_out = as_admin(env, config, "backup", "restore", "latest", "--source", "webroot",
                         "--target", str(tmp_path / "again"))  # fmt: skip
@@ -117,13 +122,15 @@ def test_key_commands_refuse_bad_input_with_the_reason(
     backed_up(env, tmp_path)
     own = json.loads(env.writer_key.read_text())["recipients"][0]
     stranger = str(pyrage.x25519.Identity.generate().to_public())
+    secret = str(pyrage.x25519.Identity.generate())  # given by mistake: never echoed
 
     cases = [
         (["add", "--recipient", "age1notakey"], 2, "is not an age public key"),
         (["add", "--recipient", stranger.upper()], 2, "write the key in lower case"),
         (["add", "--recipient", "ssh-ed25519 AAAA"], 2, "is not an age public key"),
-        (["remove", "--recipient", own], 2, "the repository's own recipient"),
-        (["remove", "--recipient", stranger], 2, "holds no key to it"),
+        (["remove", "--recipient", own], 2, "this host's own identity"),
+        (["remove", "--recipient", stranger], 2, "has no wrap in main"),
+        (["add", "--recipient", secret], 2, "that is a secret key"),
         (["add", "--new-identity", str(env.identity)], 2, "already exists"),
         (["add"], 2, "one of the arguments --recipient --new-identity is required"),
         (["add", "--recipient", stranger, "--repository", "nowhere"], 2, "unknown repository"),
@@ -131,6 +138,7 @@ def test_key_commands_refuse_bad_input_with_the_reason(
     for args, code, said in cases:
         result = env.ops("backup", "key", *args)
         assert_no_internal_error(result.stdout + result.stderr)
+        assert secret not in result.stdout + result.stderr
         assert (result.code, said in result.stderr) == (code, True), (args, result.stderr)
     assert env.object_keys("identities") == []
 
@@ -293,3 +301,63 @@ def test_rotation_closes_new_backups_to_the_old_identity_and_refuses_the_old_wri
     assert again.code == 0, again.stderr
     assert json.loads(again.stdout)["resumed"] is True
     assert env.ops_json("backup", "run")["results"][0]["status"] == "ok"
+
+
+def test_key_add_hands_out_only_the_identity_file_never_a_planted_key(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A backup host plants a wrap for the admin holding a key of its own, junk under the
+    next holder's name, and a snapshot whose header has hundreds of stanzas. The next
+    holder's wrap holds the admin's identity alone, is written despite the junk, and the
+    stanza flood is refused at once instead of tried against every key held."""
+    env = local_backup_env
+    src = backed_up(env, tmp_path)
+    admin = pyrage.x25519.Identity.from_str(
+        next(line for line in env.identity.read_text().splitlines() if line.startswith("AGE-"))
+    )
+    planted = pyrage.x25519.Identity.generate()
+    doc = {"kind": "portal-ops repository identities", "version": 1, "identities": [str(planted)]}
+    env.write_object(f"identities/{admin.to_public()}/{'4' * 64}",
+                     pyrage.encrypt(json.dumps(doc).encode(), [admin.to_public()]))  # fmt: skip
+    second = pyrage.x25519.Identity.generate()
+    env.write_object(f"identities/{second.to_public()}/{'0' * 64}", b"junk")
+    many = [pyrage.x25519.Identity.generate().to_public() for _ in range(300)]
+    flood = pyrage.encrypt(b"{}", [*many, admin.to_public()])
+    env.write_object(snapshot_key("flood", an_hour_ago(), flood), flood)
+
+    code, added = key_json(env, "add", "--recipient", str(second.to_public()))
+
+    assert code == 0, added
+    prefix = f"identities/{second.to_public()}"
+    [wrap] = [k for k in env.object_keys(prefix) if "0" * 64 not in k]
+    held = json.loads(pyrage.decrypt(env.read_object(f"{prefix}/{wrap.split('/')[-1]}"), [second]))
+    assert held["identities"] == [str(admin)]  # not the planted key
+    listed = env.ops("--json", "backup", "list")
+    [flooded] = [s for s in json.loads(listed.stdout) if s["source"] == "flood"]
+    assert "recipient stanzas, more than the 16 accepted" in flooded["unreadable"]
+    assert src.exists()
+
+
+def test_key_remove_goes_through_every_repository_and_a_rewritten_config_does_not_stop_it(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    backed_up(env, tmp_path)
+    env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
+    env.write_config()
+    env.ops("backup", "init", "--repository", "second", check=True)
+    holder = str(pyrage.x25519.Identity.generate().to_public())
+    code, _ = key_json(env, "add", "--recipient", holder, "--repository", "second")
+    assert code == 0
+    # A backup host names the holder in main's config, as if it were the repository's key.
+    doc = json.loads(env.read_object("config"))
+    doc["recipients"].append(holder)
+    env.write_object("config", json.dumps(doc).encode())
+
+    code, removed = key_json(env, "remove", "--recipient", holder)
+
+    assert code == 0, removed
+    assert [(r["repository"], len(r["deleted"])) for r in removed["repositories"]] == [
+        ("main", 0), ("second", 1),
+    ]  # fmt: skip
+    assert not [p for p in (tmp_path / "second" / "identities").rglob("*") if p.is_file()]
