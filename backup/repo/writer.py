@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 import zstandard
@@ -274,6 +274,7 @@ class BlobWriter:
         self._compress_pool = ThreadPoolExecutor(COMPRESS_THREADS, thread_name_prefix="zstd")
         self._adding = threading.Lock()  # add() is called from several reading threads
         self._last_error: OpsError | OSError | None = None
+        self._alive = list(self.copies)
 
     @property
     def blobs_added(self) -> int:
@@ -302,7 +303,10 @@ class BlobWriter:
 
     def known(self, blob_id: bytes) -> bool:
         """Whether every repository still written has the blob, or has been handed it."""
-        return all(c.known(blob_id) for c in self._live())
+        for copy in self._live():  # noqa: SIM110 - a loop, not a generator per blob: hot path
+            if not copy.known(blob_id):
+                return False
+        return True
 
     def indexed_length(self, blob_id: bytes) -> int | None:
         """The blob's length if every repository still written has it in an index object
@@ -330,7 +334,7 @@ class BlobWriter:
         # run in parallel, the bookkeeping below one thread at a time (the check again, so a
         # blob two threads found at once is stored once).
         with self._adding:
-            wanting = tuple(c for c in self._live() if not c.known(blob_id))
+            wanting = tuple([c for c in self._live() if not c.known(blob_id)])
             if not wanting:
                 return blob_id
             for copy in wanting:
@@ -346,19 +350,23 @@ class BlobWriter:
         return blob_id
 
     def _live(self) -> list[Copy]:
-        """The repositories still written; raises the last error when none is left."""
-        live = [c for c in self.copies if c.error is None]
-        if not live and self._last_error is not None:
+        """The repositories still written (kept, not rebuilt: this is asked twice a blob);
+        raises the last error when none is left."""
+        if not self._alive and self._last_error is not None:
             raise self._last_error
-        return live
+        return self._alive
 
     def _guarded(self, copy: Copy, action: Callable[[], None]) -> None:
         """Run one repository's step; if its storage or lock fails, stop writing there."""
         try:
             action()
         except (OpsError, OSError) as exc:
-            copy.error = self._last_error = exc
-            self._live()
+            self._fail(copy, exc)
+
+    def _fail(self, copy: Copy, exc: OpsError | OSError) -> None:
+        copy.error = self._last_error = exc
+        self._alive = [c for c in self.copies if c.error is None]
+        self._live()
 
     def _submit_batch(self) -> None:
         if self._batch:
@@ -379,9 +387,10 @@ class BlobWriter:
         ):
             for copy in wanting:
                 if copy.error is None:
-                    self._guarded(
-                        copy, partial(copy.store, kind, blob_id, raw_length, stored, compression)
-                    )
+                    try:
+                        copy.store(kind, blob_id, raw_length, stored, compression)
+                    except (OpsError, OSError) as exc:
+                        self._fail(copy, exc)
 
     def finish(self) -> None:
         """Seal the last packs and index everything; after this every blob is durable in
