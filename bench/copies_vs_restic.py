@@ -309,7 +309,7 @@ def report(rounds: Rounds) -> tuple[str, dict[str, Any], bool]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size-gb", type=float, default=0.5, help="portal corpus size (default 0.5)")
+    p.add_argument("--size-gb", type=float, default=0.7, help="portal corpus size (default 0.7)")
     p.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED)
     p.add_argument("--repeat", type=int, default=3, help="rounds (default 3)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE")
