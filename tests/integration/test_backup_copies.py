@@ -83,6 +83,15 @@ def listed(env: BackupEnv) -> dict[str, list[dict[str, Any]]]:
     return by_repository
 
 
+def one_page(env: BackupEnv, tmp_path: Path) -> Path:
+    """A source ``webroot`` holding one page (not backed up yet)."""
+    src = tmp_path / "www"
+    src.mkdir()
+    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    return src
+
+
 def digest(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
@@ -274,10 +283,7 @@ def test_copy_refuses_what_it_cannot_do_and_names_why(
     local_backup_env: BackupEnv, tmp_path: Path
 ) -> None:
     env = local_backup_env
-    src = tmp_path / "www"
-    src.mkdir()
-    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
-    env.add_source("webroot", src)
+    one_page(env, tmp_path)
     env.ops("backup", "run", check=True)
     add_second_local(env)
 
@@ -330,10 +336,7 @@ def test_copy_leaves_out_what_a_hostile_writer_forged_and_copies_the_rest(
     """With the writer key alone an attacker adds a snapshot whose tree names '..', and one
     dated a day ahead: neither reaches the other repository; the genuine snapshot does."""
     env = local_backup_env
-    src = tmp_path / "www"
-    src.mkdir()
-    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
-    env.add_source("webroot", src)
+    one_page(env, tmp_path)
     env.ops("backup", "run", check=True)
     add_second_local(env)
     f = forger(env)
@@ -475,10 +478,7 @@ def test_a_repository_named_twice_is_written_once(
     local_backup_env: BackupEnv, tmp_path: Path
 ) -> None:
     env = local_backup_env
-    src = tmp_path / "www"
-    src.mkdir()
-    (src / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
-    env.add_source("webroot", src)
+    one_page(env, tmp_path)
     code, results = backup_run(env, "--repository", "main", "--repository", "main")
     assert code == 0, results
     assert list(results) == [("webroot", "main")]
