@@ -27,6 +27,7 @@ from portalops.backup.repo.keys import (
     MAX_NOTICE_OBJECT,
     MAX_NOTICES,
     NOTICES,
+    Identity,
     WriterKey,
     create_identity,
     decode_notice,
@@ -83,6 +84,18 @@ def add_recipient(repo: Repository, recipient: str, config_file: str) -> tuple[K
     identity = repo.require_identity(config_file)
     if recipient == identity.public:
         return KeyHolder(recipient, "recipient"), False
+    _require_repository_identity(repo, identity, "key add")
+    stored = wrap_identities(identity, recipient)
+    key = f"{IDENTITIES}{recipient}/{hashlib.sha256(stored).hexdigest()}"
+    repo.storage.put(key, stored)
+    holder = _holders(repo).get(recipient) or KeyHolder(recipient, "wrap", [key])
+    return holder, True
+
+
+def _require_repository_identity(repo: Repository, identity: Identity, command: str) -> None:
+    """BadInput unless this host's own key is what the repository encrypts to (its config's
+    recipients, or the newest rotation notice's): a host reading through a wrap would hand
+    out its personal key, and leave out the repository's."""
     current = set(repo.config.recipients)
     notice = newest_notice(repo)
     if notice is not None:
@@ -90,14 +103,9 @@ def add_recipient(repo: Repository, recipient: str, config_file: str) -> tuple[K
     if identity.public not in current:
         raise BadInput(
             f"repository {repo.name}: this host's identity ({identity.public}) is not what the "
-            "repository encrypts to: it reads through a wrap, and 'key add' here would hand "
+            f"repository encrypts to: it reads through a wrap, and '{command}' here would hand "
             "out this personal key. Run it on a host holding the repository's identity"
         )
-    stored = wrap_identities(identity, recipient)
-    key = f"{IDENTITIES}{recipient}/{hashlib.sha256(stored).hexdigest()}"
-    repo.storage.put(key, stored)
-    holder = _holders(repo).get(recipient) or KeyHolder(recipient, "wrap", [key])
-    return holder, True
 
 
 def list_holders(repo: Repository) -> list[KeyHolder]:
@@ -144,7 +152,7 @@ def rotate(
     (writers on the old key are refused from then on). Re-running it with the same two
     files finishes an interrupted rotation."""
     for repo in repos:
-        repo.require_identity(config_file)
+        _require_repository_identity(repo, repo.require_identity(config_file), "key rotate")
     first = repos[0].writer
     if any((r.writer.id_key, r.writer.chunker_seed) != (first.id_key, first.chunker_seed)
            for r in repos):  # fmt: skip
@@ -174,23 +182,19 @@ def rotate(
     recipient = writer.recipients[0]
     others = []
     for repo in repos:
-        add_recipient(
-            repo, recipient, config_file
-        )  # first: the new key reads before writers switch
+        # The wrap first: the new key reads everything before any writer switches to it.
+        add_recipient(repo, recipient, config_file)
         notice = encode_notice(writer, utc_now_z())
         repo.storage.put(f"{NOTICES}{hashlib.sha256(notice).hexdigest()}", notice)
         wrapped = [h.recipient for h in _holders(repo).values()
-                   if h.how == "wrap" and h.recipient != recipient]  # fmt: skip
+                   if h.objects and h.recipient != recipient]  # fmt: skip
         others.append((repo.name, wrapped))
     return Rotated(recipient, identity_file, writer_key_file, resumed, others)
 
 
 def _by_time(info: ObjectInfo) -> tuple[bool, float, str]:
-    return (
-        info.modified is not None,
-        info.modified.timestamp() if info.modified else 0.0,
-        info.key,
-    )
+    stamp = info.modified.timestamp() if info.modified else 0.0
+    return (info.modified is None, stamp, info.key)
 
 
 def remove_recipient(repo: Repository, recipient: str, config_file: str) -> KeyHolder | None:
@@ -218,6 +222,5 @@ def _holders(repo: Repository) -> dict[str, KeyHolder]:
     for info in infos:
         recipient = info.key[len(IDENTITIES) :].split("/", 1)[0]
         holder = holders.setdefault(recipient, KeyHolder(recipient, "wrap", added=info.modified))
-        if holder.how == "wrap":
-            holder.objects.append(info.key)
+        holder.objects.append(info.key)  # a config-named key too: remove takes them all
     return holders

@@ -181,7 +181,8 @@ def test_wraps_a_backup_host_forges_do_not_stop_or_fool_the_reader(
     assert "larger than a wrap" in done.stderr
     code, holders = key_json(env, "list")
     assert code == 0
-    assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 0)]  # its own prefix
+    # under the admin's own key, listed as what they are: objects found there, not keys
+    assert [(h["how"], len(h["objects"])) for h in holders] == [("recipient", 3)]
 
 
 def test_an_admin_host_never_encrypts_to_a_key_a_backup_host_wrote_into_the_config(
@@ -349,9 +350,11 @@ def test_key_remove_goes_through_every_repository_and_a_rewritten_config_does_no
     holder = str(pyrage.x25519.Identity.generate().to_public())
     code, _ = key_json(env, "add", "--recipient", holder, "--repository", "second")
     assert code == 0
+    other = str(pyrage.x25519.Identity.generate().to_public())
+    code, _ = key_json(env, "add", "--recipient", other)  # both repositories
     # A backup host names the holder in main's config, as if it were the repository's key.
     doc = json.loads(env.read_object("config"))
-    doc["recipients"].append(holder)
+    doc["recipients"] += [holder, other]
     env.write_object("config", json.dumps(doc).encode())
 
     code, removed = key_json(env, "remove", "--recipient", holder)
@@ -360,4 +363,8 @@ def test_key_remove_goes_through_every_repository_and_a_rewritten_config_does_no
     assert [(r["repository"], len(r["deleted"])) for r in removed["repositories"]] == [
         ("main", 0), ("second", 1),
     ]  # fmt: skip
+    code, removed = key_json(env, "remove", "--recipient", other)
+    assert code == 0, removed
+    assert [len(r["deleted"]) for r in removed["repositories"]] == [1, 1]
+    assert env.object_keys("identities") == []
     assert not [p for p in (tmp_path / "second" / "identities").rglob("*") if p.is_file()]
