@@ -81,7 +81,8 @@ class Repo:
         self.path, self.identity = path, identity
         self.id_key = self._id_key(json.loads(read(path, "config"))["key_fingerprint"])
         mac_key = tool(["b3sum", "--derive-key", MAC_CONTEXT, "--raw"], self.id_key)
-        self.blobs: dict[str, list[tuple[str, int, int, str]]] = {}  # every location, in order
+        # every location, in order: (pack, offset, length, compression, a delta's bases)
+        self.blobs: dict[str, list[tuple[str, int, int, str, list[str]]]] = {}
         self.packs: dict[str, bytes] = {}
         for name in sorted(os.listdir(os.path.join(path, "index"))):
             data = read(path, "index/" + name)
@@ -107,21 +108,38 @@ class Repo:
     def _add_index(self, doc: dict[str, Any]) -> None:
         found = []
         for pack in doc["packs"]:
-            for blob_id, _kind, offset, length, _raw, compression in pack["blobs"]:
-                if not (is_id(blob_id) and isinstance(offset, int) and isinstance(length, int)):
+            for blob_id, _kind, offset, length, _raw, compression, *more in pack["blobs"]:
+                bases = more[0] if more and isinstance(more[0], list) else []
+                if not (
+                    is_id(blob_id)
+                    and isinstance(offset, int)
+                    and isinstance(length, int)
+                    and len(more) == (1 if compression == "zstd-delta" else 0)
+                    and all(is_id(base) and base != blob_id for base in bases)
+                ):
                     raise ValueError("a malformed record")
-                found.append((blob_id, (str(pack["key"]), offset, length, str(compression))))
+                where = (str(pack["key"]), offset, length, str(compression), bases)
+                found.append((blob_id, where))
         for blob_id, where in found:
             self.blobs.setdefault(blob_id, []).append(where)
+
+    def undelta(self, data: bytes, dictionary: bytes) -> bytes:
+        with tempfile.NamedTemporaryFile() as handle:
+            handle.write(dictionary)
+            handle.flush()
+            return tool(["zstd", "-d", "-c", "-q", "--long=27", "-D", handle.name], data)
 
     def decrypt(self, data: bytes) -> bytes:
         return tool(["age", "-d", "-i", self.identity], data)
 
-    def blob(self, blob_id: str) -> bytes:
-        """The blob from the first location that gives it intact."""
+    def blob(self, blob_id: str, *, base: bool = False) -> bytes:
+        """The blob from the first location that gives it intact (a delta's ``base``: from
+        a location that is not a delta itself)."""
         reasons = []
-        for pack, offset, length, compression in self.blobs.get(blob_id, []):
+        for pack, offset, length, compression, bases in self.blobs.get(blob_id, []):
             try:
+                if base and compression == "zstd-delta":
+                    raise Failed("a delta cannot be a base")
                 if not PACK_KEY.fullmatch(pack):
                     raise Failed("not a pack name")
                 if pack not in self.packs:
@@ -132,6 +150,8 @@ class Repo:
                 data = self.packs[pack][offset : offset + length]
                 if compression == "zstd":
                     data = tool(["zstd", "-d", "-c", "-q"], data)
+                elif compression == "zstd-delta":  # its bases' bytes joined: the dictionary
+                    data = self.undelta(data, b"".join(self.blob(b, base=True) for b in bases))
                 if keyed_hash(self.id_key, data).hex() != blob_id:
                     raise Failed("fails its id")
                 return data

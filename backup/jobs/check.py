@@ -27,6 +27,7 @@ from portalops.backup.repo.tree import NodeType, show_name
 from portalops.backup.restore.parallel import (
     READ_AHEAD_PACKS,
     Workers,
+    bases_of,
     readahead,
     setup_for,
     verify_pack,
@@ -236,8 +237,8 @@ def _verify_packs(
     if workers is not None:
         return workers.map(
             verify_pack,
-            records,
-            lambda record: readahead(repo, record.key),
+            [(record, bases_of(repo, record.blobs)) for record in records],
+            lambda job: readahead(repo, job[0].key),
             ahead=READ_AHEAD_PACKS,
         )
     # a small repository: starting workers would cost more than the reading
@@ -281,11 +282,19 @@ def _any_blob_missing(repo: Repository, refs: list[SnapshotRef], result: CheckRe
             if tree.refused:
                 return True
             for node in tree:
-                if any(blob not in repo.index for blob in node.content):
+                if not all(_readable(repo, blob) for blob in node.content):
                     return True
                 if node.type is NodeType.DIR and node.subtree is not None:
                     stack.append(node.subtree)
     return False
+
+
+def _readable(repo: Repository, blob: bytes) -> bool:
+    """In the index, and if a delta, its bases too, whole."""
+    location = repo.index.get(blob)
+    if location is None:
+        return False
+    return all(repo.base_locations(base) for base in location.entry.bases)
 
 
 def _walk_snapshots(
@@ -310,6 +319,11 @@ def _walk_snapshots(
         if location is None:
             key = f"blob {blob.hex()[:16]}"
             return missing_blobs.setdefault(key, Problem(key, "blob is in no index"))
+        for base in location.entry.bases:  # a delta is read through its bases
+            if not repo.base_locations(base):
+                key = f"blob {blob.hex()[:16]}"
+                what = f"a delta whose base {base.hex()[:16]} is in no index as a whole blob"
+                return missing_blobs.setdefault(key, Problem(key, what))
         return touched.get(location.pack)
 
     for ref in refs:

@@ -147,6 +147,25 @@ def used_blobs(repo: Repository) -> set[bytes]:
     return used
 
 
+def live_packs(index: Index, used: set[bytes]) -> set[str]:
+    """The packs holding a used blob, wherever else the index says that blob is too; ``used``
+    grows by the base of every delta these packs keep (used or not: a kept pack keeps its
+    index rows, and a later backup may deduplicate against any of them), until no kept
+    delta lacks its base."""
+    while True:
+        live = {loc.pack for blob in used for loc in index.locations(blob)}
+        bases = {
+            base
+            for key in live
+            for entry in (index.packs[key].blobs if key in index.packs else ())
+            for base in entry.bases
+            if base not in used
+        }
+        if not bases:
+            return live
+        used |= bases
+
+
 def exclusive_lock(repo: Repository) -> Lock:
     """Forget-and-prune runs under this: running backups finish first, new ones wait."""
     return Lock.acquire(
@@ -201,8 +220,7 @@ def prune(
     used = used_blobs(repo)
     result.packs_before = len(stored)
 
-    # Live: a pack holding any used blob, wherever else the index says that blob is too.
-    live_packs = {loc.pack for blob in used for loc in index.locations(blob)}
+    live = live_packs(index, used)
     cutoff = now() - UNINDEXED_GRACE
     unindexed = [
         info.key
@@ -214,7 +232,7 @@ def prune(
     keep: list[PackRecord] = []
     repack: list[PackRecord] = []
     for key, record in index.packs.items():
-        if key not in live_packs:
+        if key not in live:
             delete.append(key)
             continue
         total = sum(e.length for e in record.blobs)
@@ -309,8 +327,9 @@ def _repack(
             if entry.id not in used:
                 continue
             stored = plaintext[entry.offset : entry.offset + entry.length]
+            base = repo.dictionary(entry, None, record.key) if entry.bases else None
             # The copy may become the only one: it must be the blob its id names.
-            if repo.writer.blob_id(decompress(stored, entry)) != entry.id:
+            if repo.writer.blob_id(decompress(stored, entry, base=base)) != entry.id:
                 raise InconsistentRepository(
                     repo.name,
                     f"{record.key}: blob {entry.id.hex()[:16]} does not match its id; run "
@@ -319,7 +338,12 @@ def _repack(
             used.discard(entry.id)  # copy each blob once
             builder.add(
                 PendingBlob(
-                    entry.id, BlobType(entry.type), stored, entry.raw_length, entry.compression
+                    entry.id,
+                    BlobType(entry.type),
+                    stored,
+                    entry.raw_length,
+                    entry.compression,
+                    entry.bases,
                 )
             )
             if builder.full():

@@ -14,11 +14,11 @@ exclusive lock, so no backup is writing meanwhile; its cost is one read of the r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from portalops.backup.repo.index import PackRecord
+from portalops.backup.repo.index import Index, PackRecord
 from portalops.backup.repo.locks import Lock
-from portalops.backup.repo.pack import decompress, read_header
+from portalops.backup.repo.pack import BlobEntry, decompress, read_header
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.storage import ObjectLocked
 
@@ -62,14 +62,16 @@ def repair_index(
     result = RepairResult(repo.name, dry_run=dry_run)
     old = sorted(info.key for info in repo.storage.list("index/"))
     records: list[PackRecord] = []
+    deltas: dict[str, list[BlobEntry]] = {}
     for info in sorted(repo.storage.list("packs/"), key=lambda i: i.key):
-        record = _record_from_pack(repo, info.key, info.size, result)
+        record = _record_from_pack(repo, info.key, info.size, result, deltas)
         result.packs_read += 1
-        if record is not None and record.blobs:
+        if record is not None:
             records.append(record)
-            result.blobs_indexed += len(record.blobs)
         if progress:
             progress(result.packs_read, 0)
+    records = _with_deltas(repo, records, deltas, result)
+    result.blobs_indexed = sum(len(record.blobs) for record in records)
     if dry_run:
         return result
     if lock is not None:
@@ -89,8 +91,40 @@ def repair_index(
     return result
 
 
+def _with_deltas(
+    repo: Repository,
+    records: list[PackRecord],
+    deltas: dict[str, list[BlobEntry]],
+    result: RepairResult,
+) -> list[PackRecord]:
+    """The records with their delta blobs added, each once it decodes with a base the
+    whole blobs already found hold (the first pass cannot check a delta: its base may be in
+    a pack read later)."""
+    if not deltas:
+        return [record for record in records if record.blobs]
+    found = Index()
+    for record in records:
+        found.add(record)
+    added: dict[str, list[BlobEntry]] = {}
+    for key, entries in deltas.items():
+        for entry in entries:
+            bases = {base: found.locations(base) for base in entry.bases}
+            try:
+                plaintext = repo.read_pack(key)
+                repo.unpack_view(key, plaintext, entry.id, entry, bases)
+                added.setdefault(key, []).append(entry)
+            except DamagedObject:
+                result.dropped.append(f"{key}: blob {entry.id.hex()[:16]}")
+    rebuilt = [replace(r, blobs=r.blobs + tuple(added.get(r.key, ()))) for r in records]
+    return [record for record in rebuilt if record.blobs]
+
+
 def _record_from_pack(
-    repo: Repository, key: str, size: int, result: RepairResult
+    repo: Repository,
+    key: str,
+    size: int,
+    result: RepairResult,
+    deltas: dict[str, list[BlobEntry]],
 ) -> PackRecord | None:
     try:
         plaintext = repo.read_pack(key)
@@ -100,6 +134,9 @@ def _record_from_pack(
         return None
     good = []
     for entry in entries:
+        if entry.bases:  # checked once every whole blob is known
+            deltas.setdefault(key, []).append(entry)
+            continue
         try:
             data = decompress(plaintext[entry.offset : entry.offset + entry.length], entry)
             genuine = repo.writer.blob_id(data) == entry.id

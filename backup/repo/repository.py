@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from portalops.backup.repo import index as index_codec
 from portalops.backup.repo.age import AgeError, identity_string
 from portalops.backup.repo.backends import RepositoryLike
-from portalops.backup.repo.index import Index, IndexFormatError, PackRecord
+from portalops.backup.repo.index import Index, IndexFormatError, Location, PackRecord
 from portalops.backup.repo.keys import (
     IDENTITIES,
     MAX_KEY_CANDIDATES,
@@ -43,6 +43,7 @@ from portalops.backup.repo.pack import (
     MAX_PACK_SIZE,
     BlobEntry,
     BlobFormatError,
+    Compression,
     blob_view,
     pack_key,
     read_header,
@@ -72,6 +73,10 @@ CHUNKER = {
 # A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
 # table): anything larger under snapshots/ was not written by this tool.
 MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
+
+
+# Where the bases of some delta blobs are, by base id (a worker process holds no index).
+Bases = dict[bytes, list[Location]]
 
 
 class RepositoryError(OpsError):
@@ -399,13 +404,22 @@ class Repository:
         return bytes(self.unpack_view(pack, plaintext, blob_id, entry))
 
     def unpack_view(
-        self, pack: str, plaintext: bytes, blob_id: bytes, entry: BlobEntry
+        self,
+        pack: str,
+        plaintext: bytes,
+        blob_id: bytes,
+        entry: BlobEntry,
+        bases: Bases | None = None,
     ) -> bytes | memoryview:
         """:meth:`unpack_blob`, checked alike, but a blob stored uncompressed is a view into
-        ``plaintext`` (no copy; for writing it out, not for keeping)."""
+        ``plaintext`` (no copy; for writing it out, not for keeping). A delta blob's bases are
+        read from ``bases`` (their locations; by default the index's)."""
         stored = memoryview(plaintext)[entry.offset : entry.offset + entry.length]
+        base = None
+        if entry.compression is Compression.DELTA:
+            base = self.dictionary(entry, bases, pack)
         try:
-            data = blob_view(stored, entry, max_data=self.max_data_blob)
+            data = blob_view(stored, entry, max_data=self.max_data_blob, base=base)
         except BlobFormatError as exc:
             raise DamagedObject(self.name, pack, f"blob {blob_id.hex()[:16]}: {exc}") from None
         if self.writer.blob_id(data) != blob_id:
@@ -456,11 +470,67 @@ class Repository:
         what = "; ".join(reasons) or "not in the index"
         raise DamagedObject(self.name, f"blob {blob_id.hex()[:16]}", what)
 
+    def base_locations(self, base_id: bytes) -> list[Location]:
+        """Where a delta's base may be read: its locations that are not deltas themselves
+        (a chain is one step deep, so reading a blob never recurses further)."""
+        return [
+            location
+            for location in self.index.locations(base_id)
+            if location.entry.compression is not Compression.DELTA
+        ]
+
+    def dictionary(self, entry: BlobEntry, bases: Bases | None, pack: str) -> bytes:
+        """A delta's dictionary: its bases' bytes, joined in order."""
+        return b"".join(
+            self.read_base(
+                base, None if bases is None else bases.get(base, []), needed_by=(pack, entry.id)
+            )
+            for base in entry.bases
+        )
+
+    def read_base(
+        self,
+        base_id: bytes,
+        locations: list[Location] | None = None,
+        *,
+        needed_by: tuple[str, bytes],
+    ) -> bytes:
+        """A delta's base, from the first of ``locations`` (default: the index's) holding it
+        intact and stored whole; DamagedObject naming the delta's pack and blob otherwise."""
+        pack, blob_id = needed_by
+        reasons = []
+        wanted = self.base_locations(base_id) if locations is None else locations
+        for location in wanted:
+            if location.entry.compression is Compression.DELTA or location.entry.id != base_id:
+                continue
+            known_bad = self._bad_packs.get(location.pack)
+            if known_bad is not None:
+                reasons.append(known_bad)
+                continue
+            try:
+                plaintext = self.read_pack(location.pack)
+            except (DamagedObject, ObjectMissing) as exc:
+                self._bad_packs[location.pack] = reason = _reason(exc)
+                reasons.append(reason)
+                continue
+            except OpsError as exc:  # the storage unreachable
+                reasons.append(str(exc))
+                continue
+            try:
+                return self.unpack_blob(location.pack, plaintext, base_id, location.entry)
+            except DamagedObject as exc:
+                reasons.append(_reason(exc))
+        what = "; ".join(reasons) or "not in the index as a whole blob"
+        raise DamagedObject(
+            self.name, pack, f"blob {blob_id.hex()[:16]}: its base {base_id.hex()[:16]}: {what}"
+        )
+
     def read_tree(self, tree_id: bytes) -> Tree:
         return Tree.decode(self.read_blob(tree_id))
 
-    def verify_pack(self, key: str, record: PackRecord) -> list[str]:
-        """Decrypt a pack and check every blob against its id; return what is wrong."""
+    def verify_pack(self, key: str, record: PackRecord, bases: Bases | None = None) -> list[str]:
+        """Decrypt a pack and check every blob against its id; return what is wrong. A delta
+        is decoded with its base, read from ``bases`` (its locations; default: the index)."""
         try:
             plaintext = self._decrypt(key, self.fetch_pack(key))
         except DamagedObject as exc:
@@ -477,9 +547,13 @@ class Repository:
                 continue
             stored = view[entry.offset : entry.offset + entry.length]
             try:
-                data = blob_view(stored, entry, max_data=self.max_data_blob)
+                base = self.dictionary(entry, bases, key) if entry.bases else None
+                data = blob_view(stored, entry, max_data=self.max_data_blob, base=base)
             except BlobFormatError as exc:
                 problems.append(f"blob {entry.id.hex()[:16]}: cannot decompress: {exc}")
+                continue
+            except DamagedObject as exc:
+                problems.append(str(exc.args[2]))
                 continue
             if self.writer.blob_id(data) != entry.id:
                 problems.append(f"blob {entry.id.hex()[:16]}: content does not match its id")

@@ -44,6 +44,7 @@ from portalops.backup.restore.parallel import (
     RestoreJob,
     RestoreTarget,
     Workers,
+    bases_of,
     readahead,
     restore_pack,
     set_metadata,
@@ -504,7 +505,7 @@ def _fill(
         # Retries are few: the main process finishes their files.
         finish = _finishing(plan, chosen, linked) if first_round else {}
         jobs: list[RestoreJob] = [
-            (where, key, blobs, finish.get(key, []), rules)
+            (where, key, blobs, finish.get(key, []), rules, bases_of(repo, [b[1] for b in blobs]))
             for key, blobs in sorted(by_pack.items())
         ]
         outcomes: Iterable[JobResult]

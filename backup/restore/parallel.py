@@ -29,7 +29,7 @@ from portalops.backup.repo.backends import RepositoryLike, open_storage
 from portalops.backup.repo.index import PackRecord
 from portalops.backup.repo.keys import Identity, WriterKey
 from portalops.backup.repo.pack import BlobEntry
-from portalops.backup.repo.repository import DamagedObject, Repository
+from portalops.backup.repo.repository import Bases, DamagedObject, Repository
 from portalops.backup.restore.beneath import FILE_FLAGS, Beneath
 from portalops.core.errors import BadInput, OpsError
 
@@ -141,7 +141,7 @@ class FinishRules:
 # One blob of a restore job: its id, its entry in this pack, its length (agreed by every index
 # or measured), and every (path relative to the target, offset) it fills.
 JobBlob = tuple[bytes, BlobEntry, int, list[tuple[bytes, int]]]
-RestoreJob = tuple[RestoreTarget, str, list[JobBlob], list[FileMeta], FinishRules]
+RestoreJob = tuple[RestoreTarget, str, list[JobBlob], list[FileMeta], FinishRules, Bases]
 
 
 @dataclass
@@ -174,7 +174,7 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     Files are created relative to directory descriptors opened from the target down
     (backup/restore/beneath.py), so no symlink is followed.
     """
-    target, key, blobs, finish, rules = job
+    target, key, blobs, finish, rules, bases = job
     result = JobResult(key, pid=os.getpid())
     try:
         plaintext = repo.decrypt_pack(key, repo.fetch_pack(key))
@@ -186,9 +186,9 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     single = {meta.rel: meta for meta in finish if meta.blobs == 1}
     spoiled: set[bytes] = set()  # files a failed blob leaves unfinished
     with Beneath.open(target.path, (target.dev, target.ino)) as below:
-        for blob_id, entry, length, uses in blobs:
+        for blob_id, entry, length, uses in by_base(blobs, bases):
             try:
-                data = extract_blob(repo, key, plaintext, entry, blob_id, length)
+                data = extract_blob(repo, key, plaintext, entry, blob_id, length, bases)
             except BlobUnusable as exc:
                 result.failed.append((blob_id, str(exc)))
                 spoiled.update(rel for rel, _ in uses)
@@ -205,8 +205,28 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     return result
 
 
+def by_base(blobs: list[JobBlob], bases: Bases) -> list[JobBlob]:
+    """Whole blobs first, then deltas in the order of their bases' packs: a worker keeps a
+    few packs' plaintext, and deltas in a pack's random order would read every base pack
+    once per delta."""
+    if not bases:
+        return blobs
+
+    def where(blob: JobBlob) -> tuple[str, int]:
+        first = bases.get(blob[1].bases[0], []) if blob[1].bases else []
+        return (first[0].pack, first[0].entry.offset) if first else ("", 0)
+
+    return sorted(blobs, key=where)
+
+
 def extract_blob(
-    repo: Repository, key: str, plaintext: bytes, entry: BlobEntry, blob_id: bytes, length: int
+    repo: Repository,
+    key: str,
+    plaintext: bytes,
+    entry: BlobEntry,
+    blob_id: bytes,
+    length: int,
+    bases: Bases | None = None,
 ) -> bytes | memoryview:
     """The blob ``entry`` locates in pack ``key``'s plaintext, bounded, verified against its
     id and ``length`` bytes long (a view into ``plaintext`` when stored uncompressed);
@@ -216,7 +236,7 @@ def extract_blob(
             f"blob {blob_id.hex()[:16]} stated as {entry.raw_length} bytes, not {length}"
         )
     try:
-        return repo.unpack_view(key, plaintext, blob_id, entry)
+        return repo.unpack_view(key, plaintext, blob_id, entry, bases)
     except DamagedObject as exc:
         raise BlobUnusable(exc.args[2]) from None
 
@@ -288,8 +308,15 @@ def set_metadata(
     os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
 
 
-def verify_pack(record: PackRecord) -> tuple[str, list[str]]:
-    return record.key, _worker_repo().verify_pack(record.key, record)
+def verify_pack(job: tuple[PackRecord, Bases]) -> tuple[str, list[str]]:
+    record, bases = job
+    return record.key, _worker_repo().verify_pack(record.key, record, bases)
+
+
+def bases_of(repo: Repository, entries: Sequence[BlobEntry]) -> Bases:
+    """Where the bases of the deltas among ``entries`` are, for a worker (which has no
+    index)."""
+    return {base: repo.base_locations(base) for e in entries for base in e.bases}
 
 
 def setup_for(repo: Repository) -> WorkerSetup | None:

@@ -38,6 +38,7 @@ class Blob:
     stored: bytes
     raw_length: int
     compression: str = "none"
+    bases: list[bytes] = field(default_factory=list)  # a "zstd-delta" blob's bases
 
 
 @dataclass
@@ -67,6 +68,18 @@ class Forger:
         """Queue a blob (stored uncompressed) for the next pack; return its id."""
         blob_id = self.blob_id(data)
         self.pending.append(Blob(blob_id, kind, data, len(data)))
+        return blob_id
+
+    def add_delta(self, data: bytes, bases: list[bytes], dictionary: bytes) -> bytes:
+        """Queue ``data`` as a delta blob (FORMAT.md): a zstd frame made with ``dictionary``
+        (meant to be the bases' bytes joined) as raw content; return its id."""
+        frame = zstandard.ZstdCompressor(
+            dict_data=zstandard.ZstdCompressionDict(
+                dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT
+            )
+        ).compress(data)
+        blob_id = self.blob_id(data)
+        self.pending.append(Blob(blob_id, "data", frame, len(data), "zstd-delta", bases))
         return blob_id
 
     def add_raw_blob(self, blob: Blob) -> bytes:
@@ -145,6 +158,8 @@ class Forger:
                 [blob.id.hex(), blob.type, offset, len(blob.stored), blob.raw_length,
                  blob.compression]
             )  # fmt: skip
+            if blob.compression == "zstd-delta":
+                rows[-1].append([base.hex() for base in blob.bases])
             parts.append(blob.stored)
             offset += len(blob.stored)
         header = json.dumps({"version": 1, "blobs": rows}, separators=(",", ":")).encode()

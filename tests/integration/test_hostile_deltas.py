@@ -1,0 +1,151 @@
+"""A compromised backup host against delta blobs (FORMAT.md, compression ``zstd-delta``).
+
+A delta is read through other blobs, its bases, so a writer can forge chains, bases that do
+not exist, frames that decode to something else or claim sizes they do not hold, and rows
+that name the delta itself. Every object here is made by ``tests/hostile/forge.py`` from the
+format document and the writer key; the admin's real commands run through the CLI. A
+well-formed forged delta restores (the document is enough to write one); every malformed one
+is refused with a message naming it, never a traceback, and the genuine snapshot still
+restores byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.fixtures.backup_env import BackupEnv
+from tests.hostile.forge import Blob, Forger
+from tests.hostile.genuine import (
+    FILES,
+    an_hour_ago,
+    assert_no_internal_error,
+    files_under,
+    forged_id,
+    forger,
+    genuine_backup,
+)
+
+pytestmark = pytest.mark.integration
+
+ROWS = b"".join(b"%06d\tXa Dao Tru\t%s\n" % (i, os.urandom(24).hex().encode()) for i in range(2000))
+EDITED = ROWS.replace(b"000500\tXa", b"000500\tXA").replace(b"001700\tXa", b"001700\tXA")
+
+
+def one_file_snapshot(f: Forger, name: str, blob: bytes, size: int) -> str:
+    """A forged snapshot of ``webroot`` holding one file made of ``blob``; its id."""
+    node = f._node(name, "file", 0o644)
+    node.update(size=size, content=[blob.hex()])
+    key = f.commit("webroot", an_hour_ago(), [node])
+    return forged_id(key)
+
+
+def restore(env: BackupEnv, snapshot: str, target: Path) -> tuple[int, str]:
+    result = env.ops("backup", "restore", snapshot, "--target", str(target))
+    assert_no_internal_error(result.stderr)
+    return result.code, result.stderr
+
+
+def test_forged_deltas_restore_when_well_formed_and_are_refused_otherwise(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    env = local_backup_env
+    genuine, src = genuine_backup(env, tmp_path)
+    f = forger(env)
+    base = f.add_blob(ROWS)
+    f.seal_pack()
+    f.write_index()
+
+    # Well formed: FORMAT.md is enough to write a delta a restore reads.
+    good = f.add_delta(EDITED, [base], ROWS)
+    snapshot = one_file_snapshot(f, "good.tsv", good, len(EDITED))
+    code, err = restore(env, snapshot, tmp_path / "good")
+    assert code == 0, err
+    assert files_under(tmp_path / "good") == {"good.tsv": EDITED}
+
+    def other(row: int) -> bytes:  # each case its own content, so its own blob id
+        return EDITED.replace(b"%06d\tXa" % row, b"%06d\tXA" % row)
+
+    cases = {
+        # A chain: the base is itself a delta (a reader goes one step deep, no further).
+        "chained": (f.add_delta(other(900), [good], EDITED), "not in the index as a whole blob"),
+        # A base no index names.
+        "orphan": (f.add_delta(other(901), [os.urandom(32)], ROWS), "not in the index"),
+        # Made against other bytes than its base's: decodes to something else, or not at all.
+        "wrong-dictionary": (f.add_delta(other(902), [base], ROWS[::-1]), "blob "),
+    }
+    # A frame claiming far more than its row (a decompression bomb through a dictionary).
+    bomb = zstandard.ZstdCompressor(
+        dict_data=zstandard.ZstdCompressionDict(ROWS, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    ).compress(ROWS * 60)
+    bomb_id = f.add_raw_blob(Blob(f.blob_id(b"x" * 1000), "data", bomb, 1000, "zstd-delta", [base]))
+    cases["bomb"] = (bomb_id, "declares")
+    forged = []
+    for name, (blob, expected) in cases.items():
+        snapshot = one_file_snapshot(f, f"{name}.tsv", blob, len(EDITED))
+        forged.append(snapshot)
+        code, err = restore(env, snapshot, tmp_path / name)
+        assert code != 0, name
+        assert expected in err, (name, err)
+        assert blob.hex()[:16] in err, (name, err)
+
+    # Without reading data: a delta whose base is in no index as a whole blob is named.
+    structure = env.ops("backup", "check")
+    assert_no_internal_error(structure.stderr + structure.stdout)
+    assert structure.code == 1
+    for name in ("chained", "orphan"):
+        assert f"blob {cases[name][0].hex()[:16]}" in structure.stdout, structure.stdout
+    assert f"blob {cases['bomb'][0].hex()[:16]}" not in structure.stdout  # only data shows it
+
+    check = env.ops("backup", "check", "--read-data")
+    assert_no_internal_error(check.stderr + check.stdout)
+    assert check.code == 1
+    for snapshot in forged:  # each forged snapshot named as touched by the damage
+        assert f"webroot@{snapshot[:8]}" in check.stdout, check.stdout
+    assert f"webroot@{genuine[:8]}" not in check.stdout
+
+    target = tmp_path / "genuine"
+    code, err = restore(env, genuine, target)
+    assert code == 0, err
+    assert files_under(target / src.relative_to("/")) == FILES
+
+
+@pytest.mark.parametrize(
+    "bases",
+    [
+        pytest.param("self", id="names-itself"),
+        pytest.param("three", id="three-bases"),
+        pytest.param("not-a-list", id="not-a-list"),
+        pytest.param("empty", id="empty-list"),
+    ],
+)
+def test_malformed_delta_rows_make_their_index_object_refused(
+    local_backup_env: BackupEnv, tmp_path: Path, bases: str
+) -> None:
+    env = local_backup_env
+    genuine, src = genuine_backup(env, tmp_path)
+    f = forger(env)
+    base = f.add_blob(ROWS)
+    f.seal_pack()
+    delta = f.add_delta(EDITED, [base], ROWS)
+    record = f.seal_pack()
+    row = record["blobs"][0]
+    row[6] = {
+        "self": [delta.hex()],
+        "three": [base.hex(), os.urandom(32).hex(), os.urandom(32).hex()],
+        "not-a-list": base.hex(),
+        "empty": [],
+    }[bases]
+    key = f.write_index(f.packs)
+
+    check = env.ops("backup", "check")
+    assert_no_internal_error(check.stderr + check.stdout)
+    assert check.code == 1
+    assert key.removeprefix("index/")[:12] in check.stdout + check.stderr
+    target = tmp_path / "genuine"
+    code, err = restore(env, genuine, target)
+    assert code == 0, err
+    assert files_under(target / src.relative_to("/")) == FILES
