@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from portalops.backup.archive.bases import DeltaBases
 from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.pack import BlobType
 from portalops.backup.repo.tree import Node, NodeType, Tree
@@ -44,6 +45,7 @@ class Sink:
     writer: BlobWriter
     chunker: Chunker
     progress: Callable[[int, int], None] | None = None
+    bases: DeltaBases | None = None  # yesterday's chunks, to store today's as deltas
     nodes: list[Node] = field(default_factory=list)
     size: int = 0  # bytes stored so far, all streams
 
@@ -57,8 +59,11 @@ class Sink:
             raise SourceFailed(self.source, f"producer gave a bad or repeated file name {name!r}")
         content: list[bytes] = []
         size = 0
+        bases = self.bases.stream(name) if self.bases is not None else None
         for chunk in self.chunker.chunks(stream):
-            content.append(self.writer.add(BlobType.DATA, chunk))
+            blob = self.writer.blob_id(chunk)
+            hint = bases.hint(chunk, blob) if bases is not None else None
+            content.append(self.writer.add(BlobType.DATA, chunk, blob, hint))
             size += len(chunk)
             if self.progress:
                 self.progress(len(self.nodes), self.size + size)

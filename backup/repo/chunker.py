@@ -25,6 +25,11 @@ class Chunker:
         )
 
     @property
+    def max_size(self) -> int:
+        """The largest chunk it cuts."""
+        return int(self._cdc.max_size)
+
+    @property
     def whole_max(self) -> int:
         """Files up to this size are best read whole and cut by :meth:`chunks_of`: the
         stream chunker allocates and zeroes a buffer of twice the maximum chunk (8 MiB) for

@@ -31,6 +31,7 @@ from portalops.backup.repo.pack import (
     PackBuilder,
     PendingBlob,
     compress,
+    delta_compress,
 )
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.tree import Tree
@@ -52,13 +53,39 @@ BATCH_BLOBS = 256
 _local = threading.local()
 
 
-def _compress(raws: list[bytes | memoryview]) -> list[tuple[bytes | memoryview, Compression]]:
-    """Compress one job: a large chunk alone, or a batch of small blobs."""
+@dataclass
+class DeltaHint:
+    """A blob that may be stored as a delta of ``bases`` (blobs every repository holds whole,
+    whose bytes the caller has), and what compression decided."""
+
+    bases: tuple[bytes, ...]
+    content: bytes  # the bases' bytes, joined (dropped once compressed)
+    spent: int  # delta bytes stored against the first base so far (its earlier days)
+    delta_length: int | None = None  # stored as a delta of this many bytes, or whole (None)
+
+
+def _compress(
+    raws: list[bytes | memoryview], hints: list[DeltaHint | None]
+) -> list[tuple[bytes | memoryview, Compression, bytes | None]]:
+    """Compress one job: a large chunk alone, or a batch of small blobs; a blob with a hint
+    also as a delta, kept when it and the deltas stored against the same base before come
+    to no more than the blob whole (beyond that, storing it whole and making it the next
+    base costs less over the days to come)."""
     # A ZstdCompressor is not thread-safe: one per pool thread.
     compressor = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    return [compress(raw, compressor) for raw in raws]
+    out: list[tuple[bytes | memoryview, Compression, bytes | None]] = []
+    for raw, hint in zip(raws, hints, strict=True):
+        stored, how = compress(raw, compressor)
+        delta = None
+        if hint is not None:
+            delta = delta_compress(raw, hint.content)
+            hint.content = b""
+            if hint.spent + len(delta) > len(stored):
+                delta = None
+        out.append((stored, how, delta))
+    return out
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
@@ -106,10 +133,11 @@ def _immutable(data: bytes | memoryview) -> bool:
     return isinstance(data, bytes) or (data.readonly and isinstance(data.obj, bytes))
 
 
-# A blob handed to compression: its type, id, raw length, and the repositories wanting it.
-_Wanted = tuple[BlobType, bytes, int, tuple["Copy", ...]]
+# A blob handed to compression: its type, id, raw length, the repositories wanting it, and
+# the base it may be stored against.
+_Wanted = tuple[BlobType, bytes, int, tuple["Copy", ...], DeltaHint | None]
 # What a compression job carries back to the writer.
-_Job = tuple[list[_Wanted], "Future[list[tuple[bytes | memoryview, Compression]]]"]
+_Job = tuple[list[_Wanted], "Future[list[tuple[bytes | memoryview, Compression, bytes | None]]]"]
 
 
 class TreeTooLarge(OpsError):
@@ -169,9 +197,10 @@ class Copy:
         raw_length: int,
         stored: bytes | memoryview,
         compression: Compression,
+        bases: tuple[bytes, ...] = (),
     ) -> None:
         builder = self._builders[kind]
-        builder.add(PendingBlob(blob_id, kind, stored, raw_length, compression))
+        builder.add(PendingBlob(blob_id, kind, stored, raw_length, compression, bases))
         self.blobs_added += 1
         self.bytes_added += len(stored)
         self.raw_bytes_added += raw_length
@@ -301,6 +330,14 @@ class BlobWriter:
             raise TreeTooLarge(where, len(data), MAX_TREE_BLOB)
         return self.add(BlobType.TREE, data)
 
+    def blob_id(self, data: bytes | memoryview) -> bytes:
+        return self._ids.blob_id(data)
+
+    def whole_everywhere(self, blob_id: bytes) -> bool:
+        """Whether every repository still written holds the blob whole (not as a delta) in
+        an index it read: what a delta's base must be."""
+        return all(copy.repo.base_locations(blob_id) for copy in self._live())
+
     def known(self, blob_id: bytes) -> bool:
         """Whether every repository still written has the blob, or has been handed it."""
         for copy in self._live():  # noqa: SIM110 - a loop, not a generator per blob: hot path
@@ -319,9 +356,17 @@ class BlobWriter:
             length = location.entry.raw_length
         return length
 
-    def add(self, kind: BlobType, data: bytes | memoryview, blob_id: bytes | None = None) -> bytes:
+    def add(
+        self,
+        kind: BlobType,
+        data: bytes | memoryview,
+        blob_id: bytes | None = None,
+        hint: DeltaHint | None = None,
+    ) -> bytes:
         """Store ``data`` where it is not stored yet; return its id. Thread-safe;
-        :meth:`finish` and :meth:`abort` only once every adding thread is done."""
+        :meth:`finish` and :meth:`abort` only once every adding thread is done. With a
+        ``hint``, a data blob may be stored as a delta of the hint's base (the hint then
+        says so once compressed)."""
         if blob_id is None:
             blob_id = self._ids.blob_id(data)
         if self.known(blob_id):
@@ -339,10 +384,10 @@ class BlobWriter:
                 return blob_id
             for copy in wanting:
                 copy.pending.add(blob_id)
-            if len(raw) >= OFFLOAD_MIN:
-                self._submit([(kind, blob_id, len(raw), wanting)], [raw])
+            if len(raw) >= OFFLOAD_MIN or hint is not None:
+                self._submit([(kind, blob_id, len(raw), wanting, hint)], [raw])
                 return blob_id
-            self._batch.append((kind, blob_id, len(raw), wanting))
+            self._batch.append((kind, blob_id, len(raw), wanting, None))
             self._batch_raw.append(raw)
             self._batch_bytes += len(raw)
             if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_BLOBS:
@@ -376,19 +421,32 @@ class BlobWriter:
     def _submit(self, blobs: list[_Wanted], raws: list[bytes | memoryview]) -> None:
         """Queue one compression job; wait for the oldest ones while too many are queued,
         which bounds the memory held by raw and compressed blobs."""
-        self._compressing.append((blobs, self._compress_pool.submit(_compress, raws)))
+        hints = [blob[4] for blob in blobs]
+        self._compressing.append((blobs, self._compress_pool.submit(_compress, raws, hints)))
         while len(self._compressing) > MAX_QUEUED:
             self._take_compressed()
 
     def _take_compressed(self) -> None:
         blobs, future = self._compressing.popleft()
-        for (kind, blob_id, raw_length, wanting), (stored, compression) in zip(
+        for (kind, blob_id, raw_length, wanting, hint), (whole, how, delta) in zip(
             blobs, future.result(), strict=True
         ):
+            bases: tuple[bytes, ...] = ()
+            stored, compression = whole, how
+            if (
+                hint is not None
+                and delta is not None
+                and all(self.whole_everywhere(base) for base in hint.bases)
+            ):
+                # A repository lacking the base (a new offsite, a pruned base) would store
+                # the blob whole while the others store a delta, and tomorrow's base would be
+                # whole in neither: all or none.
+                stored, compression, bases = delta, Compression.DELTA, hint.bases
+                hint.delta_length = len(delta)
             for copy in wanting:
                 if copy.error is None:
                     try:
-                        copy.store(kind, blob_id, raw_length, stored, compression)
+                        copy.store(kind, blob_id, raw_length, stored, compression, bases)
                     except (OpsError, OSError) as exc:
                         self._fail(copy, exc)
 

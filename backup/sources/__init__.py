@@ -156,9 +156,11 @@ def store(
     produce = getattr(module, "produce", None)
     if produce is None:
         raise TypeError(f"source kind {module.KIND} has neither produce nor store")
+    from portalops.backup.archive.bases import DeltaBases, bases_dir  # noqa: PLC0415
     from portalops.backup.archive.streams import Sink  # noqa: PLC0415 - loaded when used
 
-    sink = Sink(source.name, writer, chunker, progress=progress)
+    bases = DeltaBases.open(bases_dir(cache_file), writer, chunker.max_size)
+    sink = Sink(source.name, writer, chunker, progress=progress, bases=bases)
     try:
         stats = produce(source, sink)
         root = sink.root()
@@ -167,4 +169,4 @@ def store(
         writer.abort()
         raise
     counts = {"files": len(sink.nodes), "dirs": 0, "bytes": sink.size}
-    return Stored(root, counts, [module.describe(source)], stats)
+    return Stored(root, counts, [module.describe(source)], stats, on_success=bases.commit)
