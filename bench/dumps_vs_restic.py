@@ -77,7 +77,7 @@ import subprocess, sys
 from pathlib import Path
 from portalops.backup.engines.scratch import find_postgres_bin, throwaway_postgres
 out, scale = Path({str(out)!r}), {scale}
-with throwaway_postgres(find_postgres_bin(None), out, "postgres") as pg:
+with throwaway_postgres(find_postgres_bin(None), None, "postgres") as pg:
     def run(*argv, stdout=subprocess.DEVNULL):
         subprocess.run(argv, env={{**pg.env, "PGCONNECT_TIMEOUT": "10"}}, check=True,
                        stdout=stdout, stderr=subprocess.DEVNULL if "pgbench" in argv[0] else None)

@@ -190,7 +190,7 @@ class StreamBases:
                 chosen.append(base)
                 contents.append(content)
             if chosen:
-                hint = DeltaHint(tuple(chosen), b"".join(contents), old.spent)
+                hint = DeltaHint(tuple(chosen), tuple(contents), old.spent)
         self.seen.append(_Seen(anchor, blob, hint=hint))
         return hint
 

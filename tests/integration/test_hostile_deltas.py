@@ -149,3 +149,30 @@ def test_malformed_delta_rows_make_their_index_object_refused(
     code, err = restore(env, genuine, target)
     assert code == 0, err
     assert files_under(target / src.relative_to("/")) == FILES
+
+
+def test_a_forged_copy_of_a_base_named_first_does_not_stop_its_deltas(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """Bases are first read unchecked (the delta's own id check covers them); a writer that
+    names a forged copy of a base before the genuine one makes that first try fail, and the
+    reader then checks each base, from every location."""
+    env = local_backup_env
+    genuine_backup(env, tmp_path)
+    f = forger(env)
+    base = f.add_blob(ROWS)
+    f.seal_pack()
+    f.write_index()
+    good = f.add_delta(EDITED, [base], ROWS)
+    snapshot = one_file_snapshot(f, "good.tsv", good, len(EDITED))
+    # The same base id, other bytes of the same length, in an index read before the others.
+    f.add_raw_blob(Blob(base, "data", ROWS[::-1], len(ROWS)))
+    forged = f.seal_pack()
+    f.write_index([forged], before=min(env.object_keys("index/")))
+
+    code, err = restore(env, snapshot, tmp_path / "good")
+    assert code == 0, err
+    assert files_under(tmp_path / "good") == {"good.tsv": EDITED}
+    dumped = env.ops("backup", "dump", snapshot, "good.tsv", "--output", str(tmp_path / "d"))
+    assert dumped.code == 0, dumped.stderr
+    assert (tmp_path / "d").read_bytes() == EDITED
