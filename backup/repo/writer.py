@@ -61,6 +61,7 @@ class DeltaHint:
     bases: tuple[bytes, ...]  # the chunk it replaces, and maybe the one after
     contents: tuple[bytes, ...]  # their bytes (dropped once compressed)
     spent: int  # delta bytes stored against the first base so far (its earlier days)
+    ratio: float  # the first base's stored / raw size: what this chunk whole would take, about
     delta_length: int | None = None  # stored as a delta of this many bytes, or whole (None)
 
     def delta(self, raw: bytes | memoryview) -> bytes:
@@ -77,26 +78,25 @@ class DeltaHint:
         return first
 
 
-def _compress(
-    raws: list[bytes | memoryview], hints: list[DeltaHint | None]
-) -> list[tuple[bytes | memoryview, Compression, bytes | None]]:
-    """Compress one job: a large chunk alone, or a batch of small blobs; a blob with a hint
-    also as a delta, kept when it and the deltas stored against the same base before come
-    to no more than the blob whole (beyond that, storing it whole and making it the next
-    base costs less over the days to come)."""
+def _compress(raws: list[bytes | memoryview], hints: list[DeltaHint | None]) -> list[_Stored]:
+    """Compress one job: a large chunk alone, or a batch of small blobs. A blob with a hint
+    is first compressed as a delta, kept when it and the deltas stored against the same base
+    before come to no more than the blob whole (beyond that, storing it whole and making it
+    the next base costs less over the days to come); the blob whole is then estimated from its
+    base's compression ratio, and not compressed at all (half a day-2 dump's compression)."""
     # A ZstdCompressor is not thread-safe: one per pool thread.
     compressor = getattr(_local, "compressor", None)
     if compressor is None:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-    out: list[tuple[bytes | memoryview, Compression, bytes | None]] = []
+    out: list[_Stored] = []
     for raw, hint in zip(raws, hints, strict=True):
-        stored, how = compress(raw, compressor)
-        delta = None
         if hint is not None:
             delta = hint.delta(raw)
-            if hint.spent + len(delta) > len(stored):
-                delta = None
-        out.append((stored, how, delta))
+            if hint.spent + len(delta) <= hint.ratio * len(raw):
+                hint.delta_length = len(delta)
+                out.append((delta, Compression.DELTA, hint.bases))
+                continue
+        out.append((*compress(raw, compressor), ()))
     return out
 
 
@@ -149,7 +149,8 @@ def _immutable(data: bytes | memoryview) -> bool:
 # the base it may be stored against.
 _Wanted = tuple[BlobType, bytes, int, tuple["Copy", ...], DeltaHint | None]
 # What a compression job carries back to the writer.
-_Job = tuple[list[_Wanted], "Future[list[tuple[bytes | memoryview, Compression, bytes | None]]]"]
+_Stored = tuple[bytes | memoryview, Compression, tuple[bytes, ...]]  # what, how, a delta's bases
+_Job = tuple[list[_Wanted], "Future[list[_Stored]]"]
 
 
 class TreeTooLarge(OpsError):
@@ -345,10 +346,19 @@ class BlobWriter:
     def blob_id(self, data: bytes | memoryview) -> bytes:
         return self._ids.blob_id(data)
 
-    def whole_everywhere(self, blob_id: bytes) -> bool:
-        """Whether every repository still written holds the blob whole (not as a delta) in
-        an index it read: what a delta's base must be."""
-        return all(copy.repo.base_locations(blob_id) for copy in self._live())
+    def whole_everywhere(self, blob_id: bytes) -> float | None:
+        """The blob's stored / raw size if every repository still written holds it whole
+        (not as a delta) in an index it read, as a delta's base must be held; else None. (A
+        repository lacking a base, a new offsite, would store the blob whole while the
+        others stored a delta, and tomorrow's base would be whole in neither: all or none.)"""
+        ratio = None
+        for copy in self._live():
+            locations = copy.repo.base_locations(blob_id)
+            if not locations:
+                return None
+            entry = locations[0].entry
+            ratio = entry.length / max(entry.raw_length, 1)
+        return ratio
 
     def known(self, blob_id: bytes) -> bool:
         """Whether every repository still written has the blob, or has been handed it."""
@@ -440,21 +450,9 @@ class BlobWriter:
 
     def _take_compressed(self) -> None:
         blobs, future = self._compressing.popleft()
-        for (kind, blob_id, raw_length, wanting, hint), (whole, how, delta) in zip(
+        for (kind, blob_id, raw_length, wanting, _), (stored, compression, bases) in zip(
             blobs, future.result(), strict=True
         ):
-            bases: tuple[bytes, ...] = ()
-            stored, compression = whole, how
-            if (
-                hint is not None
-                and delta is not None
-                and all(self.whole_everywhere(base) for base in hint.bases)
-            ):
-                # A repository lacking the base (a new offsite, a pruned base) would store
-                # the blob whole while the others store a delta, and tomorrow's base would be
-                # whole in neither: all or none.
-                stored, compression, bases = delta, Compression.DELTA, hint.bases
-                hint.delta_length = len(delta)
             for copy in wanting:
                 if copy.error is None:
                     try:
