@@ -32,6 +32,7 @@ from portalops.backup.repo.pack import (
     PendingBlob,
     compress,
     delta_compress,
+    pack_key,
 )
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.tree import Tree
@@ -177,7 +178,7 @@ class Copy:
     def __init__(self, destination: Destination) -> None:
         self.repo = destination.repo
         self._on_seal = destination.on_seal
-        self._verify = destination.verify
+        self.verify = destination.verify
         # Trees go to packs of their own, as restic does: walking a snapshot (restore, check,
         # prune) then touches a few small packs instead of decrypting every data pack.
         self._builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
@@ -214,11 +215,14 @@ class Copy:
     ) -> None:
         builder = self._builders[kind]
         builder.add(PendingBlob(blob_id, kind, stored, raw_length, compression, bases))
-        self.blobs_added += 1
-        self.bytes_added += len(stored)
-        self.raw_bytes_added += raw_length
+        self.count(raw_length, len(stored))
         if builder.full():
             self._seal(kind)
+
+    def count(self, raw_length: int, stored_length: int) -> None:
+        self.blobs_added += 1
+        self.bytes_added += stored_length
+        self.raw_bytes_added += raw_length
 
     def _seal(self, kind: BlobType) -> None:
         builder = self._builders[kind]
@@ -229,11 +233,24 @@ class Copy:
         self._builders[kind] = PackBuilder()
         self._wait(MAX_IN_FLIGHT - 1)
         self._in_flight.append(self.pool.submit(self._seal_now, builder))
+        self.flush_when_due()
+
+    def flush_when_due(self) -> None:
         if (
             len(self._records) >= FLUSH_EVERY_PACKS
             or time.monotonic() - self._last_flush > FLUSH_EVERY_SECONDS
         ):
             self._flush_index()
+
+    def sealed(self, record: PackRecord) -> None:
+        """A pack stored here is ready to be indexed."""
+        with self._lock:
+            self._records.append(record)
+            self.packs_written += 1
+
+    def check_lock(self) -> None:
+        if self._on_seal is not None:
+            self._on_seal()
 
     def _seal_now(self, builder: PackBuilder) -> None:
         parts, entries = builder.build_parts()
@@ -248,13 +265,11 @@ class Copy:
         del parts
         _give_back_freed_memory()
         record = PackRecord(key, size, tuple(entries))
-        if self._verify:  # only a pack read back intact is ever indexed
+        if self.verify:  # only a pack read back intact is ever indexed
             problems = self.repo.verify_pack(key, record)
             if problems:
                 raise DamagedObject(self.repo.name, key, f"read back after writing: {problems[0]}")
-        with self._lock:
-            self._records.append(record)
-            self.packs_written += 1
+        self.sealed(record)
 
     def _wait(self, keep: int) -> None:
         """Wait until at most ``keep`` seals are running; re-raise a failed seal's error."""
@@ -291,6 +306,47 @@ class Copy:
                 self._flush_index()
 
 
+class _Joint:
+    """Packs of the blobs every repository of a run wants: built, encrypted and named once,
+    the same object then stored in each (day 1 of a new offsite, and most blobs of most
+    days). The repositories of one writer encrypt to the same recipients (one writer key),
+    so the one ciphertext is what each would have made; each indexes the pack itself.
+
+    Storing into two repositories cost twice the packing, ChaCha20 and SHA-256 (the pack's
+    name) of one; this pays them once."""
+
+    def __init__(self) -> None:
+        self.builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
+        self.pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="seal")
+        self.buffers = threading.local()
+        self.in_flight: list[Future[list[tuple[Copy, OpsError | OSError]]]] = []
+
+    def seal_now(
+        self, builder: PackBuilder, copies: list[Copy]
+    ) -> list[tuple[Copy, OpsError | OSError]]:
+        """Encrypt and name the pack once, store it in each repository; the ones whose
+        storage failed, with their errors."""
+        parts, entries = builder.build_parts()
+        builder.blobs.clear()
+        buffer = getattr(self.buffers, "buffer", None)
+        if buffer is None:
+            buffer = self.buffers.buffer = bytearray()
+        stored = copies[0].repo.writer.encrypt_pack(parts, buffer)
+        del parts
+        key = pack_key(stored)
+        record = PackRecord(key, len(stored), tuple(entries))
+        failed: list[tuple[Copy, OpsError | OSError]] = []
+        for copy in copies:
+            try:
+                copy.repo.storage.put(key, stored)
+            except (OpsError, OSError) as exc:
+                failed.append((copy, exc))
+                continue
+            copy.sealed(record)
+        _give_back_freed_memory()
+        return failed
+
+
 class BlobWriter:
     """Stores blobs into one repository, or into several at once: one read of a source
     then feeds every copy. Blob ids are computed and blobs compressed once; each repository
@@ -317,6 +373,11 @@ class BlobWriter:
         self._adding = threading.Lock()  # add() is called from several reading threads
         self._last_error: OpsError | OSError | None = None
         self._alive = list(self.copies)
+        # One ciphertext serves every repository when they encrypt to the same recipients
+        # (one writer key: always, for a backup) and none reads its packs back (copy does).
+        recipients = {c.repo.writer.recipients for c in self.copies}
+        shared = len(recipients) == 1 and not any(c.verify for c in self.copies)
+        self._joint = _Joint() if shared and len(self.copies) > 1 else None
 
     @property
     def blobs_added(self) -> int:
@@ -453,12 +514,51 @@ class BlobWriter:
         for (kind, blob_id, raw_length, wanting, _), (stored, compression, bases) in zip(
             blobs, future.result(), strict=True
         ):
+            if (
+                self._joint is not None
+                and len(wanting) == len(self._alive) > 1
+                and all(copy.error is None for copy in wanting)
+            ):
+                blob = PendingBlob(blob_id, kind, stored, raw_length, compression, bases)
+                self._store_joint(blob, wanting)
+                continue
             for copy in wanting:
                 if copy.error is None:
                     try:
                         copy.store(kind, blob_id, raw_length, stored, compression, bases)
                     except (OpsError, OSError) as exc:
                         self._fail(copy, exc)
+
+    def _store_joint(self, blob: PendingBlob, wanting: tuple[Copy, ...]) -> None:
+        """A blob every repository still written wants: into the shared pack."""
+        assert self._joint is not None  # noqa: S101 - the caller checked
+        builder = self._joint.builders[blob.type]
+        builder.add(blob)
+        for copy in wanting:
+            copy.count(blob.raw_length, len(blob.stored))
+        if builder.full():
+            self._seal_joint(blob.type)
+
+    def _seal_joint(self, kind: BlobType) -> None:
+        joint = self._joint
+        if joint is None or not len(joint.builders[kind]):
+            return
+        for copy in self._live():
+            self._guarded(copy, copy.check_lock)
+        copies = self._live()  # raises when none is left
+        builder, joint.builders[kind] = joint.builders[kind], PackBuilder()
+        self._wait_joint(MAX_IN_FLIGHT - 1)
+        joint.in_flight.append(joint.pool.submit(joint.seal_now, builder, list(copies)))
+        for copy in self._live():
+            self._guarded(copy, copy.flush_when_due)
+
+    def _wait_joint(self, keep: int) -> None:
+        """Wait until at most ``keep`` shared seals are running; a repository whose storage
+        failed stops being written."""
+        joint = self._joint
+        while joint is not None and len(joint.in_flight) > keep:
+            for copy, exc in joint.in_flight.pop(0).result():
+                self._fail(copy, exc)
 
     def finish(self) -> None:
         """Seal the last packs and index everything; after this every blob is durable in
@@ -467,10 +567,16 @@ class BlobWriter:
             self._submit_batch()
             while self._compressing:
                 self._take_compressed()
+            if self._joint is not None:
+                for kind in self._joint.builders:
+                    self._seal_joint(kind)
+                self._wait_joint(0)
             for copy in self._live():
                 self._guarded(copy, copy.finish)
         finally:
             self._compress_pool.shutdown(wait=True)
+            if self._joint is not None:
+                self._joint.pool.shutdown(wait=True)
             for copy in self.copies:
                 copy.pool.shutdown(wait=True)
 
@@ -481,5 +587,9 @@ class BlobWriter:
         self._compressing.clear()
         self._batch, self._batch_raw, self._batch_bytes = [], [], 0
         self._compress_pool.shutdown(wait=True)
+        if self._joint is not None:
+            for future in self._joint.in_flight:
+                future.cancel()
+            self._joint.pool.shutdown(wait=True)
         for copy in self.copies:
             copy.stop()

@@ -216,6 +216,40 @@ def test_a_repository_failing_mid_run_leaves_the_other_whole_and_the_next_run_fi
     assert checked.code == 0, checked.stdout + checked.stderr
 
 
+def test_what_both_repositories_want_is_packed_and_encrypted_once_and_stored_in_each(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """The same pack objects (name = SHA-256 of the ciphertext) in both repositories: built,
+    encrypted and named once. Each indexes them and restores on its own."""
+    env = local_backup_env
+    second = add_second_local(env)
+    src = tmp_path / "www"
+    (src / "media").mkdir(parents=True)
+    for i in range(6):
+        (src / "media" / f"anh-{i}.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    (src / "index.html").write_text("<h1>Cổng thông tin</h1>\n", encoding="utf-8")
+    env.add_source("webroot", src)
+    main = Path(env.repo_url)
+
+    def packs(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("packs/*/*")}
+
+    for day in (1, 2):
+        code, results = backup_run(env)
+        assert code == 0, results
+        assert packs(main) == packs(second)
+        assert len(packs(main)) >= 2 * day  # data and trees, each day
+        if day == 1:
+            (src / "media" / "anh-0.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    assert listed(env)["main"][-1]["tree"] == listed(env)["second"][-1]["tree"]
+    shutil.rmtree(main / "index")  # each names the packs in its own index
+    (main / "index").mkdir()
+    target = tmp_path / "from-second"
+    env.ops("backup", "restore", "latest", "--repository", "second", "--source", "webroot",
+            "--target", str(target), check=True)  # fmt: skip
+    assert digest(target / src.relative_to("/")) == digest(src)
+
+
 # -- ops backup copy ----------------------------------------------------------------------------
 
 
