@@ -35,6 +35,7 @@ from typing import Any, TypeGuard
 
 MAC_CONTEXT = "portal-ops 2026 index mac v1"
 KEY_CHECK_CONTEXT = "portal-ops 2026 key check v1"
+PACKS_KEPT = 4  # decrypted packs in memory (16 MiB each, as a writer makes them)
 MAX_ENTRIES = 10_000_000
 MAX_DEPTH = 2048
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -81,8 +82,8 @@ class Repo:
         self.path, self.identity = path, identity
         self.id_key = self._id_key(json.loads(read(path, "config"))["key_fingerprint"])
         mac_key = tool(["b3sum", "--derive-key", MAC_CONTEXT, "--raw"], self.id_key)
-        # every location, in order: (pack, offset, length, compression, a delta's bases)
-        self.blobs: dict[str, list[tuple[str, int, int, str, list[str]]]] = {}
+        # every location, in order: (pack, offset, length, compression, a delta's bases, type)
+        self.blobs: dict[str, list[tuple[str, int, int, str, list[str], str]]] = {}
         self.packs: dict[str, bytes] = {}
         for name in sorted(os.listdir(os.path.join(path, "index"))):
             data = read(path, "index/" + name)
@@ -108,17 +109,19 @@ class Repo:
     def _add_index(self, doc: dict[str, Any]) -> None:
         found = []
         for pack in doc["packs"]:
-            for blob_id, _kind, offset, length, _raw, compression, *more in pack["blobs"]:
+            for blob_id, kind, offset, length, _raw, compression, *more in pack["blobs"]:
                 bases = more[0] if more and isinstance(more[0], list) else []
+                delta = compression == "zstd-delta"
                 if not (
                     is_id(blob_id)
                     and isinstance(offset, int)
                     and isinstance(length, int)
-                    and len(more) == (1 if compression == "zstd-delta" else 0)
+                    and len(more) == (1 if delta else 0)
+                    and (not delta or 1 <= len(set(bases)) == len(bases) <= 2)
                     and all(is_id(base) and base != blob_id for base in bases)
                 ):
                     raise ValueError("a malformed record")
-                where = (str(pack["key"]), offset, length, str(compression), bases)
+                where = (str(pack["key"]), offset, length, str(compression), bases, kind)
                 found.append((blob_id, where))
         for blob_id, where in found:
             self.blobs.setdefault(blob_id, []).append(where)
@@ -136,17 +139,20 @@ class Repo:
         """The blob from the first location that gives it intact (a delta's ``base``: from
         a location that is not a delta itself)."""
         reasons = []
-        for pack, offset, length, compression, bases in self.blobs.get(blob_id, []):
+        for pack, offset, length, compression, bases, kind in self.blobs.get(blob_id, []):
             try:
-                if base and compression == "zstd-delta":
-                    raise Failed("a delta cannot be a base")
+                if base and (compression == "zstd-delta" or kind != "data"):
+                    raise Failed("only a whole data blob can be a base")
                 if not PACK_KEY.fullmatch(pack):
                     raise Failed("not a pack name")
                 if pack not in self.packs:
                     stored = read(self.path, pack)
                     if hashlib.sha256(stored).hexdigest() != pack[-64:]:
                         raise Failed("content does not match its name")
-                    self.packs = {pack: self.decrypt(stored)}  # one pack in memory
+                    # A few packs in memory: a delta's pack and its bases' packs alternate.
+                    while len(self.packs) >= PACKS_KEPT:
+                        del self.packs[next(iter(self.packs))]
+                    self.packs[pack] = self.decrypt(stored)
                 data = self.packs[pack][offset : offset + length]
                 if compression == "zstd":
                     data = tool(["zstd", "-d", "-c", "-q"], data)

@@ -49,6 +49,7 @@ from portalops.core.atomic import write_atomic
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ZSTD_DICT_MAGIC = b"\x37\xa4\x30\xec"
 VERSION = 1
 ANCHOR_BYTES = 256  # an old and a new chunk starting with these bytes alike: the same place
 MAX_MANIFEST = 64 * 1024 * 1024  # ~120 bytes a chunk: a 500 GiB dump
@@ -93,7 +94,7 @@ class DeltaBases:
             bases.old = _read_manifest(directory / MANIFEST)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError) as exc:  # not ours, or damaged: start again
+        except (OSError, ValueError, TypeError, RecursionError) as exc:  # damaged: start again
             log.warning("%s: ignored (%s); tonight's dumps are stored whole", directory, exc)
         return bases
 
@@ -219,7 +220,9 @@ class StreamBases:
                 ratio = stored if ratio is None else ratio
                 chosen.append(base)
                 contents.append(content)
-            if chosen and ratio is not None:
+            # `zstd -D` (as backup/emergency_restore.py runs it) would take a dictionary that
+            # starts with the trained-dictionary magic for one, and fail: no delta then.
+            if chosen and ratio is not None and not contents[0].startswith(ZSTD_DICT_MAGIC):
                 hint = DeltaHint(tuple(chosen), tuple(contents), old.spent, ratio)
         self.seen.append(_Seen(anchor, blob, hint=hint))
         return hint
@@ -249,6 +252,8 @@ def _read_manifest(path: Path) -> dict[str, list[_Entry]]:
     streams = doc.get("streams")
     if not isinstance(streams, dict):
         raise ValueError("'streams' is not an object")
+    if not all(isinstance(rows, list) for rows in streams.values()):
+        raise ValueError("a stream's chunks are not a list")
     return {str(name): [_entry(row) for row in rows] for name, rows in streams.items()}
 
 

@@ -302,12 +302,13 @@ def _unreachable(exc: OpsError) -> bool:
 
 
 def _locate(src: Repository, needed: dict[bytes, BlobType]) -> list[tuple[str, bytes, BlobEntry]]:
-    """Where each needed blob is first said to be, sorted by pack: each pack is read once."""
+    """Where each needed blob is first said to be, sorted by pack: each pack is read once
+    (and in it, deltas by their bases' packs: the source keeps only a few packs read)."""
     found = []
     for blob in needed:
         location = next(iter(src.index.locations(blob)), None)
         if location is None:
             raise DamagedObject(src.name, f"blob {blob.hex()[:16]}", "not in the index")
         found.append((location.pack, blob, location.entry))
-    found.sort(key=lambda f: (f[0], f[2].offset))
+    found.sort(key=lambda f: (f[0], src.base_order(f[2]), f[2].offset))
     return found

@@ -248,6 +248,7 @@ def prune(
         return result
 
     keep += _repack(repo, repack, used, result)
+    _require_bases(repo, keep)
     if lock is not None:
         lock.check()  # a prune that lost its lock must not delete: a backup may be running
     if delete or repack or len(index.objects) > 1:
@@ -321,9 +322,15 @@ def _repack(
             result.packs_written += 1
             builder = PackBuilder()
 
-    for record in records:
+    # Whole blobs first, deltas after: a blob some delta needs as its base may also be in a
+    # repacked pack as a delta (a writer can forge one), and the copy kept must be whole.
+    wanted = [(record, [e for e in record.blobs if not e.bases]) for record in records]
+    wanted += [(record, repo.by_base([e for e in record.blobs if e.bases])) for record in records]
+    for record, entries in wanted:
+        if not any(entry.id in used for entry in entries):
+            continue
         plaintext = repo.read_pack(record.key)
-        for entry in record.blobs:
+        for entry in entries:
             if entry.id not in used:
                 continue
             stored = plaintext[entry.offset : entry.offset + entry.length]
@@ -350,6 +357,22 @@ def _repack(
                 seal()
     seal()
     return written
+
+
+def _require_bases(repo: Repository, keep: list[PackRecord]) -> None:
+    """Every base of every delta kept is kept whole too; else stop before deleting anything
+    (the packs just written are unindexed, and a later prune removes them)."""
+    whole = {e.id for record in keep for e in record.blobs if not e.bases}
+    for record in keep:
+        for entry in record.blobs:
+            missing = [b for b in entry.bases if b not in whole]
+            if missing:
+                raise InconsistentRepository(
+                    repo.name,
+                    f"{record.key}: delta {entry.id.hex()[:16]} would lose its base "
+                    f"{missing[0].hex()[:16]}; run 'ops backup check --read-data', then "
+                    "'ops backup repair-index'",
+                )
 
 
 def _delete(repo: Repository, key: str, result: PruneResult) -> bool:

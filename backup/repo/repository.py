@@ -43,6 +43,7 @@ from portalops.backup.repo.pack import (
     MAX_PACK_SIZE,
     BlobEntry,
     BlobFormatError,
+    BlobType,
     Compression,
     blob_view,
     pack_key,
@@ -73,7 +74,7 @@ CHUNKER = {
 # A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
 # table): anything larger under snapshots/ was not written by this tool.
 MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
-BASES_KEPT = 4  # decoded delta bases kept by a reader (up to 4 MiB each)
+BASES_KEPT = 4  # decoded delta bases kept by a reader (data blobs: at most 4 MiB each)
 
 
 # Where the bases of some delta blobs are, by base id (a worker process holds no index).
@@ -160,6 +161,7 @@ class Repository:
     # Bases read lately, verified: the deltas of one dump name each base twice (as the chunk
     # they replace and as the one before's next), in order.
     _bases: OrderedDict[bytes, tuple[bytes, bool]] = field(default_factory=OrderedDict)
+    _bad_bases: set[tuple[bytes, str]] = field(default_factory=set)  # (base, pack) failing its id
 
     @property
     def name(self) -> str:
@@ -429,7 +431,10 @@ class Repository:
             base = self.dictionary(entry, bases, pack, checked=False)
             return self._unpack(pack, plaintext, blob_id, entry, base, check=True)
         except DamagedObject:
-            for base_id in entry.bases:
+            unchecked = [b for b in entry.bases if not self._bases.get(b, (b"", False))[1]]
+            if not unchecked:  # its bases were checked already: the delta itself is bad
+                raise
+            for base_id in unchecked:
                 self._bases.pop(base_id, None)
         base = self.dictionary(entry, bases, pack, checked=True)
         return self._unpack(pack, plaintext, blob_id, entry, base, check=True)
@@ -503,8 +508,25 @@ class Repository:
         return [
             location
             for location in self.index.locations(base_id)
-            if location.entry.compression is not Compression.DELTA
+            if _whole_data(location.entry, self.max_data_blob)
         ]
+
+    def by_base(self, entries: list[BlobEntry], bases: Bases | None = None) -> list[BlobEntry]:
+        """Whole blobs first, then deltas in the order of their bases' packs (``bases``, or
+        the index): a reader keeps a few packs' plaintext, and deltas in a pack's random
+        order would read every base pack once per delta."""
+        if not any(entry.bases for entry in entries):
+            return entries
+        return sorted(entries, key=lambda entry: self.base_order(entry, bases))
+
+    def base_order(
+        self, entry: BlobEntry, bases: Bases | None = None
+    ) -> tuple[tuple[str, int], ...]:
+        """Where a delta's bases first are (empty for a whole blob), to sort by."""
+        return tuple(
+            _first_place(self.base_locations(b) if bases is None else bases.get(b, []))
+            for b in entry.bases
+        )
 
     def dictionary(
         self, entry: BlobEntry, bases: Bases | None, pack: str, *, checked: bool = True
@@ -555,7 +577,9 @@ class Repository:
         reasons = []
         wanted = self.base_locations(base_id) if locations is None else locations
         for location in wanted:
-            if location.entry.compression is Compression.DELTA or location.entry.id != base_id:
+            if not _whole_data(location.entry, self.max_data_blob) or location.entry.id != base_id:
+                continue
+            if (base_id, location.pack) in self._bad_bases:
                 continue
             known_bad = self._bad_packs.get(location.pack)
             if known_bad is not None:
@@ -576,6 +600,8 @@ class Repository:
                 )
                 return bytes(data)
             except DamagedObject as exc:
+                if checked:  # not tried again for every delta made against it
+                    self._bad_bases.add((base_id, location.pack))
                 reasons.append(_reason(exc))
         what = "; ".join(reasons) or "not in the index as a whole blob"
         raise DamagedObject(
@@ -598,7 +624,7 @@ class Repository:
             return [str(exc)]
         problems = []
         view = memoryview(plaintext)
-        for entry in record.blobs:
+        for entry in self.by_base(list(record.blobs), bases):
             if header.get(entry.id) != entry:
                 problems.append(f"blob {entry.id.hex()[:16]}: index and pack header disagree")
                 continue
@@ -624,6 +650,20 @@ class Repository:
             return identity.decrypt(stored)
         except AgeError as exc:
             raise DamagedObject(self.name, key, f"decryption failed ({exc})") from None
+
+
+def _whole_data(entry: BlobEntry, max_data: int) -> bool:
+    """Whether a location may serve as a delta's base: a whole data blob, no larger than a
+    data blob may be (a forged tree "base" would make a 64 MiB dictionary)."""
+    return (
+        entry.compression is not Compression.DELTA
+        and entry.type is BlobType.DATA
+        and entry.raw_length <= max_data
+    )
+
+
+def _first_place(locations: list[Location]) -> tuple[str, int]:
+    return (locations[0].pack, locations[0].entry.offset) if locations else ("", 0)
 
 
 def _reason(exc: OpsError) -> str:

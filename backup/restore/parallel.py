@@ -206,15 +206,14 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
 
 
 def by_base(blobs: list[JobBlob], bases: Bases) -> list[JobBlob]:
-    """Whole blobs first, then deltas in the order of their bases' packs: a worker keeps a
-    few packs' plaintext, and deltas in a pack's random order would read every base pack
-    once per delta."""
+    """Whole blobs first, then deltas in the order of their bases' packs (every base: a
+    delta with two bases in rotating packs would defeat the few packs a worker keeps)."""
     if not bases:
         return blobs
 
-    def where(blob: JobBlob) -> tuple[str, int]:
-        first = bases.get(blob[1].bases[0], []) if blob[1].bases else []
-        return (first[0].pack, first[0].entry.offset) if first else ("", 0)
+    def where(blob: JobBlob) -> tuple[tuple[str, int], ...]:
+        found = (bases.get(b, []) for b in blob[1].bases)
+        return tuple((f[0].pack, f[0].entry.offset) if f else ("", 0) for f in found)
 
     return sorted(blobs, key=where)
 
