@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,7 @@ ProgressFactory = Callable[[str], Callable[[int, int], None] | None]
 Step = Literal["lock", "index", "snapshot"]
 StepHook = Callable[[Step, str], None]
 LOCK_WAIT = 600.0  # a prune in progress gets this long to finish before the backup gives up
+LOCK_CONFIRM_EVERY = 10.0  # seconds between asking the storage for the lock, pack after pack
 
 
 @dataclass
@@ -230,7 +232,10 @@ def _backup_one(
     time_started = datetime.now(UTC)
     # Each sealed pack checks the lock is still ours: a backup must not run on while a
     # prune may think it is gone.
-    writer = BlobWriter(*(Destination(repo, on_seal=lock.check) for repo, lock in reading))
+    writer = BlobWriter(
+        *(Destination(repo, on_seal=partial(lock.check, confirmed_within=LOCK_CONFIRM_EVERY))
+          for repo, lock in reading)
+    )  # fmt: skip
     first = reading[0][0]
     chunker = Chunker(first.writer.chunker_seed, first.config.chunker)
     names = ", ".join(repo.name for repo, _ in reading)

@@ -625,6 +625,32 @@ class RefreshingDuringCheck(StampedStorage):
         return super().size(key)
 
 
+def test_a_check_within_the_confirmation_interval_does_not_ask_the_storage(
+    storage: StampedStorage, timeline: Timeline, clock: HostClock
+) -> None:
+    """Before each pack a backup checks with ``confirmed_within``: the storage is asked at
+    most that often; a full check (before the snapshot) always asks."""
+    lock = take(storage, clock, exclusive=False)
+    try:
+        lock.check(confirmed_within=10)  # asks: never confirmed yet
+        remove_all(storage)
+        timeline.advance(9)
+        lock.check(confirmed_within=10)  # within 10 s of the answer: not asked again
+        timeline.advance(2)
+        with pytest.raises(LockLost, match="removed by another process"):
+            lock.check(confirmed_within=10)  # 11 s: asked
+    finally:
+        lock.release()
+    again = take(storage, clock, exclusive=False)
+    try:
+        again.check(confirmed_within=10)
+        remove_all(storage)
+        with pytest.raises(LockLost, match="removed by another process"):
+            again.check()  # the full check always asks
+    finally:
+        again.release()
+
+
 def test_check_follows_a_concurrent_refresh(
     tmp_path: Path, timeline: Timeline, clock: HostClock
 ) -> None:
