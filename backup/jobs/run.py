@@ -230,8 +230,9 @@ def _backup_one(
     run: str,
 ) -> dict[str, SourceResult]:
     time_started = datetime.now(UTC)
-    # Each sealed pack checks the lock is still ours: a backup must not run on while a
-    # prune may think it is gone.
+    # Each sealed pack checks the lock is still ours (asking the storage every 10 s at
+    # most), so a backup whose lock was removed stops soon; the check before the snapshot
+    # asks always, and is what keeps a snapshot from naming what a prune removed.
     writer = BlobWriter(
         *(Destination(repo, on_seal=partial(lock.check, confirmed_within=LOCK_CONFIRM_EVERY))
           for repo, lock in reading)

@@ -299,11 +299,12 @@ class Lock:
         enough, and its object still in storage (an 'unlock' elsewhere may have removed it).
 
         ``confirmed_within``: skip asking the storage if it answered for the object that
-        many seconds ago or less. A backup checks before every pack it seals, and on S3 the
-        question is a round trip on the writer's path (some 40 for a 0.7 GB first backup);
-        a pack sealed in the few seconds after an unlock is no risk (a prune deletes a pack
-        no index names only after a grace period of hours), and the check before the
-        snapshot is written always asks."""
+        many seconds ago or less (the local checks above still run). A backup checks before
+        every pack it seals, and on S3 the question is a round trip on the writer's path
+        (some 40 for a 0.7 GB first backup). What keeps a backup safe from a prune that
+        started after an unlock is the full check before its snapshot is written, which
+        always asks: without a snapshot, packs sealed in the seconds after an unlock are
+        only wasted work (a prune may delete them; nothing names them)."""
         with self._mutex:
             key, lost, error, written_at = (
                 self._key,

@@ -317,6 +317,11 @@ class _Joint:
 
     def __init__(self) -> None:
         self.builders = {BlobType.DATA: PackBuilder(), BlobType.TREE: PackBuilder()}
+        # Two at a time, whatever the storages: a local disk then takes two puts at once
+        # (its own packs take one), which costs it nothing, while the S3 side needs two.
+        # Each thread keeps a 16 MiB encryption buffer, beside the copies' own (used on a
+        # night when a copy lacks blobs the other has): a first backup into local + S3
+        # peaked at 211 MiB, local alone at 175 (docs/benchmarks.md).
         self.pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="seal")
         self.buffers = threading.local()
         self.in_flight: list[Future[list[tuple[Copy, OpsError | OSError]]]] = []
@@ -325,7 +330,8 @@ class _Joint:
         self, builder: PackBuilder, copies: list[Copy]
     ) -> list[tuple[Copy, OpsError | OSError]]:
         """Encrypt and name the pack once, store it in each repository; the ones whose
-        storage failed, with their errors."""
+        storage failed, with their errors. (Anything else failing here, in packing or
+        encryption, would fail every repository alike: it is raised, and ends the run.)"""
         parts, entries = builder.build_parts()
         builder.blobs.clear()
         buffer = getattr(self.buffers, "buffer", None)
@@ -337,9 +343,14 @@ class _Joint:
         record = PackRecord(key, len(stored), tuple(entries))
         failed: list[tuple[Copy, OpsError | OSError]] = []
         for copy in copies:
+            if copy.error is not None:  # failed since this pack was queued
+                continue
             try:
                 copy.repo.storage.put(key, stored)
             except (OpsError, OSError) as exc:
+                # Said at once, so the other seal thread sends it nothing more; the writer
+                # then takes it out of the repositories written (BlobWriter._fail).
+                copy.error = exc
                 failed.append((copy, exc))
                 continue
             copy.sealed(record)
@@ -545,10 +556,10 @@ class BlobWriter:
             return
         for copy in self._live():
             self._guarded(copy, copy.check_lock)
-        copies = self._live()  # raises when none is left
         builder, joint.builders[kind] = joint.builders[kind], PackBuilder()
-        self._wait_joint(MAX_IN_FLIGHT - 1)
-        joint.in_flight.append(joint.pool.submit(joint.seal_now, builder, list(copies)))
+        self._wait_joint(MAX_IN_FLIGHT - 1)  # may find a repository failed
+        copies = list(self._live())  # raises when none is left
+        joint.in_flight.append(joint.pool.submit(joint.seal_now, builder, copies))
         for copy in self._live():
             self._guarded(copy, copy.flush_when_due)
 
