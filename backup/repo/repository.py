@@ -480,20 +480,10 @@ class Repository:
     def read_blob(self, blob_id: bytes) -> bytes:
         """The blob from the first location any index gives that holds it intact (a forged
         index may name a missing pack, or a pack where the blob fails its id)."""
-        reasons = []
+        reasons: list[str] = []
         for location in self.index.locations(blob_id):
-            known_bad = self._bad_packs.get(location.pack)
-            if known_bad is not None:  # not fetched again for every blob a forged index puts there
-                reasons.append(known_bad)
-                continue
-            try:
-                plaintext = self.read_pack(location.pack)
-            except (DamagedObject, ObjectMissing) as exc:
-                self._bad_packs[location.pack] = reason = _reason(exc)
-                reasons.append(reason)
-                continue
-            except OpsError as exc:  # the storage unreachable: worth another try later
-                reasons.append(str(exc))
+            plaintext = self._pack_or_why(location.pack, reasons)
+            if plaintext is None:
                 continue
             try:
                 return self.unpack_blob(location.pack, plaintext, blob_id, location.entry)
@@ -574,25 +564,15 @@ class Repository:
         checked: bool,
     ) -> bytes:
         pack, blob_id = needed_by
-        reasons = []
+        reasons: list[str] = []
         wanted = self.base_locations(base_id) if locations is None else locations
         for location in wanted:
             if not _whole_data(location.entry, self.max_data_blob) or location.entry.id != base_id:
                 continue
             if (base_id, location.pack) in self._bad_bases:
                 continue
-            known_bad = self._bad_packs.get(location.pack)
-            if known_bad is not None:
-                reasons.append(known_bad)
-                continue
-            try:
-                plaintext = self.read_pack(location.pack)
-            except (DamagedObject, ObjectMissing) as exc:
-                self._bad_packs[location.pack] = reason = _reason(exc)
-                reasons.append(reason)
-                continue
-            except OpsError as exc:  # the storage unreachable
-                reasons.append(str(exc))
+            plaintext = self._pack_or_why(location.pack, reasons)
+            if plaintext is None:
                 continue
             try:
                 data = self._unpack(
@@ -607,6 +587,23 @@ class Repository:
         raise DamagedObject(
             self.name, pack, f"blob {blob_id.hex()[:16]}: its base {base_id.hex()[:16]}: {what}"
         )
+
+    def _pack_or_why(self, pack: str, reasons: list[str]) -> bytes | None:
+        """The pack's plaintext, or None with why not added to ``reasons``. A missing or
+        undecryptable pack is remembered, not fetched again for every blob a forged index
+        puts there; an unreachable storage is worth another try later."""
+        known_bad = self._bad_packs.get(pack)
+        if known_bad is not None:
+            reasons.append(known_bad)
+            return None
+        try:
+            return self.read_pack(pack)
+        except (DamagedObject, ObjectMissing) as exc:
+            self._bad_packs[pack] = reason = _reason(exc)
+            reasons.append(reason)
+        except OpsError as exc:
+            reasons.append(str(exc))
+        return None
 
     def read_tree(self, tree_id: bytes) -> Tree:
         return Tree.decode(self.read_blob(tree_id))

@@ -3,10 +3,11 @@ through the real CLI, and what restoring it must give back byte for byte."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.fixtures.backup_env import BackupEnv
+from tests.fixtures.backup_env import PROJECT, BackupEnv
 from tests.hostile.forge import Forger
 
 FILES = {
@@ -70,3 +71,15 @@ def genuine_index_records(env: BackupEnv) -> list[dict[str, object]]:
         for key in env.object_keys("index/")
         for record in Forger.read_index(env.read_object(key))
     ]
+
+
+EMERGENCY = PROJECT / "backup" / "emergency_restore.py"
+
+
+def emergency(env: BackupEnv, key: str, target: Path) -> subprocess.CompletedProcess[str]:
+    """``backup/emergency_restore.py`` (the system's python3, age, zstd, b3sum) restoring the
+    snapshot object ``key`` of the env's local repository into ``target``."""
+    return subprocess.run(
+        ["/usr/bin/python3", str(EMERGENCY), env.repo_url, str(env.identity), key, str(target)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip

@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.backup_env import PROJECT, BackupEnv
+from tests.fixtures.backup_env import BackupEnv
 from tests.fixtures.databases import pg_connect, pg_source
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.procs import run
 from tests.fixtures.s3 import S3Server
+from tests.hostile.genuine import emergency
 from tests.integration.test_backup_copies import add_offsite, backup_run, listed
 
 pytestmark = pytest.mark.integration
 
 ROWS = 150_000
-EMERGENCY = PROJECT / "backup" / "emergency_restore.py"
 KEEP_LAST_ONLY = {"last": 1, "daily": 0, "weekly": 0, "monthly": 0, "yearly": 0}
 TABLE = "accounts"
 
@@ -47,6 +46,15 @@ def fill(server: PostgresServer, db: str) -> None:
             " FROM generate_series(1, %s) i",
             (ROWS,),
         )
+
+
+def dumped_database(env: BackupEnv, server: PostgresServer, pg_database: Callable[..., str]) -> str:
+    """A new database with ``accounts`` filled, backed up as source ``portal-db``."""
+    db = pg_database()
+    fill(server, db)
+    env.sources.append(pg_source(server, "portal-db", [db]))
+    env.write_config()
+    return db
 
 
 def table_digest(server: PostgresServer, db: str) -> tuple[int, str]:
@@ -93,10 +101,7 @@ def emergency_dump(env: BackupEnv, db: str) -> bytes:
     ``backup/emergency_restore.py``: the dump file's bytes."""
     key = max(env.object_keys("snapshots/portal-db/"))
     target = env.root / "emergency"
-    done = subprocess.run(
-        ["/usr/bin/python3", str(EMERGENCY), env.repo_url, str(env.identity), key, str(target)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = emergency(env, key, target)
     assert done.returncode == 0, done.stderr
     [dump] = list(target.rglob(f"{db}.dump"))
     return dump.read_bytes()
@@ -116,10 +121,7 @@ def test_a_day_of_scattered_updates_adds_a_small_share_and_restores_everywhere(
 ) -> None:
     env, server = local_backup_env, postgres_server
     add_offsite(env, s3_server)
-    db = pg_database()
-    fill(server, db)
-    env.sources.append(pg_source(server, "portal-db", [db]))
-    env.write_config()
+    db = dumped_database(env, server, pg_database)
 
     code, day1 = backup_run(env)
     assert code == 0, day1
@@ -193,10 +195,7 @@ def test_a_lost_or_damaged_bases_cache_only_costs_a_whole_dump(
     """The cache of yesterday's chunks is local state: damaged, foreign or gone, the next
     dump is stored whole (and restores), never a failed backup."""
     env, server = local_backup_env, postgres_server
-    db = pg_database()
-    fill(server, db)
-    env.sources.append(pg_source(server, "portal-db", [db]))
-    env.write_config()
+    db = dumped_database(env, server, pg_database)
     code, day1 = backup_run(env)
     assert code == 0, day1
     [bases] = list(env.state_dir.glob("cache/*/portal-db.bases"))
@@ -249,10 +248,7 @@ def test_a_chunk_starting_like_a_zstd_dictionary_is_stored_whole(
     assert second["bytes_added"] > first["bytes_added"] * 0.5  # whole, not a delta
     key = max(env.object_keys("snapshots/dev/"))
     target = tmp_path / "emergency"
-    done = subprocess.run(
-        ["/usr/bin/python3", str(EMERGENCY), env.repo_url, str(env.identity), key, str(target)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = emergency(env, key, target)
     assert done.returncode == 0, done.stderr
     [restored] = [p for p in target.rglob("*") if p.is_file()]
     assert restored.read_bytes() == bytes(body)

@@ -12,7 +12,6 @@ restores byte for byte.
 from __future__ import annotations
 
 import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest.mock import patch
@@ -21,12 +20,13 @@ import pytest
 import zstandard
 
 from portalops.backup.repo.storage import LocalStorage
-from tests.fixtures.backup_env import PROJECT, BackupEnv
+from tests.fixtures.backup_env import BackupEnv
 from tests.hostile.forge import Blob, Forger
 from tests.hostile.genuine import (
     FILES,
     an_hour_ago,
     assert_no_internal_error,
+    emergency,
     files_under,
     forged_id,
     forger,
@@ -35,10 +35,18 @@ from tests.hostile.genuine import (
 
 pytestmark = pytest.mark.integration
 
-EMERGENCY = PROJECT / "backup" / "emergency_restore.py"
 
 ROWS = b"".join(b"%06d\tXa Dao Tru\t%s\n" % (i, os.urandom(24).hex().encode()) for i in range(2000))
 EDITED = ROWS.replace(b"000500\tXa", b"000500\tXA").replace(b"001700\tXa", b"001700\tXA")
+
+
+def forger_with_base(env: BackupEnv) -> tuple[Forger, bytes]:
+    """A writer's forger, and ROWS stored whole and indexed (the base of the deltas here)."""
+    f = forger(env)
+    base = f.add_blob(ROWS)
+    f.seal_pack()
+    f.write_index()
+    return f, base
 
 
 def one_file_snapshot(f: Forger, name: str, blob: bytes, size: int) -> str:
@@ -60,10 +68,7 @@ def test_forged_deltas_restore_when_well_formed_and_are_refused_otherwise(
 ) -> None:
     env = local_backup_env
     genuine, src = genuine_backup(env, tmp_path)
-    f = forger(env)
-    base = f.add_blob(ROWS)
-    f.seal_pack()
-    f.write_index()
+    f, base = forger_with_base(env)
 
     # Well formed: FORMAT.md is enough to write a delta a restore reads.
     good = f.add_delta(EDITED, [base], ROWS)
@@ -170,10 +175,7 @@ def test_a_forged_copy_of_a_base_named_first_does_not_stop_its_deltas(
     reader then checks each base, from every location."""
     env = local_backup_env
     genuine_backup(env, tmp_path)
-    f = forger(env)
-    base = f.add_blob(ROWS)
-    f.seal_pack()
-    f.write_index()
+    f, base = forger_with_base(env)
     good = f.add_delta(EDITED, [base], ROWS)
     snapshot = one_file_snapshot(f, "good.tsv", good, len(EDITED))
     # The same base id, other bytes of the same length, in an index read before the others.
@@ -268,10 +270,7 @@ def test_emergency_restore_reads_deltas_and_refuses_rows_with_repeated_bases(
     """backup/emergency_restore.py (age, zstd, b3sum) restores a forged, well-formed delta;
     an index row naming one base 5,000 times (a 20 GB dictionary) is not used."""
     env = local_backup_env
-    f = forger(env)
-    base = f.add_blob(ROWS)
-    f.seal_pack()
-    f.write_index()
+    f, base = forger_with_base(env)
     good = f.add_delta(EDITED, [base], ROWS)
     key = f.commit("webroot", an_hour_ago(), [_file("good.tsv", good, len(EDITED))])
     bomb = f.add_delta(EDITED, [base], ROWS)
@@ -280,10 +279,7 @@ def test_emergency_restore_reads_deltas_and_refuses_rows_with_repeated_bases(
     assert record["blobs"][0][0] == bomb.hex()
     f.write_index([record], before=min(env.object_keys("index/")))
     target = tmp_path / "emergency"
-    done = subprocess.run(
-        ["/usr/bin/python3", str(EMERGENCY), env.repo_url, str(env.identity), key, str(target)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = emergency(env, key, target)
     assert done.returncode == 0, done.stderr
     assert "not used" in done.stderr
     assert files_under(target) == {"good.tsv": EDITED}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,14 @@ import pytest
 
 from tests.fixtures.backup_env import PROJECT, BackupEnv, Result
 from tests.hostile.forge import Blob, Forger
-from tests.hostile.genuine import FILES, an_hour_ago, files_under, forged_id, genuine_backup
+from tests.hostile.genuine import (
+    FILES,
+    an_hour_ago,
+    emergency,
+    files_under,
+    forged_id,
+    genuine_backup,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -362,13 +368,6 @@ def test_restore_to_database_refuses_names_and_symlinked_dumps(
 
 
 # -- emergency_restore.py --------------------------------------------------------------------
-
-
-def emergency(env: BackupEnv, key: str, target: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["/usr/bin/python3", str(EMERGENCY), env.repo_url, str(env.identity), key, str(target)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
 
 
 def test_emergency_restore_refuses_names_and_tampered_blobs(
