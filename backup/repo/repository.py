@@ -158,8 +158,8 @@ class Repository:
     settings: RepositoryLike | None = None
     _packs: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     _bad_packs: dict[str, str] = field(default_factory=dict)  # missing or damaged: why
-    # Bases read lately, verified: the deltas of one dump name each base twice (as the chunk
-    # they replace and as the one before's next), in order.
+    # Bases read lately, and whether each was checked against its id: consecutive deltas of
+    # one dump share bases (a base is also the chunk before's second base, now and then).
     _bases: OrderedDict[bytes, tuple[bytes, bool]] = field(default_factory=OrderedDict)
     _bad_bases: set[tuple[bytes, str]] = field(default_factory=set)  # (base, pack) failing its id
 
