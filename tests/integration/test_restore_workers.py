@@ -127,7 +127,7 @@ def test_restore_and_check_through_workers(
         elsewhere = RestoreTarget(os.fsencode(target), st.st_dev, st.st_ino + 1)
         with Workers(setup, 1) as workers:
             with pytest.raises(FileNotFoundError, match="replaced"):
-                list(workers.map(restore_pack, [(elsewhere, largest_pack(env), [], [], None)]))
+                list(workers.map(restore_pack, [(elsewhere, largest_pack(env), [], [], None, {})]))
             assert pool_workers()  # a live worker is seen (the checks below can fail)
 
     # A damaged data pack (the error comes while workers write), then a damaged tree pack (it
