@@ -20,7 +20,7 @@ from pathlib import Path
 
 from portalops.backup.repo.keys import IdentityMissing
 from portalops.backup.repo.locks import Lock
-from portalops.backup.repo.pack import MAX_PACK_SIZE
+from portalops.backup.repo.pack import MAX_PACK_SIZE, BlobEntry
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import CLOCK_SKEW_ALLOWANCE, SnapshotRef
 from portalops.backup.repo.tree import NodeType, show_name
@@ -292,9 +292,12 @@ def _any_blob_missing(repo: Repository, refs: list[SnapshotRef], result: CheckRe
 def _readable(repo: Repository, blob: bytes) -> bool:
     """In the index, and if a delta, its bases too, whole."""
     location = repo.index.get(blob)
-    if location is None:
-        return False
-    return all(repo.base_locations(base) for base in location.entry.bases)
+    return location is not None and _missing_base(repo, location.entry) is None
+
+
+def _missing_base(repo: Repository, entry: BlobEntry) -> bytes | None:
+    """A delta's first base no index holds whole (a delta is read through its bases)."""
+    return next((base for base in entry.bases if not repo.base_locations(base)), None)
 
 
 def _walk_snapshots(
@@ -319,11 +322,10 @@ def _walk_snapshots(
         if location is None:
             key = f"blob {blob.hex()[:16]}"
             return missing_blobs.setdefault(key, Problem(key, "blob is in no index"))
-        for base in location.entry.bases:  # a delta is read through its bases
-            if not repo.base_locations(base):
-                key = f"blob {blob.hex()[:16]}"
-                what = f"a delta whose base {base.hex()[:16]} is in no index as a whole blob"
-                return missing_blobs.setdefault(key, Problem(key, what))
+        if (base := _missing_base(repo, location.entry)) is not None:
+            key = f"blob {blob.hex()[:16]}"
+            what = f"a delta whose base {base.hex()[:16]} is in no index as a whole blob"
+            return missing_blobs.setdefault(key, Problem(key, what))
         return touched.get(location.pack)
 
     for ref in refs:

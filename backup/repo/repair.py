@@ -107,8 +107,8 @@ def _with_deltas(
         found.add(record)
     added: dict[str, list[BlobEntry]] = {}
     for key, entries in deltas.items():
-        for entry in sorted(entries, key=lambda e: tuple(_first(found, b) for b in e.bases)):
-            bases = {base: found.locations(base) for base in entry.bases}
+        bases = {base: found.locations(base) for entry in entries for base in entry.bases}
+        for entry in repo.by_base(entries, bases):
             try:
                 plaintext = repo.read_pack(key)
                 repo.unpack_view(key, plaintext, entry.id, entry, bases)
@@ -117,11 +117,6 @@ def _with_deltas(
                 result.dropped.append(f"{key}: blob {entry.id.hex()[:16]}")
     rebuilt = [replace(r, blobs=r.blobs + tuple(added.get(r.key, ()))) for r in records]
     return [record for record in rebuilt if record.blobs]
-
-
-def _first(index: Index, blob: bytes) -> tuple[str, int]:
-    location = index.blobs.get(blob)
-    return (location.pack, location.entry.offset) if location else ("", 0)
 
 
 def _record_from_pack(

@@ -186,7 +186,7 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     single = {meta.rel: meta for meta in finish if meta.blobs == 1}
     spoiled: set[bytes] = set()  # files a failed blob leaves unfinished
     with Beneath.open(target.path, (target.dev, target.ino)) as below:
-        for blob_id, entry, length, uses in by_base(blobs, bases):
+        for blob_id, entry, length, uses in by_base(repo, blobs, bases):
             try:
                 data = extract_blob(repo, key, plaintext, entry, blob_id, length, bases)
             except BlobUnusable as exc:
@@ -205,17 +205,11 @@ def write_blobs(repo: Repository, job: RestoreJob) -> JobResult:
     return result
 
 
-def by_base(blobs: list[JobBlob], bases: Bases) -> list[JobBlob]:
-    """Whole blobs first, then deltas in the order of their bases' packs (every base: a
-    delta with two bases in rotating packs would defeat the few packs a worker keeps)."""
+def by_base(repo: Repository, blobs: list[JobBlob], bases: Bases) -> list[JobBlob]:
+    """:meth:`Repository.by_base` for a job's blobs (a worker keeps only a few packs)."""
     if not bases:
         return blobs
-
-    def where(blob: JobBlob) -> tuple[tuple[str, int], ...]:
-        found = (bases.get(b, []) for b in blob[1].bases)
-        return tuple((f[0].pack, f[0].entry.offset) if f else ("", 0) for f in found)
-
-    return sorted(blobs, key=where)
+    return sorted(blobs, key=lambda blob: repo.base_order(blob[1], bases))
 
 
 def extract_blob(
