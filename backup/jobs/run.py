@@ -20,12 +20,13 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from portalops import __version__
 from portalops.backup.config import Repository as RepoSettings
@@ -34,8 +35,8 @@ from portalops.backup.repo.chunker import Chunker
 from portalops.backup.repo.keys import RecipientsUntrusted
 from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.repository import Repository
-from portalops.backup.repo.snapshot import Snapshot
-from portalops.backup.repo.writer import BlobWriter, Destination
+from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
+from portalops.backup.repo.writer import BlobWriter, Copy, Destination
 from portalops.backup.sources import Source, store
 from portalops.core.errors import ExitCode, OpsError
 
@@ -108,16 +109,15 @@ def run_backup(
     run = secrets.token_hex(16)  # in every snapshot this run writes
     opened: list[Repository] = []
     unopened: dict[str, OpsError] = {}
-    for settings in repositories:
-        try:
-            repo = open_repository(settings, keys)
-        except OpsError as exc:
-            unopened[settings.name] = exc
-            continue
-        if repo.writer.untrusted is not None:  # a retired writer key: refused before reading
+    for settings, repo in zip(
+        repositories, _side_by_side(partial(open_repository, keys=keys), repositories), strict=True
+    ):
+        if isinstance(repo, OpsError):
+            unopened[settings.name] = repo
+        elif repo.writer.untrusted is not None:  # a retired writer key: refused before reading
             unopened[settings.name] = RecipientsUntrusted(repo.writer.untrusted)
-            continue
-        opened.append(repo)
+        else:
+            opened.append(repo)
     results: list[SourceResult] = []
     for source in sources:
         done: dict[str, SourceResult] = {}
@@ -159,29 +159,24 @@ def _backup_source(
     locked: list[tuple[Repository, Lock]] = []
     step("lock", source.name)
     try:
-        for repo in repositories:
-            try:
-                lock = Lock.acquire(
-                    repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
-                )
-            except OpsError as exc:
-                results[repo.name] = _failed(source, repo.name, exc)
-                continue
-            locked.append((repo, lock))
+        for repo, lock in zip(repositories, _side_by_side(_lock, repositories), strict=True):
+            if isinstance(lock, OpsError):
+                results[repo.name] = _failed(source, repo.name, lock)
+            else:
+                locked.append((repo, lock))
         step("index", source.name)
+        # Only now: no prune can run from here on while we hold the lock.
+        loaded = _side_by_side(lambda held: held[0].load_index(), locked)
         reading: list[tuple[Repository, Lock]] = []
-        for repo, lock in locked:
-            try:
-                repo.load_index()  # only now: no prune can run from here on while we hold it
-            except OpsError as exc:
-                results[repo.name] = _failed(source, repo.name, exc)
-                continue
-            reading.append((repo, lock))
+        for (repo, lock), index in zip(locked, loaded, strict=True):
+            if isinstance(index, OpsError):
+                results[repo.name] = _failed(source, repo.name, index)
+            else:
+                reading.append((repo, lock))
         if reading:
             results |= _backup_one(reading, source, state_dir, progress, step, run)
     finally:
-        for repo, lock in locked:
-            _release(lock, repo.name)
+        _side_by_side(_release, locked)
     duration = time.monotonic() - started
     for result in results.values():
         result.duration = duration
@@ -194,13 +189,48 @@ def _backup_source(
     return results
 
 
-def _release(lock: Lock, repository: str) -> None:
+def _write_snapshot(job: tuple[Repository, Lock, Snapshot]) -> SnapshotRef:
+    repo, lock, snapshot = job
+    # The data is stored and indexed; a prune must not have run since the index was read
+    # (its blobs would be gone), so the lock must still be ours, in storage too.
+    lock.check()
+    return repo.write_snapshot(snapshot)  # last: only now does the backup exist
+
+
+def _lock(repo: Repository) -> Lock:
+    return Lock.acquire(repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT)
+
+
+def _release(held: tuple[Repository, Lock]) -> None:
     """Delete the lock; if that fails the backup still stands (the lock goes stale once it
     is no longer refreshed, and a prune waits for it until then): a warning, not a failure."""
+    repo, lock = held
     try:
         lock.release()
     except OpsError as exc:
-        log.warning("could not remove the lock in %s (stale soon): %s", repository, exc)
+        log.warning("could not remove the lock in %s (stale soon): %s", repo.name, exc)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _side_by_side(work: Callable[[T], R], items: Iterable[T]) -> list[R | OpsError]:
+    """``work`` done to each item at once, one thread each (each mostly waits on its own
+    storage: a local disk and S3 no longer take turns), results in the items' order; an
+    OpsError comes back in its item's place, anything else is raised."""
+
+    def one(item: T) -> R | OpsError:
+        try:
+            return work(item)
+        except OpsError as exc:
+            return exc
+
+    todo = list(items)
+    if len(todo) < 2:
+        return [one(item) for item in todo]
+    with ThreadPoolExecutor(len(todo), thread_name_prefix="repository") as pool:
+        return list(pool.map(one, todo))
 
 
 def _no_hook(step: Step, source: str) -> None:
@@ -251,10 +281,18 @@ def _backup_one(
     counts = stored.counts
     step("snapshot", source.name)
     results: dict[str, SourceResult] = {}
+    writing: list[tuple[Repository, Lock, Snapshot]] = []
+    written_by: list[Copy] = []
     for copy, (repo, lock) in zip(writer.copies, reading, strict=True):
         if copy.error is not None:
             results[repo.name] = _failed(source, repo.name, copy.error)
             continue
+        summary = {
+            **counts,
+            "bytes_added": copy.bytes_added,
+            "raw_bytes_added": copy.raw_bytes_added,
+            "blobs_added": copy.blobs_added,
+        }
         snapshot = Snapshot(
             source=source.name,
             category=source.category.value,
@@ -263,22 +301,16 @@ def _backup_one(
             tree=stored.root,
             paths=stored.paths,
             tool=f"portal-ops {__version__}",
-            summary={
-                **counts,
-                "bytes_added": copy.bytes_added,
-                "raw_bytes_added": copy.raw_bytes_added,
-                "blobs_added": copy.blobs_added,
-            },
+            summary=summary,
             stats=stored.stats,
             run=run,
         )
-        try:
-            # The data is stored and indexed; a prune must not have run since the index was
-            # read (its blobs would be gone), so the lock must still be ours, in storage too.
-            lock.check()
-            ref = repo.write_snapshot(snapshot)  # last: only now does the backup exist
-        except OpsError as exc:
-            results[repo.name] = _failed(source, repo.name, exc)
+        writing.append((repo, lock, snapshot))
+        written_by.append(copy)
+    written = _side_by_side(_write_snapshot, writing)
+    for (repo, _, _), copy, ref in zip(writing, written_by, written, strict=True):
+        if isinstance(ref, OpsError):
+            results[repo.name] = _failed(source, repo.name, ref)
             continue
         results[repo.name] = SourceResult(
             source=source.name,
