@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -74,6 +75,7 @@ CHUNKER = {
 # A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
 # table): anything larger under snapshots/ was not written by this tool.
 MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
+INDEX_READS = 8  # index objects fetched at once
 BASES_KEPT = 4  # decoded delta bases kept by a reader (data blobs: at most 4 MiB each)
 
 
@@ -162,6 +164,8 @@ class Repository:
     # one dump share bases (a base is also the chunk before's second base, now and then).
     _bases: OrderedDict[bytes, tuple[bytes, bool]] = field(default_factory=OrderedDict)
     _bad_bases: set[tuple[bytes, str]] = field(default_factory=set)  # (base, pack) failing its id
+    # Index objects read, by (key, size): their records, or what is wrong with them.
+    _index_objects: dict[tuple[str, int], list[PackRecord] | str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -293,29 +297,55 @@ class Repository:
     # -- index ---------------------------------------------------------------------------
 
     def load_index(self) -> Index:
-        """Read every index object; ones failing their MAC are set aside and reported."""
+        """Read every index object; ones failing their MAC are set aside and reported.
+
+        An object this repository object read before is not fetched again: its key is the
+        SHA-256 of its bytes and writes are create-only, so the same key and size listed
+        again hold the same records (a backup re-reads the index for each source, under its
+        lock, and on S3 that was one GET per object per source). What a prune removed in
+        between is no longer listed, so it is not read; the index is rebuilt from what is
+        listed now. The rest are fetched a few at a time (they are independent objects, and
+        an offsite's latency, not its bandwidth, is what a long list of small objects costs).
+        """
+        listed = [(info.key, info.size) for info in self.storage.list("index/")]
+        listed.sort()
+        known = self._index_objects
+        fresh = [item for item in listed if item not in known]
+        if len(fresh) > 1:
+            with ThreadPoolExecutor(min(INDEX_READS, len(fresh)), "index") as pool:
+                read = list(pool.map(self._read_index_object, fresh))
+        else:
+            read = [self._read_index_object(item) for item in fresh]
+        known.update((item, got) for item, got in zip(fresh, read, strict=True) if got is not None)
+        self._index_objects = {item: known[item] for item in listed if item in known}
         merged = Index()
         problems: list[str] = []
-        for info in sorted(self.storage.list("index/"), key=lambda i: i.key):
-            try:
-                data = self.storage.get(info.key, max_size=index_codec.MAX_INDEX_JSON)
-                records = list(index_codec.decode(data, self.writer.mac_key))
-            except IndexFormatError as exc:
-                problems.append(f"{info.key}: {exc}")
+        for (key, _), got in self._index_objects.items():
+            if isinstance(got, str):
+                problems.append(f"{key}: {got}")
                 continue
-            except ObjectTooLarge as exc:
-                problems.append(f"{info.key}: {_too_large(exc, 'an index object')}")
-                continue
-            except ObjectMissing:
-                continue  # removed by a prune that finished after we listed
-            for record in records:
+            for record in got:
                 merged.add(record)
-            merged.objects.append(info.key)
+            merged.objects.append(key)
         for problem in problems:
             log.warning("repository %s: index %s", self.name, problem)
         self.index = merged
         self.index_problems = problems
         return merged
+
+    def _read_index_object(self, item: tuple[str, int]) -> list[PackRecord] | str | None:
+        """An index object's records, what is wrong with it, or None if it is gone (removed
+        by a prune that finished after the listing)."""
+        key, _ = item
+        try:
+            data = self.storage.get(key, max_size=index_codec.MAX_INDEX_JSON)
+            return list(index_codec.decode(data, self.writer.mac_key))
+        except IndexFormatError as exc:
+            return str(exc)
+        except ObjectTooLarge as exc:
+            return _too_large(exc, "an index object")
+        except ObjectMissing:
+            return None
 
     def write_index(self, records: list[PackRecord]) -> str:
         data = index_codec.encode(records, self.writer.mac_key)
