@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -307,6 +308,68 @@ def report(rounds: Rounds) -> tuple[str, dict[str, Any], bool]:
     return "\n".join(lines), figures, ok
 
 
+# Run in a fresh interpreter (imports count): what the S3 half of a backup pays apart from
+# the bytes of its packs. Prints one JSON object of wall and CPU seconds per step.
+S3_COSTS = """
+import json, os, sys, time
+marks = [(time.perf_counter(), time.process_time())]
+def mark():
+    marks.append((time.perf_counter(), time.process_time()))
+from portalops.backup.repo.s3 import S3Storage
+mark()
+storage = S3Storage("bench", f"s3://{sys.argv[2]}/costs", endpoint=sys.argv[1], region=sys.argv[3])
+mark()
+storage.put("first", b"x")
+mark()
+for i in range(10):
+    storage.put(f"small/{i}", b"y" * 1000)
+mark()
+packs = [os.urandom(16 * 2**20) for _ in range(3)]
+mark()
+for i, pack in enumerate(packs):
+    storage.put(f"packs/{i}", pack)
+mark()
+steps = ["import boto3 (via s3.py)", "make the client", "first PUT (connects)",
+         "10 small PUTs", None, "3 packs of 16 MiB"]
+out = {}
+for step, (a, b) in zip(steps, zip(marks, marks[1:])):
+    if step:
+        out[step] = {"wall": round(b[0] - a[0], 3), "cpu": round(b[1] - a[1], 3)}
+print(json.dumps(out))
+"""
+
+
+def s3_costs(args: argparse.Namespace) -> int:
+    """``--s3-costs``: the fixed and per-request costs of the S3 client, median of 5 fresh
+    processes against a moto server (warm page cache: what importing and talking cost, not
+    reading .pyc files from disk)."""
+    runs: list[dict[str, dict[str, float]]] = []
+    with tempfile_dir() as tmp, moto_server(args.ops_python, tmp) as endpoint:
+        make_bucket(args.ops_python, endpoint, "portal-ops-costs")
+        env = {**s3_env(), "PYTHONPATH": str(DEFAULT_OPS.parent)}
+        for _ in range(6):  # the first warms the page cache and is dropped
+            argv = [args.ops_python, "-c", S3_COSTS, endpoint, "portal-ops-costs", REGION]
+            done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+            runs.append(json.loads(done.stdout))
+    runs = runs[1:]
+    print(f"portal-ops {git_revision()}: S3 client costs against moto, median of {len(runs)}")
+    print(f"{'step':<28} {'wall s':>8} {'CPU s':>8}")
+    for step in runs[0]:
+        wall = statistics.median(r[step]["wall"] for r in runs)
+        cpu = statistics.median(r[step]["cpu"] for r in runs)
+        print(f"{step:<28} {wall:>8.3f} {cpu:>8.3f}")
+    return 0
+
+
+@contextmanager
+def tempfile_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="portalops-s3costs-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-gb", type=float, default=0.7, help="portal corpus size (default 0.7)")
@@ -320,6 +383,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--restic", default="restic")
     p.add_argument("--ops-python", default=str(DEFAULT_OPS_PYTHON))
     p.add_argument("--ops", type=Path, default=DEFAULT_OPS)
+    p.add_argument(
+        "--s3-costs",
+        action="store_true",
+        help="only time the S3 client apart (import, client, small and pack PUTs) and exit",
+    )
     args = p.parse_args(argv)
     if args.repeat < 1 or args.size_gb <= 0:
         p.error("--repeat must be >= 1 and --size-gb > 0")
@@ -328,6 +396,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.s3_costs:
+        return s3_costs(args)
     args.restic_bin = shutil.which(args.restic)
     if args.restic_bin is None:
         log(f"copies_vs_restic: restic not found ({args.restic!r}); apt-get install restic")
