@@ -723,3 +723,28 @@ def test_object_lock_keeps_snapshots_and_reports_them(s3_server: Any, tmp_path: 
     assert "retention" in doc["locked"][0] or "Object Lock" in doc["locked"][0]
     assert len(env.ops_json("backup", "list")) == 2
     assert env.ops_json("backup", "check", "--read-data")["ok"] is True
+
+
+def test_a_run_of_several_sources_fetches_each_index_object_once(
+    faulty_proxy: Any, s3_server: Any, tmp_path: Path
+) -> None:
+    """Each source re-reads the index under its own lock; on S3 that used to be one GET per
+    index object per source. Seen on the wire (the proxy forwards faithfully here): every
+    index object is fetched once per run, however many sources read it."""
+    from tests.fixtures.backup_env import s3_backup_env
+
+    env = s3_backup_env(s3_server, tmp_path, endpoint=faulty_proxy.url)
+    for name in ("portal", "logs", "configs"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.txt").write_text(f"{name} day one\n")
+        env.add_source(name, tmp_path / name)
+    env.ops("backup", "run", check=True)  # day one: three index objects, one per source
+    for name in ("portal", "logs", "configs"):
+        (tmp_path / name / "b.txt").write_text(f"{name} day two\n")
+    faulty_proxy.reset_counts()
+    env.ops("backup", "run", check=True)
+    fetched = [r.path for r in faulty_proxy.seen if r.method == "GET" and "/index/" in r.path]
+    listings = [r for r in faulty_proxy.seen if r.method == "GET" and "prefix=" in r.path]
+    assert len(env.object_keys("index/")) >= 3 + 2  # day two's sources added their own
+    assert len(fetched) == len(set(fetched)) >= 3, fetched  # each once, day one's at least
+    assert sum("index" in r.path for r in listings) == 3  # still listed for every source
