@@ -159,11 +159,17 @@ def _backup_source(
     locked: list[tuple[Repository, Lock]] = []
     step("lock", source.name)
     try:
-        for repo, lock in zip(repositories, _side_by_side(_lock, repositories), strict=True):
-            if isinstance(lock, OpsError):
-                results[repo.name] = _failed(source, repo.name, lock)
-            else:
-                locked.append((repo, lock))
+        # One after another, in this thread: a lock held is in ``locked`` at once (so released
+        # whatever happens next), and a stop request interrupts a wait for a prune to finish.
+        for repo in repositories:
+            try:
+                lock = Lock.acquire(
+                    repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT
+                )
+            except OpsError as exc:
+                results[repo.name] = _failed(source, repo.name, exc)
+                continue
+            locked.append((repo, lock))
         step("index", source.name)
         # Only now: no prune can run from here on while we hold the lock.
         loaded = _side_by_side(lambda held: held[0].load_index(), locked)
@@ -176,7 +182,8 @@ def _backup_source(
         if reading:
             results |= _backup_one(reading, source, state_dir, progress, step, run)
     finally:
-        _side_by_side(_release, locked)
+        for held in locked:
+            _release(held)
     duration = time.monotonic() - started
     for result in results.values():
         result.duration = duration
@@ -195,10 +202,6 @@ def _write_snapshot(job: tuple[Repository, Lock, Snapshot]) -> SnapshotRef:
     # (its blobs would be gone), so the lock must still be ours, in storage too.
     lock.check()
     return repo.write_snapshot(snapshot)  # last: only now does the backup exist
-
-
-def _lock(repo: Repository) -> Lock:
-    return Lock.acquire(repo.storage, exclusive=False, command="backup run", wait=LOCK_WAIT)
 
 
 def _release(held: tuple[Repository, Lock]) -> None:

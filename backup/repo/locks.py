@@ -619,7 +619,10 @@ def _time(record: dict[str, Any], name: str) -> datetime:
     when = datetime.fromisoformat(_field(record, name, str))
     if when.tzinfo is None:
         raise ValueError(f"{name}: {when.isoformat()} has no time zone")
-    return when
+    try:
+        return when.astimezone(UTC)  # shown in UTC later: a time with no UTC year fails here
+    except OverflowError:
+        raise ValueError(f"{name}: {when.isoformat()} is out of range") from None
 
 
 def _alive(pid: int) -> bool:

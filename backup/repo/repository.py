@@ -11,9 +11,11 @@ import hashlib
 import json
 import logging
 import secrets
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -75,7 +77,9 @@ CHUNKER = {
 # A snapshot body is a few hundred bytes, plus its stats (a database source's row counts per
 # table): anything larger under snapshots/ was not written by this tool.
 MAX_SNAPSHOT_OBJECT = 16 * 1024 * 1024
-INDEX_READS = 8  # index objects fetched at once
+INDEX_READS = 8  # index objects fetched ahead of the one being decoded
+INDEX_READ_AHEAD_SIZE = 1024 * 1024  # larger ones are fetched alone, when due
+_Listed = tuple[str, int, datetime | None]  # an index object's key, size and time, as listed
 BASES_KEPT = 4  # decoded delta bases kept by a reader (data blobs: at most 4 MiB each)
 
 
@@ -164,8 +168,8 @@ class Repository:
     # one dump share bases (a base is also the chunk before's second base, now and then).
     _bases: OrderedDict[bytes, tuple[bytes, bool]] = field(default_factory=OrderedDict)
     _bad_bases: set[tuple[bytes, str]] = field(default_factory=set)  # (base, pack) failing its id
-    # Index objects read, by (key, size): their records, or what is wrong with them.
-    _index_objects: dict[tuple[str, int], list[PackRecord] | str] = field(default_factory=dict)
+    # Index objects read, by (key, size, time listed): their records, or what is wrong.
+    _index_objects: dict[_Listed, list[PackRecord] | str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -300,27 +304,31 @@ class Repository:
         """Read every index object; ones failing their MAC are set aside and reported.
 
         An object this repository object read before is not fetched again: its key is the
-        SHA-256 of its bytes and writes are create-only, so the same key and size listed
-        again hold the same records (a backup re-reads the index for each source, under its
-        lock, and on S3 that was one GET per object per source). What a prune removed in
-        between is no longer listed, so it is not read; the index is rebuilt from what is
-        listed now. The rest are fetched a few at a time (they are independent objects, and
-        an offsite's latency, not its bandwidth, is what a long list of small objects costs).
+        SHA-256 of its bytes and writes are create-only, so the same key, size and time
+        listed again hold the same records (a backup re-reads the index for each source,
+        under its lock, and on S3 that was one GET per object per source). What a prune
+        removed in between is no longer listed, so it is not read; the index is rebuilt from
+        what is listed now. Small objects are fetched a few ahead of the one being decoded
+        (an offsite's latency, not its bandwidth, is what a long list of them costs); they
+        are decoded one at a time, so a forged object costs no more memory than before.
         """
-        listed = [(info.key, info.size) for info in self.storage.list("index/")]
-        listed.sort()
+        listed = sorted(
+            ((info.key, info.size, info.modified) for info in self.storage.list("index/")),
+            key=lambda item: item[0],
+        )
         known = self._index_objects
-        fresh = [item for item in listed if item not in known]
-        if len(fresh) > 1:
-            with ThreadPoolExecutor(min(INDEX_READS, len(fresh)), "index") as pool:
-                read = list(pool.map(self._read_index_object, fresh))
-        else:
-            read = [self._read_index_object(item) for item in fresh]
-        known.update((item, got) for item, got in zip(fresh, read, strict=True) if got is not None)
+        for item, data in self._index_bytes([item for item in listed if item not in known]):
+            if isinstance(data, bytes):
+                try:
+                    known[item] = list(index_codec.decode(data, self.writer.mac_key))
+                except IndexFormatError as exc:
+                    known[item] = str(exc)
+            elif data is not None:
+                known[item] = data  # what is wrong with it
         self._index_objects = {item: known[item] for item in listed if item in known}
         merged = Index()
         problems: list[str] = []
-        for (key, _), got in self._index_objects.items():
+        for (key, _, _), got in self._index_objects.items():
             if isinstance(got, str):
                 problems.append(f"{key}: {got}")
                 continue
@@ -333,19 +341,33 @@ class Repository:
         self.index_problems = problems
         return merged
 
-    def _read_index_object(self, item: tuple[str, int]) -> list[PackRecord] | str | None:
-        """An index object's records, what is wrong with it, or None if it is gone (removed
-        by a prune that finished after the listing)."""
-        key, _ = item
-        try:
-            data = self.storage.get(key, max_size=index_codec.MAX_INDEX_JSON)
-            return list(index_codec.decode(data, self.writer.mac_key))
-        except IndexFormatError as exc:
-            return str(exc)
-        except ObjectTooLarge as exc:
-            return _too_large(exc, "an index object")
-        except ObjectMissing:
-            return None
+    def _index_bytes(self, items: list[_Listed]) -> Iterator[tuple[_Listed, bytes | str | None]]:
+        """Each object's bytes in order, what is wrong with it (too large), or None if it is
+        gone (removed by a prune that finished after the listing). Objects of at most
+        INDEX_READ_AHEAD_SIZE are fetched up to INDEX_READS ahead; larger ones when due."""
+
+        def fetch(key: str) -> bytes | str | None:
+            try:
+                return self.storage.get(key, max_size=index_codec.MAX_INDEX_JSON)
+            except ObjectTooLarge as exc:
+                return _too_large(exc, "an index object")
+            except ObjectMissing:
+                return None
+
+        if len(items) < 2:
+            yield from ((item, fetch(item[0])) for item in items)
+            return
+        todo = iter(items)
+        ahead: deque[tuple[_Listed, Future[bytes | str | None] | None]] = deque()
+        with ThreadPoolExecutor(INDEX_READS, "index") as pool:
+            while True:
+                while len(ahead) < INDEX_READS and (item := next(todo, None)) is not None:
+                    small = item[1] <= INDEX_READ_AHEAD_SIZE
+                    ahead.append((item, pool.submit(fetch, item[0]) if small else None))
+                if not ahead:
+                    return
+                item, future = ahead.popleft()
+                yield item, future.result() if future is not None else fetch(item[0])
 
     def write_index(self, records: list[PackRecord]) -> str:
         data = index_codec.encode(records, self.writer.mac_key)

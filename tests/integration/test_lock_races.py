@@ -15,6 +15,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -59,7 +61,7 @@ def backup_in_process(
     env: BackupEnv, hook: Callable[[Step, str], None], only: list[str] | None = None
 ) -> list[SourceResult]:
     """``ops backup run`` as the CLI does it, in this process, with a step hook."""
-    with patch.dict(os.environ, env.env):
+    with patch.dict(os.environ, env.env), patch("portalops.backup.jobs.run.LOCK_WAIT", 1.0):
         settings = load_settings(env.config)
         backup = settings.backup
         sources = [s for s in backup.sources if only is None or s.name in only]
@@ -208,3 +210,85 @@ def test_unlock_judges_by_storage_time_not_by_the_time_a_host_wrote(
     assert done["removed"] == [future]
     assert done["remaining"] == [behind]
     assert env.object_keys("locks/") == [behind]  # the probe unlock wrote is gone too
+
+
+def test_sigint_while_waiting_for_a_lock_releases_the_others(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """SIGINT (what `ops schedule` sends on stop) while `ops backup run` waits for one
+    repository's lock: it stops at once, and the lock it holds on the other is released."""
+    env = local_backup_env
+    src = tmp_path / "site"
+    src.mkdir()
+    (src / "index.html").write_text("hello\n")
+    env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
+    env.add_source("web", src)
+    env.ops("backup", "init", check=True)
+    # A live prune of another host holds "second" (fresh by the storage's clock).
+    forged = {
+        "version": 1,
+        "exclusive": True,
+        "host": "admin.example",
+        "pid": 4242,
+        "user": "root",
+        "command": "backup forget --prune",
+        "created": "2030-01-01T00:00:00Z",
+        "refreshed": "2030-01-01T00:00:00Z",
+    }
+    (tmp_path / "second" / "locks").mkdir(exist_ok=True)
+    (tmp_path / "second" / "locks" / ("a" * 32)).write_text(json.dumps(forged))
+    main_locks = Path(env.repo_url) / "locks"
+    proc = env.popen("backup", "run")
+    deadline = time.monotonic() + 30
+    while not (main_locks.is_dir() and any(main_locks.iterdir())):
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # the backup is now waiting for "second"
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(timeout=20)
+    except Exception:
+        proc.kill()  # what `ops schedule` does after STOP_GRACE
+        proc.wait()
+        left = sorted(p.name for p in main_locks.iterdir())
+        pytest.fail(f"still running 20 s after SIGINT; killed; locks left in main: {left}")
+    assert code == 130
+    assert list(main_locks.iterdir()) == []  # the shared lock on "main" was released
+
+
+def test_a_lock_object_with_a_time_out_of_range_is_unreadable_not_a_crash(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """A writer's lock object whose times have no UTC year ("0001-01-01T00:00:00+05:00")
+    is an unreadable lock, which blocks nothing (as any unreadable lock): the run does not
+    crash on it, backs up into both repositories and leaves no lock of its own behind."""
+    env = local_backup_env
+    src = tmp_path / "site"
+    src.mkdir()
+    (src / "index.html").write_text("hello\n")
+    env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
+    env.add_source("web", src)
+    env.ops("backup", "init", check=True)
+    hostile = {
+        "version": 1,
+        "exclusive": True,
+        "host": "web7.example",
+        "pid": 4242,
+        "user": "x",
+        "command": "backup forget --prune",
+        "created": "0001-01-01T00:00:00+05:00",
+        "refreshed": "0001-01-01T00:00:00+05:00",
+    }
+    env_second = tmp_path / "second" / "locks"
+    env_second.mkdir(exist_ok=True)
+    (env_second / ("b" * 32)).write_text(json.dumps(hostile))
+    with patch.dict(os.environ, env.env), patch("portalops.backup.jobs.run.LOCK_WAIT", 1.0):
+        settings = load_settings(env.config)
+        backup = settings.backup
+        results = run_backup(
+            list(backup.sources), list(backup.repositories), load_keys(backup), settings.state_dir
+        )
+    assert [(r.repository, r.ok) for r in results] == [("main", True), ("second", True)]
+    assert [p.name for p in env_second.iterdir()] == ["b" * 32]
+    assert list((Path(env.repo_url) / "locks").iterdir()) == []  # "main"'s lock released

@@ -70,7 +70,8 @@ def test_reloading_fetches_only_new_index_objects_and_drops_removed_ones(tmp_pat
     storage.fetched.clear()
     repo.load_index()
     assert storage.fetched == []
-    assert first[0] not in repo.index.blobs and second[0] in repo.index.blobs
+    assert first[0] not in repo.index.blobs
+    assert second[0] in repo.index.blobs
     assert _seen(repo) == _as_read_afresh(repo, tmp_path)
 
 
@@ -109,6 +110,7 @@ def test_a_damaged_index_object_is_reported_on_every_load_without_being_fetched_
     for _ in range(2):
         storage.fetched.clear()
         repo.load_index()
-        assert len(repo.index_problems) == 1 and key in repo.index_problems[0]
+        assert len(repo.index_problems) == 1
+        assert key in repo.index_problems[0]
         assert repo.index.objects == []
     assert storage.fetched == []  # the second load: known bad, not fetched again
