@@ -65,7 +65,7 @@ def test_reloading_fetches_only_new_index_objects_and_drops_removed_ones(tmp_pat
 
     # A prune between two sources removes an index object (and its pack): the next load
     # no longer names its blobs, though nothing new was fetched.
-    gone = next(key for key in repo.index.objects if first[0] in _blobs_of(repo, key))
+    gone = next(k for k in repo.index.objects if first[0] in _blobs_of(repo, tmp_path, k))
     storage.delete(gone)
     storage.fetched.clear()
     repo.load_index()
@@ -75,8 +75,8 @@ def test_reloading_fetches_only_new_index_objects_and_drops_removed_ones(tmp_pat
     assert _seen(repo) == _as_read_afresh(repo, tmp_path)
 
 
-def _blobs_of(repo: Repository, index_key: str) -> set[bytes]:
-    data = LocalStorage("t", Path(repo.storage.root)).get(index_key)  # not counted
+def _blobs_of(repo: Repository, tmp_path: Path, index_key: str) -> set[bytes]:
+    data = LocalStorage("t", tmp_path / "repo").get(index_key)  # not counted
     return {e.id for r in index_codec.decode(data, repo.writer.mac_key) for e in r.blobs}
 
 
