@@ -1,10 +1,13 @@
 """``ops backup copy``: snapshots from one repository into another, every byte verified.
 
 For the admin (it needs the identity): moving to a new offsite, seeding a new bucket from the
-local repository, filling in the nights one copy missed. Blobs are copied by id, not cut and
-named again, so both repositories must name blobs alike: made with the same writer key (same
-id-key, chunker seed and sizes), as every repository of one host is. Anything else is refused
-before a byte moves.
+local repository, filling in the nights one copy missed, moving backups into a repository made
+with a new writer key. Blobs keep their cut (chunker sizes must be the same: a reader refuses
+blobs above its repository's maximum). Between repositories of one writer key (every one of a
+host's) blobs keep their ids too. Into a repository with another id-key they are *renamed*:
+every data blob of a snapshot is read and named with the target's id-key, and its trees are
+written again naming the new ids, bottom up, so the snapshot has another root tree there;
+the mapping is kept for the run, so a blob two snapshots share is read once per run.
 
 Both repositories are locked shared for the whole copy (a prune of either waits) and their
 indexes read after. Then, for each snapshot of the source repository (of the sources named),
@@ -19,24 +22,27 @@ oldest first:
   is tried when one fails, as a restore does) and stored through a ``BlobWriter``; the packs
   this wrote are then read back from the target and every blob in them checked; only then is
   the snapshot written, the same body (time, tree, run, stats) encrypted to the target's
-  recipients. A snapshot that fails leaves at most unused packs, which ``forget --prune``
-  removes.
+  recipients; renamed, its ``tree`` is the new root. A snapshot that fails leaves at most
+  unused packs, which ``forget --prune`` removes.
+
+Renamed, "present" compares the renamed root, so the snapshot's data is read to know it (no
+write), and a dry run counts every blob not read yet this run: at most what would move.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from portalops.backup.repo.locks import Lock
 from portalops.backup.repo.pack import BlobEntry, BlobType
 from portalops.backup.repo.repository import DamagedObject, Repository
-from portalops.backup.repo.snapshot import SnapshotRef
+from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.repo.storage import ObjectMissing, ObjectTooLarge, StorageError
-from portalops.backup.repo.tree import NodeType, Refused
+from portalops.backup.repo.tree import NodeType, Refused, Tree
 from portalops.backup.repo.writer import BlobWriter, Destination
 from portalops.backup.restore.files import Trees, UnrestorableTree, join, read_trees
 from portalops.core.errors import BadInput, ExitCode, OpsError
@@ -66,6 +72,7 @@ class Copied:
     bytes: int = 0  # their size, uncompressed
     error: str | None = None
     exit_code: ExitCode = ExitCode.OK  # of a failure: 1 damage or a conflict, 3 unreachable
+    renamed: bool = False  # blobs named with the target's id-key (another writer key)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +87,7 @@ class Copied:
             "target": self.target,
             "blobs": self.blobs,
             "bytes": self.bytes,
+            "renamed": self.renamed,
             "error": self.error,
         }
 
@@ -98,11 +106,10 @@ def copy_snapshots(
     stops there."""
     if src.config.id == dst.config.id:
         raise BadInput(f"{src.name} and {dst.name} are the same repository: nothing to copy")
-    if src.writer.id_key != dst.writer.id_key or src.config.chunker != dst.config.chunker:
+    if src.config.chunker != dst.config.chunker:
         raise BadInput(
-            f"{src.name} and {dst.name} name blobs differently (not made with the same writer "
-            "key): a copy keeps blob ids, so both must be initialised with one writer key "
-            "('ops backup init' on a host holding it)"
+            f"{src.name} and {dst.name} cut blobs to other sizes (their configs' chunker "
+            "differs): a copy keeps each blob's cut, which the target's readers would refuse"
         )
     with (
         Lock.acquire(src.storage, exclusive=False, command="backup copy", wait=LOCK_WAIT),
@@ -120,7 +127,8 @@ def copy_snapshots(
                     f"it has {', '.join(held) or 'none'}"
                 )
             refs = [r for r in refs if r.source in sources]
-        return _Copier(src, dst, lock, dry_run, progress).run(refs)
+        renames = src.writer.id_key != dst.writer.id_key
+        return _Copier(src, dst, lock, dry_run, progress, renames).run(refs)
 
 
 class _Copier:
@@ -133,9 +141,12 @@ class _Copier:
         lock: Lock,
         dry_run: bool,
         progress: Callable[[str], Progress | None] | None,
+        renames: bool = False,
     ) -> None:
         self.src, self.dst, self.lock = src, dst, lock
         self.dry_run, self.progress = dry_run, progress
+        # Renaming: the source's blob id -> the target's, for every blob read this run.
+        self.renamed: dict[bytes, bytes] | None = {} if renames else None
         self.present = {(r.source, r.time): r for r in dst.snapshots()}
         # The target's packs as its storage lists them: a blob its index names is taken as
         # held only in a pack that exists with the size the index gives (a writer can forge
@@ -170,7 +181,7 @@ class _Copier:
             return
         snapshot = src.read_snapshot(ref)
         there = self.present.get((ref.source, ref.time))
-        if there is not None:
+        if there is not None and self.renamed is None:
             theirs = dst.read_snapshot(there)  # the identity reads both: they share recipients
             if theirs.tree != snapshot.tree:
                 raise NotCopied(
@@ -190,6 +201,9 @@ class _Copier:
                 f"{len(refused)} entries a restore refuses (first: {shown}); not copied: "
                 "'ops backup check' names them",
             )
+        if self.renamed is not None:
+            self._one_renamed(self.renamed, ref, snapshot, trees, there, result)
+            return
         needed = self._missing(trees)
         entries = _locate(src, needed)
         result.blobs = len(needed)
@@ -216,6 +230,111 @@ class _Copier:
             "copied snapshot %s (%s) into %s as %s: %d blobs, %d bytes",
             ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
         )  # fmt: skip
+
+    def _one_renamed(
+        self, renamed: dict[bytes, bytes], ref: SnapshotRef, snapshot: Snapshot, trees: Trees,
+        there: SnapshotRef | None, result: Copied,
+    ) -> None:  # fmt: skip
+        """``_one`` into a repository with another id-key: blobs and trees renamed."""
+        dst = self.dst
+        result.renamed = True
+        if self.dry_run and there is None:  # what is not read yet: at most what would move
+            unread = [b for b in _data_blobs(trees) if b not in renamed and b not in self.planned]
+            entries = _locate(self.src, dict.fromkeys(unread, BlobType.DATA))
+            fresh = [t for t in trees.trees if t not in renamed and t not in self.planned]
+            self.planned.update(unread, fresh)
+            result.blobs = len(entries) + len(fresh)
+            result.bytes = sum(e.raw_length for _, _, e in entries)
+            result.status = "would copy"
+            return
+        # A snapshot the target has at this time is compared by its renamed root: read,
+        # nothing written.
+        writer = None
+        if there is None:
+            writer = BlobWriter(Destination(dst, on_seal=self.lock.check, verify=True))
+        report = self.progress(f"{ref.source} {ref.short_id} → {dst.name}") if (
+            self.progress and writer is not None
+        ) else None  # fmt: skip
+        try:
+            root = self._rename(renamed, trees, writer, result, report)
+            if writer is not None:
+                writer.finish()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if there is not None:
+            if dst.read_snapshot(there).tree != root:
+                raise NotCopied(
+                    there.key, f"{dst.name} holds another snapshot of {ref.source} at this time"
+                )
+            result.status, result.target = "present", there.id
+            return
+        self.lock.check()
+        written = dst.write_snapshot(replace(snapshot, tree=root))
+        self.present[(ref.source, ref.time)] = written
+        result.status, result.target = "copied", written.id
+        log.info(
+            "copied snapshot %s (%s) into %s as %s, renamed: %d blobs, %d bytes",
+            ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
+        )  # fmt: skip
+
+    def _rename(
+        self, renamed: dict[bytes, bytes], trees: Trees, writer: BlobWriter | None,
+        result: Copied, report: Progress | None,
+    ) -> bytes:  # fmt: skip
+        """The snapshot's root tree id in the target. Data blobs not renamed yet (or renamed
+        but not held by the target, when storing) are read and named with the target's
+        id-key; then each tree is written again naming the new ids, children first. With a
+        ``writer``, what the target lacks is stored; ``result`` counts it."""
+        target = self.dst.writer
+        settled: set[bytes] = set()  # target ids stored (or found held) by this call
+
+        def done(blob: bytes) -> bool:
+            if blob not in renamed:
+                return False
+            new = renamed[blob]
+            return writer is None or new in settled or self._held(new)
+
+        def store(kind: BlobType, data: bytes, new: bytes) -> None:
+            if writer is not None and new not in settled and not self._held(new):
+                writer.add(kind, data, new)
+                result.blobs, result.bytes = result.blobs + 1, result.bytes + len(data)
+            settled.add(new)
+
+        todo = {blob: BlobType.DATA for blob in _data_blobs(trees) if not done(blob)}
+        entries = _locate(self.src, todo)
+        total, so_far = sum(e.raw_length for _, _, e in entries), 0
+        for blob, entry, data in self._read(entries):
+            renamed[blob] = target.blob_id(data)
+            store(BlobType.DATA, data, renamed[blob])
+            so_far += entry.raw_length
+            if report is not None:
+                report(so_far, total)
+        stack = [trees.root]  # no recursion: trees can be thousands deep
+        while stack:
+            tree_id = stack[-1]
+            if done(tree_id):
+                stack.pop()
+                continue
+            tree = trees.trees[tree_id]
+            below = [sub for sub in tree.subtrees() if not done(sub)]
+            if below:
+                stack.extend(below)
+                continue
+            stack.pop()
+            nodes = [
+                replace(
+                    node,
+                    content=tuple(renamed[blob] for blob in node.content),
+                    subtree=None if node.subtree is None else renamed[node.subtree],
+                )
+                for node in tree.nodes
+            ]
+            data = Tree(nodes).encode()
+            renamed[tree_id] = target.blob_id(data)
+            store(BlobType.TREE, data, renamed[tree_id])
+        return renamed[trees.root]
 
     def _missing(self, trees: Trees) -> dict[bytes, BlobType]:
         """The blobs of the snapshot (its trees, its files' content) the target lacks."""
@@ -253,6 +372,17 @@ class _Copier:
         report: Progress | None,
     ) -> None:
         done = 0
+        for blob, entry, data in self._read(entries):
+            writer.add(needed[blob], data, blob)
+            done += entry.raw_length
+            if report is not None:
+                report(done, total)
+
+    def _read(
+        self, entries: list[tuple[str, bytes, BlobEntry]]
+    ) -> Iterator[tuple[bytes, BlobEntry, bytes]]:
+        """Each blob's content, checked against its id, pack by pack (each decrypted once);
+        another location when one fails."""
         pack, plaintext = "", b""
         for key, blob, entry in entries:
             if key != pack:
@@ -268,10 +398,7 @@ class _Copier:
                 data = self.src.unpack_blob(key, plaintext, blob, entry)
             except DamagedObject:
                 data = self._elsewhere(blob)
-            writer.add(needed[blob], data, blob)
-            done += entry.raw_length
-            if report is not None:
-                report(done, total)
+            yield blob, entry, data
 
     def _elsewhere(self, blob: bytes) -> bytes:
         """The blob from another location the source's index gives, each pack fetched at
@@ -294,6 +421,16 @@ class _Copier:
             except DamagedObject as exc:
                 reasons.append(f"{exc.args[1]}: {exc.args[2]}")
         raise DamagedObject(self.src.name, f"blob {blob.hex()[:16]}", "; ".join(reasons))
+
+
+def _data_blobs(trees: Trees) -> list[bytes]:
+    """The data blobs of every file below the root, each once, in tree order."""
+    found: dict[bytes, None] = {}
+    for tree in trees.trees.values():
+        for node in tree.nodes:
+            if node.type is NodeType.FILE:
+                found.update(dict.fromkeys(node.content))
+    return list(found)
 
 
 def _unreachable(exc: OpsError) -> bool:

@@ -134,8 +134,10 @@ examples:
         "--to lacks: moving to a new offsite, seeding a new bucket, filling in nights one "
         "copy missed. Only the blobs the target lacks move; each is checked against its id "
         "as it is read, the packs written are read back, and only then is the snapshot "
-        "written (same time, tree and stats). Both repositories must have been made with "
-        "the same writer key. Future-dated snapshots are skipped, and snapshots holding "
+        "written (same time, tree and stats). Into a repository made with another writer "
+        "key (another id-key) every blob is renamed: each snapshot's data is read whole and "
+        "its trees written again, so its tree differs there. Future-dated snapshots are "
+        "skipped, and snapshots holding "
         "entries a restore refuses are not copied. Needs backup.identity.\n\n"
         "Exit code 1 when a snapshot could not be copied, 3 when a repository could not be "
         "reached.",
@@ -143,7 +145,8 @@ examples:
 examples:
   ops backup copy --from local --to offsite --dry-run
   ops backup copy --from local --to new-offsite
-  ops backup copy --from offsite --to local --source portal-db --json""",
+  ops backup copy --from offsite --to local --source portal-db --json
+  ops backup copy --from local --to local-2027   # made with a new writer key: renamed""",
     )
     p.add_argument("--from", dest="from_", required=True, metavar="R", help="read from R")
     p.add_argument("--to", required=True, metavar="R", help="write into R")

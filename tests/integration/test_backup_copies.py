@@ -345,25 +345,117 @@ def test_copy_refuses_what_it_cannot_do_and_names_why(
     assert foreign.code == 3, foreign.stdout + foreign.stderr
     assert "the writer key does not belong to this repository" in foreign.stderr
 
-    # An admin host holding only the identity opens both, but a repository made with another
-    # writer key to the same recipient (a new id-key) names blobs otherwise: refused up front.
-    doc = json.loads(env.writer_key.read_text())
-    doc["id_key"] = secrets.token_hex(32)
-    rekeyed = tmp_path / "rekeyed.key"
-    rekeyed.write_text(json.dumps(doc))
-    rekeyed.chmod(0o600)
-    env.more_repositories[-1] = {"name": "foreign", "url": str(tmp_path / "rekeyed-repo")}
+
+def add_renewed(env: BackupEnv, name: str) -> tuple[Path, Path]:
+    """The way docs/backup.md gives to close an old identity out: new keys (``keygen``), a
+    new repository made with the new writer key, and, for the copy, an identity file with the
+    new identity first and the old one after it; the config then holds that file alone, as an
+    admin host's does. Returns the repository's directory and the new identity file."""
+    keys = env.root / "keys"
+    new_identity, new_writer = keys / "identity-2027.txt", keys / "writer-2027.key"
+    env.ops("backup", "keygen", "--identity", str(new_identity), "--writer-key",
+            str(new_writer), check=True)  # fmt: skip
+    path = env.root / f"{name}-repo"
+    env.more_repositories.append({"name": name, "url": str(path)})
     env.write_config()
     config = yaml.safe_load(env.config.read_text())
-    config["backup"]["writer_key"] = str(rekeyed)
+    config["backup"]["writer_key"] = str(new_writer)
     env.config.write_text(yaml.safe_dump(config))
-    env.ops("backup", "init", "--repository", "foreign", check=True)
+    env.ops("backup", "init", "--repository", name, check=True)
+    both = keys / "identities-2027.txt"
+    both.write_text(new_identity.read_text() + env.identity.read_text())
+    both.chmod(0o600)
     del config["backup"]["writer_key"]
+    config["backup"]["identity"] = str(both)
     env.config.write_text(yaml.safe_dump(config))
-    foreign = env.ops("backup", "copy", "--from", "main", "--to", "foreign")
-    assert foreign.code == 2, foreign.stdout + foreign.stderr
-    assert "name blobs differently" in foreign.stderr
-    assert not list((tmp_path / "rekeyed-repo" / "packs").rglob("*"))
+    return path, new_identity
+
+
+def use_identity(env: BackupEnv, identity: Path) -> None:
+    config = yaml.safe_load(env.config.read_text())
+    config["backup"]["identity"] = str(identity)
+    env.config.write_text(yaml.safe_dump(config))
+
+
+def test_copy_renames_blobs_into_a_repository_made_with_another_writer_key(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """Moving backups into a repository made with a new writer key (closing the old
+    identity out of what the old key wrote, or a new offsite set up by another host): every
+    blob is named with the target's id-key and every tree written again, so the snapshot has
+    another root there; it restores the same files, and a second copy finds it present."""
+    env = local_backup_env
+    www = tmp_path / "www"
+    deep = www / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (www / "media").mkdir()
+    video = os.urandom(3 * 1024 * 1024)
+    (www / "media" / "video.bin").write_bytes(video)
+    (deep / "same-video.bin").write_bytes(video)  # one blob list, two trees
+    (deep / "trang.html").write_text("<p>Xã Đạo Trù</p>\n", encoding="utf-8")
+    (www / "empty").mkdir()
+    (www / "index.html").write_text("<h1>Cổng</h1>\n", encoding="utf-8")
+    env.add_source("webroot", www)
+    env.ops("backup", "run", check=True)
+    (deep / "tin-moi.html").write_text("<p>tin mới</p>\n", encoding="utf-8")
+    env.ops("backup", "run", check=True)
+    renewed, new_identity = add_renewed(env, "renewed")
+
+    code, planned = copy(env, "--from", "main", "--to", "renewed", "--dry-run")
+    assert code == 0, planned
+    assert [(s["status"], s["renamed"]) for s in planned["snapshots"]] == [("would copy", True)] * 2
+    assert planned["snapshots"][0]["bytes"] >= len(video)
+    assert listed(env).get("renewed", []) == []
+
+    code, done = copy(env, "--from", "main", "--to", "renewed")
+    assert code == 0, done
+    assert [(s["status"], s["renamed"]) for s in done["snapshots"]] == [("copied", True)] * 2
+    assert done["snapshots"][1]["bytes"] < 64 * 1024  # the video was renamed once
+    ours, theirs = listed(env)["main"], listed(env)["renewed"]
+    assert [(s["time"], s["run"]) for s in ours] == [(s["time"], s["run"]) for s in theirs]
+    assert not {s["tree"] for s in ours} & {s["tree"] for s in theirs}
+    with repository_pair(env, "main", "renewed") as (main, renamed):
+        assert not set(main.index.blobs) & set(renamed.index.blobs)  # no id carried over
+    for which, snapshot in (("first", theirs[0]["id"]), ("latest", "latest")):
+        target = tmp_path / f"restored-{which}"
+        env.ops("backup", "restore", snapshot, "--repository", "renewed", "--source",
+                "webroot", "--target", str(target), check=True)  # fmt: skip
+        restored = digest(target / www.relative_to("/"))
+        assert ("a/b/c/tin-moi.html" in restored) is (which == "latest")
+        if which == "latest":
+            assert restored == digest(www)
+    checked = env.ops("--json", "backup", "check", "--read-data", "--repository", "renewed")
+    assert checked.code == 0, checked.stdout + checked.stderr
+
+    packs_before = sorted(p.name for p in (renewed / "packs").rglob("*") if p.is_file())
+    code, again = copy(env, "--from", "main", "--to", "renewed")
+    assert code == 0, again
+    assert [(s["status"], s["blobs"]) for s in again["snapshots"]] == [("present", 0)] * 2
+    assert sorted(p.name for p in (renewed / "packs").rglob("*") if p.is_file()) == packs_before
+
+    # The new identity alone opens the new repository; the old one does not.
+    use_identity(env, new_identity)
+    assert len(env.ops_json("backup", "list", "--repository", "renewed")) == 2
+    use_identity(env, env.identity)
+    old = env.ops("backup", "list", "--repository", "renewed")
+    assert old.code == 3, old.stdout + old.stderr
+
+
+def repository_pair(env: BackupEnv, *names: str) -> Any:
+    """The named repositories opened in this process with the config's keys, indexes read."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def opened() -> Any:
+        with patch.dict(os.environ, env.env):
+            backup = load_settings(env.config).backup
+            keys = load_keys(backup)
+            repos = [open_repository(r, keys) for r in backup.repositories if r.name in names]
+            for repo in repos:
+                repo.load_index()
+            yield tuple(sorted(repos, key=lambda r: names.index(r.name)))
+
+    return opened()
 
 
 def test_copy_leaves_out_what_a_hostile_writer_forged_and_copies_the_rest(
