@@ -26,7 +26,8 @@ oldest first:
   unused packs, which ``forget --prune`` removes.
 
 Renamed, "present" compares the renamed root, so the snapshot's data is read to know it (no
-write), and a dry run counts every blob not read yet this run: at most what would move.
+write); a dry run reads no data: "present" there means the same run id, and it counts every
+blob not read yet this run, at most what would move.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from datetime import datetime
 from typing import Any
 
 from portalops.backup.repo.locks import Lock
-from portalops.backup.repo.pack import BlobEntry, BlobType
+from portalops.backup.repo.pack import MAX_TREE_BLOB, BlobEntry, BlobType
 from portalops.backup.repo.repository import DamagedObject, Repository
 from portalops.backup.repo.snapshot import Snapshot, SnapshotRef
 from portalops.backup.repo.storage import ObjectMissing, ObjectTooLarge, StorageError
-from portalops.backup.repo.tree import NodeType, Refused, Tree
+from portalops.backup.repo.tree import Node, NodeType, Refused, Tree
 from portalops.backup.repo.writer import BlobWriter, Destination
 from portalops.backup.restore.files import Trees, UnrestorableTree, join, read_trees
 from portalops.core.errors import BadInput, ExitCode, OpsError
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 LOCK_WAIT = 600.0  # as a backup waits for a prune in progress
 Progress = Callable[[int, int], None]
+Renames = dict[tuple[BlobType, bytes], bytes]  # (kind, id in the source) -> id in the target
 
 
 class NotCopied(OpsError):
@@ -146,7 +148,7 @@ class _Copier:
         self.src, self.dst, self.lock = src, dst, lock
         self.dry_run, self.progress = dry_run, progress
         # Renaming: the source's blob id -> the target's, for every blob read this run.
-        self.renamed: dict[bytes, bytes] | None = {} if renames else None
+        self.renamed: Renames | None = {} if renames else None
         self.present = {(r.source, r.time): r for r in dst.snapshots()}
         # The target's packs as its storage lists them: a blob its index names is taken as
         # held only in a pack that exists with the size the index gives (a writer can forge
@@ -159,6 +161,7 @@ class _Copier:
         results = []
         for ref in refs:
             result = Copied(ref.source, ref.time, ref.id, "failed")
+            result.renamed = self.renamed is not None
             results.append(result)
             try:
                 self._one(ref, result)
@@ -232,20 +235,13 @@ class _Copier:
         )  # fmt: skip
 
     def _one_renamed(
-        self, renamed: dict[bytes, bytes], ref: SnapshotRef, snapshot: Snapshot, trees: Trees,
+        self, renamed: Renames, ref: SnapshotRef, snapshot: Snapshot, trees: Trees,
         there: SnapshotRef | None, result: Copied,
     ) -> None:  # fmt: skip
         """``_one`` into a repository with another id-key: blobs and trees renamed."""
         dst = self.dst
-        result.renamed = True
-        if self.dry_run and there is None:  # what is not read yet: at most what would move
-            unread = [b for b in _data_blobs(trees) if b not in renamed and b not in self.planned]
-            entries = _locate(self.src, dict.fromkeys(unread, BlobType.DATA))
-            fresh = [t for t in trees.trees if t not in renamed and t not in self.planned]
-            self.planned.update(unread, fresh)
-            result.blobs = len(entries) + len(fresh)
-            result.bytes = sum(e.raw_length for _, _, e in entries)
-            result.status = "would copy"
+        if self.dry_run:
+            self._plan_renamed(renamed, snapshot, trees, there, result)
             return
         # A snapshot the target has at this time is compared by its renamed root: read,
         # nothing written.
@@ -253,7 +249,7 @@ class _Copier:
         if there is None:
             writer = BlobWriter(Destination(dst, on_seal=self.lock.check, verify=True))
         report = self.progress(f"{ref.source} {ref.short_id} → {dst.name}") if (
-            self.progress and writer is not None
+            self.progress
         ) else None  # fmt: skip
         try:
             root = self._rename(renamed, trees, writer, result, report)
@@ -279,62 +275,99 @@ class _Copier:
             ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
         )  # fmt: skip
 
+    def _plan_renamed(
+        self, renamed: Renames, snapshot: Snapshot, trees: Trees, there: SnapshotRef | None,
+        result: Copied,
+    ) -> None:  # fmt: skip
+        """``--dry-run`` when renaming, reading no data: a snapshot the target has at this
+        time is taken as present when it carries the same run id (the copy itself compares
+        renamed trees); otherwise every blob not read yet this run, at most what would move
+        (and a snapshot without a run id, there at this time, is counted so too)."""
+        theirs = self.dst.read_snapshot(there).run if there is not None else None
+        if there is not None and theirs is not None and snapshot.run is not None:
+            if theirs != snapshot.run:
+                raise NotCopied(
+                    there.key,
+                    f"{self.dst.name} holds a snapshot of {snapshot.source} at this time from "
+                    "another run",
+                )
+            result.status, result.target = "present", there.id
+            return
+        unread = [
+            blob for blob in _data_blobs(trees)
+            if (BlobType.DATA, blob) not in renamed and blob not in self.planned
+        ]  # fmt: skip
+        entries = _locate(self.src, dict.fromkeys(unread, BlobType.DATA))
+        fresh = [
+            tree_id for tree_id in trees.trees
+            if (BlobType.TREE, tree_id) not in renamed and tree_id not in self.planned
+        ]  # fmt: skip
+        self.planned.update(unread, fresh)
+        result.blobs = len(entries) + len(fresh)
+        result.bytes = sum(e.raw_length for _, _, e in entries)
+        result.bytes += sum(len(trees.trees[tree_id].encode()) for tree_id in fresh)
+        result.status = "would copy"
+
     def _rename(
-        self, renamed: dict[bytes, bytes], trees: Trees, writer: BlobWriter | None,
-        result: Copied, report: Progress | None,
+        self, renamed: Renames, trees: Trees, writer: BlobWriter | None, result: Copied,
+        report: Progress | None,
     ) -> bytes:  # fmt: skip
         """The snapshot's root tree id in the target. Data blobs not renamed yet (or renamed
         but not held by the target, when storing) are read and named with the target's
         id-key; then each tree is written again naming the new ids, children first. With a
-        ``writer``, what the target lacks is stored; ``result`` counts it."""
+        ``writer``, what the target lacks is stored; ``result`` counts it.
+
+        Names are kept per kind: a file's content is renamed from its bytes as data even
+        where the same id is also a tree (a file holding exactly a tree's encoding), and the
+        tree is written again as a tree. A node keeps only the ids its kind uses (content of
+        a file, subtree of a directory), as a restore reads it."""
         target = self.dst.writer
+        max_data = self.dst.max_data_blob
         settled: set[bytes] = set()  # target ids stored (or found held) by this call
 
-        def done(blob: bytes) -> bool:
-            if blob not in renamed:
-                return False
-            new = renamed[blob]
-            return writer is None or new in settled or self._held(new)
+        def done(kind: BlobType, blob: bytes) -> bool:
+            new = renamed.get((kind, blob))
+            return new is not None and (writer is None or new in settled or self._held(new))
 
-        def store(kind: BlobType, data: bytes, new: bytes) -> None:
+        def store(kind: BlobType, data: bytes, blob: bytes) -> bytes:
+            limit = MAX_TREE_BLOB if kind is BlobType.TREE else max_data
+            if len(data) > limit:
+                what = "tree, written again," if kind is BlobType.TREE else "file content blob"
+                raise NotCopied(
+                    f"{kind.value} blob {blob.hex()[:16]}",
+                    f"this {what} is {len(data)} bytes, more than {self.dst.name} lets a "
+                    f"{kind.value} blob hold ({limit}): not copied",
+                )
+            new = renamed[kind, blob] = target.blob_id(data)
             if writer is not None and new not in settled and not self._held(new):
                 writer.add(kind, data, new)
                 result.blobs, result.bytes = result.blobs + 1, result.bytes + len(data)
             settled.add(new)
+            return new
 
-        todo = {blob: BlobType.DATA for blob in _data_blobs(trees) if not done(blob)}
+        todo = {blob: BlobType.DATA for blob in _data_blobs(trees) if not done(BlobType.DATA, blob)}
         entries = _locate(self.src, todo)
         total, so_far = sum(e.raw_length for _, _, e in entries), 0
         for blob, entry, data in self._read(entries):
-            renamed[blob] = target.blob_id(data)
-            store(BlobType.DATA, data, renamed[blob])
+            store(BlobType.DATA, data, blob)
             so_far += entry.raw_length
             if report is not None:
                 report(so_far, total)
         stack = [trees.root]  # no recursion: trees can be thousands deep
         while stack:
             tree_id = stack[-1]
-            if done(tree_id):
+            if done(BlobType.TREE, tree_id):
                 stack.pop()
                 continue
             tree = trees.trees[tree_id]
-            below = [sub for sub in tree.subtrees() if not done(sub)]
+            below = [sub for sub in dict.fromkeys(tree.subtrees()) if not done(BlobType.TREE, sub)]
             if below:
                 stack.extend(below)
                 continue
             stack.pop()
-            nodes = [
-                replace(
-                    node,
-                    content=tuple(renamed[blob] for blob in node.content),
-                    subtree=None if node.subtree is None else renamed[node.subtree],
-                )
-                for node in tree.nodes
-            ]
-            data = Tree(nodes).encode()
-            renamed[tree_id] = target.blob_id(data)
-            store(BlobType.TREE, data, renamed[tree_id])
-        return renamed[trees.root]
+            nodes = [_renamed_node(node, renamed) for node in tree.nodes]
+            store(BlobType.TREE, Tree(nodes).encode(), tree_id)
+        return renamed[BlobType.TREE, trees.root]
 
     def _missing(self, trees: Trees) -> dict[bytes, BlobType]:
         """The blobs of the snapshot (its trees, its files' content) the target lacks."""
@@ -421,6 +454,15 @@ class _Copier:
             except DamagedObject as exc:
                 reasons.append(f"{exc.args[1]}: {exc.args[2]}")
         raise DamagedObject(self.src.name, f"blob {blob.hex()[:16]}", "; ".join(reasons))
+
+
+def _renamed_node(node: Node, renamed: Renames) -> Node:
+    if node.type is NodeType.FILE:
+        content = tuple(renamed[BlobType.DATA, blob] for blob in node.content)
+        return replace(node, content=content, subtree=None)
+    if node.type is NodeType.DIR and node.subtree is not None:
+        return replace(node, content=(), subtree=renamed[BlobType.TREE, node.subtree])
+    return replace(node, content=(), subtree=None)
 
 
 def _data_blobs(trees: Trees) -> list[bytes]:

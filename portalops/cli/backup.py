@@ -968,7 +968,7 @@ def _copy(ctx: Context, args: argparse.Namespace) -> Outcome:
             (r.target or "")[:8],
             r.blobs,
             size(r.bytes),
-            r.error or "",
+            r.error or ("renamed" if r.renamed and r.status in ("copied", "would copy") else ""),
         )
         for r in results
     ]
