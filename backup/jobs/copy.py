@@ -225,13 +225,18 @@ class _Copier:
         except BaseException:
             writer.abort()
             raise
+        self._write(ref, snapshot, result)  # the same body, encrypted to the target's keys
+
+    def _write(self, ref: SnapshotRef, snapshot: Snapshot, result: Copied) -> None:
+        """The snapshot into the target, last, while the lock is still ours."""
         self.lock.check()
-        written = dst.write_snapshot(snapshot)  # the same body, encrypted to the target's keys
+        written = self.dst.write_snapshot(snapshot)
         self.present[(ref.source, ref.time)] = written
         result.status, result.target = "copied", written.id
         log.info(
-            "copied snapshot %s (%s) into %s as %s: %d blobs, %d bytes",
-            ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
+            "copied snapshot %s (%s) into %s as %s%s: %d blobs, %d bytes",
+            ref.short_id, ref.source, self.dst.name, written.short_id,
+            ", renamed" if result.renamed else "", result.blobs, result.bytes,
         )  # fmt: skip
 
     def _one_renamed(
@@ -266,14 +271,7 @@ class _Copier:
                 )
             result.status, result.target = "present", there.id
             return
-        self.lock.check()
-        written = dst.write_snapshot(replace(snapshot, tree=root))
-        self.present[(ref.source, ref.time)] = written
-        result.status, result.target = "copied", written.id
-        log.info(
-            "copied snapshot %s (%s) into %s as %s, renamed: %d blobs, %d bytes",
-            ref.short_id, ref.source, dst.name, written.short_id, result.blobs, result.bytes,
-        )  # fmt: skip
+        self._write(ref, replace(snapshot, tree=root), result)
 
     def _plan_renamed(
         self, renamed: Renames, snapshot: Snapshot, trees: Trees, there: SnapshotRef | None,

@@ -212,31 +212,39 @@ def test_unlock_judges_by_storage_time_not_by_the_time_a_host_wrote(
     assert env.object_keys("locks/") == [behind]  # the probe unlock wrote is gone too
 
 
-def test_sigint_while_waiting_for_a_lock_releases_the_others(
-    local_backup_env: BackupEnv, tmp_path: Path
-) -> None:
-    """SIGINT (what `ops schedule` sends on stop) while `ops backup run` waits for one
-    repository's lock: it stops at once, and the lock it holds on the other is released."""
-    env = local_backup_env
+def _second_repository_with_a_prune_lock(env: BackupEnv, tmp_path: Path, stated: str) -> Path:
+    """A source, a second repository, both initialised, and in the second an exclusive lock
+    of another host's prune stating ``stated`` as its times; returns the second's locks/."""
     src = tmp_path / "site"
     src.mkdir()
     (src / "index.html").write_text("hello\n")
     env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
     env.add_source("web", src)
     env.ops("backup", "init", check=True)
-    # A live prune of another host holds "second" (fresh by the storage's clock).
-    forged = {
+    lock = {
         "version": 1,
         "exclusive": True,
         "host": "admin.example",
         "pid": 4242,
         "user": "root",
         "command": "backup forget --prune",
-        "created": "2030-01-01T00:00:00Z",
-        "refreshed": "2030-01-01T00:00:00Z",
+        "created": stated,
+        "refreshed": stated,
     }
-    (tmp_path / "second" / "locks").mkdir(exist_ok=True)
-    (tmp_path / "second" / "locks" / ("a" * 32)).write_text(json.dumps(forged))
+    locks = tmp_path / "second" / "locks"
+    locks.mkdir(exist_ok=True)
+    (locks / ("a" * 32)).write_text(json.dumps(lock))
+    return locks
+
+
+def test_sigint_while_waiting_for_a_lock_releases_the_others(
+    local_backup_env: BackupEnv, tmp_path: Path
+) -> None:
+    """SIGINT (what `ops schedule` sends on stop) while `ops backup run` waits for one
+    repository's lock: it stops at once, and the lock it holds on the other is released."""
+    env = local_backup_env
+    # A live prune of another host holds "second" (fresh by the storage's clock).
+    _second_repository_with_a_prune_lock(env, tmp_path, "2030-01-01T00:00:00Z")
     main_locks = Path(env.repo_url) / "locks"
     proc = env.popen("backup", "run")
     deadline = time.monotonic() + 30
@@ -264,25 +272,7 @@ def test_a_lock_object_with_a_time_out_of_range_is_unreadable_not_a_crash(
     is an unreadable lock, which blocks nothing (as any unreadable lock): the run does not
     crash on it, backs up into both repositories and leaves no lock of its own behind."""
     env = local_backup_env
-    src = tmp_path / "site"
-    src.mkdir()
-    (src / "index.html").write_text("hello\n")
-    env.more_repositories.append({"name": "second", "url": str(tmp_path / "second")})
-    env.add_source("web", src)
-    env.ops("backup", "init", check=True)
-    hostile = {
-        "version": 1,
-        "exclusive": True,
-        "host": "web7.example",
-        "pid": 4242,
-        "user": "x",
-        "command": "backup forget --prune",
-        "created": "0001-01-01T00:00:00+05:00",
-        "refreshed": "0001-01-01T00:00:00+05:00",
-    }
-    env_second = tmp_path / "second" / "locks"
-    env_second.mkdir(exist_ok=True)
-    (env_second / ("b" * 32)).write_text(json.dumps(hostile))
+    env_second = _second_repository_with_a_prune_lock(env, tmp_path, "0001-01-01T00:00:00+05:00")
     with patch.dict(os.environ, env.env), patch("portalops.backup.jobs.run.LOCK_WAIT", 1.0):
         settings = load_settings(env.config)
         backup = settings.backup
@@ -290,5 +280,5 @@ def test_a_lock_object_with_a_time_out_of_range_is_unreadable_not_a_crash(
             list(backup.sources), list(backup.repositories), load_keys(backup), settings.state_dir
         )
     assert [(r.repository, r.ok) for r in results] == [("main", True), ("second", True)]
-    assert [p.name for p in env_second.iterdir()] == ["b" * 32]
+    assert [p.name for p in env_second.iterdir()] == ["a" * 32]
     assert list((Path(env.repo_url) / "locks").iterdir()) == []  # "main"'s lock released
