@@ -344,7 +344,10 @@ def s3_costs(args: argparse.Namespace) -> int:
     processes against a moto server (warm page cache: what importing and talking cost, not
     reading .pyc files from disk)."""
     runs: list[dict[str, dict[str, float]]] = []
-    with tempfile_dir() as tmp, moto_server(args.ops_python, tmp) as endpoint:
+    with (
+        tempfile.TemporaryDirectory(prefix="portalops-s3costs-") as tmp,
+        moto_server(args.ops_python, Path(tmp)) as endpoint,
+    ):
         make_bucket(args.ops_python, endpoint, "portal-ops-costs")
         env = {**s3_env(), "PYTHONPATH": str(DEFAULT_OPS.parent)}
         for _ in range(6):  # the first warms the page cache and is dropped
@@ -359,15 +362,6 @@ def s3_costs(args: argparse.Namespace) -> int:
         cpu = statistics.median(r[step]["cpu"] for r in runs)
         print(f"{step:<28} {wall:>8.3f} {cpu:>8.3f}")
     return 0
-
-
-@contextmanager
-def tempfile_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="portalops-s3costs-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
